@@ -1,0 +1,256 @@
+/*
+ * libdynconv: dynamic convolution (attention over K convolution kernels) in C.
+ *
+ * This header is the whole public API. Read it top to bottom:
+ *   1. version          - compile-time macros and run-time functions
+ *   2. status           - every function returns a dynconv_status; a message says more
+ *   3. dynamic conv2d   - create -> reshape -> forward (repeat) -> destroy
+ *   4. dynamic linear   - the same lifecycle for the dynamic perceptron
+ *
+ * What a dynamic layer computes, per sample n (float32, NCHW, row-major):
+ *   s      = mean over (h, w) of x[n]                  squeeze: global average pool, [C_in]
+ *   u      = ReLU(fc1_weight @ s + fc1_bias)            [hidden]
+ *   z      = fc2_weight @ u + fc2_bias                  [K]
+ *   pi     = softmax(z / T)                             [K], pi >= 0, sum(pi) == 1
+ *   W_n    = sum_k pi[k] * weight[k]                    aggregated kernel
+ *   b_n    = sum_k pi[k] * bias[k]                      aggregated bias
+ *   y[n]   = conv2d(x[n], W_n, b_n)                     cross-correlation, as PyTorch's conv2d
+ * The attention pi is computed independently for every sample (never averaged over the batch).
+ *
+ * Conventions
+ *   - Sizes are int64_t so that a negative value coming from a signed caller is reported as
+ *     DYNCONV_ERROR_INVALID_ARGUMENT instead of wrapping around. All products of sizes are
+ *     checked for overflow (DYNCONV_ERROR_SIZE_OVERFLOW).
+ *   - On any error, no output buffer is written and the handle keeps its previous state.
+ *   - Functions that fail leave a human-readable explanation in a thread-local buffer
+ *     (dynconv_last_error_message()).
+ *
+ * Thread safety
+ *   - A handle is not safe for concurrent use: use one handle per thread. Distinct handles can be
+ *     used from distinct threads at the same time.
+ *   - Weights passed with DYNCONV_FLAG_BORROW_WEIGHTS may be shared read-only by any number of
+ *     handles used concurrently; the caller must not modify them while a forward is running.
+ *   - dynconv_version_*, dynconv_status_string and dynconv_last_error_message are always safe.
+ *   - A caller-owned workspace must not be shared by handles that run at the same time.
+ */
+#ifndef DYNCONV_DYNCONV_H
+#define DYNCONV_DYNCONV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#  if defined(DYNCONV_BUILDING_LIBRARY)
+#    define DYNCONV_API __declspec(dllexport)
+#  else
+#    define DYNCONV_API
+#  endif
+#elif defined(__GNUC__) && __GNUC__ >= 4
+#  define DYNCONV_API __attribute__((visibility("default")))
+#else
+#  define DYNCONV_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* 1. Version                                                                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+#define DYNCONV_VERSION_MAJOR 1
+#define DYNCONV_VERSION_MINOR 0
+#define DYNCONV_VERSION_PATCH 0
+/* MAJOR * 10000 + MINOR * 100 + PATCH, comparable with dynconv_version_number(). */
+#define DYNCONV_VERSION_NUMBER \
+    (DYNCONV_VERSION_MAJOR * 10000 + DYNCONV_VERSION_MINOR * 100 + DYNCONV_VERSION_PATCH)
+#define DYNCONV_VERSION_STRING "1.0.0"
+
+/* Version of the library actually loaded at run time (may differ from the header's). */
+DYNCONV_API unsigned dynconv_version_number(void);
+DYNCONV_API const char *dynconv_version_string(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* 2. Status                                                                                  */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Values are part of the ABI: they never change and are never reused. */
+typedef enum dynconv_status {
+    DYNCONV_OK = 0,
+    /* A required pointer argument was NULL. */
+    DYNCONV_ERROR_NULL_POINTER = 1,
+    /* A size is zero or negative where it must be positive (or negative where it may be zero),
+     * groups does not divide the channels, the temperature is not a finite number > 0, an
+     * unknown flag is set, or input and output buffers overlap. */
+    DYNCONV_ERROR_INVALID_ARGUMENT = 2,
+    /* The shapes are individually valid but do not fit together: the dilated kernel is larger
+     * than the padded input, so the output would be empty. */
+    DYNCONV_ERROR_INVALID_SHAPE = 3,
+    /* A product of sizes (element counts, byte counts) does not fit in size_t / int64_t. */
+    DYNCONV_ERROR_SIZE_OVERFLOW = 4,
+    /* An allocation failed. */
+    DYNCONV_ERROR_OUT_OF_MEMORY = 5,
+    /* The call is not valid in the handle's current state (e.g. forward before reshape). */
+    DYNCONV_ERROR_INVALID_STATE = 6,
+    /* The caller's workspace is smaller than the size reported by reshape. */
+    DYNCONV_ERROR_INSUFFICIENT_WORKSPACE = 7,
+    /* The caller's workspace is not aligned to DYNCONV_WORKSPACE_ALIGNMENT bytes. */
+    DYNCONV_ERROR_MISALIGNED_WORKSPACE = 8
+} dynconv_status;
+
+/* Short constant description of a status ("invalid argument", ...); never NULL, also for values
+ * this version does not know. */
+DYNCONV_API const char *dynconv_status_string(dynconv_status status);
+
+/* Explanation of the most recent failure of a libdynconv call in the calling thread, naming the
+ * function and the offending argument; "" if no call has failed in this thread. Valid until the
+ * next libdynconv call in the same thread. */
+DYNCONV_API const char *dynconv_last_error_message(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* 3. Dynamic 2-D convolution                                                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Opaque layer handle. */
+typedef struct dynconv_conv2d dynconv_conv2d;
+
+/* Flags for the create functions (bitwise OR; unknown bits are rejected). */
+enum {
+    /* Keep pointers to the caller's parameter arrays instead of copying them. The arrays must
+     * stay valid and unchanged (while a forward runs) until the handle is destroyed. Lets many
+     * handles share one set of weights, and lets a caller update weights in place. */
+    DYNCONV_FLAG_BORROW_WEIGHTS = 1u << 0,
+    /* The handle never allocates a workspace: every forward must be given one. */
+    DYNCONV_FLAG_EXTERNAL_WORKSPACE = 1u << 1
+};
+
+/* Alignment in bytes that a caller-owned workspace must have. */
+#define DYNCONV_WORKSPACE_ALIGNMENT 64
+
+/* Geometry of a dynamic 2-D convolution. Fields follow torch.nn.Conv2d.
+ * The geometry and weights structs are frozen for this ABI version: later options arrive as new
+ * flags or new setter functions, never as new fields. */
+typedef struct dynconv_conv2d_geometry {
+    int64_t in_channels;              /* C_in  > 0 */
+    int64_t out_channels;             /* C_out > 0 */
+    int64_t kernel_h, kernel_w;       /* kh, kw > 0 */
+    int64_t stride_h, stride_w;       /* sh, sw > 0 */
+    int64_t pad_h, pad_w;             /* ph, pw >= 0 (zero padding on both sides) */
+    int64_t dilation_h, dilation_w;   /* dh, dw > 0 */
+    int64_t groups;                   /* g > 0, divides C_in and C_out; g == C_in: depthwise */
+    int64_t num_kernels;              /* K > 0 */
+    int64_t hidden;                   /* attention hidden units > 0 */
+} dynconv_conv2d_geometry;
+
+/* Parameter arrays, float32, contiguous row-major. Optional ones may be NULL (treated as zero).
+ *   weight     [K, C_out, C_in/g, kh, kw]   required
+ *   bias       [K, C_out]                   optional
+ *   fc1_weight [hidden, C_in]               required (PyTorch's [hidden, C_in, 1, 1] is the same)
+ *   fc1_bias   [hidden]                     optional
+ *   fc2_weight [K, hidden]                  required
+ *   fc2_bias   [K]                          optional */
+typedef struct dynconv_conv2d_weights {
+    const float *weight;
+    const float *bias;
+    const float *fc1_weight;
+    const float *fc1_bias;
+    const float *fc2_weight;
+    const float *fc2_bias;
+} dynconv_conv2d_weights;
+
+/* Creates a layer. Checks the geometry (sizes, groups, overflow of every parameter count) and
+ * the temperature (finite, > 0), then copies the weights (unless DYNCONV_FLAG_BORROW_WEIGHTS).
+ * On success *out receives the handle; on error *out is left unchanged. */
+DYNCONV_API dynconv_status dynconv_conv2d_create(const dynconv_conv2d_geometry *geometry,
+                                                 const dynconv_conv2d_weights *weights,
+                                                 float temperature, uint32_t flags,
+                                                 dynconv_conv2d **out);
+
+/* Frees the handle and the memory it owns. NULL is accepted and ignored. */
+DYNCONV_API void dynconv_conv2d_destroy(dynconv_conv2d *layer);
+
+/* Softmax temperature T (finite, > 0). May be changed at any time between forwards. */
+DYNCONV_API dynconv_status dynconv_conv2d_set_temperature(dynconv_conv2d *layer, float temperature);
+DYNCONV_API dynconv_status dynconv_conv2d_get_temperature(const dynconv_conv2d *layer,
+                                                          float *temperature);
+
+/* Fixes the input shape [N, C_in, H, W] for the following forwards and reports:
+ *   H_out = floor((H + 2*ph - dh*(kh-1) - 1) / sh) + 1
+ *   W_out = floor((W + 2*pw - dw*(kw-1) - 1) / sw) + 1
+ * and the workspace size in bytes a caller-owned workspace must have. out_h, out_w and
+ * workspace_size may each be NULL. Unless the handle was created with
+ * DYNCONV_FLAG_EXTERNAL_WORKSPACE, this is the one call that allocates the handle's own
+ * workspace (only when it has to grow); forward never allocates.
+ * Errors: INVALID_ARGUMENT (N, H or W <= 0), INVALID_SHAPE (H_out or W_out would be < 1),
+ * SIZE_OVERFLOW, OUT_OF_MEMORY. On error the previous shape stays in force. */
+DYNCONV_API dynconv_status dynconv_conv2d_reshape(dynconv_conv2d *layer, int64_t batch,
+                                                  int64_t height, int64_t width, int64_t *out_h,
+                                                  int64_t *out_w, size_t *workspace_size);
+
+/* Runs the layer on the shape fixed by the last successful reshape.
+ *   input      [N, C_in, H, W]              required
+ *   output     [N, C_out, H_out, W_out]     required, must not overlap input
+ *   attention  [N, K]                       optional: receives pi for every sample
+ *   workspace  workspace_size bytes, aligned to DYNCONV_WORKSPACE_ALIGNMENT; or NULL to use
+ *              the handle's own workspace (not allowed with DYNCONV_FLAG_EXTERNAL_WORKSPACE)
+ * Errors: NULL_POINTER, INVALID_STATE (no reshape yet), INVALID_ARGUMENT (overlapping buffers),
+ * INSUFFICIENT_WORKSPACE, MISALIGNED_WORKSPACE. NaN or Inf in the input propagate to the
+ * outputs as IEEE arithmetic dictates; they are not reported as errors. */
+DYNCONV_API dynconv_status dynconv_conv2d_forward(dynconv_conv2d *layer, const float *input,
+                                                  float *output, float *attention,
+                                                  void *workspace, size_t workspace_size);
+
+/* ------------------------------------------------------------------------------------------ */
+/* 4. Dynamic linear layer (dynamic perceptron)                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Per sample: pi = softmax((fc2 @ ReLU(fc1 @ x + b1) + b2) / T); y = (sum_k pi[k] W_k) x +
+ * sum_k pi[k] b_k. The attention is computed on x itself (there is nothing to pool). */
+typedef struct dynconv_linear dynconv_linear;
+
+typedef struct dynconv_linear_geometry {
+    int64_t in_features;   /* D_in  > 0 */
+    int64_t out_features;  /* D_out > 0 */
+    int64_t num_kernels;   /* K > 0 */
+    int64_t hidden;        /* attention hidden units > 0 */
+} dynconv_linear_geometry;
+
+/* Parameter arrays, float32, contiguous; optional ones may be NULL.
+ *   weight [K, D_out, D_in] required · bias [K, D_out] optional
+ *   fc1_weight [hidden, D_in] required · fc1_bias [hidden] optional
+ *   fc2_weight [K, hidden] required · fc2_bias [K] optional */
+typedef struct dynconv_linear_weights {
+    const float *weight;
+    const float *bias;
+    const float *fc1_weight;
+    const float *fc1_bias;
+    const float *fc2_weight;
+    const float *fc2_bias;
+} dynconv_linear_weights;
+
+/* Same contract as dynconv_conv2d_create. */
+DYNCONV_API dynconv_status dynconv_linear_create(const dynconv_linear_geometry *geometry,
+                                                 const dynconv_linear_weights *weights,
+                                                 float temperature, uint32_t flags,
+                                                 dynconv_linear **out);
+DYNCONV_API void dynconv_linear_destroy(dynconv_linear *layer);
+DYNCONV_API dynconv_status dynconv_linear_set_temperature(dynconv_linear *layer, float temperature);
+DYNCONV_API dynconv_status dynconv_linear_get_temperature(const dynconv_linear *layer,
+                                                          float *temperature);
+
+/* Fixes the batch size N > 0 and reports the workspace size (may be NULL). */
+DYNCONV_API dynconv_status dynconv_linear_reshape(dynconv_linear *layer, int64_t batch,
+                                                  size_t *workspace_size);
+
+/*   input [N, D_in] · output [N, D_out] (no overlap with input) · attention [N, K] or NULL
+ * Workspace rules as for dynconv_conv2d_forward. */
+DYNCONV_API dynconv_status dynconv_linear_forward(dynconv_linear *layer, const float *input,
+                                                  float *output, float *attention,
+                                                  void *workspace, size_t workspace_size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DYNCONV_DYNCONV_H */

@@ -1,0 +1,40 @@
+/* Convolution layer: one sample of a grouped 2-D convolution (cross-correlation, as PyTorch's
+ * conv2d) through im2col + cblas_sgemm, one GEMM per group. Weights are whatever the caller
+ * hands in; here they are the aggregated kernel of one sample. */
+#ifndef DYNCONV_SRC_CONV_H
+#define DYNCONV_SRC_CONV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct dc_conv_shape {
+    size_t in_channels, out_channels, groups;
+    size_t height, width;             /* input spatial size */
+    size_t kernel_h, kernel_w;
+    size_t stride_h, stride_w;
+    size_t pad_h, pad_w;
+    size_t dilation_h, dilation_w;
+    size_t out_h, out_w;              /* from dc_conv_output_size */
+} dc_conv_shape;
+
+/* floor((in + 2*pad - dilation*(kernel-1) - 1) / stride) + 1, or false when that is < 1.
+ * Arguments must already be positive and small enough not to overflow (checked by the caller). */
+bool dc_conv_output_size(size_t in, size_t kernel, size_t stride, size_t pad, size_t dilation,
+                         size_t *out);
+
+/* True when the input itself is the im2col matrix (1x1 kernel, stride 1, no padding). */
+bool dc_conv_is_pointwise(const dc_conv_shape *s);
+
+/* Floats of im2col scratch one sample needs: (C_in/g)*kh*kw * out_h*out_w, or 0 when the
+ * convolution is pointwise. The caller checks this product for overflow beforehand. */
+size_t dc_conv_col_floats(const dc_conv_shape *s);
+
+/* col [c*kh*kw, out_h*out_w] from x [c, H, W] (c channels of one group), zero padded. */
+void dc_im2col(const dc_conv_shape *s, const float *x, size_t c, float *col);
+
+/* y [C_out, out_h, out_w] = conv(x [C_in, H, W], w [C_out, C_in/g, kh, kw]) + b [C_out] (b may
+ * be NULL). col is scratch of dc_conv_col_floats floats (unused when pointwise). */
+void dc_conv2d_sample(const dc_conv_shape *s, const float *x, const float *w, const float *b,
+                      float *y, float *col);
+
+#endif
