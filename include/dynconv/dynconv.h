@@ -194,9 +194,13 @@ DYNCONV_API dynconv_status dynconv_conv2d_reshape(dynconv_conv2d *layer, int64_t
  *   attention  [N, K]                       optional: receives pi for every sample
  *   workspace  workspace_size bytes, aligned to DYNCONV_WORKSPACE_ALIGNMENT; or NULL to use
  *              the handle's own workspace (not allowed with DYNCONV_FLAG_EXTERNAL_WORKSPACE)
- * Errors: NULL_POINTER, INVALID_STATE (no reshape yet), INVALID_ARGUMENT (overlapping buffers),
- * INSUFFICIENT_WORKSPACE, MISALIGNED_WORKSPACE. NaN or Inf in the input propagate to the
- * outputs as IEEE arithmetic dictates; they are not reported as errors. */
+ * Errors, checked in this order before anything is written:
+ *   NULL_POINTER (layer, input or output NULL; workspace NULL on a handle created with
+ *   DYNCONV_FLAG_EXTERNAL_WORKSPACE), INVALID_STATE (no successful reshape yet),
+ *   INSUFFICIENT_WORKSPACE (workspace_size below the reshape figure), MISALIGNED_WORKSPACE,
+ *   INVALID_ARGUMENT (input, output, attention or workspace overlap).
+ * NaN or Inf in the input propagate to the outputs as IEEE arithmetic dictates; they are not
+ * reported as errors. forward never allocates memory. */
 DYNCONV_API dynconv_status dynconv_conv2d_forward(dynconv_conv2d *layer, const float *input,
                                                   float *output, float *attention,
                                                   void *workspace, size_t workspace_size);

@@ -1,0 +1,433 @@
+/* Dynamic conv2d handle: argument checking, parameter ownership, workspace protocol, and the
+ * forward pipeline pool -> attention -> aggregation -> per-sample convolution. */
+#include "internal.h"
+
+#include "aggregation.h"
+#include "attention.h"
+#include "conv.h"
+#include "tensor.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KNOWN_FLAGS ((uint32_t)(DYNCONV_FLAG_BORROW_WEIGHTS | DYNCONV_FLAG_EXTERNAL_WORKSPACE))
+
+struct dynconv_conv2d {
+    dc_conv_shape shape;      /* geometry; spatial fields valid once shaped */
+    size_t kernels, hidden;
+    size_t kernel_len;        /* floats of one kernel set: C_out * C_in/g * kh * kw */
+    float temperature;
+    uint32_t flags;
+
+    const float *weight, *bias, *fc1_weight, *fc1_bias, *fc2_weight, *fc2_bias;
+    float *owned;             /* copies of the parameters, unless borrowed */
+
+    bool shaped;
+    size_t batch;
+    size_t workspace_size;    /* bytes a forward needs for the current shape */
+    void *own_workspace;      /* the handle's workspace, unless external */
+    size_t own_workspace_size;
+};
+
+/* Buffers a forward carves out of the workspace, always in this order. */
+typedef struct workspace_layout {
+    float *pooled, *hidden, *pi, *weights, *biases, *col;
+} workspace_layout;
+
+static bool plan_workspace(const dynconv_conv2d *l, size_t batch, size_t col_floats, char *base,
+                           workspace_layout *out, size_t *bytes) {
+    dc_arena arena = {base, 0, false};
+    size_t pooled, hidden, pi, weights, biases = 0;
+    bool ok = dc_mul_size(batch, l->shape.in_channels, &pooled) &&
+              dc_mul_size(batch, l->hidden, &hidden) && dc_mul_size(batch, l->kernels, &pi) &&
+              dc_mul_size(batch, l->kernel_len, &weights) &&
+              (l->bias == NULL || dc_mul_size(batch, l->shape.out_channels, &biases));
+    if (!ok) {
+        return false;
+    }
+    out->pooled = dc_arena_take(&arena, pooled);
+    out->hidden = dc_arena_take(&arena, hidden);
+    out->pi = dc_arena_take(&arena, pi);
+    out->weights = dc_arena_take(&arena, weights);
+    out->biases = l->bias != NULL ? dc_arena_take(&arena, biases) : NULL;
+    out->col = col_floats > 0 ? dc_arena_take(&arena, col_floats) : NULL;
+    *bytes = arena.used;
+    return !arena.overflow;
+}
+
+dynconv_status dc_check_temperature(const char *fn, float temperature) {
+    if (!(temperature > 0.0f) || isinf(temperature)) {
+        return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT,
+                       "%s: temperature must be a finite number > 0, got %g", fn,
+                       (double)temperature);
+    }
+    return DYNCONV_OK;
+}
+
+/* Each size is converted once, here, so the rest of the library works in size_t. */
+static dynconv_status positive(const char *fn, const char *name, int64_t v, size_t *out) {
+    if (v <= 0) {
+        return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: %s must be > 0, got %lld", fn, name,
+                       (long long)v);
+    }
+    if ((uint64_t)v > SIZE_MAX) {
+        return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW, "%s: %s = %lld does not fit in size_t", fn,
+                       name, (long long)v);
+    }
+    *out = (size_t)v;
+    return DYNCONV_OK;
+}
+
+static dynconv_status non_negative(const char *fn, const char *name, int64_t v, size_t *out) {
+    if (v < 0) {
+        return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: %s must be >= 0, got %lld", fn, name,
+                       (long long)v);
+    }
+    if ((uint64_t)v > SIZE_MAX) {
+        return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW, "%s: %s = %lld does not fit in size_t", fn,
+                       name, (long long)v);
+    }
+    *out = (size_t)v;
+    return DYNCONV_OK;
+}
+
+/* OpenBLAS takes int dimensions: every GEMM extent and leading dimension must fit. */
+static dynconv_status blas_fits(const char *fn, const char *what, size_t v) {
+    if (v > (size_t)INT_MAX) {
+        return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW,
+                       "%s: %s = %zu exceeds the BLAS index range (%d)", fn, what, v, INT_MAX);
+    }
+    return DYNCONV_OK;
+}
+
+#define TRY(expr)                          \
+    do {                                   \
+        dynconv_status try_status_ = (expr); \
+        if (try_status_ != DYNCONV_OK) {   \
+            return try_status_;            \
+        }                                  \
+    } while (0)
+
+static dynconv_status read_geometry(const char *fn, const dynconv_conv2d_geometry *g,
+                                    dynconv_conv2d *l) {
+    dc_conv_shape *s = &l->shape;
+    TRY(positive(fn, "in_channels", g->in_channels, &s->in_channels));
+    TRY(positive(fn, "out_channels", g->out_channels, &s->out_channels));
+    TRY(positive(fn, "kernel_h", g->kernel_h, &s->kernel_h));
+    TRY(positive(fn, "kernel_w", g->kernel_w, &s->kernel_w));
+    TRY(positive(fn, "stride_h", g->stride_h, &s->stride_h));
+    TRY(positive(fn, "stride_w", g->stride_w, &s->stride_w));
+    TRY(non_negative(fn, "pad_h", g->pad_h, &s->pad_h));
+    TRY(non_negative(fn, "pad_w", g->pad_w, &s->pad_w));
+    TRY(positive(fn, "dilation_h", g->dilation_h, &s->dilation_h));
+    TRY(positive(fn, "dilation_w", g->dilation_w, &s->dilation_w));
+    TRY(positive(fn, "groups", g->groups, &s->groups));
+    TRY(positive(fn, "num_kernels", g->num_kernels, &l->kernels));
+    TRY(positive(fn, "hidden", g->hidden, &l->hidden));
+    if (s->in_channels % s->groups != 0 || s->out_channels % s->groups != 0) {
+        return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT,
+                       "%s: groups (%zu) must divide in_channels (%zu) and out_channels (%zu)",
+                       fn, s->groups, s->in_channels, s->out_channels);
+    }
+
+    /* Everything reshape and forward will multiply is checked once here. */
+    size_t depth, span_h, span_w, twice_pad;
+    const size_t kdims[3] = {s->in_channels / s->groups, s->kernel_h, s->kernel_w};
+    if (!dc_product(kdims, 3, &depth) || !dc_mul_size(depth, s->out_channels, &l->kernel_len) ||
+        !dc_mul_size(s->dilation_h, s->kernel_h - 1, &span_h) ||
+        !dc_mul_size(s->dilation_w, s->kernel_w - 1, &span_w) ||
+        !dc_mul_size(s->pad_h > s->pad_w ? s->pad_h : s->pad_w, 2, &twice_pad)) {
+        return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW,
+                       "%s: kernel size (out_channels * in_channels/groups * kernel_h * kernel_w, "
+                       "dilated extent or padding) overflows",
+                       fn);
+    }
+    TRY(blas_fits(fn, "in_channels/groups * kernel_h * kernel_w", depth));
+    TRY(blas_fits(fn, "out_channels * in_channels/groups * kernel_h * kernel_w", l->kernel_len));
+    TRY(blas_fits(fn, "in_channels", s->in_channels));
+    TRY(blas_fits(fn, "hidden", l->hidden));
+    TRY(blas_fits(fn, "num_kernels", l->kernels));
+    return DYNCONV_OK;
+}
+
+/* Floats of each parameter array, in the order they are stored when copied. */
+static bool parameter_sizes(const dynconv_conv2d *l, const dynconv_conv2d_weights *w,
+                            size_t sizes[6]) {
+    sizes[1] = sizes[3] = sizes[5] = 0;
+    return dc_mul_size(l->kernels, l->kernel_len, &sizes[0]) &&
+           (w->bias == NULL || dc_mul_size(l->kernels, l->shape.out_channels, &sizes[1])) &&
+           dc_mul_size(l->hidden, l->shape.in_channels, &sizes[2]) &&
+           (w->fc1_bias == NULL || (sizes[3] = l->hidden, true)) &&
+           dc_mul_size(l->kernels, l->hidden, &sizes[4]) &&
+           (w->fc2_bias == NULL || (sizes[5] = l->kernels, true));
+}
+
+dynconv_status dc_conv2d_create_named(const char *fn, const dynconv_conv2d_geometry *geometry,
+                                      const dynconv_conv2d_weights *weights, float temperature,
+                                      uint32_t flags, dynconv_conv2d **out) {
+    if (geometry == NULL || weights == NULL || out == NULL) {
+        return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: %s is NULL", fn,
+                       geometry == NULL ? "geometry" : weights == NULL ? "weights" : "out");
+    }
+    if (weights->weight == NULL || weights->fc1_weight == NULL || weights->fc2_weight == NULL) {
+        return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: weights->%s is NULL (required)", fn,
+                       weights->weight == NULL       ? "weight"
+                       : weights->fc1_weight == NULL ? "fc1_weight"
+                                                     : "fc2_weight");
+    }
+    if ((flags & ~KNOWN_FLAGS) != 0) {
+        return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: unknown flags 0x%x", fn,
+                       (unsigned)(flags & ~KNOWN_FLAGS));
+    }
+    TRY(dc_check_temperature(fn, temperature));
+
+    dynconv_conv2d l;
+    memset(&l, 0, sizeof l);
+    TRY(read_geometry(fn, geometry, &l));
+    l.temperature = temperature;
+    l.flags = flags;
+
+    size_t sizes[6];
+    if (!parameter_sizes(&l, weights, sizes)) {
+        return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW, "%s: parameter sizes overflow", fn);
+    }
+    const float *src[6] = {weights->weight,     weights->bias,       weights->fc1_weight,
+                           weights->fc1_bias,   weights->fc2_weight, weights->fc2_bias};
+    const float **dst[6] = {&l.weight, &l.bias, &l.fc1_weight, &l.fc1_bias, &l.fc2_weight,
+                            &l.fc2_bias};
+    if (flags & DYNCONV_FLAG_BORROW_WEIGHTS) {
+        for (int i = 0; i < 6; ++i) {
+            *dst[i] = src[i];
+        }
+    } else {
+        dc_arena plan = {NULL, 0, false};
+        for (int i = 0; i < 6; ++i) {
+            dc_arena_take(&plan, sizes[i]);
+        }
+        if (plan.overflow) {
+            return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW, "%s: parameter bytes overflow", fn);
+        }
+        l.owned = dc_aligned_alloc(plan.used);
+        if (l.owned == NULL) {
+            return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY, "%s: cannot allocate %zu bytes of weights",
+                           fn, plan.used);
+        }
+        dc_arena arena = {(char *)l.owned, 0, false};
+        for (int i = 0; i < 6; ++i) {
+            float *copy = dc_arena_take(&arena, sizes[i]);
+            if (src[i] != NULL) {
+                memcpy(copy, src[i], sizes[i] * sizeof(float));
+                *dst[i] = copy;
+            }
+        }
+    }
+
+    dynconv_conv2d *handle = malloc(sizeof *handle);
+    if (handle == NULL) {
+        dc_aligned_free(l.owned);
+        return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY, "%s: cannot allocate the handle", fn);
+    }
+    *handle = l;
+    *out = handle;
+    return DYNCONV_OK;
+}
+
+dynconv_status dynconv_conv2d_create(const dynconv_conv2d_geometry *geometry,
+                                     const dynconv_conv2d_weights *weights, float temperature,
+                                     uint32_t flags, dynconv_conv2d **out) {
+    return dc_conv2d_create_named(__func__, geometry, weights, temperature, flags, out);
+}
+
+void dynconv_conv2d_destroy(dynconv_conv2d *layer) {
+    if (layer == NULL) {
+        return;
+    }
+    dc_aligned_free(layer->own_workspace);
+    dc_aligned_free(layer->owned);
+    free(layer);
+}
+
+dynconv_status dynconv_conv2d_set_temperature(dynconv_conv2d *layer, float temperature) {
+    if (layer == NULL) {
+        return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: layer is NULL", __func__);
+    }
+    TRY(dc_check_temperature(__func__, temperature));
+    layer->temperature = temperature;
+    return DYNCONV_OK;
+}
+
+dynconv_status dynconv_conv2d_get_temperature(const dynconv_conv2d *layer, float *temperature) {
+    if (layer == NULL || temperature == NULL) {
+        return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: %s is NULL", __func__,
+                       layer == NULL ? "layer" : "temperature");
+    }
+    *temperature = layer->temperature;
+    return DYNCONV_OK;
+}
+
+dynconv_status dc_conv2d_reshape_named(const char *fn, dynconv_conv2d *layer, int64_t batch,
+                                       int64_t height, int64_t width, int64_t *out_h,
+                                       int64_t *out_w, size_t *workspace_size) {
+    if (layer == NULL) {
+        return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: layer is NULL", fn);
+    }
+    dc_conv_shape s = layer->shape;
+    size_t n = 0;
+    TRY(positive(fn, "batch", batch, &n));
+    TRY(positive(fn, "height", height, &s.height));
+    TRY(positive(fn, "width", width, &s.width));
+
+    size_t padded_h, padded_w;
+    if (!dc_add_size(s.height, 2 * s.pad_h, &padded_h) ||
+        !dc_add_size(s.width, 2 * s.pad_w, &padded_w)) {
+        return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW, "%s: padded input size overflows", fn);
+    }
+    if (!dc_conv_output_size(s.height, s.kernel_h, s.stride_h, s.pad_h, s.dilation_h, &s.out_h) ||
+        !dc_conv_output_size(s.width, s.kernel_w, s.stride_w, s.pad_w, s.dilation_w, &s.out_w)) {
+        return dc_fail(DYNCONV_ERROR_INVALID_SHAPE,
+                       "%s: the dilated kernel (%zu x %zu) is larger than the padded input "
+                       "(%zu x %zu)",
+                       fn, s.dilation_h * (s.kernel_h - 1) + 1, s.dilation_w * (s.kernel_w - 1) + 1,
+                       padded_h, padded_w);
+    }
+
+    /* Input, output and scratch element counts, and their byte sizes, must all be representable
+     * before anything is allocated or any pointer arithmetic is done on them. */
+    size_t in_count, out_count, plane, in_plane, col_floats = 0, bytes, ws_bytes;
+    const size_t in_dims[5] = {n, s.in_channels, s.height, s.width, sizeof(float)};
+    const size_t out_dims[5] = {n, s.out_channels, s.out_h, s.out_w, sizeof(float)};
+    const size_t col_dims[3] = {layer->kernel_len / s.out_channels, s.out_h, s.out_w};
+    workspace_layout ws;
+    if (!dc_product(in_dims, 5, &bytes) || !dc_product(in_dims, 4, &in_count) ||
+        !dc_product(out_dims, 5, &bytes) || !dc_product(out_dims, 4, &out_count) ||
+        !dc_mul_size(s.out_h, s.out_w, &plane) || !dc_mul_size(s.height, s.width, &in_plane) ||
+        (!dc_conv_is_pointwise(&s) && !dc_product(col_dims, 3, &col_floats)) ||
+        !plan_workspace(layer, n, col_floats, NULL, &ws, &ws_bytes) ||
+        in_count > (size_t)PTRDIFF_MAX / sizeof(float) ||
+        out_count > (size_t)PTRDIFF_MAX / sizeof(float)) {
+        return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW,
+                       "%s: tensor sizes for batch %lld, %lld x %lld overflow", fn,
+                       (long long)batch, (long long)height, (long long)width);
+    }
+    TRY(blas_fits(fn, "batch", n));
+    TRY(blas_fits(fn, "out_h * out_w", plane));
+    if (((uint64_t)s.out_h > INT64_MAX || (uint64_t)s.out_w > INT64_MAX)) {
+        return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW, "%s: output size overflows int64", fn);
+    }
+
+    if (!(layer->flags & DYNCONV_FLAG_EXTERNAL_WORKSPACE) &&
+        layer->own_workspace_size < ws_bytes) {
+        void *grown = dc_aligned_alloc(ws_bytes);
+        if (grown == NULL) {
+            return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY,
+                           "%s: cannot allocate a workspace of %zu bytes", fn, ws_bytes);
+        }
+        dc_aligned_free(layer->own_workspace);
+        layer->own_workspace = grown;
+        layer->own_workspace_size = ws_bytes;
+    }
+
+    layer->shape = s;
+    layer->batch = n;
+    layer->workspace_size = ws_bytes;
+    layer->shaped = true;
+    if (out_h != NULL) {
+        *out_h = (int64_t)s.out_h;
+    }
+    if (out_w != NULL) {
+        *out_w = (int64_t)s.out_w;
+    }
+    if (workspace_size != NULL) {
+        *workspace_size = ws_bytes;
+    }
+    return DYNCONV_OK;
+}
+
+dynconv_status dynconv_conv2d_reshape(dynconv_conv2d *layer, int64_t batch, int64_t height,
+                                      int64_t width, int64_t *out_h, int64_t *out_w,
+                                      size_t *workspace_size) {
+    return dc_conv2d_reshape_named(__func__, layer, batch, height, width, out_h, out_w,
+                                   workspace_size);
+}
+
+dynconv_status dc_conv2d_forward_named(const char *fn, dynconv_conv2d *layer, const float *input,
+                                       float *output, float *attention, void *workspace,
+                                       size_t workspace_size) {
+    if (layer == NULL || input == NULL || output == NULL) {
+        return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: %s is NULL", fn,
+                       layer == NULL ? "layer" : input == NULL ? "input" : "output");
+    }
+    if (!layer->shaped) {
+        return dc_fail(DYNCONV_ERROR_INVALID_STATE, "%s: no input shape yet: call reshape first",
+                       fn);
+    }
+    const dc_conv_shape *s = &layer->shape;
+    const size_t n = layer->batch;
+    if (workspace == NULL) {
+        if (layer->flags & DYNCONV_FLAG_EXTERNAL_WORKSPACE) {
+            return dc_fail(DYNCONV_ERROR_NULL_POINTER,
+                           "%s: workspace is NULL but the layer was created with "
+                           "DYNCONV_FLAG_EXTERNAL_WORKSPACE",
+                           fn);
+        }
+        workspace = layer->own_workspace;
+        workspace_size = layer->own_workspace_size;
+    } else {
+        if (workspace_size < layer->workspace_size) {
+            return dc_fail(DYNCONV_ERROR_INSUFFICIENT_WORKSPACE,
+                           "%s: workspace of %zu bytes is smaller than the %zu bytes needed", fn,
+                           workspace_size, layer->workspace_size);
+        }
+        if ((uintptr_t)workspace % DYNCONV_WORKSPACE_ALIGNMENT != 0) {
+            return dc_fail(DYNCONV_ERROR_MISALIGNED_WORKSPACE,
+                           "%s: workspace is not aligned to %d bytes", fn,
+                           DYNCONV_WORKSPACE_ALIGNMENT);
+        }
+    }
+
+    /* Sizes were checked by reshape. */
+    const size_t in_plane = s->height * s->width, out_plane = s->out_h * s->out_w;
+    const size_t in_bytes = n * s->in_channels * in_plane * sizeof(float);
+    const size_t out_bytes = n * s->out_channels * out_plane * sizeof(float);
+    const size_t att_bytes = attention != NULL ? n * layer->kernels * sizeof(float) : 0;
+    if (dc_ranges_overlap(input, in_bytes, output, out_bytes) ||
+        dc_ranges_overlap(attention, att_bytes, input, in_bytes) ||
+        dc_ranges_overlap(attention, att_bytes, output, out_bytes) ||
+        dc_ranges_overlap(workspace, layer->workspace_size, input, in_bytes) ||
+        dc_ranges_overlap(workspace, layer->workspace_size, output, out_bytes) ||
+        dc_ranges_overlap(workspace, layer->workspace_size, attention, att_bytes)) {
+        return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT,
+                       "%s: input, output, attention and workspace must not overlap", fn);
+    }
+
+    workspace_layout ws;
+    size_t unused;
+    plan_workspace(layer, n, dc_conv_col_floats(s), workspace, &ws, &unused);
+
+    const dc_attention att = {s->in_channels,     layer->hidden,     layer->kernels,
+                              layer->fc1_weight,  layer->fc1_bias,   layer->fc2_weight,
+                              layer->fc2_bias};
+    dc_global_avg_pool(input, n, s->in_channels, in_plane, ws.pooled);
+    dc_attention_forward(&att, n, ws.pooled, layer->temperature, ws.hidden, ws.pi);
+    dc_aggregate(n, layer->kernels, layer->kernel_len, ws.pi, layer->weight, ws.weights);
+    if (layer->bias != NULL) {
+        dc_aggregate(n, layer->kernels, s->out_channels, ws.pi, layer->bias, ws.biases);
+    }
+    for (size_t i = 0; i < n; ++i) {
+        dc_conv2d_sample(s, input + i * s->in_channels * in_plane, ws.weights + i * layer->kernel_len,
+                         layer->bias != NULL ? ws.biases + i * s->out_channels : NULL,
+                         output + i * s->out_channels * out_plane, ws.col);
+    }
+    if (attention != NULL) {
+        memcpy(attention, ws.pi, att_bytes);
+    }
+    return DYNCONV_OK;
+}
+
+dynconv_status dynconv_conv2d_forward(dynconv_conv2d *layer, const float *input, float *output,
+                                      float *attention, void *workspace, size_t workspace_size) {
+    return dc_conv2d_forward_named(__func__, layer, input, output, attention, workspace,
+                                   workspace_size);
+}

@@ -1,0 +1,70 @@
+#include "attention.h"
+
+#include <cblas.h>
+#include <math.h>
+
+void dc_global_avg_pool(const float *x, size_t n, size_t channels, size_t spatial, float *pooled) {
+    const float scale = 1.0f / (float)spatial;
+    for (size_t row = 0; row < n * channels; ++row) {
+        const float *p = x + row * spatial;
+        /* Eight partial sums: vectorisable, and each one adds fewer terms, which keeps the
+         * rounding error of long rows (56x56 = 3136 values) small. */
+        float acc[8] = {0};
+        size_t i = 0;
+        for (; i + 8 <= spatial; i += 8) {
+            for (size_t j = 0; j < 8; ++j) {
+                acc[j] += p[i + j];
+            }
+        }
+        float sum = 0.0f;
+        for (; i < spatial; ++i) {
+            sum += p[i];
+        }
+        sum += ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        pooled[row] = sum * scale;
+    }
+}
+
+void dc_softmax_rows(float *logits, size_t n, size_t k, float temperature) {
+    for (size_t r = 0; r < n; ++r) {
+        float *z = logits + r * k;
+        float max = z[0];
+        for (size_t j = 1; j < k; ++j) {
+            max = z[j] > max ? z[j] : max;
+        }
+        /* (z - max) / T <= 0: exp never overflows, whatever the logits or the temperature. The
+         * largest term is exp(0) = 1, so the sum is >= 1 and the division is safe. */
+        float sum = 0.0f;
+        for (size_t j = 0; j < k; ++j) {
+            z[j] = expf((z[j] - max) / temperature);
+            sum += z[j];
+        }
+        const float inv = 1.0f / sum;
+        for (size_t j = 0; j < k; ++j) {
+            z[j] *= inv;
+        }
+    }
+}
+
+/* y[n x out] = x[n x in] * w[out x in]^T + b, then optionally ReLU. */
+static void fully_connected(size_t n, size_t in, size_t out, const float *x, const float *w,
+                            const float *b, int relu, float *y) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)n, (blasint)out, (blasint)in,
+                1.0f, x, (blasint)in, w, (blasint)in, 0.0f, y, (blasint)out);
+    for (size_t r = 0; r < n; ++r) {
+        float *row = y + r * out;
+        for (size_t j = 0; j < out; ++j) {
+            float v = row[j] + (b != NULL ? b[j] : 0.0f);
+            row[j] = relu && !(v > 0.0f) && !isnan(v) ? 0.0f : v;
+        }
+    }
+}
+
+void dc_attention_forward(const dc_attention *att, size_t n, const float *pooled,
+                          float temperature, float *hidden_buf, float *pi) {
+    fully_connected(n, att->channels, att->hidden, pooled, att->fc1_weight, att->fc1_bias, 1,
+                    hidden_buf);
+    fully_connected(n, att->hidden, att->kernels, hidden_buf, att->fc2_weight, att->fc2_bias, 0,
+                    pi);
+    dc_softmax_rows(pi, n, att->kernels, temperature);
+}

@@ -1,0 +1,117 @@
+#include "conv.h"
+
+#include <cblas.h>
+#include <string.h>
+
+bool dc_conv_output_size(size_t in, size_t kernel, size_t stride, size_t pad, size_t dilation,
+                         size_t *out) {
+    const size_t padded = in + 2 * pad;
+    const size_t span = dilation * (kernel - 1) + 1; /* extent of the dilated kernel */
+    if (span > padded) {
+        return false;
+    }
+    *out = (padded - span) / stride + 1;
+    return true;
+}
+
+bool dc_conv_is_pointwise(const dc_conv_shape *s) {
+    return s->kernel_h == 1 && s->kernel_w == 1 && s->stride_h == 1 && s->stride_w == 1 &&
+           s->pad_h == 0 && s->pad_w == 0;
+}
+
+size_t dc_conv_col_floats(const dc_conv_shape *s) {
+    if (dc_conv_is_pointwise(s)) {
+        return 0;
+    }
+    return s->in_channels / s->groups * s->kernel_h * s->kernel_w * s->out_h * s->out_w;
+}
+
+/* First and one-past-last output index whose input coordinate o*stride - pad + offset lies in
+ * [0, in). Computing the valid range once per kernel tap keeps the inner loop branch-free. */
+static void valid_range(size_t out, size_t in, size_t stride, size_t pad, size_t offset,
+                        size_t *lo, size_t *hi) {
+    /* o*stride + offset >= pad  <=>  o >= ceil((pad - offset) / stride) */
+    size_t first = offset >= pad ? 0 : (pad - offset + stride - 1) / stride;
+    /* o*stride + offset - pad < in  <=>  o*stride < in + pad - offset */
+    size_t last = 0;
+    if (in + pad > offset) {
+        last = (in + pad - offset + stride - 1) / stride; /* one past the last valid o */
+    }
+    if (last > out) {
+        last = out;
+    }
+    if (first > last) {
+        first = last;
+    }
+    *lo = first;
+    *hi = last;
+}
+
+void dc_im2col(const dc_conv_shape *s, const float *x, size_t c, float *col) {
+    const size_t oh_n = s->out_h, ow_n = s->out_w, plane = oh_n * ow_n;
+    for (size_t ch = 0; ch < c; ++ch) {
+        const float *xc = x + ch * s->height * s->width;
+        for (size_t ki = 0; ki < s->kernel_h; ++ki) {
+            const size_t off_h = ki * s->dilation_h;
+            size_t oh_lo, oh_hi;
+            valid_range(oh_n, s->height, s->stride_h, s->pad_h, off_h, &oh_lo, &oh_hi);
+            for (size_t kj = 0; kj < s->kernel_w; ++kj) {
+                const size_t off_w = kj * s->dilation_w;
+                size_t ow_lo, ow_hi;
+                valid_range(ow_n, s->width, s->stride_w, s->pad_w, off_w, &ow_lo, &ow_hi);
+                float *row = col + ((ch * s->kernel_h + ki) * s->kernel_w + kj) * plane;
+
+                memset(row, 0, oh_lo * ow_n * sizeof(float));
+                for (size_t oh = oh_lo; oh < oh_hi; ++oh) {
+                    float *dst = row + oh * ow_n;
+                    const float *src = xc + (oh * s->stride_h + off_h - s->pad_h) * s->width;
+                    for (size_t ow = 0; ow < ow_lo; ++ow) {
+                        dst[ow] = 0.0f;
+                    }
+                    if (s->stride_w == 1) {
+                        memcpy(dst + ow_lo, src + ow_lo + off_w - s->pad_w,
+                               (ow_hi - ow_lo) * sizeof(float));
+                    } else {
+                        for (size_t ow = ow_lo; ow < ow_hi; ++ow) {
+                            dst[ow] = src[ow * s->stride_w + off_w - s->pad_w];
+                        }
+                    }
+                    for (size_t ow = ow_hi; ow < ow_n; ++ow) {
+                        dst[ow] = 0.0f;
+                    }
+                }
+                memset(row + oh_hi * ow_n, 0, (oh_n - oh_hi) * ow_n * sizeof(float));
+            }
+        }
+    }
+}
+
+void dc_conv2d_sample(const dc_conv_shape *s, const float *x, const float *w, const float *b,
+                      float *y, float *col) {
+    const size_t g_in = s->in_channels / s->groups, g_out = s->out_channels / s->groups;
+    const size_t plane = s->out_h * s->out_w, in_plane = s->height * s->width;
+    const size_t depth = g_in * s->kernel_h * s->kernel_w; /* GEMM inner dimension */
+    const bool pointwise = dc_conv_is_pointwise(s);
+
+    /* The bias is written first and the GEMM accumulates onto it (beta = 1): one pass over y. */
+    if (b != NULL) {
+        for (size_t oc = 0; oc < s->out_channels; ++oc) {
+            float *yc = y + oc * plane;
+            for (size_t i = 0; i < plane; ++i) {
+                yc[i] = b[oc];
+            }
+        }
+    }
+    for (size_t g = 0; g < s->groups; ++g) {
+        const float *xg = x + g * g_in * in_plane;
+        const float *a = pointwise ? xg : col;
+        if (!pointwise) {
+            dc_im2col(s, xg, g_in, col);
+        }
+        /* y_g[g_out x plane] = w_g[g_out x depth] * col[depth x plane] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)g_out, (blasint)plane,
+                    (blasint)depth, 1.0f, w + g * g_out * depth, (blasint)depth, a,
+                    (blasint)plane, b != NULL ? 1.0f : 0.0f, y + g * g_out * plane,
+                    (blasint)plane);
+    }
+}
