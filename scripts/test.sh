@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Quick start, part 2: build with warnings as errors and run the whole test suite, first as
+# released (optimised), then under AddressSanitizer + UndefinedBehaviorSanitizer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh test
+jobs=$(nproc)
+
+echo "== release build"
+cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DDYNCONV_WERROR=ON -DDYNCONV_BUILD_TESTS=ON
+cmake --build build/release -j"$jobs"
+ctest --test-dir build/release --output-on-failure -j"$jobs"
+
+echo "== sanitizer build (ASan + UBSan)"
+cmake -S . -B build/sanitize -DCMAKE_BUILD_TYPE=Debug -DDYNCONV_WERROR=ON -DDYNCONV_BUILD_TESTS=ON \
+      -DDYNCONV_SANITIZE=ON
+cmake --build build/sanitize -j"$jobs"
+ctest --test-dir build/sanitize --output-on-failure -j"$jobs"
