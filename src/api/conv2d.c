@@ -12,25 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KNOWN_FLAGS ((uint32_t)(DYNCONV_FLAG_BORROW_WEIGHTS | DYNCONV_FLAG_EXTERNAL_WORKSPACE))
-
-struct dynconv_conv2d {
-    dc_conv_shape shape;      /* geometry; spatial fields valid once shaped */
-    size_t kernels, hidden;
-    size_t kernel_len;        /* floats of one kernel set: C_out * C_in/g * kh * kw */
-    float temperature;
-    uint32_t flags;
-
-    const float *weight, *bias, *fc1_weight, *fc1_bias, *fc2_weight, *fc2_bias;
-    float *owned;             /* copies of the parameters, unless borrowed */
-
-    bool shaped;
-    size_t batch;
-    size_t workspace_size;    /* bytes a forward needs for the current shape */
-    void *own_workspace;      /* the handle's workspace, unless external */
-    size_t own_workspace_size;
-};
-
 /* Buffers a forward carves out of the workspace, always in this order. */
 typedef struct workspace_layout {
     float *pooled, *hidden, *pi, *weights, *biases, *col;
@@ -102,13 +83,6 @@ static dynconv_status blas_fits(const char *fn, const char *what, size_t v) {
     return DYNCONV_OK;
 }
 
-#define TRY(expr)                          \
-    do {                                   \
-        dynconv_status try_status_ = (expr); \
-        if (try_status_ != DYNCONV_OK) {   \
-            return try_status_;            \
-        }                                  \
-    } while (0)
 
 static dynconv_status read_geometry(const char *fn, const dynconv_conv2d_geometry *g,
                                     dynconv_conv2d *l) {

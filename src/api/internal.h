@@ -4,8 +4,39 @@
 
 #include <dynconv/dynconv.h>
 
+#include "conv.h"
+
 #include <stdbool.h>
 #include <stddef.h>
+
+/* Returns from the calling function when expr is not DYNCONV_OK. */
+#define TRY(expr)                          \
+    do {                                   \
+        dynconv_status try_status_ = (expr); \
+        if (try_status_ != DYNCONV_OK) {   \
+            return try_status_;            \
+        }                                  \
+    } while (0)
+
+#define KNOWN_FLAGS ((uint32_t)(DYNCONV_FLAG_BORROW_WEIGHTS | DYNCONV_FLAG_EXTERNAL_WORKSPACE))
+
+/* The conv2d handle (the linear handle wraps one). */
+struct dynconv_conv2d {
+    dc_conv_shape shape;      /* geometry; spatial fields valid once shaped */
+    size_t kernels, hidden;
+    size_t kernel_len;        /* floats of one kernel set: C_out * C_in/g * kh * kw */
+    float temperature;
+    uint32_t flags;
+
+    const float *weight, *bias, *fc1_weight, *fc1_bias, *fc2_weight, *fc2_bias;
+    float *owned;             /* copies of the parameters, unless borrowed */
+
+    bool shaped;
+    size_t batch;
+    size_t workspace_size;    /* bytes a forward needs for the current shape */
+    void *own_workspace;      /* the handle's workspace, unless external */
+    size_t own_workspace_size;
+};
 
 /* Records a printf-style explanation for dynconv_last_error_message() and returns status. */
 #if defined(__GNUC__)
