@@ -8,7 +8,6 @@
  * kernels), checks one output channel against a direct double-precision loop, and times the
  * dynamic layer against the same layer with a single kernel (K = 1). */
 #define _POSIX_C_SOURCE 200809L
-#include <cblas.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -188,8 +187,9 @@ int main(int argc, char **argv) {
     printf("libdynconv %s: dynamic 3x3 convolution, %ld -> %ld channels, %ldx%ld input, "
            "batch %ld, K = %ld kernels\n",
            dynconv_version_string(), c, c, s, s, n, k);
-    const char *core = openblas_get_corename();
-    printf("OpenBLAS core: %s, %d thread(s)\n", core, openblas_get_num_threads());
+    const char *core = dynconv_blas_core();
+    printf("BLAS: %s\n  core %s, %d thread(s)\n", dynconv_blas_config(), core,
+           dynconv_blas_num_threads());
     if (strcmp(core, "Prescott") == 0) {
         printf("  note: this is OpenBLAS's generic SSE3 fallback; on an AVX2 or AVX-512 CPU set\n"
                "  OPENBLAS_CORETYPE=Haswell or SkylakeX before starting the program for full "

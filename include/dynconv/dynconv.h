@@ -6,6 +6,7 @@
  *   2. status           - every function returns a dynconv_status; a message says more
  *   3. dynamic conv2d   - create -> reshape -> forward (repeat) -> destroy
  *   4. dynamic linear   - the same lifecycle for the dynamic perceptron
+ *   5. run-time         - which BLAS does the work, and on which kernels
  *
  * What a dynamic layer computes, per sample n (float32, NCHW, row-major):
  *   s      = mean over (h, w) of x[n]                  squeeze: global average pool, [C_in]
@@ -252,6 +253,23 @@ DYNCONV_API dynconv_status dynconv_linear_reshape(dynconv_linear *layer, int64_t
 DYNCONV_API dynconv_status dynconv_linear_forward(dynconv_linear *layer, const float *input,
                                                   float *output, float *attention,
                                                   void *workspace, size_t workspace_size);
+
+/* ------------------------------------------------------------------------------------------ */
+/* 5. Run-time information                                                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The BLAS libdynconv calls, as that library describes its build (OpenBLAS: its configuration
+ * string, e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Zen MAX_THREADS=64"). Never NULL. */
+DYNCONV_API const char *dynconv_blas_config(void);
+
+/* The kernel set the BLAS chose for this CPU (OpenBLAS: openblas_get_corename(), e.g.
+ * "Haswell", "SkylakeX"). "Prescott" on an AVX2 or AVX-512 CPU means OpenBLAS did not
+ * recognise the CPU and runs its slow SSE3 fallback: set OPENBLAS_CORETYPE in the environment
+ * before the program starts (libdynconv never changes the environment). Never NULL. */
+DYNCONV_API const char *dynconv_blas_core(void);
+
+/* Number of threads the BLAS uses for one call. */
+DYNCONV_API int dynconv_blas_num_threads(void);
 
 #ifdef __cplusplus
 }
