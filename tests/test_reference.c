@@ -1,0 +1,304 @@
+/* The library against the double-precision reference on a table of named random cases.
+ * Each row is one cmocka test; together they walk every geometry feature (stride, padding,
+ * dilation, per-axis asymmetry, groups, depthwise, channel multiplier, K, batch, biases,
+ * temperature, the pointwise path that skips im2col) at sizes small enough to stay fast. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <cmocka.h>
+
+#include <dynconv/dynconv.h>
+
+#include "reference.h"
+#include "testutil.h"
+
+/* Which optional parameter arrays a case passes (the others are NULL). */
+enum {
+    B_NONE = 0,
+    B_CONV = 1u << 0, /* bias [K, C_out] (or [K, D_out]) */
+    B_FC1 = 1u << 1,  /* fc1_bias [hidden] */
+    B_FC2 = 1u << 2,  /* fc2_bias [K] */
+    B_ALL = B_CONV | B_FC1 | B_FC2
+};
+
+typedef struct conv_case {
+    const char *name;
+    int64_t cin, cout, kh, kw, sh, sw, ph, pw, dh, dw, groups, k, hidden;
+    int64_t n, h, w;
+    float t;
+    unsigned biases;
+} conv_case;
+
+/* clang-format off */
+static const conv_case conv_cases[] = {
+    /* name                             cin cout kh kw sh sw ph pw dh dw  g  K hid  N  H  W   T   biases */
+    {"basic_3x3_pad1",                    4,  6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 3,  2, 8, 8,  1.f, B_ALL},
+    /* stride: odd sizes make the floor in the output formula bite */
+    {"stride2_odd_9x11",                  3,  5, 3, 3, 2, 2, 1, 1, 1, 1, 1, 4, 4,  2, 9,11,  1.f, B_ALL},
+    {"stride2_nopad_7x7",                 4,  4, 3, 3, 2, 2, 0, 0, 1, 1, 1, 3, 4,  2, 7, 7,  1.f, B_ALL},
+    {"stride2_nopad_even_8x8",            4,  4, 3, 3, 2, 2, 0, 0, 1, 1, 1, 3, 4,  2, 8, 8,  1.f, B_ALL},
+    {"stride3_odd_10x13",                 2,  3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 2, 2,  2,10,13,  1.f, B_ALL},
+    /* padding */
+    {"pad2_5x5",                          3,  4, 5, 5, 1, 1, 2, 2, 1, 1, 1, 4, 4,  2, 9, 9,  1.f, B_ALL},
+    {"pad_wider_than_half_kernel",        3,  4, 3, 3, 1, 1, 2, 2, 1, 1, 1, 3, 3,  2, 6, 6,  1.f, B_ALL},
+    /* dilation */
+    {"dilation2_3x3",                     4,  4, 3, 3, 1, 1, 2, 2, 2, 2, 1, 4, 3,  2,10,10,  1.f, B_ALL},
+    {"dilation3_stride2",                 3,  4, 3, 3, 2, 2, 1, 1, 3, 3, 1, 3, 3,  2,13,12,  1.f, B_ALL},
+    /* rectangular kernels, including an even extent */
+    {"rect_1x3",                          4,  5, 1, 3, 1, 1, 0, 1, 1, 1, 1, 4, 3,  2, 7, 9,  1.f, B_ALL},
+    {"rect_3x1",                          4,  5, 3, 1, 1, 1, 1, 0, 1, 1, 1, 4, 3,  2, 9, 7,  1.f, B_ALL},
+    {"rect_2x5",                          3,  4, 2, 5, 1, 1, 0, 2, 1, 1, 1, 3, 3,  2, 8,10,  1.f, B_ALL},
+    /* every per-axis parameter different between h and w */
+    {"asym_s1x2_p2x0_d2x1_k3x5",          4,  6, 3, 5, 1, 2, 2, 0, 2, 1, 1, 4, 3,  2,11,13,  1.f, B_ALL},
+    {"asym_s3x1_p0x3_d1x3",               3,  4, 3, 3, 3, 1, 0, 3, 1, 3, 1, 3, 3,  2,12, 9,  1.f, B_ALL},
+    {"nonsquare_input_5x17",              3,  4, 3, 3, 1, 2, 1, 1, 1, 1, 1, 3, 3,  2, 5,17,  1.f, B_ALL},
+    /* groups, depthwise, channel multiplier */
+    {"groups2",                           4,  6, 3, 3, 1, 1, 1, 1, 1, 1, 2, 4, 3,  2, 8, 8,  1.f, B_ALL},
+    {"groups4_stride2",                   8,  8, 3, 3, 2, 2, 1, 1, 1, 1, 4, 4, 4,  2, 9, 9,  1.f, B_ALL},
+    {"groups2_dilated_rect",              6,  4, 3, 2, 1, 2, 1, 1, 2, 1, 2, 3, 3,  2,10, 9,  1.f, B_ALL},
+    {"depthwise_3x3",                     6,  6, 3, 3, 1, 1, 1, 1, 1, 1, 6, 4, 3,  2, 8, 8,  1.f, B_ALL},
+    {"depthwise_stride2_odd",             5,  5, 3, 3, 2, 2, 1, 1, 1, 1, 5, 4, 3,  2, 9, 7,  1.f, B_ALL},
+    {"depthwise_5x5_dilation2",           4,  4, 5, 5, 1, 1, 4, 4, 2, 2, 4, 3, 2,  2,10,10,  1.f, B_ALL},
+    {"channel_multiplier_x2",             4,  8, 3, 3, 1, 1, 1, 1, 1, 1, 4, 4, 3,  2, 7, 7,  1.f, B_ALL},
+    {"channel_multiplier_x3_stride2",     3,  9, 3, 3, 2, 2, 1, 1, 1, 1, 3, 3, 3,  2, 8, 8,  1.f, B_ALL},
+    /* number of kernels */
+    {"k1",                                4,  5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3,  2, 6, 6,  1.f, B_ALL},
+    {"k8",                                4,  5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 8, 6,  2, 6, 6,  1.f, B_ALL},
+    /* batch */
+    {"batch1",                            4,  5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 3,  1, 6, 6,  1.f, B_ALL},
+    {"batch5",                            4,  5, 3, 3, 2, 1, 1, 0, 1, 1, 1, 4, 3,  5, 7, 6,  1.f, B_ALL},
+    /* every combination of the optional biases */
+    {"bias_none",                         4,  4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 3,  2, 6, 6,  1.f, B_NONE},
+    {"bias_conv",                         4,  4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 3,  2, 6, 6,  1.f, B_CONV},
+    {"bias_fc1",                          4,  4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 3,  2, 6, 6,  1.f, B_FC1},
+    {"bias_fc2",                          4,  4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 3,  2, 6, 6,  1.f, B_FC2},
+    {"bias_conv_fc1",                     4,  4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 3,  2, 6, 6,  1.f, B_CONV | B_FC1},
+    {"bias_conv_fc2",                     4,  4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 3,  2, 6, 6,  1.f, B_CONV | B_FC2},
+    {"bias_fc1_fc2",                      4,  4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 3,  2, 6, 6,  1.f, B_FC1 | B_FC2},
+    {"bias_all",                          4,  4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 3,  2, 6, 6,  1.f, B_ALL},
+    /* temperature: sharp, neutral, and the near-uniform start of training */
+    {"temperature_0_5",                   4,  5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 4,  3, 6, 6,  0.5f, B_ALL},
+    {"temperature_1",                     4,  5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 4,  3, 6, 6,  1.f, B_ALL},
+    {"temperature_30",                    4,  5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 4,  3, 6, 6, 30.f, B_ALL},
+    /* 1x1 kernels: stride 1 and no padding is the pointwise path that skips im2col */
+    {"pointwise_1x1",                     8, 12, 1, 1, 1, 1, 0, 0, 1, 1, 1, 4, 4,  2, 7, 7,  1.f, B_ALL},
+    {"pointwise_1x1_groups2",             8,  6, 1, 1, 1, 1, 0, 0, 1, 1, 2, 4, 4,  3, 5, 6,  1.f, B_ALL},
+    {"pointwise_1x1_no_bias_batch5",      6,  4, 1, 1, 1, 1, 0, 0, 1, 1, 1, 3, 3,  5, 4, 4,  1.f, B_NONE},
+    {"pointwise_1x1_dilation2",           4,  5, 1, 1, 1, 1, 0, 0, 2, 2, 1, 3, 3,  2, 5, 5,  1.f, B_ALL},
+    {"conv_1x1_stride2",                  6,  5, 1, 1, 2, 2, 0, 0, 1, 1, 1, 4, 3,  2, 9, 9,  1.f, B_ALL},
+    {"conv_1x1_pad1",                     6,  5, 1, 1, 1, 1, 1, 1, 1, 1, 1, 4, 3,  2, 6, 6,  1.f, B_ALL},
+    {"conv_1x1_stride2_pad1",             6,  5, 1, 1, 2, 2, 1, 1, 1, 1, 1, 4, 3,  2, 7, 8,  1.f, B_ALL},
+    {"conv_1x1_stride3x1",                4,  6, 1, 1, 3, 1, 0, 0, 1, 1, 1, 4, 3,  2,10, 5,  1.f, B_ALL},
+    {"conv_1x1_stride1x2",                4,  6, 1, 1, 1, 2, 0, 0, 1, 1, 1, 4, 3,  2, 5, 9,  1.f, B_ALL},
+    {"conv_1x1_pad0x1",                   4,  6, 1, 1, 1, 1, 0, 1, 1, 1, 1, 4, 3,  2, 5, 5,  1.f, B_ALL},
+    /* the kernel exactly covers the (padded) input: a 1x1 output */
+    {"output_1x1_exact",                  3,  4, 3, 3, 1, 1, 0, 0, 1, 1, 1, 4, 3,  2, 3, 3,  1.f, B_ALL},
+    {"output_1x1_strided",                3,  4, 5, 5, 2, 2, 0, 0, 1, 1, 1, 4, 3,  2, 6, 6,  1.f, B_ALL},
+    {"input_1x1_padded",                  3,  4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 3,  3, 1, 1,  1.f, B_ALL},
+    {"output_1x1_dilated",                3,  4, 2, 2, 1, 1, 0, 0, 4, 4, 1, 3, 3,  2, 5, 5,  1.f, B_ALL},
+    /* somewhat bigger layers, in the shape of a small CNN */
+    {"big_32_to_48_3x3_14x14",           32, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 8,  4,14,14,  1.f, B_ALL},
+    {"big_depthwise_32_stride2_14x14",   32, 32, 3, 3, 2, 2, 1, 1, 1, 1,32, 4, 8,  4,14,14,  1.f, B_ALL},
+    {"big_pointwise_32_to_64_14x14",     32, 64, 1, 1, 1, 1, 0, 0, 1, 1, 1, 4, 8,  4,14,14,  1.f, B_ALL},
+    {"big_groups4_24_to_32_5x5_stride2", 24, 32, 5, 5, 2, 2, 2, 2, 1, 1, 4, 6, 6,  2,15,15,  1.f, B_ALL},
+};
+/* clang-format on */
+
+typedef struct linear_case {
+    const char *name;
+    int64_t din, dout, k, hidden, n;
+    float t;
+    unsigned biases;
+} linear_case;
+
+static const linear_case linear_cases[] = {
+    /* name                    din dout  K hid  N    T     biases */
+    {"linear_basic",            16,  8,  4,  4,  3,  1.f, B_ALL},
+    {"linear_bias_none",        16,  8,  4,  4,  3,  1.f, B_NONE},
+    {"linear_bias_conv_only",   16,  8,  4,  4,  3,  1.f, B_CONV},
+    {"linear_bias_fc_only",     16,  8,  4,  4,  3,  1.f, B_FC1 | B_FC2},
+    {"linear_k1",               12, 10,  1,  3,  3,  1.f, B_ALL},
+    {"linear_k8_temperature30", 12, 10,  8,  6,  3, 30.f, B_ALL},
+    {"linear_temperature_0_5",  12, 10,  4,  3,  3,  0.5f, B_ALL},
+    {"linear_1_to_1",            1,  1,  3,  1,  5,  1.f, B_ALL},
+    {"linear_batch1",           20,  7,  4,  5,  1,  1.f, B_ALL},
+    {"linear_wide_64_to_96",    64, 96,  4, 16,  4,  1.f, B_ALL},
+};
+
+/* Random parameters scaled like a trained layer (about 1/sqrt(fan_in)), so that outputs and
+ * attention logits are of order one: pi is then clearly non-uniform at T = 1 and the absolute
+ * tolerance is small compared with the values. */
+typedef struct params {
+    float *weight, *bias, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+} params;
+
+static float *rand_array(tu_rng *rng, size_t n, float scale)
+{
+    float *p = tu_alloc(n * sizeof(float));
+    tu_fill_uniform(rng, p, n, -scale, scale);
+    return p;
+}
+
+static void make_params(tu_rng *rng, params *p, size_t k, size_t wlen, size_t out, size_t in,
+                        size_t fan_in, size_t hidden, unsigned biases)
+{
+    p->weight = rand_array(rng, k * wlen, 1.5f / sqrtf((float)fan_in));
+    p->bias = (biases & B_CONV) ? rand_array(rng, k * out, 0.5f) : NULL;
+    p->fc1_w = rand_array(rng, hidden * in, 2.f / sqrtf((float)in));
+    p->fc1_b = (biases & B_FC1) ? rand_array(rng, hidden, 0.5f) : NULL;
+    p->fc2_w = rand_array(rng, k * hidden, 2.f / sqrtf((float)hidden));
+    p->fc2_b = (biases & B_FC2) ? rand_array(rng, k, 0.5f) : NULL;
+}
+
+static void free_params(params *p)
+{
+    free(p->weight);
+    free(p->bias);
+    free(p->fc1_w);
+    free(p->fc1_b);
+    free(p->fc2_w);
+    free(p->fc2_b);
+}
+
+/* Input with a per-(sample, channel) offset: without it every pooled mean would be close to 0
+ * and all samples would get nearly the same attention. */
+static float *make_input(tu_rng *rng, size_t n, size_t c, size_t spatial)
+{
+    float *x = tu_alloc(n * c * spatial * sizeof(float));
+    for (size_t i = 0; i < n * c; ++i) {
+        const float offset = tu_uniform(rng, -1.f, 1.f);
+        for (size_t j = 0; j < spatial; ++j) {
+            x[i * spatial + j] = offset + tu_uniform(rng, -1.f, 1.f);
+        }
+    }
+    return x;
+}
+
+static uint64_t name_seed(const char *name)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a: a distinct, stable seed per case */
+    for (const char *s = name; *s; ++s) {
+        h = (h ^ (uint64_t)(unsigned char)*s) * 1099511628211ull;
+    }
+    return h;
+}
+
+static void run_conv_case(void **state)
+{
+    const conv_case *c = *state;
+    tu_rng rng;
+    tu_rng_seed(&rng, name_seed(c->name));
+
+    const dynconv_conv2d_geometry g = {
+        .in_channels = c->cin, .out_channels = c->cout, .kernel_h = c->kh, .kernel_w = c->kw,
+        .stride_h = c->sh,     .stride_w = c->sw,       .pad_h = c->ph,    .pad_w = c->pw,
+        .dilation_h = c->dh,   .dilation_w = c->dw,     .groups = c->groups,
+        .num_kernels = c->k,   .hidden = c->hidden};
+    const size_t cin_g = (size_t)(c->cin / c->groups);
+    const size_t wlen = (size_t)c->cout * cin_g * (size_t)(c->kh * c->kw);
+    params p;
+    make_params(&rng, &p, (size_t)c->k, wlen, (size_t)c->cout, (size_t)c->cin,
+                cin_g * (size_t)(c->kh * c->kw), (size_t)c->hidden, c->biases);
+    const dynconv_conv2d_weights wt = {p.weight, p.bias, p.fc1_w, p.fc1_b, p.fc2_w, p.fc2_b};
+
+    const int64_t oh = ref_out_size(c->h, c->kh, c->sh, c->ph, c->dh);
+    const int64_t ow = ref_out_size(c->w, c->kw, c->sw, c->pw, c->dw);
+    assert_true(oh >= 1 && ow >= 1); /* a table row with an empty output is a typo */
+    const size_t y_len = (size_t)(c->n * c->cout * oh * ow);
+    const size_t pi_len = (size_t)(c->n * c->k);
+
+    float *x = make_input(&rng, (size_t)c->n, (size_t)c->cin, (size_t)(c->h * c->w));
+    float *y = tu_alloc(y_len * sizeof(float));
+    float *att = tu_alloc(pi_len * sizeof(float));
+    double *y_ref = tu_alloc(y_len * sizeof(double));
+    double *pi_ref = tu_alloc(pi_len * sizeof(double));
+
+    ref_conv2d_forward(&g, &wt, (double)c->t, c->n, c->h, c->w, x, y_ref, pi_ref);
+    assert_true(tu_nontrivial(y_ref, y_len));
+
+    dynconv_conv2d *layer = NULL;
+    assert_int_equal(dynconv_conv2d_create(&g, &wt, c->t, 0, &layer), DYNCONV_OK);
+    int64_t got_oh = 0, got_ow = 0;
+    size_t ws = 0;
+    assert_int_equal(dynconv_conv2d_reshape(layer, c->n, c->h, c->w, &got_oh, &got_ow, &ws),
+                     DYNCONV_OK);
+    assert_int_equal(got_oh, oh);
+    assert_int_equal(got_ow, ow);
+    assert_int_equal(dynconv_conv2d_forward(layer, x, y, att, NULL, 0), DYNCONV_OK);
+
+    assert_int_equal(tu_count_mismatches("pi", att, pi_ref, pi_len, TU_RTOL, TU_ATOL), 0);
+    assert_int_equal(tu_count_mismatches("y", y, y_ref, y_len, TU_RTOL, TU_ATOL), 0);
+
+    dynconv_conv2d_destroy(layer);
+    free(pi_ref);
+    free(y_ref);
+    free(att);
+    free(y);
+    free(x);
+    free_params(&p);
+}
+
+static void run_linear_case(void **state)
+{
+    const linear_case *c = *state;
+    tu_rng rng;
+    tu_rng_seed(&rng, name_seed(c->name));
+
+    const dynconv_linear_geometry g = {c->din, c->dout, c->k, c->hidden};
+    params p;
+    make_params(&rng, &p, (size_t)c->k, (size_t)(c->dout * c->din), (size_t)c->dout,
+                (size_t)c->din, (size_t)c->din, (size_t)c->hidden, c->biases);
+    const dynconv_linear_weights wt = {p.weight, p.bias, p.fc1_w, p.fc1_b, p.fc2_w, p.fc2_b};
+
+    const size_t y_len = (size_t)(c->n * c->dout);
+    const size_t pi_len = (size_t)(c->n * c->k);
+    /* an offset per sample again, so that the samples' attentions differ */
+    float *x = make_input(&rng, (size_t)c->n, 1, (size_t)c->din);
+    float *y = tu_alloc(y_len * sizeof(float));
+    float *att = tu_alloc(pi_len * sizeof(float));
+    double *y_ref = tu_alloc(y_len * sizeof(double));
+    double *pi_ref = tu_alloc(pi_len * sizeof(double));
+
+    ref_linear_forward(&g, &wt, (double)c->t, c->n, x, y_ref, pi_ref);
+    assert_true(tu_nontrivial(y_ref, y_len));
+
+    dynconv_linear *layer = NULL;
+    assert_int_equal(dynconv_linear_create(&g, &wt, c->t, 0, &layer), DYNCONV_OK);
+    assert_int_equal(dynconv_linear_reshape(layer, c->n, NULL), DYNCONV_OK);
+    assert_int_equal(dynconv_linear_forward(layer, x, y, att, NULL, 0), DYNCONV_OK);
+
+    assert_int_equal(tu_count_mismatches("pi", att, pi_ref, pi_len, TU_RTOL, TU_ATOL), 0);
+    assert_int_equal(tu_count_mismatches("y", y, y_ref, y_len, TU_RTOL, TU_ATOL), 0);
+
+    dynconv_linear_destroy(layer);
+    free(pi_ref);
+    free(y_ref);
+    free(att);
+    free(y);
+    free(x);
+    free_params(&p);
+}
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+int main(void)
+{
+    const size_t n_conv = COUNT(conv_cases), n_lin = COUNT(linear_cases);
+    struct CMUnitTest *tests = tu_alloc((n_conv + n_lin) * sizeof(*tests));
+    for (size_t i = 0; i < n_conv; ++i) {
+        tests[i] = (struct CMUnitTest){conv_cases[i].name, run_conv_case, NULL, NULL,
+                                       (void *)&conv_cases[i]};
+    }
+    for (size_t i = 0; i < n_lin; ++i) {
+        tests[n_conv + i] = (struct CMUnitTest){linear_cases[i].name, run_linear_case, NULL,
+                                                NULL, (void *)&linear_cases[i]};
+    }
+    const int failed = _cmocka_run_group_tests("reference", tests, n_conv + n_lin, NULL, NULL);
+    free(tests);
+    return failed;
+}
