@@ -88,7 +88,8 @@ typedef enum dynconv_status {
     /* The shapes are individually valid but do not fit together: the dilated kernel is larger
      * than the padded input, so the output would be empty. */
     DYNCONV_ERROR_INVALID_SHAPE = 3,
-    /* A product of sizes (element counts, byte counts) does not fit in size_t / int64_t. */
+    /* A product of sizes (element counts, byte counts) does not fit in size_t / int64_t, or
+     * one matrix dimension handed to the BLAS exceeds its int index range (INT_MAX). */
     DYNCONV_ERROR_SIZE_OVERFLOW = 4,
     /* An allocation failed. */
     DYNCONV_ERROR_OUT_OF_MEMORY = 5,

@@ -282,7 +282,7 @@ dynconv_status dc_conv2d_reshape_named(const char *fn, dynconv_conv2d *layer, in
         in_count > (size_t)PTRDIFF_MAX / sizeof(float) ||
         out_count > (size_t)PTRDIFF_MAX / sizeof(float)) {
         return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW,
-                       "%s: tensor sizes for batch %lld, %lld x %lld overflow", fn,
+                       "%s: tensor sizes for batch %lld (input %lld x %lld) overflow", fn,
                        (long long)batch, (long long)height, (long long)width);
     }
     TRY(blas_fits(fn, "batch", n));

@@ -3,6 +3,9 @@
  * handle keeps one implementation of the pipeline and of its checks. */
 #include "internal.h"
 
+#include "tensor.h"
+
+#include <limits.h>
 #include <stdlib.h>
 
 struct dynconv_linear {
@@ -30,6 +33,17 @@ dynconv_status dynconv_linear_create(const dynconv_linear_geometry *geometry,
             return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: %s must be > 0, got %lld", fn,
                            sizes[i].name, (long long)sizes[i].value);
         }
+    }
+    /* Products checked here as well, so an overflow is reported in the layer's own terms. */
+    size_t kernel_len, all_kernels;
+    if (!dc_mul_size((size_t)geometry->in_features, (size_t)geometry->out_features, &kernel_len) ||
+        !dc_mul_size(kernel_len, (size_t)geometry->num_kernels, &all_kernels) ||
+        kernel_len > (size_t)INT_MAX) {
+        return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW,
+                       "%s: in_features (%lld) * out_features (%lld) * num_kernels (%lld) is too "
+                       "large",
+                       fn, (long long)geometry->in_features, (long long)geometry->out_features,
+                       (long long)geometry->num_kernels);
     }
     const dynconv_conv2d_geometry g = {
         .in_channels = geometry->in_features, .out_channels = geometry->out_features,
