@@ -10,4 +10,12 @@
 void dc_aggregate(size_t n, size_t k, size_t len, const float *pi, const float *params,
                   float *out);
 
+/* Backward of dc_aggregate, given dagg [n, len] = dL/dout:
+ *   dparams [k, len] = pi^T dagg, added to dparams when accumulate, else overwriting it; skipped
+ *                      when dparams is NULL
+ *   dpi [n, k]      += dagg params^T (dL/dpi[i, j] = <dagg[i], params[j]>), skipped when NULL
+ * Each is one cblas_sgemm over the whole batch. */
+void dc_aggregate_backward(size_t n, size_t k, size_t len, const float *pi, const float *params,
+                           const float *dagg, float *dparams, int accumulate, float *dpi);
+
 #endif

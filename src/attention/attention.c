@@ -68,3 +68,78 @@ void dc_attention_forward(const dc_attention *att, size_t n, const float *pooled
                     pi);
     dc_softmax_rows(pi, n, att->kernels, temperature);
 }
+
+/* db[j] (+)= sum over the n rows of d[:, j]. */
+static void column_sums(const float *d, size_t n, size_t cols, int accumulate, float *db) {
+    for (size_t j = 0; j < cols; ++j) {
+        float acc = 0.0f;
+        for (size_t r = 0; r < n; ++r) {
+            acc += d[r * cols + j];
+        }
+        db[j] = accumulate ? db[j] + acc : acc;
+    }
+}
+
+/* Parameter gradients of y = x w^T + b from dy [n x out]: dw [out x in] (+)= dy^T x. */
+static void fully_connected_grads(size_t n, size_t in, size_t out, const float *x,
+                                  const float *dy, float *dw, float *db, int accumulate) {
+    if (dw != NULL) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)out, (blasint)in,
+                    (blasint)n, 1.0f, dy, (blasint)out, x, (blasint)in,
+                    accumulate ? 1.0f : 0.0f, dw, (blasint)in);
+    }
+    if (db != NULL) {
+        column_sums(dy, n, out, accumulate, db);
+    }
+}
+
+void dc_attention_backward(const dc_attention *att, size_t n, const float *pooled,
+                           const float *hidden_buf, const float *pi, float temperature,
+                           float *dpi, float *du, const dc_attention_grads *grads,
+                           float *dpooled) {
+    const size_t k = att->kernels, h = att->hidden;
+    for (size_t r = 0; r < n; ++r) {
+        const float *p = pi + r * k;
+        float *d = dpi + r * k;
+        float dot = 0.0f;
+        for (size_t j = 0; j < k; ++j) {
+            dot += d[j] * p[j];
+        }
+        for (size_t j = 0; j < k; ++j) {
+            d[j] = p[j] * (d[j] - dot) / temperature;
+        }
+    }
+    fully_connected_grads(n, h, k, hidden_buf, dpi, grads->fc2_weight, grads->fc2_bias,
+                          grads->accumulate);
+    if (grads->fc1_weight == NULL && grads->fc1_bias == NULL && dpooled == NULL) {
+        return;
+    }
+    /* du[n x h] = dz[n x k] * fc2_weight[k x h], then through the ReLU. */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)n, (blasint)h, (blasint)k,
+                1.0f, dpi, (blasint)k, att->fc2_weight, (blasint)h, 0.0f, du, (blasint)h);
+    for (size_t i = 0; i < n * h; ++i) {
+        if (!(hidden_buf[i] > 0.0f)) {
+            du[i] = 0.0f;
+        }
+    }
+    fully_connected_grads(n, att->channels, h, pooled, du, grads->fc1_weight, grads->fc1_bias,
+                          grads->accumulate);
+    if (dpooled != NULL) {
+        /* dpooled[n x c] = du[n x h] * fc1_weight[h x c] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)n,
+                    (blasint)att->channels, (blasint)h, 1.0f, du, (blasint)h, att->fc1_weight,
+                    (blasint)att->channels, 0.0f, dpooled, (blasint)att->channels);
+    }
+}
+
+void dc_global_avg_pool_backward(const float *dpooled, size_t n, size_t channels, size_t spatial,
+                                 float *dx) {
+    const float scale = 1.0f / (float)spatial;
+    for (size_t row = 0; row < n * channels; ++row) {
+        const float g = dpooled[row] * scale;
+        float *p = dx + row * spatial;
+        for (size_t i = 0; i < spatial; ++i) {
+            p[i] += g;
+        }
+    }
+}

@@ -28,4 +28,26 @@ void dc_softmax_rows(float *logits, size_t n, size_t k, float temperature);
 void dc_attention_forward(const dc_attention *att, size_t n, const float *pooled,
                           float temperature, float *hidden_buf, float *pi);
 
+/* Gradients of the attention's parameters; a NULL pointer skips that gradient. */
+typedef struct dc_attention_grads {
+    float *fc1_weight, *fc1_bias, *fc2_weight, *fc2_bias;
+    int accumulate;           /* add into the buffers instead of overwriting them */
+} dc_attention_grads;
+
+/* Backward of dc_attention_forward, from what the forward left in pooled, hidden_buf (the ReLU
+ * output u) and pi. dpi [n, kernels] = dL/dpi is overwritten with dL/dz (z: the logits). du
+ * [n, hidden] is scratch. dpooled [n, channels] receives dL/dpooled (skipped when NULL).
+ *   dz  = pi * (dpi - <dpi, pi>) / T            softmax(z / T)
+ *   du  = dz fc2_weight, masked where u == 0     (ReLU' = 0 at 0, as PyTorch)
+ *   dfc2_weight = dz^T u, dfc1_weight = du^T pooled, biases: column sums */
+void dc_attention_backward(const dc_attention *att, size_t n, const float *pooled,
+                           const float *hidden_buf, const float *pi, float temperature,
+                           float *dpi, float *du, const dc_attention_grads *grads,
+                           float *dpooled);
+
+/* x [n, channels, spatial] += dpooled[n, channels] / spatial at every position: the adjoint of
+ * dc_global_avg_pool. */
+void dc_global_avg_pool_backward(const float *dpooled, size_t n, size_t channels, size_t spatial,
+                                 float *dx);
+
 #endif

@@ -115,3 +115,71 @@ void dc_conv2d_sample(const dc_conv_shape *s, const float *x, const float *w, co
                     (blasint)plane);
     }
 }
+
+void dc_col2im_add(const dc_conv_shape *s, const float *col, size_t c, float *x) {
+    /* The same index ranges as dc_im2col, with the copy reversed into an accumulation: the two
+     * are exact transposes of each other for every stride, padding and dilation. */
+    const size_t oh_n = s->out_h, ow_n = s->out_w, plane = oh_n * ow_n;
+    for (size_t ch = 0; ch < c; ++ch) {
+        float *xc = x + ch * s->height * s->width;
+        for (size_t ki = 0; ki < s->kernel_h; ++ki) {
+            const size_t off_h = ki * s->dilation_h;
+            size_t oh_lo, oh_hi;
+            valid_range(oh_n, s->height, s->stride_h, s->pad_h, off_h, &oh_lo, &oh_hi);
+            for (size_t kj = 0; kj < s->kernel_w; ++kj) {
+                const size_t off_w = kj * s->dilation_w;
+                size_t ow_lo, ow_hi;
+                valid_range(ow_n, s->width, s->stride_w, s->pad_w, off_w, &ow_lo, &ow_hi);
+                const float *row = col + ((ch * s->kernel_h + ki) * s->kernel_w + kj) * plane;
+                for (size_t oh = oh_lo; oh < oh_hi; ++oh) {
+                    const float *src = row + oh * ow_n;
+                    float *dst = xc + (oh * s->stride_h + off_h - s->pad_h) * s->width;
+                    if (s->stride_w == 1) {
+                        float *d = dst + off_w - s->pad_w;
+                        for (size_t ow = ow_lo; ow < ow_hi; ++ow) {
+                            d[ow] += src[ow];
+                        }
+                    } else {
+                        for (size_t ow = ow_lo; ow < ow_hi; ++ow) {
+                            dst[ow * s->stride_w + off_w - s->pad_w] += src[ow];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+void dc_conv2d_sample_backward(const dc_conv_shape *s, const float *x, const float *w,
+                               const float *dy, float *dw, float *dx, float *col) {
+    const size_t g_in = s->in_channels / s->groups, g_out = s->out_channels / s->groups;
+    const size_t plane = s->out_h * s->out_w, in_plane = s->height * s->width;
+    const size_t depth = g_in * s->kernel_h * s->kernel_w;
+    const bool pointwise = dc_conv_is_pointwise(s);
+
+    for (size_t g = 0; g < s->groups; ++g) {
+        const float *xg = x + g * g_in * in_plane;
+        const float *wg = w + g * g_out * depth;
+        const float *dyg = dy + g * g_out * plane;
+        float *dwg = dw + g * g_out * depth;
+        if (dx != NULL) {
+            float *dxg = dx + g * g_in * in_plane;
+            /* dcol[depth x plane] = w_g^T[depth x g_out] * dy_g[g_out x plane]; for a pointwise
+             * convolution dcol is dx_g itself, so the GEMM accumulates straight into it. */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)depth, (blasint)plane,
+                        (blasint)g_out, 1.0f, wg, (blasint)depth, dyg, (blasint)plane,
+                        pointwise ? 1.0f : 0.0f, pointwise ? dxg : col, (blasint)plane);
+            if (!pointwise) {
+                dc_col2im_add(s, col, g_in, dxg);
+            }
+        }
+        const float *a = pointwise ? xg : col;
+        if (!pointwise) {
+            dc_im2col(s, xg, g_in, col);
+        }
+        /* dw_g[g_out x depth] = dy_g[g_out x plane] * col^T[plane x depth] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)g_out, (blasint)depth,
+                    (blasint)plane, 1.0f, dyg, (blasint)plane, a, (blasint)plane, 0.0f, dwg,
+                    (blasint)depth);
+    }
+}

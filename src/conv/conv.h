@@ -37,4 +37,17 @@ void dc_im2col(const dc_conv_shape *s, const float *x, size_t c, float *col);
 void dc_conv2d_sample(const dc_conv_shape *s, const float *x, const float *w, const float *b,
                       float *y, float *col);
 
+/* Adjoint of dc_im2col: x [c, H, W] += the entries of col [c*kh*kw, out_h*out_w] scattered back
+ * to the input positions they were copied from (padding entries are dropped). */
+void dc_col2im_add(const dc_conv_shape *s, const float *col, size_t c, float *x);
+
+/* Backward of dc_conv2d_sample for one sample, with y = conv(x, w) + b:
+ *   dw [C_out, C_in/g, kh, kw]  = dL/dw, overwritten
+ *   dx [C_in, H, W]             += dL/dx (skipped when dx is NULL)
+ * from dy [C_out, out_h, out_w]. dw may alias w: for each group the input gradient is formed
+ * from w before dw overwrites that group's slice, which lets the caller reuse one buffer for the
+ * aggregated kernel and its gradient. col is scratch of dc_conv_col_floats floats. */
+void dc_conv2d_sample_backward(const dc_conv_shape *s, const float *x, const float *w,
+                               const float *dy, float *dw, float *dx, float *col);
+
 #endif
