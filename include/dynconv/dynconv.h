@@ -7,6 +7,7 @@
  *   3. dynamic conv2d   - create -> reshape -> forward (repeat) -> destroy
  *   4. dynamic linear   - the same lifecycle for the dynamic perceptron
  *   5. run-time         - which BLAS does the work, and on which kernels
+ *   6. training         - backward passes, temperature annealing, parameter initialisation
  *
  * What a dynamic layer computes, per sample n (float32, NCHW, row-major):
  *   s      = mean over (h, w) of x[n]                  squeeze: global average pool, [C_in]
@@ -271,6 +272,167 @@ DYNCONV_API const char *dynconv_blas_core(void);
 
 /* Number of threads the BLAS uses for one call. */
 DYNCONV_API int dynconv_blas_num_threads(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* 6. Training: backward, temperature annealing, initialisation                               */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Backward pass. Given dL/dy for the output of a forward on `input`, computes dL/dx and the
+ * gradient of every parameter, through both paths by which they affect y: the convolution with
+ * the aggregated kernel, and the attention branch that chose it (pool, fc1, ReLU, fc2, softmax
+ * with temperature, aggregation). Per sample n, with the forward's notation and g_y = dL/dy[n]:
+ *   dW_n     = dL/dW_n  (the gradient of a static convolution with kernel W_n)
+ *   db_n[o]  = sum over (h, w) of g_y[o]
+ *   dpi[k]   = <dW_n, weight[k]> + <db_n, bias[k]>
+ *   dz       = pi * (dpi - <dpi, pi>) / T
+ *   dweight[k] = sum_n pi[n, k] * dW_n          dbias[k] = sum_n pi[n, k] * db_n
+ *   dfc2_weight = sum_n dz u^T, dfc2_bias = sum_n dz, du = fc2_weight^T dz masked by u > 0,
+ *   dfc1_weight = sum_n du s^T, dfc1_bias = sum_n du, ds = fc1_weight^T du
+ *   dx[n]    = (conv-transpose of g_y with W_n) + ds / (H * W) at every position
+ * The ReLU's derivative at exactly 0 is taken as 0, as PyTorch does.
+ *
+ * Backward keeps no state from forward: it recomputes the attention from `input` with the
+ * layer's current weights and temperature, so it may be called without a forward, and it gives
+ * the gradient of the forward that the same layer state would compute. Step a temperature
+ * schedule after the backward of an iteration, not between its forward and backward. */
+
+/* Flags of the backward functions (bitwise OR; unknown bits are rejected). */
+enum {
+    /* Add the gradients into the caller's buffers (e.g. over micro-batches) instead of
+     * overwriting them (the default). Applies to every buffer, grad_input included. */
+    DYNCONV_BACKWARD_ACCUMULATE = 1u << 0
+};
+
+/* Where the gradients go: caller-owned float32 arrays in the layouts of the forward's tensors
+ * and of dynconv_conv2d_weights. Each pointer may be NULL to skip that gradient (the others are
+ * unchanged by it). A gradient of an optional parameter the layer was created without must be
+ * NULL. No two of these arrays may overlap, nor overlap the input, grad_output, workspace or the
+ * layer's parameters.
+ *   input      [N, C_in, H, W]               dL/dx
+ *   weight     [K, C_out, C_in/g, kh, kw]
+ *   bias       [K, C_out]
+ *   fc1_weight [hidden, C_in]      fc1_bias [hidden]
+ *   fc2_weight [K, hidden]         fc2_bias [K] */
+typedef struct dynconv_conv2d_gradients {
+    float *input;
+    float *weight;
+    float *bias;
+    float *fc1_weight;
+    float *fc1_bias;
+    float *fc2_weight;
+    float *fc2_bias;
+} dynconv_conv2d_gradients;
+
+/* Workspace size in bytes that dynconv_conv2d_backward needs for the shape fixed by the last
+ * successful reshape (larger than the forward's: it adds the attention gradients). Allocates
+ * nothing. Errors: NULL_POINTER, INVALID_STATE (no reshape yet), SIZE_OVERFLOW. */
+DYNCONV_API dynconv_status dynconv_conv2d_backward_workspace_size(const dynconv_conv2d *layer,
+                                                                  size_t *workspace_size);
+
+/* Enables backward with the handle's own workspace: grows it now to the backward size of the
+ * current shape, and from then on every reshape sizes it for backward as well as forward. This
+ * (or reshape afterwards) is the only place the workspace grows; backward never allocates.
+ * Not needed (and allocates nothing) with DYNCONV_FLAG_EXTERNAL_WORKSPACE, where it only
+ * reports the size. workspace_size may be NULL.
+ * Errors: NULL_POINTER (layer), INVALID_STATE (no reshape yet), SIZE_OVERFLOW, OUT_OF_MEMORY. */
+DYNCONV_API dynconv_status dynconv_conv2d_prepare_backward(dynconv_conv2d *layer,
+                                                           size_t *workspace_size);
+
+/* Runs the backward pass on the shape fixed by the last successful reshape.
+ *   input        [N, C_in, H, W]             the forward's input, required
+ *   grad_output  [N, C_out, H_out, W_out]    dL/dy, required
+ *   gradients    where the results go (see dynconv_conv2d_gradients), required
+ *   flags        0 (overwrite) or DYNCONV_BACKWARD_ACCUMULATE
+ *   workspace    dynconv_conv2d_backward_workspace_size bytes, aligned to
+ *                DYNCONV_WORKSPACE_ALIGNMENT; or NULL for the handle's own workspace, which
+ *                dynconv_conv2d_prepare_backward must have enabled
+ * Errors, checked in this order before anything is written:
+ *   NULL_POINTER (layer, input, grad_output or gradients NULL; workspace NULL on a handle
+ *   created with DYNCONV_FLAG_EXTERNAL_WORKSPACE), INVALID_ARGUMENT (unknown flags; a gradient
+ *   requested for an optional parameter the layer does not have), INVALID_STATE (no reshape
+ *   yet; own workspace not enabled by dynconv_conv2d_prepare_backward), SIZE_OVERFLOW,
+ *   INSUFFICIENT_WORKSPACE, MISALIGNED_WORKSPACE, INVALID_ARGUMENT (overlapping buffers).
+ * Never allocates memory. */
+DYNCONV_API dynconv_status dynconv_conv2d_backward(dynconv_conv2d *layer, const float *input,
+                                                   const float *grad_output,
+                                                   const dynconv_conv2d_gradients *gradients,
+                                                   uint32_t flags, void *workspace,
+                                                   size_t workspace_size);
+
+/* The dynamic linear layer's gradients, as for conv2d:
+ *   input [N, D_in] · weight [K, D_out, D_in] · bias [K, D_out]
+ *   fc1_weight [hidden, D_in] · fc1_bias [hidden] · fc2_weight [K, hidden] · fc2_bias [K] */
+typedef struct dynconv_linear_gradients {
+    float *input;
+    float *weight;
+    float *bias;
+    float *fc1_weight;
+    float *fc1_bias;
+    float *fc2_weight;
+    float *fc2_bias;
+} dynconv_linear_gradients;
+
+/* Same contracts as the conv2d functions above; grad_output is [N, D_out]. */
+DYNCONV_API dynconv_status dynconv_linear_backward_workspace_size(const dynconv_linear *layer,
+                                                                  size_t *workspace_size);
+DYNCONV_API dynconv_status dynconv_linear_prepare_backward(dynconv_linear *layer,
+                                                           size_t *workspace_size);
+DYNCONV_API dynconv_status dynconv_linear_backward(dynconv_linear *layer, const float *input,
+                                                   const float *grad_output,
+                                                   const dynconv_linear_gradients *gradients,
+                                                   uint32_t flags, void *workspace,
+                                                   size_t workspace_size);
+
+/* Temperature annealing. A schedule moves T linearly from t0 to t1 in `steps` steps:
+ *   after s calls of step_temperature, T = t0 + (t1 - t0) * min(s, steps) / steps
+ * (computed in double, rounded to float; exactly t1 from step `steps` on). Setting a schedule
+ * sets T = t0 at once (t1 if steps == 0). The paper anneals from 30 to 1 over the first epochs,
+ * stepping once per iteration. dynconv_*_set_temperature ends a schedule and fixes T.
+ * Errors: NULL_POINTER; INVALID_ARGUMENT (t0 or t1 not finite > 0, steps < 0);
+ * INVALID_STATE (step_temperature without a schedule). temperature (the new T) may be NULL. */
+DYNCONV_API dynconv_status dynconv_conv2d_set_temperature_schedule(dynconv_conv2d *layer,
+                                                                   float t0, float t1,
+                                                                   int64_t steps);
+DYNCONV_API dynconv_status dynconv_conv2d_step_temperature(dynconv_conv2d *layer,
+                                                           float *temperature);
+DYNCONV_API dynconv_status dynconv_linear_set_temperature_schedule(dynconv_linear *layer,
+                                                                   float t0, float t1,
+                                                                   int64_t steps);
+DYNCONV_API dynconv_status dynconv_linear_step_temperature(dynconv_linear *layer,
+                                                           float *temperature);
+
+/* Flags of the initialisation functions. */
+enum {
+    /* Kernel biases uniform in [-1/sqrt(fan_in), 1/sqrt(fan_in)) as torch.nn.Conv2d and
+     * nn.Linear initialise theirs; without it they are zero. */
+    DYNCONV_INIT_BIAS_UNIFORM = 1u << 0
+};
+
+/* Fills parameter arrays (the layouts of dynconv_conv2d_weights) the way PyTorch models of
+ * dynamic convolution usually do, reproducibly from `seed`:
+ *   weight      each of the K kernels as nn.Conv2d's default: Kaiming-uniform with a = sqrt(5),
+ *               i.e. uniform in [-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = C_in/g * kh * kw
+ *   bias        zero, or uniform with the same bound (DYNCONV_INIT_BIAS_UNIFORM)
+ *   fc1_weight  Kaiming-normal, mode fan_out, ReLU gain: N(0, 2 / hidden)
+ *   fc2_weight  the same: N(0, 2 / K)
+ *   fc1_bias, fc2_bias  zero
+ * Every pointer may be NULL to skip that array; each array has its own random stream, so
+ * skipping one does not change the others. The same seed and geometry give the same values.
+ * Errors: NULL_POINTER (geometry), INVALID_ARGUMENT (invalid geometry as for create, unknown
+ * flags), SIZE_OVERFLOW. On error nothing is written. */
+DYNCONV_API dynconv_status dynconv_conv2d_init_parameters(const dynconv_conv2d_geometry *geometry,
+                                                          uint64_t seed, uint32_t flags,
+                                                          float *weight, float *bias,
+                                                          float *fc1_weight, float *fc1_bias,
+                                                          float *fc2_weight, float *fc2_bias);
+
+/* The same for the linear layer: weight [K, D_out, D_in] with fan_in = D_in (nn.Linear's
+ * default), bias [K, D_out], fc1_weight N(0, 2 / hidden), fc2_weight N(0, 2 / K). */
+DYNCONV_API dynconv_status dynconv_linear_init_parameters(const dynconv_linear_geometry *geometry,
+                                                          uint64_t seed, uint32_t flags,
+                                                          float *weight, float *bias,
+                                                          float *fc1_weight, float *fc1_bias,
+                                                          float *fc2_weight, float *fc2_bias);
 
 #ifdef __cplusplus
 }

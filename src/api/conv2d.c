@@ -38,6 +38,21 @@ static bool plan_workspace(const dynconv_conv2d *l, size_t batch, size_t col_flo
     return !arena.overflow;
 }
 
+dynconv_status dc_check_workspace(const char *fn, const void *workspace, size_t size,
+                                  size_t needed) {
+    if (size < needed) {
+        return dc_fail(DYNCONV_ERROR_INSUFFICIENT_WORKSPACE,
+                       "%s: workspace of %zu bytes is smaller than the %zu bytes needed", fn, size,
+                       needed);
+    }
+    if ((uintptr_t)workspace % DYNCONV_WORKSPACE_ALIGNMENT != 0) {
+        return dc_fail(DYNCONV_ERROR_MISALIGNED_WORKSPACE,
+                       "%s: workspace is not aligned to %d bytes", fn,
+                       DYNCONV_WORKSPACE_ALIGNMENT);
+    }
+    return DYNCONV_OK;
+}
+
 dynconv_status dc_check_temperature(const char *fn, float temperature) {
     if (!(temperature > 0.0f) || isinf(temperature)) {
         return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT,
@@ -84,8 +99,8 @@ static dynconv_status blas_fits(const char *fn, const char *what, size_t v) {
 }
 
 
-static dynconv_status read_geometry(const char *fn, const dynconv_conv2d_geometry *g,
-                                    dynconv_conv2d *l) {
+dynconv_status dc_read_geometry(const char *fn, const dynconv_conv2d_geometry *g,
+                                dynconv_conv2d *l) {
     dc_conv_shape *s = &l->shape;
     TRY(positive(fn, "in_channels", g->in_channels, &s->in_channels));
     TRY(positive(fn, "out_channels", g->out_channels, &s->out_channels));
@@ -159,7 +174,7 @@ dynconv_status dc_conv2d_create_named(const char *fn, const dynconv_conv2d_geome
 
     dynconv_conv2d l;
     memset(&l, 0, sizeof l);
-    TRY(read_geometry(fn, geometry, &l));
+    TRY(dc_read_geometry(fn, geometry, &l));
     l.temperature = temperature;
     l.flags = flags;
 
@@ -229,6 +244,7 @@ dynconv_status dynconv_conv2d_set_temperature(dynconv_conv2d *layer, float tempe
     }
     TRY(dc_check_temperature(__func__, temperature));
     layer->temperature = temperature;
+    layer->scheduled = false;
     return DYNCONV_OK;
 }
 
@@ -290,22 +306,36 @@ dynconv_status dc_conv2d_reshape_named(const char *fn, dynconv_conv2d *layer, in
     if (((uint64_t)s.out_h > INT64_MAX || (uint64_t)s.out_w > INT64_MAX)) {
         return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW, "%s: output size overflows int64", fn);
     }
+    /* The backward size is only recorded here: an overflow there is reported by the backward
+     * functions, so that inference is never refused for the sake of training. */
+    dc_backward_layout bws;
+    size_t bwd_bytes = 0;
+    const bool bwd_ok = dc_plan_backward_workspace(layer, n, col_floats, NULL, &bws, &bwd_bytes);
+    if (layer->backward_enabled && !bwd_ok) {
+        return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW,
+                       "%s: the backward workspace for batch %lld, %lld x %lld overflows", fn,
+                       (long long)batch, (long long)height, (long long)width);
+    }
+    const size_t own_bytes =
+        layer->backward_enabled && bwd_bytes > ws_bytes ? bwd_bytes : ws_bytes;
 
     if (!(layer->flags & DYNCONV_FLAG_EXTERNAL_WORKSPACE) &&
-        layer->own_workspace_size < ws_bytes) {
-        void *grown = dc_aligned_alloc(ws_bytes);
+        layer->own_workspace_size < own_bytes) {
+        void *grown = dc_aligned_alloc(own_bytes);
         if (grown == NULL) {
             return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY,
-                           "%s: cannot allocate a workspace of %zu bytes", fn, ws_bytes);
+                           "%s: cannot allocate a workspace of %zu bytes", fn, own_bytes);
         }
         dc_aligned_free(layer->own_workspace);
         layer->own_workspace = grown;
-        layer->own_workspace_size = ws_bytes;
+        layer->own_workspace_size = own_bytes;
     }
 
     layer->shape = s;
     layer->batch = n;
     layer->workspace_size = ws_bytes;
+    layer->backward_size_ok = bwd_ok;
+    layer->backward_workspace_size = bwd_ok ? bwd_bytes : 0;
     layer->shaped = true;
     if (out_h != NULL) {
         *out_h = (int64_t)s.out_h;

@@ -28,6 +28,11 @@ struct dynconv_conv2d {
     float temperature;
     uint32_t flags;
 
+    /* Linear temperature schedule (see dynconv_conv2d_set_temperature_schedule). */
+    bool scheduled;
+    float t0, t1;
+    int64_t steps, step;
+
     const float *weight, *bias, *fc1_weight, *fc1_bias, *fc2_weight, *fc2_bias;
     float *owned;             /* copies of the parameters, unless borrowed */
 
@@ -36,7 +41,30 @@ struct dynconv_conv2d {
     size_t workspace_size;    /* bytes a forward needs for the current shape */
     void *own_workspace;      /* the handle's workspace, unless external */
     size_t own_workspace_size;
+
+    bool backward_enabled;    /* own workspace is also sized for backward (prepare_backward) */
+    bool backward_size_ok;    /* false when the backward workspace size overflows */
+    size_t backward_workspace_size;
 };
+
+/* The linear handle: a 1x1 convolution of 1x1 images. */
+struct dynconv_linear {
+    dynconv_conv2d *conv;
+};
+
+/* Buffers a backward carves out of its workspace, always in this order. */
+typedef struct dc_backward_layout {
+    float *pooled, *hidden, *pi;  /* the recomputed attention */
+    float *weights;               /* aggregated kernels W_n, then their gradients dW_n */
+    float *dbiases;               /* db_n, [N, C_out] (only when the layer has a bias) */
+    float *col;                   /* im2col scratch of one sample and group */
+    float *dpi, *du, *dpooled;    /* attention gradients */
+} dc_backward_layout;
+
+/* Plans (base == NULL) or carves the backward workspace for `batch` samples and `col_floats`
+ * of im2col scratch; false when a size overflows. */
+bool dc_plan_backward_workspace(const dynconv_conv2d *l, size_t batch, size_t col_floats,
+                                char *base, dc_backward_layout *out, size_t *bytes);
 
 /* Records a printf-style explanation for dynconv_last_error_message() and returns status. */
 #if defined(__GNUC__)
@@ -55,5 +83,11 @@ dynconv_status dc_conv2d_forward_named(const char *fn, dynconv_conv2d *layer, co
                                        float *output, float *attention, void *workspace,
                                        size_t workspace_size);
 dynconv_status dc_check_temperature(const char *fn, float temperature);
+/* Checks a geometry and fills the layer's shape, kernels, hidden and kernel_len. */
+dynconv_status dc_read_geometry(const char *fn, const dynconv_conv2d_geometry *g,
+                                dynconv_conv2d *l);
+/* Checks a caller-owned workspace against `needed` bytes and its alignment. */
+dynconv_status dc_check_workspace(const char *fn, const void *workspace, size_t size,
+                                  size_t needed);
 
 #endif

@@ -8,10 +8,6 @@
 #include <limits.h>
 #include <stdlib.h>
 
-struct dynconv_linear {
-    dynconv_conv2d *conv;
-};
-
 dynconv_status dynconv_linear_create(const dynconv_linear_geometry *geometry,
                                      const dynconv_linear_weights *weights, float temperature,
                                      uint32_t flags, dynconv_linear **out) {

@@ -1,0 +1,297 @@
+/* Backward pass of the dynamic layers: argument checks, workspace protocol, and the pipeline
+ *   recompute attention -> aggregate -> per-sample conv backward (dW_n, dx) -> dpi and the
+ *   kernel gradients (two GEMMs over the batch) -> attention backward -> pooling backward. */
+#include "internal.h"
+
+#include "aggregation.h"
+#include "attention.h"
+#include "conv.h"
+#include "tensor.h"
+
+#include <string.h>
+
+bool dc_plan_backward_workspace(const dynconv_conv2d *l, size_t batch, size_t col_floats,
+                                char *base, dc_backward_layout *out, size_t *bytes) {
+    dc_arena arena = {base, 0, false};
+    size_t pooled, hidden, pi, weights, biases = 0;
+    if (!dc_mul_size(batch, l->shape.in_channels, &pooled) ||
+        !dc_mul_size(batch, l->hidden, &hidden) || !dc_mul_size(batch, l->kernels, &pi) ||
+        !dc_mul_size(batch, l->kernel_len, &weights) ||
+        (l->bias != NULL && !dc_mul_size(batch, l->shape.out_channels, &biases))) {
+        return false;
+    }
+    out->pooled = dc_arena_take(&arena, pooled);
+    out->hidden = dc_arena_take(&arena, hidden);
+    out->pi = dc_arena_take(&arena, pi);
+    out->weights = dc_arena_take(&arena, weights);
+    out->dbiases = l->bias != NULL ? dc_arena_take(&arena, biases) : NULL;
+    out->col = col_floats > 0 ? dc_arena_take(&arena, col_floats) : NULL;
+    out->dpi = dc_arena_take(&arena, pi);
+    out->du = dc_arena_take(&arena, hidden);
+    out->dpooled = dc_arena_take(&arena, pooled);
+    *bytes = arena.used;
+    return !arena.overflow;
+}
+
+static dynconv_status backward_size(const char *fn, const dynconv_conv2d *layer,
+                                    size_t *workspace_size) {
+    if (!layer->shaped) {
+        return dc_fail(DYNCONV_ERROR_INVALID_STATE, "%s: no input shape yet: call reshape first",
+                       fn);
+    }
+    if (!layer->backward_size_ok) {
+        return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW,
+                       "%s: the backward workspace size for batch %zu, %zu x %zu overflows", fn,
+                       layer->batch, layer->shape.height, layer->shape.width);
+    }
+    *workspace_size = layer->backward_workspace_size;
+    return DYNCONV_OK;
+}
+
+static dynconv_status workspace_size_named(const char *fn, const dynconv_conv2d *layer,
+                                           size_t *workspace_size) {
+    if (layer == NULL || workspace_size == NULL) {
+        return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: %s is NULL", fn,
+                       layer == NULL ? "layer" : "workspace_size");
+    }
+    return backward_size(fn, layer, workspace_size);
+}
+
+static dynconv_status prepare_named(const char *fn, dynconv_conv2d *layer,
+                                    size_t *workspace_size) {
+    if (layer == NULL) {
+        return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: layer is NULL", fn);
+    }
+    size_t bytes = 0;
+    TRY(backward_size(fn, layer, &bytes));
+    if (!(layer->flags & DYNCONV_FLAG_EXTERNAL_WORKSPACE)) {
+        if (layer->own_workspace_size < bytes) {
+            void *grown = dc_aligned_alloc(bytes);
+            if (grown == NULL) {
+                return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY,
+                               "%s: cannot allocate a workspace of %zu bytes", fn, bytes);
+            }
+            dc_aligned_free(layer->own_workspace);
+            layer->own_workspace = grown;
+            layer->own_workspace_size = bytes;
+        }
+        layer->backward_enabled = true;
+    }
+    if (workspace_size != NULL) {
+        *workspace_size = bytes;
+    }
+    return DYNCONV_OK;
+}
+
+/* The seven gradient arrays with their names and byte sizes, for the checks. */
+typedef struct grad_buffer {
+    const char *name;
+    float *ptr;
+    size_t bytes;
+} grad_buffer;
+
+/* Checks and runs one backward; `fn` names the public entry point in messages. */
+static dynconv_status backward_named(const char *fn, dynconv_conv2d *layer, const float *input,
+                                     const float *grad_output,
+                                     const dynconv_conv2d_gradients *grads, uint32_t flags,
+                                     void *workspace, size_t workspace_size) {
+    if (layer == NULL || input == NULL || grad_output == NULL || grads == NULL) {
+        return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: %s is NULL", fn,
+                       layer == NULL         ? "layer"
+                       : input == NULL       ? "input"
+                       : grad_output == NULL ? "grad_output"
+                                             : "gradients");
+    }
+    if (workspace == NULL && (layer->flags & DYNCONV_FLAG_EXTERNAL_WORKSPACE)) {
+        return dc_fail(DYNCONV_ERROR_NULL_POINTER,
+                       "%s: workspace is NULL but the layer was created with "
+                       "DYNCONV_FLAG_EXTERNAL_WORKSPACE",
+                       fn);
+    }
+    if ((flags & ~(uint32_t)DYNCONV_BACKWARD_ACCUMULATE) != 0) {
+        return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: unknown flags 0x%x", fn,
+                       (unsigned)(flags & ~(uint32_t)DYNCONV_BACKWARD_ACCUMULATE));
+    }
+    if ((grads->bias != NULL && layer->bias == NULL) ||
+        (grads->fc1_bias != NULL && layer->fc1_bias == NULL) ||
+        (grads->fc2_bias != NULL && layer->fc2_bias == NULL)) {
+        return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT,
+                       "%s: gradients->%s is given but the layer has no such parameter", fn,
+                       grads->bias != NULL && layer->bias == NULL           ? "bias"
+                       : grads->fc1_bias != NULL && layer->fc1_bias == NULL ? "fc1_bias"
+                                                                            : "fc2_bias");
+    }
+    if (!layer->shaped) {
+        return dc_fail(DYNCONV_ERROR_INVALID_STATE, "%s: no input shape yet: call reshape first",
+                       fn);
+    }
+    if (workspace == NULL && !layer->backward_enabled) {
+        return dc_fail(DYNCONV_ERROR_INVALID_STATE,
+                       "%s: the layer's own workspace is not sized for backward: call "
+                       "prepare_backward after create (or pass a workspace)",
+                       fn);
+    }
+    size_t needed = 0;
+    TRY(backward_size(fn, layer, &needed));
+    if (workspace == NULL) {
+        workspace = layer->own_workspace;
+    } else {
+        TRY(dc_check_workspace(fn, workspace, workspace_size, needed));
+    }
+
+    /* Sizes were checked by reshape (every product below is at most a checked one). */
+    const dc_conv_shape *s = &layer->shape;
+    const size_t n = layer->batch, K = layer->kernels;
+    const size_t in_plane = s->height * s->width, out_plane = s->out_h * s->out_w;
+    const size_t in_floats = s->in_channels * in_plane, out_floats = s->out_channels * out_plane;
+    const size_t F = sizeof(float);
+    const grad_buffer out[7] = {
+        {"input", grads->input, n * in_floats * F},
+        {"weight", grads->weight, K * layer->kernel_len * F},
+        {"bias", grads->bias, K * s->out_channels * F},
+        {"fc1_weight", grads->fc1_weight, layer->hidden * s->in_channels * F},
+        {"fc1_bias", grads->fc1_bias, layer->hidden * F},
+        {"fc2_weight", grads->fc2_weight, K * layer->hidden * F},
+        {"fc2_bias", grads->fc2_bias, K * F}};
+    const struct {
+        const char *name;
+        const void *ptr;
+        size_t bytes;
+    } in[9] = {{"input", input, n * in_floats * F},
+               {"grad_output", grad_output, n * out_floats * F},
+               {"workspace", workspace, needed},
+               {"weight", layer->weight, K * layer->kernel_len * F},
+               {"bias", layer->bias, K * s->out_channels * F},
+               {"fc1_weight", layer->fc1_weight, layer->hidden * s->in_channels * F},
+               {"fc1_bias", layer->fc1_bias, layer->hidden * F},
+               {"fc2_weight", layer->fc2_weight, K * layer->hidden * F},
+               {"fc2_bias", layer->fc2_bias, K * F}};
+    for (size_t i = 0; i < 7; ++i) {
+        if (out[i].ptr == NULL) {
+            continue;
+        }
+        for (size_t j = i + 1; j < 7; ++j) {
+            if (out[j].ptr != NULL &&
+                dc_ranges_overlap(out[i].ptr, out[i].bytes, out[j].ptr, out[j].bytes)) {
+                return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT,
+                               "%s: gradients->%s and gradients->%s overlap", fn, out[i].name,
+                               out[j].name);
+            }
+        }
+        for (size_t j = 0; j < 9; ++j) {
+            if (in[j].ptr != NULL &&
+                dc_ranges_overlap(out[i].ptr, out[i].bytes, in[j].ptr, in[j].bytes)) {
+                return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT,
+                               "%s: gradients->%s overlaps the %s%s", fn, out[i].name,
+                               j >= 3 ? "layer's parameter " : "", in[j].name);
+            }
+        }
+    }
+    for (size_t j = 0; j < 2; ++j) {
+        if (dc_ranges_overlap(workspace, needed, in[j].ptr, in[j].bytes)) {
+            return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: workspace overlaps %s", fn,
+                           in[j].name);
+        }
+    }
+
+    /* Everything is checked: from here on only the outputs and the workspace are written. */
+    const int accumulate = (flags & DYNCONV_BACKWARD_ACCUMULATE) != 0;
+    const bool attention_path = grads->input != NULL || grads->fc1_weight != NULL ||
+                                grads->fc1_bias != NULL || grads->fc2_weight != NULL ||
+                                grads->fc2_bias != NULL;
+    dc_backward_layout ws;
+    size_t unused;
+    dc_plan_backward_workspace(layer, n, dc_conv_col_floats(s), workspace, &ws, &unused);
+
+    const dc_attention att = {s->in_channels,    layer->hidden,   layer->kernels,
+                              layer->fc1_weight, layer->fc1_bias, layer->fc2_weight,
+                              layer->fc2_bias};
+    dc_global_avg_pool(input, n, s->in_channels, in_plane, ws.pooled);
+    dc_attention_forward(&att, n, ws.pooled, layer->temperature, ws.hidden, ws.pi);
+    dc_aggregate(n, K, layer->kernel_len, ws.pi, layer->weight, ws.weights);
+
+    if (grads->input != NULL && !accumulate) {
+        memset(grads->input, 0, n * in_floats * F);
+    }
+    for (size_t i = 0; i < n; ++i) {
+        /* Overwrites W_n with dW_n: W_n is dead once this sample's dx is formed. */
+        float *wn = ws.weights + i * layer->kernel_len;
+        dc_conv2d_sample_backward(s, input + i * in_floats, wn, grad_output + i * out_floats, wn,
+                                  grads->input != NULL ? grads->input + i * in_floats : NULL,
+                                  ws.col);
+    }
+    if (layer->bias != NULL) {
+        for (size_t r = 0; r < n * s->out_channels; ++r) {
+            const float *g = grad_output + r * out_plane;
+            float acc = 0.0f;
+            for (size_t p = 0; p < out_plane; ++p) {
+                acc += g[p];
+            }
+            ws.dbiases[r] = acc;
+        }
+    }
+
+    float *dpi = attention_path ? ws.dpi : NULL;
+    if (dpi != NULL) {
+        memset(dpi, 0, n * K * F);
+    }
+    dc_aggregate_backward(n, K, layer->kernel_len, ws.pi, layer->weight, ws.weights,
+                          grads->weight, accumulate, dpi);
+    if (layer->bias != NULL) {
+        dc_aggregate_backward(n, K, s->out_channels, ws.pi, layer->bias, ws.dbiases,
+                              grads->bias, accumulate, dpi);
+    }
+    if (!attention_path) {
+        return DYNCONV_OK;
+    }
+    const dc_attention_grads ag = {grads->fc1_weight, grads->fc1_bias, grads->fc2_weight,
+                                   grads->fc2_bias, accumulate};
+    dc_attention_backward(&att, n, ws.pooled, ws.hidden, ws.pi, layer->temperature, dpi, ws.du,
+                          &ag, grads->input != NULL ? ws.dpooled : NULL);
+    if (grads->input != NULL) {
+        dc_global_avg_pool_backward(ws.dpooled, n, s->in_channels, in_plane, grads->input);
+    }
+    return DYNCONV_OK;
+}
+
+dynconv_status dynconv_conv2d_backward_workspace_size(const dynconv_conv2d *layer,
+                                                      size_t *workspace_size) {
+    return workspace_size_named(__func__, layer, workspace_size);
+}
+
+dynconv_status dynconv_conv2d_prepare_backward(dynconv_conv2d *layer, size_t *workspace_size) {
+    return prepare_named(__func__, layer, workspace_size);
+}
+
+dynconv_status dynconv_conv2d_backward(dynconv_conv2d *layer, const float *input,
+                                       const float *grad_output,
+                                       const dynconv_conv2d_gradients *gradients, uint32_t flags,
+                                       void *workspace, size_t workspace_size) {
+    return backward_named(__func__, layer, input, grad_output, gradients, flags, workspace,
+                          workspace_size);
+}
+
+dynconv_status dynconv_linear_backward_workspace_size(const dynconv_linear *layer,
+                                                      size_t *workspace_size) {
+    return workspace_size_named(__func__, layer != NULL ? layer->conv : NULL, workspace_size);
+}
+
+dynconv_status dynconv_linear_prepare_backward(dynconv_linear *layer, size_t *workspace_size) {
+    return prepare_named(__func__, layer != NULL ? layer->conv : NULL, workspace_size);
+}
+
+dynconv_status dynconv_linear_backward(dynconv_linear *layer, const float *input,
+                                       const float *grad_output,
+                                       const dynconv_linear_gradients *gradients, uint32_t flags,
+                                       void *workspace, size_t workspace_size) {
+    /* The two structs list the same arrays; the linear one speaks of features. */
+    dynconv_conv2d_gradients g = {NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    if (gradients != NULL) {
+        g = (dynconv_conv2d_gradients){gradients->input,      gradients->weight,
+                                       gradients->bias,       gradients->fc1_weight,
+                                       gradients->fc1_bias,   gradients->fc2_weight,
+                                       gradients->fc2_bias};
+    }
+    return backward_named(__func__, layer != NULL ? layer->conv : NULL, input, grad_output,
+                          gradients != NULL ? &g : NULL, flags, workspace, workspace_size);
+}
