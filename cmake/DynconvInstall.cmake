@@ -7,20 +7,27 @@ install(TARGETS dynconv EXPORT dynconvTargets
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT runtime)
 install(DIRECTORY include/dynconv DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT dev)
 
-# pkg-config: paths are written relative to ${prefix} only when LIBDIR/INCLUDEDIR are relative.
-if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}")
-  set(DYNCONV_PC_LIBDIR "${CMAKE_INSTALL_LIBDIR}")
+# pkg-config: the prefix is found relative to the .pc file itself (${pcfiledir}), so the
+# installed tree stays valid when `cmake --install --prefix` or DESTDIR puts it elsewhere.
+# Absolute LIBDIR/INCLUDEDIR (e.g. from a distro build) are written as they are.
+set(DYNCONV_PC_DIR ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+if(IS_ABSOLUTE "${DYNCONV_PC_DIR}")
+  set(DYNCONV_PC_PREFIX "${CMAKE_INSTALL_PREFIX}")
 else()
-  set(DYNCONV_PC_LIBDIR "\${exec_prefix}/${CMAKE_INSTALL_LIBDIR}")
+  file(RELATIVE_PATH _dc_up "/__prefix__/${DYNCONV_PC_DIR}" "/__prefix__")
+  string(REGEX REPLACE "/$" "" _dc_up "${_dc_up}")
+  set(DYNCONV_PC_PREFIX "\${pcfiledir}/${_dc_up}")
 endif()
-if(IS_ABSOLUTE "${CMAKE_INSTALL_INCLUDEDIR}")
-  set(DYNCONV_PC_INCLUDEDIR "${CMAKE_INSTALL_INCLUDEDIR}")
-else()
-  set(DYNCONV_PC_INCLUDEDIR "\${prefix}/${CMAKE_INSTALL_INCLUDEDIR}")
-endif()
+foreach(_kind LIBDIR INCLUDEDIR)
+  if(IS_ABSOLUTE "${CMAKE_INSTALL_${_kind}}")
+    set(DYNCONV_PC_${_kind} "${CMAKE_INSTALL_${_kind}}")
+  else()
+    set(DYNCONV_PC_${_kind} "\${prefix}/${CMAKE_INSTALL_${_kind}}")
+  endif()
+endforeach()
 configure_file(pkgconfig/dynconv.pc.in ${PROJECT_BINARY_DIR}/dynconv.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/dynconv.pc
-        DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig COMPONENT dev)
+        DESTINATION ${DYNCONV_PC_DIR} COMPONENT dev)
 
 set(DYNCONV_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/dynconv)
 install(EXPORT dynconvTargets NAMESPACE dynconv:: DESTINATION ${DYNCONV_CMAKE_DIR} COMPONENT dev)
