@@ -17,6 +17,7 @@
 #include <dynconv/dynconv.h>
 
 #include "reference.h"
+#include "gradcheck.h"
 #include "reference_grad.h"
 #include "testutil.h"
 
@@ -275,18 +276,6 @@ static void run_backward(const bw_case *c, const bw_data *d, const bw_grads *gr,
     free(ws);
 }
 
-/* got vs want with rtol 1e-4 and atol 1e-5 relative to the gradient's scale (its largest
- * magnitude, when that is above 1): gradients summed over many positions are large, and their
- * near-zero entries carry the absolute rounding error of the large ones. */
-static size_t compare_grad(const char *what, const float *got, const double *want, size_t n)
-{
-    double scale = 1.0;
-    for (size_t i = 0; i < n; ++i) {
-        scale = fmax(scale, fabs(want[i]));
-    }
-    return tu_count_mismatches(what, got, want, n, TU_RTOL, TU_ATOL * scale);
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* Finite differences                                                                         */
 /* ------------------------------------------------------------------------------------------ */
@@ -324,15 +313,12 @@ static void test_finite_differences(void **state)
          * everything else must be a real, varied gradient or the comparison proves nothing. */
         const bool attention_grad = i >= 1 + P_FC1_W;
         if (!(attention_grad && c->g.num_kernels == 1)) {
-            /* (a single value cannot vary: it only has to be non-zero) */
-            const bool real = gr.count[i] == 1 ? fabs(want[0]) > 1e-6
-                                               : tu_nontrivial(want, gr.count[i]);
-            if (!real) {
+            if (!gc_nontrivial_d(want, gr.count[i])) {
                 printf("  %s: finite-difference gradient is trivial\n", what);
                 ++bad;
             }
         }
-        bad += compare_grad(what, gr.g[i], want, gr.count[i]);
+        bad += gc_compare(what, gr.g[i], want, gr.count[i]);
         free(want);
     }
     assert_int_equal(bad, 0);

@@ -15,6 +15,10 @@ trick), so that it reads like the definition:
     pooled = x.mean((2, 3));  u = relu(linear(pooled, fc1_w, fc1_b));  z = linear(u, fc2_w, fc2_b)
     pi = softmax(z / T, dim=1);  W_n = sum_k pi[n, k] W_k;  b_n = sum_k pi[n, k] b_k
     y[n] = conv2d(x[n], W_n, b_n, stride, padding, dilation, groups)
+
+Every case also gets a backward: a random dL/dy (drawn from its own seed, after the forward's
+data) and the gradients autograd computes through that same forward, for the input and for
+every parameter the case has.
 """
 
 import os
@@ -157,15 +161,20 @@ def make_conv2d(c, attempt):
     p["bias"] = randn(k, c_out, std=0.5) if c["bias"] else None
     attention_params(p, c_in, c["hidden"], k, c["fc1_bias"], c["fc2_bias"])
 
+    pi, y = conv2d_forward(c, x, p)
+    return x, p, pi, y
+
+
+def conv2d_forward(c, x, p):
     pi = attention(x.mean((2, 3)), p, c["temperature"])
     ys = []
-    for i in range(n):
+    for i in range(c["n"]):
         wn = torch.einsum("k,koihw->oihw", pi[i], p["weight"])
         bn = pi[i] @ p["bias"] if p["bias"] is not None else None
         ys.append(F.conv2d(x[i:i + 1], wn, bn, stride=(c["sh"], c["sw"]),
-                           padding=(c["ph"], c["pw"]), dilation=(c["dh"], c["dw"]), groups=g))
-    y = torch.cat(ys, 0)
-    return x, p, pi, y
+                           padding=(c["ph"], c["pw"]), dilation=(c["dh"], c["dw"]),
+                           groups=c["groups"]))
+    return pi, torch.cat(ys, 0)
 
 
 def make_linear(c, attempt):
@@ -176,14 +185,37 @@ def make_linear(c, attempt):
     p["bias"] = randn(k, c["d_out"], std=0.5) if c["bias"] else None
     attention_params(p, c["d_in"], c["hidden"], k, c["fc1_bias"], c["fc2_bias"])
 
+    pi, y = linear_forward(c, x, p)
+    return x, p, pi, y
+
+
+def linear_forward(c, x, p):
     pi = attention(x, p, c["temperature"])
     ys = []
-    for i in range(n):
+    for i in range(c["n"]):
         wn = torch.einsum("k,koi->oi", pi[i], p["weight"])
         bn = pi[i] @ p["bias"] if p["bias"] is not None else None
         ys.append(F.linear(x[i:i + 1], wn, bn))
-    y = torch.cat(ys, 0)
-    return x, p, pi, y
+    return pi, torch.cat(ys, 0)
+
+
+PARAM_KEYS = ("weight", "bias", "fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias")
+
+
+def gradients(kind, forward, c, x, p, attempt):
+    """dL/dy drawn from the case's own gradient seed (the forward data above does not move),
+    and autograd's dL/dx and dL/dparameter for L = <dL/dy, y>, through the attention too."""
+    torch.manual_seed(zlib.crc32(f"{kind}-grad/{c['seed']}/{attempt}".encode()))
+    xg = x.clone().requires_grad_(True)
+    pg = {k: (v.clone().requires_grad_(True) if v is not None else None) for k, v in p.items()}
+    _, y = forward(c, xg, pg)
+    dy = randn(*y.shape)
+    y.backward(dy)
+    grads = {k: (v.grad if v is not None else None) for k, v in pg.items()}
+    for k, v in [("dx", xg.grad)] + list(grads.items()):
+        if v is not None and not torch.all(torch.isfinite(v)):
+            sys.exit(f"generate_golden.py: {kind} case {c['name']}: non-finite gradient {k}")
+    return dy, xg.grad, grads
 
 
 class Unfit(Exception):
@@ -234,18 +266,35 @@ def check(pi, y):
 MAX_ATTEMPTS = 20
 
 
-def generate(kind, make, c):
-    """Draws the case's data; a draw that fails check() (e.g. ReLU silencing every hidden unit
-    of a sample) is replaced by the next seed, so the result stays deterministic."""
+def check_gradients(c, dx, grads):
+    """Raise Unfit when a gradient is mostly zero: typically ReLU units of the attention that
+    are dead for every sample, whose gradients would then compare zero with zero. With K = 1
+    the attention's gradients vanish by construction and are exempt."""
+    named = [("dx", dx)] + [(k, v) for k, v in grads.items() if v is not None]
+    for key, v in named:
+        if c["kernels"] == 1 and key.startswith("fc"):
+            continue
+        v = v.double().numpy().ravel()
+        zeros = np.count_nonzero(np.abs(v) < 1e-12)
+        if zeros * 2 > v.size or (v.size == 1 and zeros == 1):
+            raise Unfit(f"{zeros} of {v.size} values of the gradient of {key} are zero")
+
+
+def generate(kind, make, forward, c):
+    """Draws the case's data; a draw that fails check() or check_gradients() (e.g. ReLU
+    silencing every hidden unit of a sample) is replaced by the next seed, so the result stays
+    deterministic."""
     reasons = []
     for attempt in range(MAX_ATTEMPTS):
         x, p, pi, y = make(c, attempt)
         try:
             rms = check(pi, y)
+            dy, dx, grads = gradients(kind, forward, c, x, p, attempt)
+            check_gradients(c, dx, grads)
         except Unfit as e:
             reasons.append(str(e))
             continue
-        return x, p, pi, y, rms, attempt
+        return x, p, pi, y, rms, attempt, (dy, dx, grads)
     sys.exit(f"generate_golden.py: {kind} case {c['name']}: no usable data in {MAX_ATTEMPTS} "
              f"draws (last: {reasons[-1]})")
 
@@ -295,6 +344,16 @@ def emit_weights(em, prefix, p):
             + ",\n            " + ", ".join(fields[4:]) + " }")
 
 
+def emit_grads(em, prefix, grads):
+    fields = []
+    for key in PARAM_KEYS:
+        t = grads[key]
+        ident = em.array(f"{prefix}__d{key}", t, f"dL/d{key} {shape(t)}" if t is not None else "")
+        fields.append(f".{key} = {ident}")
+    return ("{ " + ", ".join(fields[:2]) + ",\n            " + ", ".join(fields[2:4])
+            + ",\n            " + ", ".join(fields[4:]) + " }")
+
+
 def c_temperature(t):
     return c_float(np.float32(t))
 
@@ -310,12 +369,16 @@ def main():
         # Array names are <prefix>__<field>: a case name must not contain "__".
         assert name.isidentifier() and "__" not in name and name not in names, name
         names.add(name)
-        x, p, pi, y, rms, attempt = generate("conv2d", make_conv2d, c)
+        x, p, pi, y, rms, attempt, (dy, dx, grads) = generate("conv2d", make_conv2d,
+                                                               conv2d_forward, c)
         prefix = f"conv2d_{name}"
         xi = em.array(prefix + "__x", x, f"conv2d {name}: x {shape(x)}")
         wi = emit_weights(em, prefix, p)
         yi = em.array(prefix + "__y", y, f"y {shape(y)}")
         pii = em.array(prefix + "__pi", pi, f"pi {shape(pi)}")
+        dyi = em.array(prefix + "__dy", dy, f"dL/dy {shape(dy)}")
+        dxi = em.array(prefix + "__dx", dx, f"dL/dx {shape(dx)}")
+        gi = emit_grads(em, prefix, grads)
         geometry = (f"{{ .in_channels = {c['c_in']}, .out_channels = {c['c_out']}, "
                     f".kernel_h = {c['kh']}, .kernel_w = {c['kw']},\n            "
                     f".stride_h = {c['sh']}, .stride_w = {c['sw']}, "
@@ -334,6 +397,9 @@ def main():
             f"        .weights = {wi},\n"
             f"        .y = {yi},\n"
             f"        .pi = {pii},\n"
+            f"        .dy = {dyi},\n"
+            f"        .dx = {dxi},\n"
+            f"        .dweights = {gi},\n"
             "    },\n")
         print(f"conv2d {name:28s} y {shape(y):16s} rms {rms:.3f} seed#{attempt} "
               f"pi[0] {np.array2string(pi[0].numpy(), precision=3)}")
@@ -343,12 +409,16 @@ def main():
         # Array names are <prefix>__<field>: a case name must not contain "__".
         assert name.isidentifier() and "__" not in name and name not in names, name
         names.add(name)
-        x, p, pi, y, rms, attempt = generate("linear", make_linear, c)
+        x, p, pi, y, rms, attempt, (dy, dx, grads) = generate("linear", make_linear,
+                                                               linear_forward, c)
         prefix = name if name.startswith("linear_") else f"linear_{name}"
         xi = em.array(prefix + "__x", x, f"linear {name}: x {shape(x)}")
         wi = emit_weights(em, prefix, p)
         yi = em.array(prefix + "__y", y, f"y {shape(y)}")
         pii = em.array(prefix + "__pi", pi, f"pi {shape(pi)}")
+        dyi = em.array(prefix + "__dy", dy, f"dL/dy {shape(dy)}")
+        dxi = em.array(prefix + "__dx", dx, f"dL/dx {shape(dx)}")
+        gi = emit_grads(em, prefix, grads)
         geometry = (f"{{ .in_features = {c['d_in']}, .out_features = {c['d_out']}, "
                     f".num_kernels = {c['kernels']}, .hidden = {c['hidden']} }}")
         linear_entries.append(
@@ -361,6 +431,9 @@ def main():
             f"        .weights = {wi},\n"
             f"        .y = {yi},\n"
             f"        .pi = {pii},\n"
+            f"        .dy = {dyi},\n"
+            f"        .dx = {dxi},\n"
+            f"        .dweights = {gi},\n"
             "    },\n")
         print(f"linear {name:28s} y {shape(y):16s} rms {rms:.3f} seed#{attempt} "
               f"pi[0] {np.array2string(pi[0].numpy(), precision=3)}")

@@ -23,6 +23,9 @@ typedef struct golden_conv2d_case {
     dynconv_conv2d_weights weights;    /* weight, bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias */
     const float *y;                    /* [N, C_out, H_out, W_out] */
     const float *pi;                   /* [N, K] attention after the softmax */
+    const float *dy;                   /* [N, C_out, H_out, W_out] random dL/dy */
+    const float *dx;                   /* [N, C_in, H, W] dL/dx by autograd */
+    dynconv_conv2d_weights dweights;   /* dL/d(each parameter), NULL where the case has none */
 } golden_conv2d_case;
 
 typedef struct golden_linear_case {
@@ -34,6 +37,9 @@ typedef struct golden_linear_case {
     dynconv_linear_weights weights;
     const float *y;                    /* [N, D_out] */
     const float *pi;                   /* [N, K] */
+    const float *dy;                   /* [N, D_out] random dL/dy */
+    const float *dx;                   /* [N, D_in] dL/dx by autograd */
+    dynconv_linear_weights dweights;   /* dL/d(each parameter), NULL where the case has none */
 } golden_linear_case;
 
 extern const golden_conv2d_case golden_conv2d_cases[];
