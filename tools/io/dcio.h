@@ -1,0 +1,197 @@
+/* dynconv_io: the file formats the command-line tool reads and writes.
+ *
+ *   safetensors   the PyTorch ecosystem's weight file: 8-byte little-endian header length N,
+ *                 N bytes of JSON, then the raw little-endian tensor data
+ *   dynamic layer the tensors of one dynamic convolution, by PyTorch state_dict names
+ *   .npy          NumPy arrays: float32 little-endian ('<f4'), C order, format 1.0 or 2.0
+ *
+ * Every parser takes a memory buffer (pointer + length) and trusts nothing in it: every offset,
+ * shape and length is checked, with overflow-checked arithmetic, before a byte is read. Parsed
+ * objects borrow the buffer, which must outlive them. Functions return true on success; on
+ * failure they return false, fill err->message (when err is not NULL) and leave their outputs
+ * untouched.
+ *
+ * This is a static library of the tools, not part of libdynconv: it needs jansson, the core
+ * library does not. It uses only the public header's structs, never the library's code. */
+#ifndef DYNCONV_TOOLS_IO_DCIO_H
+#define DYNCONV_TOOLS_IO_DCIO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <dynconv/dynconv.h>
+
+/* Largest rank the readers accept (PyTorch weights have at most 5 here). */
+#define DCIO_MAX_RANK 8
+
+typedef struct dcio_error {
+    char message[768];
+} dcio_error;
+
+/* ---------------------------------------------------------------------------------------- */
+/* Whole files                                                                              */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Reads a regular file into a malloc'ed buffer (free()), refusing files above max_bytes. */
+bool dcio_read_file(const char *path, size_t max_bytes, unsigned char **data, size_t *size,
+                    dcio_error *err);
+
+/* An output written under a temporary name in the destination's directory; it replaces the
+ * destination only on commit, so a failed run never leaves a partial or stale-looking file. */
+typedef struct dcio_pending {
+    char *path;      /* destination */
+    char *temp_path; /* the written temporary file; NULL once committed or discarded */
+} dcio_pending;
+
+/* Writes `size` bytes to a new temporary file next to `path`. */
+bool dcio_pending_write(const char *path, const void *head, size_t head_size, const void *body,
+                        size_t body_size, dcio_pending *out, dcio_error *err);
+/* Renames the temporary file to the destination. */
+bool dcio_pending_commit(dcio_pending *p, dcio_error *err);
+/* Removes the temporary file (if any) and frees the names. Safe after commit and on zeroed p. */
+void dcio_pending_discard(dcio_pending *p);
+
+/* ---------------------------------------------------------------------------------------- */
+/* safetensors                                                                              */
+/* ---------------------------------------------------------------------------------------- */
+
+typedef enum dcio_dtype {
+    DCIO_DTYPE_F32,
+    DCIO_DTYPE_F16,
+    DCIO_DTYPE_BF16,
+    DCIO_DTYPE_F64,
+    DCIO_DTYPE_UNSUPPORTED /* a dtype of the format that is not a float (I8, I64, BOOL, ...) */
+} dcio_dtype;
+
+typedef struct dcio_st_tensor {
+    char *name;
+    char dtype_name[8];   /* as written in the file: "F32", "I64", ... */
+    dcio_dtype dtype;
+    int rank;
+    int64_t shape[DCIO_MAX_RANK];
+    size_t numel;         /* product of shape (1 for rank 0) */
+    size_t begin, end;    /* byte range inside the data section */
+    const unsigned char *data; /* the data section + begin */
+} dcio_st_tensor;
+
+typedef struct dcio_safetensors {
+    size_t count;
+    dcio_st_tensor *tensors;  /* in file (JSON) order */
+    size_t meta_count;
+    char **meta_keys, **meta_values;
+} dcio_safetensors;
+
+/* Largest JSON header accepted (the format's reference implementation uses the same cap). */
+#define DCIO_ST_MAX_HEADER ((size_t)100 * 1000 * 1000)
+
+/* Parses and validates a whole safetensors file held in memory:
+ *   - at least 8 bytes; header length within the buffer and at most DCIO_ST_MAX_HEADER;
+ *   - the header is UTF-8 JSON whose top level is an object without duplicate keys;
+ *   - "__metadata__", when present, maps strings to strings;
+ *   - every other key is a tensor {"dtype": one of the format's dtypes, "shape": [ints >= 0],
+ *     "data_offsets": [begin, end]} with end - begin == numel * dtype size (overflow-checked);
+ *   - the tensors' byte ranges do not overlap, stay inside the data section and cover it
+ *     exactly (as the format's reference implementation requires).
+ * Unsupported dtypes parse (so other tensors of the file stay usable) but cannot be converted. */
+bool dcio_st_parse(const void *buffer, size_t size, dcio_safetensors **out, dcio_error *err);
+void dcio_st_free(dcio_safetensors *st);
+
+/* The tensor called `name`, or NULL. */
+const dcio_st_tensor *dcio_st_find(const dcio_safetensors *st, const char *name);
+/* The metadata value of `key`, or NULL. */
+const char *dcio_st_metadata(const dcio_safetensors *st, const char *key);
+
+/* Converts a tensor to float32 (F32 copied, F16/BF16/F64 converted; F64 values outside the
+ * float range are refused). out must hold t->numel floats. */
+bool dcio_st_tensor_to_f32(const dcio_st_tensor *t, float *out, dcio_error *err);
+
+/* Serialises tensors (float32, C order) and string metadata to a safetensors byte image:
+ * *out is malloc'ed. Used by the tests and by anything that wants to save a layer from C. */
+typedef struct dcio_st_entry {
+    const char *name;
+    int rank;
+    const int64_t *shape;
+    const float *data;
+} dcio_st_entry;
+bool dcio_st_serialize(const dcio_st_entry *entries, size_t count, const char *const *meta_keys,
+                       const char *const *meta_values, size_t meta_count, unsigned char **out,
+                       size_t *out_size, dcio_error *err);
+
+/* ---------------------------------------------------------------------------------------- */
+/* A dynamic convolution layer from a safetensors file                                     */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Tensor names, after the prefix (state_dict of the common PyTorch re-implementations):
+ *   weight                 [K, C_out, C_in/g, kh, kw]                      required
+ *   bias                   [K, C_out]                                      optional
+ *   attention.fc1.weight   [hidden, C_in] or [hidden, C_in, 1, 1]          required
+ *   attention.fc1.bias     [hidden]                                        optional
+ *   attention.fc2.weight   [K, hidden] or [K, hidden, 1, 1]                required
+ *   attention.fc2.bias     [K]                                             optional
+ * or, for the attention, attention.net.0.{weight,bias} and attention.net.2.{weight,bias}
+ * (an nn.Sequential of conv 1x1, ReLU, conv 1x1). The hyper-parameters come from the
+ * "__metadata__" strings stride, padding, dilation ("a" or "a,b"), groups and temperature
+ * (defaults 1, 0, 1, 1, 1), unless overridden in dcio_layer_options. */
+typedef struct dcio_layer_options {
+    const char *prefix; /* NULL or "": none; "layer1.conv" and "layer1.conv." are the same */
+    bool set_stride, set_padding, set_dilation, set_groups, set_temperature;
+    int64_t stride[2], padding[2], dilation[2], groups;
+    float temperature;
+} dcio_layer_options;
+
+enum { DCIO_LAYER_WEIGHT, DCIO_LAYER_BIAS, DCIO_LAYER_FC1_WEIGHT, DCIO_LAYER_FC1_BIAS,
+       DCIO_LAYER_FC2_WEIGHT, DCIO_LAYER_FC2_BIAS, DCIO_LAYER_TENSORS };
+
+typedef struct dcio_layer {
+    dynconv_conv2d_geometry geometry;
+    float temperature;
+    /* malloc'ed float32 copies in the order of the enum above; optional ones may be NULL */
+    float *tensor[DCIO_LAYER_TENSORS];
+    size_t numel[DCIO_LAYER_TENSORS];
+    char *name[DCIO_LAYER_TENSORS];     /* full name in the file, NULL when absent */
+    int rank[DCIO_LAYER_TENSORS];
+    int64_t shape[DCIO_LAYER_TENSORS][DCIO_MAX_RANK];
+} dcio_layer;
+
+bool dcio_layer_load(const dcio_safetensors *st, const dcio_layer_options *options,
+                     dcio_layer *out, dcio_error *err);
+/* The weights struct pointing into the layer's arrays. */
+dynconv_conv2d_weights dcio_layer_weights(const dcio_layer *layer);
+void dcio_layer_free(dcio_layer *layer);
+
+/* Parses "a" or "a,b" (decimal, no sign) into v[2] ("a" means a,a); min is the smallest value
+ * allowed. Returns false on anything else. */
+bool dcio_parse_pair(const char *text, int64_t min, int64_t v[2]);
+/* Parses a finite float > 0. */
+bool dcio_parse_temperature(const char *text, float *out);
+
+/* ---------------------------------------------------------------------------------------- */
+/* NumPy .npy                                                                               */
+/* ---------------------------------------------------------------------------------------- */
+
+typedef struct dcio_npy {
+    int rank;
+    int64_t shape[DCIO_MAX_RANK];
+    size_t numel;
+    const unsigned char *data; /* numel little-endian float32 values, borrowed */
+} dcio_npy;
+
+/* Parses a .npy file held in memory: magic, version 1.0 or 2.0, a header dict with exactly the
+ * keys descr ('<f4'), fortran_order (False) and shape (a tuple of ints >= 0), and exactly
+ * numel * 4 bytes of data after it. Anything else is refused with a message saying what. */
+bool dcio_npy_parse(const void *buffer, size_t size, dcio_npy *out, dcio_error *err);
+/* Copies the data out as floats (out holds npy->numel floats). */
+void dcio_npy_to_f32(const dcio_npy *npy, float *out);
+
+/* Builds the header (magic .. final newline) of a '<f4' C-order array: version 1.0 when it
+ * fits, else 2.0; padded to a multiple of 64 bytes. Returns the header length (0 on overflow
+ * or when buf is too small); DCIO_NPY_MAX_HEADER bytes always suffice for rank <= 8. */
+#define DCIO_NPY_MAX_HEADER 512
+size_t dcio_npy_header(const int64_t *shape, int rank, char *buf, size_t buf_size);
+
+/* Writes a float32 array as .npy under a temporary name (see dcio_pending). */
+bool dcio_npy_write_pending(const char *path, const int64_t *shape, int rank, const float *data,
+                            dcio_pending *out, dcio_error *err);
+
+#endif
