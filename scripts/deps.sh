@@ -7,9 +7,11 @@ set -euo pipefail
 packages=()
 for purpose in "$@"; do
   case "$purpose" in
-    build) packages+=(build-essential cmake pkg-config libopenblas-dev) ;;
-    test)  packages+=(build-essential cmake pkg-config libopenblas-dev libcmocka-dev) ;;
+    build) packages+=(build-essential cmake pkg-config libopenblas-dev libjansson-dev) ;;
+    test)  packages+=(build-essential cmake pkg-config libopenblas-dev libjansson-dev libcmocka-dev
+                      python3) ;;
     golden) packages+=(python3-torch python3-numpy) ;;
+    python) packages+=(python3 python3-numpy python3-torch) ;;  # the Python package's tests
     *) echo "deps.sh: unknown purpose '$purpose'" >&2; exit 2 ;;
   esac
 done

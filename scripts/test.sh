@@ -3,13 +3,17 @@
 # released (optimised), then under AddressSanitizer + UndefinedBehaviorSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh test
+scripts/deps.sh test python
 jobs=$(nproc)
 
 echo "== release build"
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DDYNCONV_WERROR=ON -DDYNCONV_BUILD_TESTS=ON
 cmake --build build/release -j"$jobs"
 ctest --test-dir build/release --output-on-failure -j"$jobs"
+
+echo "== Python package, exporter and PyTorch round trip (release build)"
+DYNCONV_LIBRARY="$PWD/build/release/src/libdynconv.so.1" DYNCONV_CLI="$PWD/build/release/tools/dynconv" \
+  /usr/bin/python3 -m unittest discover -s python/tests -v
 
 echo "== sanitizer build (ASan + UBSan)"
 cmake -S . -B build/sanitize -DCMAKE_BUILD_TYPE=Debug -DDYNCONV_WERROR=ON -DDYNCONV_BUILD_TESTS=ON \

@@ -1,0 +1,106 @@
+"""Loading libdynconv with ctypes and declaring the C functions the package calls."""
+
+import ctypes
+import os
+
+# The C API major version this package is written against (DYNCONV_VERSION_MAJOR).
+API_MAJOR = 1
+LIBRARY_ENV = "DYNCONV_LIBRARY"
+
+_int64 = ctypes.c_int64
+_float_p = ctypes.POINTER(ctypes.c_float)
+
+
+class Geometry(ctypes.Structure):
+    _fields_ = [(name, _int64) for name in (
+        "in_channels", "out_channels", "kernel_h", "kernel_w", "stride_h", "stride_w",
+        "pad_h", "pad_w", "dilation_h", "dilation_w", "groups", "num_kernels", "hidden")]
+
+
+class Weights(ctypes.Structure):
+    _fields_ = [(name, _float_p) for name in (
+        "weight", "bias", "fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias")]
+
+
+class DynconvError(RuntimeError):
+    """A libdynconv call failed: .status is the dynconv_status number, .message the library's
+    explanation."""
+
+    def __init__(self, function, status, status_string, message):
+        super().__init__(f"{function}: {status_string}: {message}")
+        self.function = function
+        self.status = status
+        self.status_string = status_string
+        self.message = message
+
+
+_library = None
+
+
+def _declare(lib):
+    c_status = ctypes.c_int
+    handle = ctypes.c_void_p
+    sigs = {
+        "dynconv_version_number": (ctypes.c_uint, []),
+        "dynconv_version_string": (ctypes.c_char_p, []),
+        "dynconv_status_string": (ctypes.c_char_p, [c_status]),
+        "dynconv_last_error_message": (ctypes.c_char_p, []),
+        "dynconv_conv2d_create": (c_status, [ctypes.POINTER(Geometry), ctypes.POINTER(Weights),
+                                             ctypes.c_float, ctypes.c_uint32,
+                                             ctypes.POINTER(handle)]),
+        "dynconv_conv2d_destroy": (None, [handle]),
+        "dynconv_conv2d_set_temperature": (c_status, [handle, ctypes.c_float]),
+        "dynconv_conv2d_get_temperature": (c_status, [handle, _float_p]),
+        "dynconv_conv2d_reshape": (c_status, [handle, _int64, _int64, _int64,
+                                              ctypes.POINTER(_int64), ctypes.POINTER(_int64),
+                                              ctypes.POINTER(ctypes.c_size_t)]),
+        "dynconv_conv2d_forward": (c_status, [handle, _float_p, _float_p, _float_p,
+                                              ctypes.c_void_p, ctypes.c_size_t]),
+        "dynconv_blas_config": (ctypes.c_char_p, []),
+        "dynconv_blas_core": (ctypes.c_char_p, []),
+    }
+    for name, (restype, argtypes) in sigs.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+
+
+def library():
+    """The loaded libdynconv (loaded and version-checked on first use): the file named by the
+    DYNCONV_LIBRARY environment variable, else libdynconv.so.1 from the system's search path."""
+    global _library
+    if _library is not None:
+        return _library
+    path = os.environ.get(LIBRARY_ENV) or "libdynconv.so.1"
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError as e:
+        raise ImportError(f"cannot load libdynconv from '{path}' ({e}); install the library or "
+                          f"set {LIBRARY_ENV} to the path of libdynconv.so.1") from e
+    try:
+        _declare(lib)
+    except AttributeError as e:
+        raise ImportError(f"'{path}' is not a compatible libdynconv: {e}") from e
+    number = lib.dynconv_version_number()
+    if number // 10000 != API_MAJOR:
+        raise ImportError(f"'{path}' is libdynconv {lib.dynconv_version_string().decode()}; "
+                          f"this package needs major version {API_MAJOR}")
+    _library = lib
+    return lib
+
+
+def check(function, status):
+    """Raises DynconvError for a non-zero status."""
+    if status != 0:
+        lib = library()
+        raise DynconvError(function, status, lib.dynconv_status_string(status).decode(),
+                           lib.dynconv_last_error_message().decode(errors="replace"))
+
+
+def version():
+    """The loaded library's version string, e.g. "1.0.0"."""
+    return library().dynconv_version_string().decode()
+
+
+def version_number():
+    return int(library().dynconv_version_number())

@@ -1,0 +1,86 @@
+"""The table of layers the Python tests run (PyTorch module, input shape), and helpers."""
+
+import os
+import sys
+import zlib
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "python"))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+from reference_modules import DynamicConv2dFC, DynamicConvNet  # noqa: E402
+
+RTOL, ATOL = 1e-4, 1e-5
+
+# name -> (constructor, input shape [N, C_in, H, W])
+LAYERS = {
+    "basic_3x3": (lambda: DynamicConv2dFC(4, 6, 3, padding=1, temperature=1.0), (2, 4, 7, 7)),
+    "groups2": (lambda: DynamicConv2dFC(8, 6, 3, padding=1, groups=2, temperature=2.0),
+                (2, 8, 6, 6)),
+    "depthwise": (lambda: DynamicConv2dFC(6, 6, 3, padding=1, groups=6, temperature=1.5),
+                  (3, 6, 7, 5)),
+    "depthwise_multiplier": (lambda: DynamicConvNet(4, 8, 3, padding=1, groups=4, ratio=2,
+                                                    temprature=1.0), (2, 4, 6, 6)),
+    "stride2": (lambda: DynamicConv2dFC(4, 5, 3, stride=2, padding=1, K=3, temperature=1.0),
+                (2, 4, 9, 8)),
+    "dilation2": (lambda: DynamicConvNet(4, 4, 3, padding=2, dilation=2, ratio=2,
+                                         temprature=0.7), (2, 4, 9, 9)),
+    "rect_kernel_stride_1x2": (lambda: DynamicConv2dFC(4, 4, (3, 1), stride=(1, 2),
+                                                       padding=(1, 0), temperature=1.0),
+                               (2, 4, 6, 7)),
+    "no_biases": (lambda: DynamicConv2dFC(4, 6, 3, padding=1, bias=False, fc2_bias=False,
+                                          temperature=0.5), (2, 4, 5, 5)),
+    "all_biases_linear_attention": (lambda: DynamicConv2dFC(5, 4, 3, padding=1, fc1_bias=True,
+                                                            linear=True, temperature=1.0),
+                                    (2, 5, 6, 6)),
+    "net_biases_pointwise": (lambda: DynamicConvNet(8, 6, 1, net_bias=True, ratio=4,
+                                                    temprature=0.5), (2, 8, 5, 5)),
+    "rgb_stem_stride2": (lambda: DynamicConv2dFC(3, 8, 3, stride=2, padding=1, K=4,
+                                                 temperature=1.0), (2, 3, 12, 12)),
+    "groups2_stride2_dilation2": (lambda: DynamicConv2dFC(8, 4, 3, stride=2, padding=2,
+                                                          dilation=2, groups=2, K=3,
+                                                          temperature=1.0), (2, 8, 11, 10)),
+}
+
+
+def seed(name):
+    torch.manual_seed(zlib.crc32(name.encode()))
+    np.random.seed(zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
+def make(name):
+    """(module, x, y, attention) for a case: the attention's first layer is scaled so that the
+    softmax is far from uniform and the kernel mixture really differs between samples."""
+    seed(name)
+    ctor, shape = LAYERS[name]
+    module = ctor().eval()
+    with torch.no_grad():
+        for p in module.attention.parameters():
+            p.mul_(4.0)
+    x = torch.randn(*shape) + torch.linspace(-1, 1, shape[0]).reshape(-1, 1, 1, 1) * 2
+    with torch.no_grad():
+        y = module(x)
+        pi = module.attention(x)
+    return module, x, y, pi
+
+
+def assert_close(test, got, want, what):
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    test.assertEqual(got.shape, want.shape, what)
+    bad = ~(np.abs(got - want) <= ATOL + RTOL * np.abs(want))
+    test.assertFalse(bad.any(), f"{what}: {int(bad.sum())} of {bad.size} differ, worst "
+                                f"{np.abs(got - want).max():.3g}")
+
+
+def assert_nontrivial(test, y, pi, what):
+    """A comparison against a mostly-zero output or a uniform attention could not fail."""
+    y = np.asarray(y)
+    test.assertGreater(np.count_nonzero(y), y.size // 2, f"{what}: output mostly zero")
+    test.assertGreater(float(np.ptp(y)), 1e-3, f"{what}: output constant")
+    pi = np.asarray(pi)
+    test.assertGreater(float(pi.max() - pi.min()), 0.05, f"{what}: attention nearly uniform")

@@ -1,0 +1,101 @@
+"""The Python package (ctypes) against PyTorch on the table of random layers, and its handling
+of arguments: conversions, refusals, errors from the library, temperature."""
+
+import unittest
+
+import numpy as np
+import torch
+
+import cases
+import dynconv
+
+
+def layer_from_module(module):
+    att = module.attention
+    names = ("fc1", "fc2") if hasattr(att, "fc1") else ("net.0", "net.2")
+    params = dict(att.named_parameters())
+
+    def get(name):
+        p = params.get(name)
+        return None if p is None else p.detach().numpy()
+
+    temperature = getattr(att, "temperature", getattr(att, "temprature", 1.0))
+    return dynconv.Conv2d(
+        module.weight.detach().numpy(), get(names[0] + ".weight"), get(names[1] + ".weight"),
+        bias=None if module.bias is None else module.bias.detach().numpy(),
+        fc1_bias=get(names[0] + ".bias"), fc2_bias=get(names[1] + ".bias"),
+        stride=module.stride, padding=module.padding, dilation=module.dilation,
+        groups=module.groups, temperature=temperature)
+
+
+class Binding(unittest.TestCase):
+    def test_version_checked_at_load(self):
+        self.assertEqual(dynconv.version_number() // 10000, 1)
+        self.assertRegex(dynconv.version(), r"^1\.\d+\.\d+$")
+
+    def test_table_against_pytorch(self):
+        for name in cases.LAYERS:
+            with self.subTest(layer=name):
+                module, x, y, pi = cases.make(name)
+                cases.assert_nontrivial(self, y, pi, name)
+                with layer_from_module(module) as layer:
+                    got = layer.forward(x.numpy())
+                    cases.assert_close(self, got, y.numpy(), name + " output")
+                    cases.assert_close(self, layer.attention, pi.numpy(), name + " attention")
+                    # a second batch of another size reshapes the handle
+                    x2 = x[:1, :, 1:, :]
+                    with torch.no_grad():
+                        y2 = module(x2)
+                    cases.assert_close(self, layer(x2.numpy()), y2.numpy(), name + " reshaped")
+
+    def test_temperature(self):
+        module, x, _, _ = cases.make("groups2")
+        layer = layer_from_module(module)
+        self.assertEqual(layer.temperature, 2.0)
+        layer.temperature = 0.3
+        module.attention.temperature = 0.3
+        with torch.no_grad():
+            y = module(x)
+        self.assertAlmostEqual(layer.temperature, 0.3, places=6)
+        cases.assert_close(self, layer.forward(x.numpy()), y.numpy(), "output at T = 0.3")
+        with self.assertRaises(dynconv.DynconvError) as cm:
+            layer.temperature = -1.0
+        self.assertEqual(cm.exception.status, 2)  # DYNCONV_ERROR_INVALID_ARGUMENT
+        self.assertIn("temperature", str(cm.exception))
+
+    def test_inputs_are_converted_or_refused(self):
+        module, x, y, _ = cases.make("basic_3x3")
+        layer = layer_from_module(module)
+        x64 = x.numpy().astype(np.float64)
+        cases.assert_close(self, layer.forward(x64), y.numpy(), "float64 input")
+        strided = np.asfortranarray(x.numpy())
+        cases.assert_close(self, layer.forward(strided), y.numpy(), "Fortran-ordered input")
+        with self.assertRaises(TypeError):
+            layer.forward(x.numpy().astype(np.complex64))
+        with self.assertRaises(ValueError):
+            layer.forward(x.numpy()[:, :3])
+        with self.assertRaises(ValueError):
+            layer.forward(x.numpy()[0])
+
+    def test_library_errors_become_exceptions(self):
+        rng = np.random.default_rng(1)
+        w = rng.standard_normal((2, 4, 2, 3, 3)).astype(np.float32)
+        fc1 = rng.standard_normal((2, 4)).astype(np.float32)
+        fc2 = rng.standard_normal((2, 2)).astype(np.float32)
+        with self.assertRaises(dynconv.DynconvError) as cm:
+            dynconv.Conv2d(w, fc1, fc2, groups=3)  # 3 does not divide 4 channels
+        self.assertEqual(cm.exception.status, 2)
+        self.assertIn("groups", cm.exception.message)
+        layer = dynconv.Conv2d(w, fc1, fc2, groups=2)
+        with self.assertRaises(dynconv.DynconvError) as cm:
+            layer.forward(np.zeros((1, 4, 2, 2), np.float32))  # smaller than the kernel
+        self.assertEqual(cm.exception.status, 3)  # DYNCONV_ERROR_INVALID_SHAPE
+        with self.assertRaises(ValueError):
+            dynconv.Conv2d(w, fc1, fc2[:1])
+        layer.close()
+        with self.assertRaises(ValueError):
+            layer.forward(np.zeros((1, 4, 5, 5), np.float32))
+
+
+if __name__ == "__main__":
+    unittest.main()

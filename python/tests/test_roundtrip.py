@@ -1,0 +1,97 @@
+"""PyTorch module -> tools/export_dynconv.py -> `dynconv run` -> the same output as PyTorch."""
+
+import os
+import subprocess
+import tempfile
+import unittest
+
+import numpy as np
+import torch
+
+import cases
+import export_dynconv
+from reference_modules import TwoLayerNet
+
+CLI = os.environ.get("DYNCONV_CLI", os.path.join(cases.ROOT, "build", "release", "tools",
+                                                 "dynconv"))
+
+
+def run_cli(*args):
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=120)
+
+
+class RoundTrip(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.dir = self.tmp.name
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def run_layer(self, weights, x, *extra):
+        np.save(self.path("x.npy"), np.asarray(x, dtype=np.float32))
+        r = run_cli("run", "--weights", weights, "--input", self.path("x.npy"),
+                    "--output", self.path("y.npy"), "--attention", self.path("pi.npy"), *extra)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stderr, "")
+        return np.load(self.path("y.npy")), np.load(self.path("pi.npy"))
+
+    def test_table(self):
+        for name in cases.LAYERS:
+            with self.subTest(layer=name):
+                module, x, y, pi = cases.make(name)
+                cases.assert_nontrivial(self, y, pi, name)
+                weights = self.path(name + ".safetensors")
+                self.assertEqual(export_dynconv.export(module, weights), [""])
+                got_y, got_pi = self.run_layer(weights, x.numpy())
+                cases.assert_close(self, got_y, y.numpy(), name + " output")
+                cases.assert_close(self, got_pi, pi.numpy(), name + " attention")
+
+    def test_temperature_override(self):
+        module, x, _, _ = cases.make("basic_3x3")
+        weights = self.path("layer.safetensors")
+        export_dynconv.export(module, weights)
+        module.attention.temperature = 0.25
+        with torch.no_grad():
+            y, pi = module(x), module.attention(x)
+        got_y, got_pi = self.run_layer(weights, x.numpy(), "--temperature", "0.25")
+        cases.assert_close(self, got_y, y.numpy(), "output at T = 0.25")
+        cases.assert_close(self, got_pi, pi.numpy(), "attention at T = 0.25")
+
+    def test_prefixes_of_a_model(self):
+        cases.seed("two_layers")
+        model = TwoLayerNet().eval()
+        weights = self.path("model.safetensors")
+        self.assertEqual(export_dynconv.export(model, weights), ["stem", "block.1"])
+        x = torch.randn(2, 3, 12, 12)
+        with torch.no_grad():
+            h = model.stem(x)
+            y = model(x)
+        got_h, _ = self.run_layer(weights, x.numpy(), "--prefix", "stem")
+        cases.assert_close(self, got_h, h.numpy(), "stem")
+        got_y, _ = self.run_layer(weights, torch.relu(h).numpy(), "--prefix", "block.1.")
+        cases.assert_close(self, got_y, y.numpy(), "block.1")
+        # Without a prefix the layer is ambiguous: the error lists the candidates.
+        np.save(self.path("x.npy"), x.numpy())
+        r = run_cli("run", "--weights", weights, "--input", self.path("x.npy"),
+                    "--output", self.path("none.npy"))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("'stem.'", r.stderr)
+        self.assertIn("'block.1.'", r.stderr)
+        self.assertFalse(os.path.exists(self.path("none.npy")))
+
+    def test_python_package_reads_the_export(self):
+        import dynconv
+        module, x, y, pi = cases.make("dilation2")
+        weights = self.path("layer.safetensors")
+        export_dynconv.export(module, weights)
+        layer = dynconv.Conv2d.from_safetensors(weights)
+        cases.assert_close(self, layer.forward(x.numpy()), y.numpy(), "package output")
+        cases.assert_close(self, layer.attention, pi.numpy(), "package attention")
+
+
+if __name__ == "__main__":
+    unittest.main()
