@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -156,6 +157,7 @@ static void run_help(void) {
         "usage: dynconv run --weights LAYER.safetensors [--prefix P] --input X.npy\n"
         "                   --output Y.npy [--attention PI.npy] [--temperature T]\n"
         "                   [--stride S] [--padding P] [--dilation D] [--groups G]\n"
+        "                   [--grad-output GY.npy --grad-dir DIR]\n"
         "\n"
         "Runs one dynamic convolution layer saved from PyTorch on a NumPy array.\n"
         "\n"
@@ -171,6 +173,10 @@ static void run_help(void) {
         "  --temperature T    softmax temperature (default: the file's metadata, else 1)\n"
         "  --stride, --padding, --dilation  \"a\" or \"a,b\" (default: metadata, else 1, 0, 1)\n"
         "  --groups G         (default: metadata, else 1)\n"
+        "  --grad-output FILE dL/dy, float32 .npy of the output's shape: also run the backward\n"
+        "  --grad-dir DIR     (existing) directory for the gradients, with --grad-output:\n"
+        "                     DIR/gx.npy (dL/dx) and DIR/g_<tensor name>.npy for every\n"
+        "                     parameter tensor, named and shaped as in the weights file\n"
         "\n"
         "Exit status: 0 success, 1 failure (the message names the file), 2 bad usage.\n"
         "Output files are replaced only when the whole run succeeded.\n");
@@ -181,13 +187,104 @@ typedef struct loaded_file {
     size_t size;
 } loaded_file;
 
+/* Reads dL/dy, checks its shape against y's, and runs the backward: grads[0] receives dL/dx,
+ * grads[1 + slot] the gradient of each parameter tensor the layer has. */
+static bool run_backward(dynconv_conv2d *handle, const dcio_layer *layer, const char *weights_path,
+                         const float *x, const int64_t *x_shape, const int64_t *y_shape,
+                         const char *gy_path, loaded_file *gyf, float **gy, float **grads) {
+    dcio_error err;
+    dcio_npy gn;
+    if (!dcio_read_file(gy_path, MAX_FILE_BYTES, &gyf->bytes, &gyf->size, &err)) {
+        failure("%s", err.message);
+        return false;
+    }
+    if (!dcio_npy_parse(gyf->bytes, gyf->size, &gn, &err)) {
+        failure("%s: %s", gy_path, err.message);
+        return false;
+    }
+    if (gn.rank != 4 || memcmp(gn.shape, y_shape, 4 * sizeof *y_shape) != 0) {
+        char got[160], want[160];
+        format_shape(gn.shape, gn.rank, got, sizeof got);
+        format_shape(y_shape, 4, want, sizeof want);
+        failure("%s: gradient of shape %s; the output of the layer of %s on this input is %s",
+                gy_path, got, weights_path, want);
+        return false;
+    }
+    *gy = malloc(gn.numel * sizeof **gy);
+    const size_t x_count = (size_t)x_shape[0] * (size_t)x_shape[1] * (size_t)x_shape[2] *
+                           (size_t)x_shape[3];
+    grads[0] = malloc(x_count * sizeof **grads);
+    bool ok = *gy != NULL && grads[0] != NULL;
+    for (int s = 0; ok && s < DCIO_LAYER_TENSORS; ++s) {
+        if (layer->tensor[s] != NULL) {
+            grads[1 + s] = malloc(layer->numel[s] * sizeof **grads);
+            ok = grads[1 + s] != NULL;
+        }
+    }
+    if (!ok) {
+        failure("%s: out of memory for the gradients", gy_path);
+        return false;
+    }
+    dcio_npy_to_f32(&gn, *gy);
+    const dynconv_conv2d_gradients g = {
+        grads[0], grads[1 + DCIO_LAYER_WEIGHT], grads[1 + DCIO_LAYER_BIAS],
+        grads[1 + DCIO_LAYER_FC1_WEIGHT], grads[1 + DCIO_LAYER_FC1_BIAS],
+        grads[1 + DCIO_LAYER_FC2_WEIGHT], grads[1 + DCIO_LAYER_FC2_BIAS]};
+    dynconv_status status = dynconv_conv2d_prepare_backward(handle, NULL);
+    if (status == DYNCONV_OK) {
+        status = dynconv_conv2d_backward(handle, x, *gy, &g, 0, NULL, 0);
+    }
+    if (status != DYNCONV_OK) {
+        failure("%s: backward failed: %s (%s)", gy_path, dynconv_status_string(status),
+                dynconv_last_error_message());
+        return false;
+    }
+    return true;
+}
+
+/* DIR/gx.npy and DIR/g_<name>.npy, pending. */
+static bool write_gradients(const char *dir, const dcio_layer *layer, const int64_t *x_shape,
+                            float *const *grads, dcio_pending *outs, size_t *nouts,
+                            dcio_error *err) {
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        snprintf(err->message, sizeof err->message, "%s: not an existing directory (--grad-dir)",
+                 dir);
+        return false;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/gx.npy", dir);
+    if (!dcio_npy_write_pending(path, x_shape, 4, grads[0], &outs[(*nouts)++], err)) {
+        return false;
+    }
+    for (int s = 0; s < DCIO_LAYER_TENSORS; ++s) {
+        if (layer->tensor[s] == NULL) {
+            continue;
+        }
+        /* A '/' in a tensor name would write outside DIR. */
+        if (strchr(layer->name[s], '/') != NULL ||
+            (size_t)snprintf(path, sizeof path, "%s/g_%s.npy", dir, layer->name[s]) >=
+                sizeof path) {
+            snprintf(err->message, sizeof err->message,
+                     "%s: tensor name '%.200s' cannot be a file name", dir, layer->name[s]);
+            return false;
+        }
+        if (!dcio_npy_write_pending(path, layer->shape[s], layer->rank[s], grads[1 + s],
+                                    &outs[(*nouts)++], err)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static int cmd_run(int argc, char **argv) {
     program_command = "dynconv run";
     option opts[] = {{"weights", true, NULL},     {"prefix", true, NULL},
                      {"input", true, NULL},       {"output", true, NULL},
                      {"attention", true, NULL},   {"temperature", true, NULL},
                      {"stride", true, NULL},      {"padding", true, NULL},
-                     {"dilation", true, NULL},    {"groups", true, NULL}};
+                     {"dilation", true, NULL},    {"groups", true, NULL},
+                     {"grad-output", true, NULL}, {"grad-dir", true, NULL}};
     const size_t nopts = sizeof opts / sizeof *opts;
     bool help;
     int rc = parse_options(argc, argv, opts, nopts, &help);
@@ -209,6 +306,11 @@ static int cmd_run(int argc, char **argv) {
     }
     if (attention_path != NULL && strcmp(attention_path, output_path) == 0) {
         return usage_error("--output and --attention name the same file '%s'", output_path);
+    }
+    const char *grad_output_path = get(opts, nopts, "grad-output");
+    const char *grad_dir = get(opts, nopts, "grad-dir");
+    if ((grad_output_path == NULL) != (grad_dir == NULL)) {
+        return usage_error("--grad-output and --grad-dir go together");
     }
     dcio_layer_options lo;
     memset(&lo, 0, sizeof lo);
@@ -255,8 +357,12 @@ static int cmd_run(int argc, char **argv) {
     dcio_layer layer;
     memset(&layer, 0, sizeof layer);
     dynconv_conv2d *handle = NULL;
-    float *x = NULL, *y = NULL, *pi = NULL;
-    dcio_pending out_y = {NULL, NULL}, out_pi = {NULL, NULL};
+    float *x = NULL, *y = NULL, *pi = NULL, *gy = NULL, *grads[1 + DCIO_LAYER_TENSORS] = {NULL};
+    loaded_file gyf = {NULL, 0};
+    /* y, pi, dL/dx and one gradient per parameter tensor */
+    dcio_pending outs[3 + DCIO_LAYER_TENSORS];
+    size_t nouts = 0;
+    memset(outs, 0, sizeof outs);
 
     if (!dcio_read_file(weights_path, MAX_FILE_BYTES, &wf.bytes, &wf.size, &err)) {
         failure("%s", err.message);
@@ -327,18 +433,35 @@ static int cmd_run(int argc, char **argv) {
                 dynconv_last_error_message());
         goto done;
     }
-    if (!dcio_npy_write_pending(output_path, y_shape, 4, y, &out_y, &err) ||
-        (attention_path != NULL &&
-         !dcio_npy_write_pending(attention_path, pi_shape, 2, pi, &out_pi, &err)) ||
-        !dcio_pending_commit(&out_y, &err) ||
-        (attention_path != NULL && !dcio_pending_commit(&out_pi, &err))) {
+    if (grad_output_path != NULL &&
+        !run_backward(handle, &layer, weights_path, x, xn.shape, y_shape, grad_output_path,
+                      &gyf, &gy, grads)) {
+        goto done;
+    }
+    /* Everything is computed: write every output under a temporary name, then rename all. */
+    bool ok = dcio_npy_write_pending(output_path, y_shape, 4, y, &outs[nouts++], &err) &&
+              (attention_path == NULL ||
+               dcio_npy_write_pending(attention_path, pi_shape, 2, pi, &outs[nouts++], &err));
+    if (ok && grad_output_path != NULL) {
+        ok = write_gradients(grad_dir, &layer, xn.shape, grads, outs, &nouts, &err);
+    }
+    for (size_t i = 0; ok && i < nouts; ++i) {
+        ok = dcio_pending_commit(&outs[i], &err);
+    }
+    if (!ok) {
         failure("%s", err.message);
         goto done;
     }
     rc = 0;
 done:
-    dcio_pending_discard(&out_y);
-    dcio_pending_discard(&out_pi);
+    for (size_t i = 0; i < sizeof outs / sizeof *outs; ++i) {
+        dcio_pending_discard(&outs[i]);
+    }
+    for (size_t i = 0; i < sizeof grads / sizeof *grads; ++i) {
+        free(grads[i]);
+    }
+    free(gy);
+    free(gyf.bytes);
     free(x);
     free(y);
     free(pi);

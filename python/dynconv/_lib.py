@@ -22,6 +22,11 @@ class Weights(ctypes.Structure):
         "weight", "bias", "fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias")]
 
 
+class Gradients(ctypes.Structure):
+    _fields_ = [(name, _float_p) for name in (
+        "input", "weight", "bias", "fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias")]
+
+
 class DynconvError(RuntimeError):
     """A libdynconv call failed: .status is the dynconv_status number, .message the library's
     explanation."""
@@ -56,6 +61,10 @@ def _declare(lib):
                                               ctypes.POINTER(ctypes.c_size_t)]),
         "dynconv_conv2d_forward": (c_status, [handle, _float_p, _float_p, _float_p,
                                               ctypes.c_void_p, ctypes.c_size_t]),
+        "dynconv_conv2d_prepare_backward": (c_status, [handle, ctypes.POINTER(ctypes.c_size_t)]),
+        "dynconv_conv2d_backward": (c_status, [handle, _float_p, _float_p,
+                                               ctypes.POINTER(Gradients), ctypes.c_uint32,
+                                               ctypes.c_void_p, ctypes.c_size_t]),
         "dynconv_blas_config": (ctypes.c_char_p, []),
         "dynconv_blas_core": (ctypes.c_char_p, []),
     }

@@ -90,6 +90,8 @@ class Conv2d:
                    self._lib.dynconv_conv2d_create(ctypes.byref(geometry), ctypes.byref(weights),
                                                    float(temperature), 0, ctypes.byref(handle)))
         self._handle = handle
+        # parameter shapes in the library's layout, for the gradients
+        self._param_shapes = {name: a.shape for name, a in arrays.items() if a is not None}
         self.in_channels, self.out_channels, self.num_kernels, self.hidden = c_in, c_out, k, hidden
         self.kernel_size, self.stride, self.padding, self.dilation = (kh, kw), stride, padding, dilation
         self.groups = int(groups)
@@ -177,6 +179,32 @@ class Conv2d:
         return y
 
     __call__ = forward
+
+    def backward(self, x, grad_output):
+        """Gradients of L for dL/dy = grad_output at input x (the layer's current weights and
+        temperature): a dict with "input" [N, C_in, H, W] and, for every parameter the layer
+        has, "weight", "bias", "fc1_weight" [hidden, C_in], "fc1_bias", "fc2_weight"
+        [K, hidden], "fc2_bias"."""
+        x = _as_float32(x, "input")
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"input: expected [N, {self.in_channels}, H, W], got {x.shape}")
+        gy = _as_float32(grad_output, "grad_output", self.output_shape(x.shape))
+        handle = self._live()
+        if self._shape != x.shape:
+            _lib.check("dynconv_conv2d_reshape",
+                       self._lib.dynconv_conv2d_reshape(handle, x.shape[0], x.shape[2],
+                                                        x.shape[3], None, None, None))
+            self._shape = x.shape
+        _lib.check("dynconv_conv2d_prepare_backward",
+                   self._lib.dynconv_conv2d_prepare_backward(handle, None))
+        grads = {"input": np.empty(x.shape, dtype=np.float32)}
+        for name, shape in self._param_shapes.items():
+            grads[name] = np.empty(shape, dtype=np.float32)
+        struct = _lib.Gradients(**{name: _ptr(a) for name, a in grads.items()})
+        _lib.check("dynconv_conv2d_backward",
+                   self._lib.dynconv_conv2d_backward(handle, _ptr(x), _ptr(gy),
+                                                     ctypes.byref(struct), 0, None, 0))
+        return grads
 
     def close(self):
         if self._handle is not None:

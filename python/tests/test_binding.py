@@ -48,6 +48,33 @@ class Binding(unittest.TestCase):
                         y2 = module(x2)
                     cases.assert_close(self, layer(x2.numpy()), y2.numpy(), name + " reshaped")
 
+    def test_backward_against_autograd(self):
+        for name in ("basic_3x3", "depthwise_multiplier", "rect_kernel_stride_1x2",
+                     "all_biases_linear_attention", "net_biases_pointwise", "no_biases"):
+            with self.subTest(layer=name):
+                module, x, _, _ = cases.make(name)
+                x = x.clone().requires_grad_(True)
+                y = module(x)
+                gy = torch.randn_like(y)
+                module.zero_grad()
+                y.backward(gy)
+                grads = layer_from_module(module).backward(x.detach().numpy(), gy.numpy())
+                att = module.attention
+                fc = ("fc1", "fc2") if hasattr(att, "fc1") else ("net.0", "net.2")
+                params = dict(module.named_parameters())
+                want = {"input": x.grad}
+                for key, pname in (("weight", "weight"), ("bias", "bias"),
+                                   ("fc1_weight", f"attention.{fc[0]}.weight"),
+                                   ("fc1_bias", f"attention.{fc[0]}.bias"),
+                                   ("fc2_weight", f"attention.{fc[1]}.weight"),
+                                   ("fc2_bias", f"attention.{fc[1]}.bias")):
+                    if pname in params:
+                        want[key] = params[pname].grad
+                self.assertEqual(sorted(grads), sorted(want))
+                for key, g in want.items():
+                    cases.assert_close(self, grads[key], g.numpy().reshape(grads[key].shape),
+                                       f"{name} d{key}")
+
     def test_temperature(self):
         module, x, _, _ = cases.make("groups2")
         layer = layer_from_module(module)

@@ -50,6 +50,31 @@ class RoundTrip(unittest.TestCase):
                 cases.assert_close(self, got_y, y.numpy(), name + " output")
                 cases.assert_close(self, got_pi, pi.numpy(), name + " attention")
 
+    def test_gradients_match_autograd(self):
+        for name in ("basic_3x3", "depthwise", "groups2_stride2_dilation2",
+                     "all_biases_linear_attention", "net_biases_pointwise", "no_biases"):
+            with self.subTest(layer=name):
+                module, x, _, _ = cases.make(name)
+                weights = self.path(name + ".safetensors")
+                export_dynconv.export(module, weights)
+                x = x.clone().requires_grad_(True)
+                y = module(x)
+                gy = torch.randn_like(y)
+                module.zero_grad()
+                y.backward(gy)
+                np.save(self.path("gy.npy"), gy.numpy())
+                grad_dir = self.path("grads_" + name)
+                os.mkdir(grad_dir)
+                self.run_layer(weights, x.detach().numpy(), "--grad-output",
+                               self.path("gy.npy"), "--grad-dir", grad_dir)
+                expected = {"gx.npy": x.grad}
+                for pname, p in module.named_parameters():
+                    expected[f"g_{pname}.npy"] = p.grad
+                self.assertEqual(sorted(os.listdir(grad_dir)), sorted(expected))
+                for fname, want in expected.items():
+                    cases.assert_close(self, np.load(os.path.join(grad_dir, fname)),
+                                       want.numpy(), f"{name} {fname}")
+
     def test_temperature_override(self):
         module, x, _, _ = cases.make("basic_3x3")
         weights = self.path("layer.safetensors")

@@ -125,6 +125,38 @@ class GoodFiles(Base):
             self.assertEqual(f.read(), b"previous")
 
 
+class Gradients(Base):
+    def test_gradient_files(self):
+        gy = self.write("gy.npy", npy([2, COUT, 3, 3]))
+        r = run("run", "--weights", self.weights, "--input", self.x, "--output", self.y,
+                "--grad-output", gy, "--grad-dir", self.tmp.name)
+        self.assertEqual((r.returncode, r.stderr), (0, ""))
+        names = sorted(n for n in os.listdir(self.tmp.name) if n.startswith("g"))
+        self.assertEqual(names, ["g_attention.fc1.weight.npy", "g_attention.fc2.bias.npy",
+                                 "g_attention.fc2.weight.npy", "g_bias.npy", "g_weight.npy",
+                                 "gx.npy", "gy.npy"])
+        with open(os.path.join(self.tmp.name, "g_attention.fc1.weight.npy"), "rb") as f:
+            self.assertIn(b"'shape': (2, 4, 1, 1)", f.read())  # as in the weights file
+
+    def test_bad_gradient_arguments(self):
+        gy = self.write("gy.npy", npy([2, COUT, 3, 4]))
+        r = run("run", "--weights", self.weights, "--input", self.x, "--output", self.y,
+                "--grad-output", gy, "--grad-dir", self.tmp.name)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(gy + ": gradient of shape [2, 6, 3, 4]", r.stderr)
+        self.assertFalse(os.path.exists(self.y))
+        gy = self.write("gy.npy", npy([2, COUT, 3, 3]))
+        missing = os.path.join(self.tmp.name, "nowhere")
+        r = run("run", "--weights", self.weights, "--input", self.x, "--output", self.y,
+                "--grad-output", gy, "--grad-dir", missing)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(missing + ": not an existing directory", r.stderr)
+        self.assertFalse(os.path.exists(self.y))
+        r = run("run", "--weights", self.weights, "--input", self.x, "--output", self.y,
+                "--grad-output", gy)
+        self.assertEqual(r.returncode, 2)
+
+
 class MalformedSafetensors(Base):
     def check(self, data, *phrases, pad=True):
         path = self.write("bad.safetensors", data)
