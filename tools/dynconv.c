@@ -530,11 +530,19 @@ static void print_blas(FILE *out) {
             coretype != NULL ? coretype : "", coretype != NULL ? ")" : "");
     fprintf(out, "BLAS threads:  %d\n", dynconv_blas_num_threads());
     if (strcmp(core, "Prescott") == 0 && (f.avx2 || f.avx512f)) {
-        fprintf(stderr,
-                "warning: OpenBLAS runs its SSE3 'Prescott' kernels on a CPU with %s: it did not "
-                "recognise this CPU and is several times slower than it could be. Set "
-                "OPENBLAS_CORETYPE=%s in the environment before starting the program.\n",
-                f.avx512f ? "AVX-512" : "AVX2", f.avx512f ? "SkylakeX" : "Haswell");
+        const char *better = f.avx512f ? "SkylakeX" : "Haswell";
+        if (coretype != NULL) {
+            fprintf(stderr,
+                    "warning: OPENBLAS_CORETYPE=%s selects OpenBLAS's SSE3 'Prescott' kernels on "
+                    "a CPU with %s: several times slower than OPENBLAS_CORETYPE=%s.\n",
+                    coretype, f.avx512f ? "AVX-512" : "AVX2", better);
+        } else {
+            fprintf(stderr,
+                    "warning: OpenBLAS runs its SSE3 'Prescott' kernels on a CPU with %s: it did "
+                    "not recognise this CPU and is several times slower than it could be. Set "
+                    "OPENBLAS_CORETYPE=%s in the environment before starting the program.\n",
+                    f.avx512f ? "AVX-512" : "AVX2", better);
+        }
     }
 }
 

@@ -364,6 +364,43 @@ class Usage(unittest.TestCase):
             self.assertEqual(r.returncode, 2, f"{args}: {r.stderr}")
             self.assertIn("--help", r.stderr)
 
+    def test_info(self):
+        r = run("info")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for line in ("libdynconv:", "BLAS:", "BLAS core:", "BLAS threads:", "CPU features:"):
+            self.assertIn(line, r.stdout)
+        with open("/proc/cpuinfo") as f:
+            flags = f.read().split()
+        if "avx2" in flags or "avx512f" in flags:
+            # OpenBLAS honours a forced core type: its slow fallback must be flagged.
+            env = dict(os.environ, OPENBLAS_CORETYPE="Prescott")
+            r = subprocess.run([CLI, "info"], capture_output=True, text=True, env=env,
+                               timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("BLAS core:     Prescott", r.stdout)
+            self.assertIn("warning: OPENBLAS_CORETYPE=Prescott", r.stderr)
+
+    def test_bench_runs_a_small_workload(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
+            f.write("# name in out kernel stride pad groups size\n"
+                    "tiny_3x3 4 8 3 1 1 1 6   # comment\n\n"
+                    "tiny_dw 8 8 3 2 1 8 7\n")
+            f.flush()
+            r = run("bench", "--layers", f.name, "--batch", "2", "--repeats", "3")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            rows = [line.split() for line in r.stdout.splitlines()
+                    if line.startswith("tiny_")]
+            self.assertEqual([row[0] for row in rows], ["tiny_3x3", "tiny_dw"])
+            for row in rows:
+                self.assertGreater(float(row[-1]), 0.0)  # GFLOP/s
+            self.assertIn("BLAS core:", r.stdout)
+            r = run("bench", "--layers", f.name, "--only", "nothing")
+            self.assertEqual(r.returncode, 1)
+        # the built-in workload (bench/layers.txt), one small layer of it
+        r = run("bench", "--only", "mb2_1x1_160_960_7", "--batch", "1", "--repeats", "1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("mb2_1x1_160_960_7   ", r.stdout)
+
     def test_bench_layers_file_errors(self):
         with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
             f.write("a 4 4 3 1 1 1\n")

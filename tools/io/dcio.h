@@ -44,7 +44,7 @@ typedef struct dcio_pending {
     char *temp_path; /* the written temporary file; NULL once committed or discarded */
 } dcio_pending;
 
-/* Writes `size` bytes to a new temporary file next to `path`. */
+/* Writes head then body to a new temporary file next to `path` (mode 0666 minus the umask). */
 bool dcio_pending_write(const char *path, const void *head, size_t head_size, const void *body,
                         size_t body_size, dcio_pending *out, dcio_error *err);
 /* Renames the temporary file to the destination. */
@@ -130,9 +130,12 @@ bool dcio_st_serialize(const dcio_st_entry *entries, size_t count, const char *c
  *   attention.fc2.weight   [K, hidden] or [K, hidden, 1, 1]                required
  *   attention.fc2.bias     [K]                                             optional
  * or, for the attention, attention.net.0.{weight,bias} and attention.net.2.{weight,bias}
- * (an nn.Sequential of conv 1x1, ReLU, conv 1x1). The hyper-parameters come from the
- * "__metadata__" strings stride, padding, dilation ("a" or "a,b"), groups and temperature
- * (defaults 1, 0, 1, 1, 1), unless overridden in dcio_layer_options. */
+ * (an nn.Sequential of conv 1x1, ReLU, conv 1x1). Any other tensor under <prefix>attention.
+ * is refused (a batch norm there would otherwise be silently ignored). The hyper-parameters
+ * come from the "__metadata__" strings stride, padding, dilation ("a" or "a,b"), groups and
+ * temperature (defaults 1, 0, 1, 1, 1), looked up first as "<prefix>.key" (files with several
+ * layers) and then as "key", unless overridden in dcio_layer_options. The checks of the
+ * geometry itself (kernel larger than the input, ...) are left to dynconv_conv2d_create. */
 typedef struct dcio_layer_options {
     const char *prefix; /* NULL or "": none; "layer1.conv" and "layer1.conv." are the same */
     bool set_stride, set_padding, set_dilation, set_groups, set_temperature;
@@ -184,9 +187,10 @@ bool dcio_npy_parse(const void *buffer, size_t size, dcio_npy *out, dcio_error *
 /* Copies the data out as floats (out holds npy->numel floats). */
 void dcio_npy_to_f32(const dcio_npy *npy, float *out);
 
-/* Builds the header (magic .. final newline) of a '<f4' C-order array: version 1.0 when it
- * fits, else 2.0; padded to a multiple of 64 bytes. Returns the header length (0 on overflow
- * or when buf is too small); DCIO_NPY_MAX_HEADER bytes always suffice for rank <= 8. */
+/* Builds the header (magic .. final newline) of a '<f4' C-order array, format version 1.0,
+ * padded to a multiple of 64 bytes as numpy does. Returns the header length, or 0 for a rank
+ * outside [0, DCIO_MAX_RANK], a negative size or a buffer that is too small
+ * (DCIO_NPY_MAX_HEADER bytes always suffice). */
 #define DCIO_NPY_MAX_HEADER 512
 size_t dcio_npy_header(const int64_t *shape, int rank, char *buf, size_t buf_size);
 
