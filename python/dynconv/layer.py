@@ -110,6 +110,9 @@ class Conv2d:
             t = tensors.get(dotted + name)
             if t is None and required:
                 raise ValueError(f"{path}: no tensor '{dotted + name}'")
+            if t is not None and t.dtype.kind != "f":
+                raise ValueError(f"{path}: tensor '{dotted + name}' has dtype {t.dtype}; only "
+                                 "floating-point tensors (converted to float32) can be used")
             return t
 
         schemes = [s for s in _FC_NAMES if dotted + s[0] in tensors]

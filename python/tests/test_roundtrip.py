@@ -108,6 +108,35 @@ class RoundTrip(unittest.TestCase):
         self.assertIn("'block.1.'", r.stderr)
         self.assertFalse(os.path.exists(self.path("none.npy")))
 
+    def test_half_precision_and_errors_in_files(self):
+        import dynconv
+        module, x, y, _ = cases.make("basic_3x3")
+        tensors = {k: v.detach().numpy() for k, v in module.state_dict().items()}
+        # F16 tensors: the reader converts them; the result is the layer with rounded weights
+        header, blobs, offset = {}, [], 0
+        for name, a in tensors.items():
+            raw = a.astype("<f2").tobytes()
+            header[name] = {"dtype": "F16", "shape": list(a.shape),
+                            "data_offsets": [offset, offset + len(raw)]}
+            blobs.append(raw)
+            offset += len(raw)
+        text = __import__("json").dumps(header).encode()
+        path = self.path("half.safetensors")
+        with open(path, "wb") as f:
+            f.write(len(text).to_bytes(8, "little") + text + b"".join(blobs))
+        with torch.no_grad():
+            for p in module.parameters():
+                p.copy_(p.half().float())
+            y_half = module(x)
+        layer = dynconv.Conv2d.from_safetensors(path, padding=1, temperature=1.0)
+        cases.assert_close(self, layer.forward(x.numpy()), y_half.numpy(), "F16 weights")
+        got_y, _ = self.run_layer(path, x.numpy(), "--padding", "1")
+        cases.assert_close(self, got_y, y_half.numpy(), "F16 weights, dynconv run")
+        with self.assertRaises(ValueError):
+            dynconv.Conv2d.from_safetensors(path, prefix="nothing")
+        with self.assertRaises(dynconv.SafetensorsError):
+            dynconv.load_file(__file__)
+
     def test_python_package_reads_the_export(self):
         import dynconv
         module, x, y, pi = cases.make("dilation2")
