@@ -150,6 +150,65 @@ void dc_col2im_add(const dc_conv_shape *s, const float *col, size_t c, float *x)
     }
 }
 
+/* sum over i of a[i] * b[i * stride]; eight partial sums when contiguous, so that it
+ * vectorises without reassociation by the compiler. */
+static float strided_dot(const float *a, const float *b, size_t n, size_t stride) {
+    float sum = 0.0f;
+    size_t i = 0;
+    if (stride == 1) {
+        float acc[8] = {0};
+        for (; i + 8 <= n; i += 8) {
+            for (size_t j = 0; j < 8; ++j) {
+                acc[j] += a[i + j] * b[i + j];
+            }
+        }
+        sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    }
+    for (; i < n; ++i) {
+        sum += a[i] * b[i * stride];
+    }
+    return sum;
+}
+
+/* One group with a single input channel (depthwise, channel multipliers): its GEMMs would have
+ * an inner dimension of kh*kw or 1, where a BLAS call costs more than the arithmetic, so the
+ * taps are looped over directly. Each tap of w is read before the same tap of dw is written,
+ * which keeps dw == w aliasing safe. */
+static void single_channel_backward(const dc_conv_shape *s, size_t g_out, const float *x,
+                                    const float *w, const float *dy, float *dw, float *dx) {
+    const size_t oh_n = s->out_h, ow_n = s->out_w, plane = oh_n * ow_n;
+    for (size_t o = 0; o < g_out; ++o) {
+        const float *dyo = dy + o * plane;
+        for (size_t ki = 0; ki < s->kernel_h; ++ki) {
+            const size_t off_h = ki * s->dilation_h;
+            size_t oh_lo, oh_hi;
+            valid_range(oh_n, s->height, s->stride_h, s->pad_h, off_h, &oh_lo, &oh_hi);
+            for (size_t kj = 0; kj < s->kernel_w; ++kj) {
+                const size_t off_w = kj * s->dilation_w;
+                size_t ow_lo, ow_hi;
+                valid_range(ow_n, s->width, s->stride_w, s->pad_w, off_w, &ow_lo, &ow_hi);
+                const size_t tap = (o * s->kernel_h + ki) * s->kernel_w + kj;
+                const float wv = w[tap];
+                float acc = 0.0f;
+                for (size_t oh = oh_lo; oh < oh_hi && ow_lo < ow_hi; ++oh) {
+                    const float *g = dyo + oh * ow_n + ow_lo;
+                    /* input index of output column ow_lo in this row */
+                    const size_t start = (oh * s->stride_h + off_h - s->pad_h) * s->width +
+                                         ow_lo * s->stride_w + off_w - s->pad_w;
+                    acc += strided_dot(g, x + start, ow_hi - ow_lo, s->stride_w);
+                    if (dx != NULL) {
+                        float *d = dx + start;
+                        for (size_t i = 0; i < ow_hi - ow_lo; ++i) {
+                            d[i * s->stride_w] += wv * g[i];
+                        }
+                    }
+                }
+                dw[tap] = acc;
+            }
+        }
+    }
+}
+
 void dc_conv2d_sample_backward(const dc_conv_shape *s, const float *x, const float *w,
                                const float *dy, float *dw, float *dx, float *col) {
     const size_t g_in = s->in_channels / s->groups, g_out = s->out_channels / s->groups;
@@ -157,6 +216,14 @@ void dc_conv2d_sample_backward(const dc_conv_shape *s, const float *x, const flo
     const size_t depth = g_in * s->kernel_h * s->kernel_w;
     const bool pointwise = dc_conv_is_pointwise(s);
 
+    if (g_in == 1 && !pointwise) {
+        for (size_t g = 0; g < s->groups; ++g) {
+            single_channel_backward(s, g_out, x + g * in_plane, w + g * g_out * depth,
+                                    dy + g * g_out * plane, dw + g * g_out * depth,
+                                    dx != NULL ? dx + g * in_plane : NULL);
+        }
+        return;
+    }
     for (size_t g = 0; g < s->groups; ++g) {
         const float *xg = x + g * g_in * in_plane;
         const float *wg = w + g * g_out * depth;
