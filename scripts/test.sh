@@ -20,3 +20,6 @@ cmake -S . -B build/sanitize -DCMAKE_BUILD_TYPE=Debug -DDYNCONV_WERROR=ON -DDYNC
       -DDYNCONV_SANITIZE=ON
 cmake --build build/sanitize -j"$jobs"
 ctest --test-dir build/sanitize --output-on-failure -j"$jobs"
+
+echo "== backward benchmark smoke run (builds and runs; measures nothing)"
+bench/backward_compare.sh --smoke

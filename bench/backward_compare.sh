@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Backward of the dynamic conv2d: libdynconv against PyTorch autograd of the batch-as-groups
+# layer, on the benchmark workload, in one run; prints a markdown table.
+#
+#   bench/backward_compare.sh [--batch N] [--threads T] [--quick] [--smoke] [--layers FILE]
+#
+#   --batch N     batch size (default 16)
+#   --threads T   threads for OpenBLAS and PyTorch alike (default 1: the least noisy on a
+#                 shared 2-core machine)
+#   --quick       3 repetitions of at least 0.05 s instead of 5 of at least 0.2 s
+#   --smoke       libdynconv only, one tiny layer list, one short repetition: checks that the
+#                 benchmark builds and runs (used by scripts/test.sh), measures nothing
+#   --layers F    another layer list (default bench/layers.txt)
+# Each figure is the median over the repetitions. Raw output goes to build/bench-backward/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+batch=16 threads=1 reps=5 min_time=0.2 smoke=0 layers=bench/layers.txt
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --batch) batch=${2:?--batch needs a value}; shift ;;
+    --threads) threads=${2:?--threads needs a value}; shift ;;
+    --quick) reps=3 min_time=0.05 ;;
+    --smoke) smoke=1 reps=1 min_time=0.001 batch=2 ;;
+    --layers) layers=${2:?--layers needs a file}; shift ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "backward_compare.sh: unknown argument '$1' (--help lists the options)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+out=build/bench-backward
+mkdir -p "$out"
+if [ $smoke -eq 1 ]; then
+  scripts/deps.sh build
+  printf '%s\n' "smoke_3x3   8  8  3 1 1 1 10" "smoke_dw3x3s2 8 8 3 2 1 8 9" \
+                "smoke_1x1   8 16  1 1 0 1 6" > "$out/smoke-layers.txt"
+  layers=$out/smoke-layers.txt
+else
+  scripts/deps.sh build golden
+fi
+
+cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build/release -j"$(nproc)" --target dynconv >/dev/null
+# Built against the tree's library directly: no install needed, nothing else to configure.
+cc -O2 -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla \
+   -Wformat=2 -Werror -Iinclude bench/backward_bench.c -o "$out/backward_bench" \
+   -Lbuild/release/src -ldynconv -Wl,-rpath,"$PWD/build/release/src"
+
+. scripts/openblas-env.sh
+export OPENBLAS_NUM_THREADS=$threads
+
+echo "== libdynconv (batch $batch, $threads thread(s), $reps x >= ${min_time} s)"
+"$out/backward_bench" --layers "$layers" --batch "$batch" --repeats "$reps" \
+  --min-time "$min_time" | tee "$out/dynconv.tsv"
+if [ $smoke -eq 1 ]; then
+  [ "$(wc -l < "$out/dynconv.tsv")" -eq 3 ] || { echo "smoke run incomplete" >&2; exit 1; }
+  exit 0
+fi
+
+echo "== PyTorch autograd (batch-as-groups)"
+/usr/bin/python3 bench/torch_backward.py --layers "$layers" --batch "$batch" \
+  --threads "$threads" --repeats "$reps" --min-time "$min_time" | tee "$out/torch.tsv"
+
+echo
+echo "| layer | libdynconv forward ms | libdynconv backward ms | PyTorch forward ms | PyTorch backward ms | backward speed-up | forward+backward speed-up |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+awk -F'\t' 'NR == FNR { fwd[$1] = $3; bwd[$1] = $4; next }
+             ($1 in fwd) { printf "| %s | %.2f | %.2f | %.2f | %.2f | %.2fx | %.2fx |\n",
+                           $1, $3, $4, fwd[$1], bwd[$1], bwd[$1] / $4,
+                           (fwd[$1] + bwd[$1]) / ($3 + $4) }' \
+  "$out/torch.tsv" "$out/dynconv.tsv" | tee "$out/table.md"
