@@ -1,6 +1,7 @@
 /* Aggregation layer: mixes K parameter sets with per-sample attention weights.
  *   out[n, :] = sum_k pi[n, k] * params[k, :]
- * one cblas_sgemm of [n x k] by [k x len] for the whole batch. */
+ * either one cblas_sgemm of [n x k] by [k x len] for a whole batch, or one sample (a slice of
+ * it) at a time, just before that sample's convolution. */
 #ifndef DYNCONV_SRC_AGGREGATION_H
 #define DYNCONV_SRC_AGGREGATION_H
 
@@ -17,5 +18,11 @@ void dc_aggregate(size_t n, size_t k, size_t len, const float *pi, const float *
  * Each is one cblas_sgemm over the whole batch. */
 void dc_aggregate_backward(size_t n, size_t k, size_t len, const float *pi, const float *params,
                            const float *dagg, float *dparams, int accumulate, float *dpi);
+
+/* out[i] = sum_k pi[k] * params[k * len + i] for i in [begin, end): one sample's mixture (pi [k])
+ * of the K rows of params [k, len], summed in the order k = 0, 1, ..., so the result does not
+ * depend on how [0, len) is cut into slices. */
+void dc_aggregate_range(size_t k, size_t len, const float *pi, const float *params, float *out,
+                        size_t begin, size_t end);
 
 #endif

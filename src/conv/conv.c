@@ -1,7 +1,11 @@
 #include "conv.h"
 
+#include "tensor.h"
+
 #include <cblas.h>
 #include <string.h>
+
+enum { DW_LANES = 8 }; /* depthwise output columns summed side by side: one AVX register */
 
 bool dc_conv_output_size(size_t in, size_t kernel, size_t stride, size_t pad, size_t dilation,
                          size_t *out) {
@@ -47,23 +51,27 @@ static void valid_range(size_t out, size_t in, size_t stride, size_t pad, size_t
     *hi = last;
 }
 
-void dc_im2col(const dc_conv_shape *s, const float *x, size_t c, float *col) {
-    const size_t oh_n = s->out_h, ow_n = s->out_w, plane = oh_n * ow_n;
+/* Rows [oh0, oh1) of the im2col matrix: col [c*kh*kw, (oh1-oh0)*out_w]. */
+static void im2col_rows(const dc_conv_shape *s, const float *x, size_t c, size_t oh0, size_t oh1,
+                        float *col) {
+    const size_t ow_n = s->out_w, plane = (oh1 - oh0) * ow_n;
     for (size_t ch = 0; ch < c; ++ch) {
         const float *xc = x + ch * s->height * s->width;
         for (size_t ki = 0; ki < s->kernel_h; ++ki) {
             const size_t off_h = ki * s->dilation_h;
             size_t oh_lo, oh_hi;
-            valid_range(oh_n, s->height, s->stride_h, s->pad_h, off_h, &oh_lo, &oh_hi);
+            valid_range(s->out_h, s->height, s->stride_h, s->pad_h, off_h, &oh_lo, &oh_hi);
+            oh_lo = oh_lo < oh0 ? oh0 : oh_lo > oh1 ? oh1 : oh_lo;
+            oh_hi = oh_hi > oh1 ? oh1 : oh_hi < oh_lo ? oh_lo : oh_hi;
             for (size_t kj = 0; kj < s->kernel_w; ++kj) {
                 const size_t off_w = kj * s->dilation_w;
                 size_t ow_lo, ow_hi;
                 valid_range(ow_n, s->width, s->stride_w, s->pad_w, off_w, &ow_lo, &ow_hi);
                 float *row = col + ((ch * s->kernel_h + ki) * s->kernel_w + kj) * plane;
 
-                memset(row, 0, oh_lo * ow_n * sizeof(float));
+                memset(row, 0, (oh_lo - oh0) * ow_n * sizeof(float));
                 for (size_t oh = oh_lo; oh < oh_hi; ++oh) {
-                    float *dst = row + oh * ow_n;
+                    float *dst = row + (oh - oh0) * ow_n;
                     const float *src = xc + (oh * s->stride_h + off_h - s->pad_h) * s->width;
                     for (size_t ow = 0; ow < ow_lo; ++ow) {
                         dst[ow] = 0.0f;
@@ -80,40 +88,228 @@ void dc_im2col(const dc_conv_shape *s, const float *x, size_t c, float *col) {
                         dst[ow] = 0.0f;
                     }
                 }
-                memset(row + oh_hi * ow_n, 0, (oh_n - oh_hi) * ow_n * sizeof(float));
+                memset(row + (oh_hi - oh0) * ow_n, 0, (oh1 - oh_hi) * ow_n * sizeof(float));
             }
         }
     }
 }
 
-void dc_conv2d_sample(const dc_conv_shape *s, const float *x, const float *w, const float *b,
-                      float *y, float *col) {
+void dc_im2col(const dc_conv_shape *s, const float *x, size_t c, float *col) {
+    im2col_rows(s, x, c, 0, s->out_h, col);
+}
+
+bool dc_conv_is_depthwise(const dc_conv_shape *s) {
+    return s->groups == s->in_channels && !dc_conv_is_pointwise(s);
+}
+
+bool dc_conv_scratch_floats(const dc_conv_shape *s, size_t *out) {
+    if (!dc_conv_is_depthwise(s)) {
+        const size_t dims[3] = {s->in_channels / s->groups * s->kernel_h * s->kernel_w, s->out_h,
+                                s->out_w};
+        if (dc_conv_is_pointwise(s)) {
+            *out = 0;
+            return true;
+        }
+        return dc_product(dims, 3, out);
+    }
+    /* The zero-padded rows of one input channel, and the slack read past the last one. */
+    size_t hp, wp, plane, slack;
+    return dc_add_size(s->height, 2 * s->pad_h, &hp) && dc_add_size(s->width, 2 * s->pad_w, &wp) &&
+           dc_mul_size(hp, wp, &plane) && dc_mul_size(DW_LANES, s->stride_w, &slack) &&
+           dc_add_size(plane, slack, out);
+}
+
+/* Padded rows [r0, r1) of one input channel (row r of the zero-padded input is input row
+ * r - pad_h), each pad_w + W + pad_w wide, followed by `slack` zeros. */
+static void pad_rows(const dc_conv_shape *s, const float *xc, size_t r0, size_t r1, float *p,
+                     size_t slack) {
+    const size_t wp = s->width + 2 * s->pad_w;
+    for (size_t r = r0; r < r1; ++r) {
+        float *row = p + (r - r0) * wp;
+        if (r < s->pad_h || r - s->pad_h >= s->height) {
+            memset(row, 0, wp * sizeof(float));
+            continue;
+        }
+        memset(row, 0, s->pad_w * sizeof(float));
+        memcpy(row + s->pad_w, xc + (r - s->pad_h) * s->width, s->width * sizeof(float));
+        memset(row + s->pad_w + s->width, 0, s->pad_w * sizeof(float));
+    }
+    memset(p + (r1 - r0) * wp, 0, slack * sizeof(float));
+}
+
+/* Output rows [oh0, oh1) of one depthwise channel from its padded rows p (p's first row is
+ * padded row oh0 * stride_h). Each output value is the bias plus all kh*kw taps in (ki, kj)
+ * order, padding zeros included, as im2col + GEMM would see them; eight neighbouring outputs
+ * are summed in one register, tap after tap, so the loop vectorises and nothing goes back to
+ * memory between taps. The last block of a row may read up to 7 * stride_w floats past the
+ * row: the next padded row, or the slack after the last one. */
+#if defined(__GNUC__)
+/* Inlined into each clone below, so that it is compiled for that clone's instruction set. */
+#define DC_INLINE inline __attribute__((always_inline))
+/* Eight floats as one value: one AVX register, or two SSE registers in the baseline build. */
+typedef float dc_v8f __attribute__((vector_size(32)));
+
+/* nv * 8 outputs of row `dst` from column ow on: nv independent sums in flight hide the latency
+ * of the additions (one chain of kh*kw dependent adds per register). */
+static DC_INLINE void depthwise_block(const dc_conv_shape *s, size_t sw, size_t nv, const float *base,
+                                   const float *wc, float bias, float *dst, size_t ow) {
+    const size_t wp = s->width + 2 * s->pad_w, ow_n = s->out_w;
+    const size_t kh = s->kernel_h, kw = s->kernel_w, dh = s->dilation_h, dw = s->dilation_w;
+    dc_v8f acc[4];
+    for (size_t v = 0; v < nv; ++v) {
+        acc[v] = (dc_v8f){bias, bias, bias, bias, bias, bias, bias, bias};
+    }
+    for (size_t ki = 0; ki < kh; ++ki) {
+        const float *rk = base + ki * dh * wp + ow * sw;
+        for (size_t kj = 0; kj < kw; ++kj) {
+            const float wv = wc[ki * kw + kj];
+            const dc_v8f wvv = {wv, wv, wv, wv, wv, wv, wv, wv};
+            for (size_t v = 0; v < nv; ++v) {
+                const float *src = rk + kj * dw + v * DW_LANES * sw;
+                dc_v8f in;
+                if (sw == 1) {
+                    memcpy(&in, src, sizeof in); /* an unaligned vector load */
+                } else {
+                    for (size_t l = 0; l < DW_LANES; ++l) {
+                        in[l] = src[l * sw];
+                    }
+                }
+                acc[v] += wvv * in;
+            }
+        }
+    }
+    for (size_t v = 0; v < nv; ++v) {
+        const size_t at = ow + v * DW_LANES;
+        if (ow_n - at >= DW_LANES) {
+            memcpy(dst + at, &acc[v], sizeof acc[v]);
+        } else {
+            for (size_t l = 0; at + l < ow_n; ++l) {
+                dst[at + l] = acc[v][l];
+            }
+        }
+    }
+}
+
+static DC_INLINE void depthwise_rows_stride(const dc_conv_shape *s, size_t sw, const float *p,
+                                            const float *wc, float bias, float *yc, size_t oh0,
+                                            size_t oh1) {
+    const size_t wp = s->width + 2 * s->pad_w, ow_n = s->out_w;
+    for (size_t oh = oh0; oh < oh1; ++oh) {
+        const float *base = p + (oh - oh0) * s->stride_h * wp;
+        float *dst = yc + oh * ow_n;
+        for (size_t ow = 0; ow < ow_n; ow += 4 * DW_LANES) {
+            /* Literal block sizes, so that each call unrolls and keeps acc in registers. */
+            switch ((ow_n - ow + DW_LANES - 1) / DW_LANES) {
+            case 1: depthwise_block(s, sw, 1, base, wc, bias, dst, ow); break;
+            case 2: depthwise_block(s, sw, 2, base, wc, bias, dst, ow); break;
+            case 3: depthwise_block(s, sw, 3, base, wc, bias, dst, ow); break;
+            default: depthwise_block(s, sw, 4, base, wc, bias, dst, ow); break;
+            }
+        }
+    }
+}
+#else
+static inline void depthwise_rows_stride(const dc_conv_shape *s, size_t sw, const float *p,
+                                         const float *wc, float bias, float *yc, size_t oh0,
+                                         size_t oh1) {
+    const size_t wp = s->width + 2 * s->pad_w, ow_n = s->out_w;
+    const size_t kh = s->kernel_h, kw = s->kernel_w, dh = s->dilation_h, dw = s->dilation_w;
+    for (size_t oh = oh0; oh < oh1; ++oh) {
+        const float *base = p + (oh - oh0) * s->stride_h * wp;
+        float *dst = yc + oh * ow_n;
+        for (size_t ow = 0; ow < ow_n; ow += DW_LANES) {
+            float acc[DW_LANES];
+            for (size_t l = 0; l < DW_LANES; ++l) {
+                acc[l] = bias;
+            }
+            for (size_t ki = 0; ki < kh; ++ki) {
+                const float *rk = base + ki * dh * wp + ow * sw;
+                for (size_t kj = 0; kj < kw; ++kj) {
+                    const float wv = wc[ki * kw + kj];
+                    for (size_t l = 0; l < DW_LANES; ++l) {
+                        acc[l] += wv * rk[kj * dw + l * sw];
+                    }
+                }
+            }
+            for (size_t l = 0; l < DW_LANES && ow + l < ow_n; ++l) {
+                dst[ow + l] = acc[l];
+            }
+        }
+    }
+}
+#endif
+
+/* Built twice (AVX2 and baseline x86-64) and picked at load time. The project compiles as ISO C,
+ * so there is no FMA contraction: both versions do the same operations and give the same bits. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define DC_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define DC_CLONES
+#endif
+DC_CLONES
+static void depthwise_rows(const dc_conv_shape *s, const float *p, const float *wc, float bias,
+                           float *yc, size_t oh0, size_t oh1) {
+    if (s->stride_w == 1) {
+        depthwise_rows_stride(s, 1, p, wc, bias, yc, oh0, oh1); /* contiguous loads */
+    } else {
+        depthwise_rows_stride(s, s->stride_w, p, wc, bias, yc, oh0, oh1);
+    }
+}
+
+void dc_conv2d_rows(const dc_conv_shape *s, const float *x, const float *w, const float *b,
+                    float *y, float *col, size_t oh0, size_t oh1) {
     const size_t g_in = s->in_channels / s->groups, g_out = s->out_channels / s->groups;
     const size_t plane = s->out_h * s->out_w, in_plane = s->height * s->width;
+    const size_t rows_plane = (oh1 - oh0) * s->out_w; /* GEMM columns of this slice */
     const size_t depth = g_in * s->kernel_h * s->kernel_w; /* GEMM inner dimension */
     const bool pointwise = dc_conv_is_pointwise(s);
+    if (oh0 >= oh1) {
+        return;
+    }
+
+    if (dc_conv_is_depthwise(s)) {
+        /* Pad the input rows this band needs once per input channel, then run its g_out output
+         * channels (the channel multiplier) over them. */
+        const size_t r0 = oh0 * s->stride_h;
+        const size_t r1 = (oh1 - 1) * s->stride_h + (s->kernel_h - 1) * s->dilation_h + 1;
+        for (size_t ic = 0; ic < s->in_channels; ++ic) {
+            pad_rows(s, x + ic * in_plane, r0, r1, col, DW_LANES * s->stride_w);
+            for (size_t oc = ic * g_out; oc < (ic + 1) * g_out; ++oc) {
+                depthwise_rows(s, col, w + oc * depth, b != NULL ? b[oc] : 0.0f, y + oc * plane,
+                               oh0, oh1);
+            }
+        }
+        return;
+    }
 
     /* The bias is written first and the GEMM accumulates onto it (beta = 1): one pass over y. */
     if (b != NULL) {
         for (size_t oc = 0; oc < s->out_channels; ++oc) {
-            float *yc = y + oc * plane;
-            for (size_t i = 0; i < plane; ++i) {
+            float *yc = y + oc * plane + oh0 * s->out_w;
+            for (size_t i = 0; i < rows_plane; ++i) {
                 yc[i] = b[oc];
             }
         }
     }
     for (size_t g = 0; g < s->groups; ++g) {
         const float *xg = x + g * g_in * in_plane;
-        const float *a = pointwise ? xg : col;
+        /* Pointwise: the input rows are the GEMM's right operand as they are. */
+        const float *a = pointwise ? xg + oh0 * s->out_w : col;
+        const size_t lda = pointwise ? plane : rows_plane;
         if (!pointwise) {
-            dc_im2col(s, xg, g_in, col);
+            im2col_rows(s, xg, g_in, oh0, oh1, col);
         }
-        /* y_g[g_out x plane] = w_g[g_out x depth] * col[depth x plane] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)g_out, (blasint)plane,
-                    (blasint)depth, 1.0f, w + g * g_out * depth, (blasint)depth, a,
-                    (blasint)plane, b != NULL ? 1.0f : 0.0f, y + g * g_out * plane,
-                    (blasint)plane);
+        /* y_g[g_out x rows_plane] = w_g[g_out x depth] * col[depth x rows_plane] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)g_out,
+                    (blasint)rows_plane, (blasint)depth, 1.0f, w + g * g_out * depth,
+                    (blasint)depth, a, (blasint)lda, b != NULL ? 1.0f : 0.0f,
+                    y + g * g_out * plane + oh0 * s->out_w, (blasint)plane);
     }
+}
+
+void dc_conv2d_sample(const dc_conv_shape *s, const float *x, const float *w, const float *b,
+                      float *y, float *col) {
+    dc_conv2d_rows(s, x, w, b, y, col, 0, s->out_h);
 }
 
 void dc_col2im_add(const dc_conv_shape *s, const float *col, size_t c, float *x) {

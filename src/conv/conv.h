@@ -1,6 +1,7 @@
 /* Convolution layer: one sample of a grouped 2-D convolution (cross-correlation, as PyTorch's
- * conv2d) through im2col + cblas_sgemm, one GEMM per group. Weights are whatever the caller
- * hands in; here they are the aggregated kernel of one sample. */
+ * conv2d) through im2col + cblas_sgemm, one GEMM per group; pointwise kernels use the input as
+ * the GEMM operand directly and depthwise ones (one input channel per group) a direct loop.
+ * Weights are whatever the caller hands in; here they are the aggregated kernel of one sample. */
 #ifndef DYNCONV_SRC_CONV_H
 #define DYNCONV_SRC_CONV_H
 
@@ -32,8 +33,18 @@ size_t dc_conv_col_floats(const dc_conv_shape *s);
 /* col [c*kh*kw, out_h*out_w] from x [c, H, W] (c channels of one group), zero padded. */
 void dc_im2col(const dc_conv_shape *s, const float *x, size_t c, float *col);
 
+/* True when every group has one input channel (groups == C_in; C_out = m * C_in is a channel
+ * multiplier) and the kernel is not pointwise: such layers skip im2col + GEMM for a direct,
+ * vectorised loop over a zero-padded copy of the input channel. */
+bool dc_conv_is_depthwise(const dc_conv_shape *s);
+
+/* Floats of scratch dc_conv2d_rows / dc_conv2d_sample use: 0 for the pointwise path, the padded
+ * input channel plus 8 * stride_w for the depthwise path, else dc_conv_col_floats. False on
+ * overflow. */
+bool dc_conv_scratch_floats(const dc_conv_shape *s, size_t *out);
+
 /* y [C_out, out_h, out_w] = conv(x [C_in, H, W], w [C_out, C_in/g, kh, kw]) + b [C_out] (b may
- * be NULL). col is scratch of dc_conv_col_floats floats (unused when pointwise). */
+ * be NULL). col is scratch of dc_conv_scratch_floats floats (may be NULL when that is 0). */
 void dc_conv2d_sample(const dc_conv_shape *s, const float *x, const float *w, const float *b,
                       float *y, float *col);
 
@@ -49,5 +60,12 @@ void dc_col2im_add(const dc_conv_shape *s, const float *col, size_t c, float *x)
  * aggregated kernel and its gradient. col is scratch of dc_conv_col_floats floats. */
 void dc_conv2d_sample_backward(const dc_conv_shape *s, const float *x, const float *w,
                                const float *dy, float *dw, float *dx, float *col);
+
+/* The same, restricted to output rows [oh0, oh1) of every output channel (the rest of y is not
+ * touched), so that threads can share one sample. The direct loops compute each output value
+ * the same way whatever the row range; through the GEMM that holds when the BLAS sums every
+ * element in the same order whatever the matrix width (the tests compare thread counts). */
+void dc_conv2d_rows(const dc_conv_shape *s, const float *x, const float *w, const float *b,
+                    float *y, float *col, size_t oh0, size_t oh1);
 
 #endif
