@@ -8,6 +8,7 @@
  *   4. dynamic linear   - the same lifecycle for the dynamic perceptron
  *   5. run-time         - which BLAS does the work, and on which kernels
  *   6. training         - backward passes, temperature annealing, parameter initialisation
+ *   7. threads          - how many threads a forward uses
  *
  * What a dynamic layer computes, per sample n (float32, NCHW, row-major):
  *   s      = mean over (h, w) of x[n]                  squeeze: global average pool, [C_in]
@@ -433,6 +434,48 @@ DYNCONV_API dynconv_status dynconv_linear_init_parameters(const dynconv_linear_g
                                                           float *weight, float *bias,
                                                           float *fc1_weight, float *fc1_bias,
                                                           float *fc2_weight, float *fc2_bias);
+
+/* ------------------------------------------------------------------------------------------ */
+/* 7. Threads                                                                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Largest thread count a handle accepts. */
+#define DYNCONV_MAX_THREADS 1024
+
+/* Number of threads a forward of this handle uses: the calling thread plus threads - 1 worker
+ * threads that the handle owns. 0 selects the default, the number of CPUs the process may run
+ * on (its affinity mask, e.g. as restricted by taskset), which is also what a new handle starts
+ * with. threads == 1 runs everything in the calling thread.
+ *
+ * What the threads do: at batch N >= threads, each thread takes whole samples (its own
+ * aggregated kernel and im2col scratch); the last N % threads samples (all of them at batch 1)
+ * are shared: the kernel is aggregated in slices, then each thread convolves a band of output
+ * rows. Pooling is split by (sample, channel) rows. The output is bitwise the same whatever the
+ * thread count (each value is computed by the same operations in the same order).
+ *
+ * Interaction with the BLAS: libdynconv parallelises itself, so every BLAS call it makes must
+ * run on one thread, or BLAS threads and the handle's threads would compete for the cores.
+ * OpenBLAS 0.3.21 only has a process-wide thread count: a forward sets it to 1 on entry and
+ * restores the previous value on return. Other BLAS calls the program makes meanwhile (from
+ * other threads) therefore run single-threaded during a forward; programs that run forwards of
+ * several handles concurrently should set the BLAS to one thread themselves once
+ * (OPENBLAS_NUM_THREADS=1 or openblas_set_num_threads(1)), so that these save/restore pairs
+ * cannot interleave, and share the cores between the handles with this function.
+ *
+ * Worker threads are created here (and by create), never by reshape or forward; they sleep
+ * between forwards. The workspace holds one slot per thread (see reshape), so on a handle that
+ * is already shaped the workspace size may change: the handle's own workspace is grown here; a
+ * caller-owned one must be re-sized (reshape reports the new size).
+ * Errors: NULL_POINTER, INVALID_ARGUMENT (threads < 0 or > DYNCONV_MAX_THREADS),
+ * OUT_OF_MEMORY (the workspace or a thread could not be created; the handle is unchanged). */
+DYNCONV_API dynconv_status dynconv_conv2d_set_num_threads(dynconv_conv2d *layer, int threads);
+DYNCONV_API dynconv_status dynconv_linear_set_num_threads(dynconv_linear *layer, int threads);
+
+/* The thread count in force (after 0 has been resolved to the CPU count). */
+DYNCONV_API dynconv_status dynconv_conv2d_get_num_threads(const dynconv_conv2d *layer,
+                                                          int *threads);
+DYNCONV_API dynconv_status dynconv_linear_get_num_threads(const dynconv_linear *layer,
+                                                          int *threads);
 
 #ifdef __cplusplus
 }

@@ -5,37 +5,88 @@
 #include "aggregation.h"
 #include "attention.h"
 #include "conv.h"
+#include "pool.h"
 #include "tensor.h"
+
+#include <cblas.h>
 
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Buffers a forward carves out of the workspace, always in this order. */
+/* Buffers a forward carves out of the workspace, always in this order: the attention's, for the
+ * whole batch (absent when K = 1: there is no attention to compute), then one slot per thread
+ * holding that thread's aggregated kernel and bias (absent when K = 1: the kernel is used as it
+ * is) and its im2col scratch (absent for the pointwise and depthwise paths). */
 typedef struct workspace_layout {
-    float *pooled, *hidden, *pi, *weights, *biases, *col;
+    float *pooled, *hidden, *pi;
+    char *slots;              /* first thread's slot */
+    size_t slot_bytes;        /* distance between two threads' slots */
+    size_t weights_at, biases_at, col_at; /* offsets inside a slot */
+    bool has_weights, has_biases, has_col;
 } workspace_layout;
 
-static bool plan_workspace(const dynconv_conv2d *l, size_t batch, size_t col_floats, char *base,
-                           workspace_layout *out, size_t *bytes) {
+static bool plan_workspace(const dynconv_conv2d *l, size_t batch, size_t threads,
+                           size_t scratch_floats, char *base, workspace_layout *out,
+                           size_t *bytes) {
+    const bool dynamic = l->kernels > 1;
     dc_arena arena = {base, 0, false};
-    size_t pooled, hidden, pi, weights, biases = 0;
-    bool ok = dc_mul_size(batch, l->shape.in_channels, &pooled) &&
-              dc_mul_size(batch, l->hidden, &hidden) && dc_mul_size(batch, l->kernels, &pi) &&
-              dc_mul_size(batch, l->kernel_len, &weights) &&
-              (l->bias == NULL || dc_mul_size(batch, l->shape.out_channels, &biases));
-    if (!ok) {
+    memset(out, 0, sizeof *out);
+    if (dynamic) {
+        size_t pooled, hidden, pi;
+        if (!dc_mul_size(batch, l->shape.in_channels, &pooled) ||
+            !dc_mul_size(batch, l->hidden, &hidden) || !dc_mul_size(batch, l->kernels, &pi)) {
+            return false;
+        }
+        out->pooled = dc_arena_take(&arena, pooled);
+        out->hidden = dc_arena_take(&arena, hidden);
+        out->pi = dc_arena_take(&arena, pi);
+    }
+    /* One slot, planned on its own to learn its size and inner offsets. */
+    dc_arena slot = {NULL, 0, false};
+    out->has_weights = dynamic;
+    out->has_biases = dynamic && l->bias != NULL;
+    out->has_col = scratch_floats > 0;
+    if (out->has_weights) {
+        out->weights_at = slot.used;
+        dc_arena_take(&slot, l->kernel_len);
+    }
+    if (out->has_biases) {
+        out->biases_at = slot.used;
+        dc_arena_take(&slot, l->shape.out_channels);
+    }
+    if (out->has_col) {
+        out->col_at = slot.used;
+        dc_arena_take(&slot, scratch_floats);
+    }
+    size_t all_slots, total;
+    if (arena.overflow || slot.overflow || !dc_mul_size(slot.used, threads, &all_slots) ||
+        !dc_add_size(arena.used, all_slots, &total)) {
         return false;
     }
-    out->pooled = dc_arena_take(&arena, pooled);
-    out->hidden = dc_arena_take(&arena, hidden);
-    out->pi = dc_arena_take(&arena, pi);
-    out->weights = dc_arena_take(&arena, weights);
-    out->biases = l->bias != NULL ? dc_arena_take(&arena, biases) : NULL;
-    out->col = col_floats > 0 ? dc_arena_take(&arena, col_floats) : NULL;
-    *bytes = arena.used;
-    return !arena.overflow;
+    out->slots = base != NULL ? base + arena.used : NULL;
+    out->slot_bytes = slot.used;
+    /* Never zero, so that the handle always owns a workspace once shaped (a forward may then
+     * always be given the handle's own). */
+    *bytes = total > 0 ? total : DC_ALIGNMENT;
+    return true;
+}
+
+/* The handle's own workspace grows to `bytes` (never shrinks); nothing changes on failure. */
+static dynconv_status grow_own_workspace(const char *fn, dynconv_conv2d *layer, size_t bytes) {
+    if ((layer->flags & DYNCONV_FLAG_EXTERNAL_WORKSPACE) || layer->own_workspace_size >= bytes) {
+        return DYNCONV_OK;
+    }
+    void *grown = dc_aligned_alloc(bytes);
+    if (grown == NULL) {
+        return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY, "%s: cannot allocate a workspace of %zu bytes",
+                       fn, bytes);
+    }
+    dc_aligned_free(layer->own_workspace);
+    layer->own_workspace = grown;
+    layer->own_workspace_size = bytes;
+    return DYNCONV_OK;
 }
 
 dynconv_status dc_check_workspace(const char *fn, const void *workspace, size_t size,
@@ -213,8 +264,16 @@ dynconv_status dc_conv2d_create_named(const char *fn, const dynconv_conv2d_geome
         }
     }
 
+    /* Default: as many threads as the process may run on. */
+    l.threads = dc_available_cpus();
+    l.pool = dc_pool_create(l.threads);
+    if (l.pool == NULL) {
+        dc_aligned_free(l.owned);
+        return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY, "%s: cannot start %zu threads", fn, l.threads);
+    }
     dynconv_conv2d *handle = malloc(sizeof *handle);
     if (handle == NULL) {
+        dc_pool_destroy(l.pool);
         dc_aligned_free(l.owned);
         return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY, "%s: cannot allocate the handle", fn);
     }
@@ -233,9 +292,67 @@ void dynconv_conv2d_destroy(dynconv_conv2d *layer) {
     if (layer == NULL) {
         return;
     }
+    dc_pool_destroy(layer->pool);
     dc_aligned_free(layer->own_workspace);
     dc_aligned_free(layer->owned);
     free(layer);
+}
+
+dynconv_status dc_conv2d_set_num_threads_named(const char *fn, dynconv_conv2d *layer,
+                                               int threads) {
+    if (layer == NULL) {
+        return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: layer is NULL", fn);
+    }
+    if (threads < 0 || threads > DYNCONV_MAX_THREADS) {
+        return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT,
+                       "%s: threads must be in [0, %d] (0: all available CPUs), got %d", fn,
+                       DYNCONV_MAX_THREADS, threads);
+    }
+    const size_t team = threads == 0 ? dc_available_cpus() : (size_t)threads;
+    if (team == layer->threads) {
+        return DYNCONV_OK;
+    }
+    /* Everything that can fail happens before the handle changes. */
+    size_t ws_bytes = 0;
+    if (layer->shaped) {
+        workspace_layout ws;
+        size_t scratch;
+        if (!dc_conv_scratch_floats(&layer->shape, &scratch) ||
+            !plan_workspace(layer, layer->batch, team, scratch, NULL, &ws, &ws_bytes)) {
+            return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW,
+                           "%s: the workspace for %zu threads overflows", fn, team);
+        }
+        TRY(grow_own_workspace(fn, layer, ws_bytes));
+    }
+    dc_pool *pool = dc_pool_create(team);
+    if (pool == NULL) {
+        return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY, "%s: cannot start %zu threads", fn, team);
+    }
+    dc_pool_destroy(layer->pool);
+    layer->pool = pool;
+    layer->threads = team;
+    if (layer->shaped) {
+        layer->workspace_size = ws_bytes;
+    }
+    return DYNCONV_OK;
+}
+
+dynconv_status dynconv_conv2d_set_num_threads(dynconv_conv2d *layer, int threads) {
+    return dc_conv2d_set_num_threads_named(__func__, layer, threads);
+}
+
+dynconv_status dc_conv2d_get_num_threads_named(const char *fn, const dynconv_conv2d *layer,
+                                               int *threads) {
+    if (layer == NULL || threads == NULL) {
+        return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: %s is NULL", fn,
+                       layer == NULL ? "layer" : "threads");
+    }
+    *threads = (int)layer->threads;
+    return DYNCONV_OK;
+}
+
+dynconv_status dynconv_conv2d_get_num_threads(const dynconv_conv2d *layer, int *threads) {
+    return dc_conv2d_get_num_threads_named(__func__, layer, threads);
 }
 
 dynconv_status dynconv_conv2d_set_temperature(dynconv_conv2d *layer, float temperature) {
@@ -285,7 +402,7 @@ dynconv_status dc_conv2d_reshape_named(const char *fn, dynconv_conv2d *layer, in
 
     /* Input, output and scratch element counts, and their byte sizes, must all be representable
      * before anything is allocated or any pointer arithmetic is done on them. */
-    size_t in_count, out_count, plane, in_plane, col_floats = 0, bytes, ws_bytes;
+    size_t in_count, out_count, plane, in_plane, col_floats = 0, scratch, bytes, ws_bytes;
     const size_t in_dims[5] = {n, s.in_channels, s.height, s.width, sizeof(float)};
     const size_t out_dims[5] = {n, s.out_channels, s.out_h, s.out_w, sizeof(float)};
     const size_t col_dims[3] = {layer->kernel_len / s.out_channels, s.out_h, s.out_w};
@@ -294,7 +411,8 @@ dynconv_status dc_conv2d_reshape_named(const char *fn, dynconv_conv2d *layer, in
         !dc_product(out_dims, 5, &bytes) || !dc_product(out_dims, 4, &out_count) ||
         !dc_mul_size(s.out_h, s.out_w, &plane) || !dc_mul_size(s.height, s.width, &in_plane) ||
         (!dc_conv_is_pointwise(&s) && !dc_product(col_dims, 3, &col_floats)) ||
-        !plan_workspace(layer, n, col_floats, NULL, &ws, &ws_bytes) ||
+        !dc_conv_scratch_floats(&s, &scratch) ||
+        !plan_workspace(layer, n, layer->threads, scratch, NULL, &ws, &ws_bytes) ||
         in_count > (size_t)PTRDIFF_MAX / sizeof(float) ||
         out_count > (size_t)PTRDIFF_MAX / sizeof(float)) {
         return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW,
@@ -319,17 +437,7 @@ dynconv_status dc_conv2d_reshape_named(const char *fn, dynconv_conv2d *layer, in
     const size_t own_bytes =
         layer->backward_enabled && bwd_bytes > ws_bytes ? bwd_bytes : ws_bytes;
 
-    if (!(layer->flags & DYNCONV_FLAG_EXTERNAL_WORKSPACE) &&
-        layer->own_workspace_size < own_bytes) {
-        void *grown = dc_aligned_alloc(own_bytes);
-        if (grown == NULL) {
-            return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY,
-                           "%s: cannot allocate a workspace of %zu bytes", fn, own_bytes);
-        }
-        dc_aligned_free(layer->own_workspace);
-        layer->own_workspace = grown;
-        layer->own_workspace_size = own_bytes;
-    }
+    TRY(grow_own_workspace(fn, layer, own_bytes));
 
     layer->shape = s;
     layer->batch = n;
@@ -354,6 +462,112 @@ dynconv_status dynconv_conv2d_reshape(dynconv_conv2d *layer, int64_t batch, int6
                                       size_t *workspace_size) {
     return dc_conv2d_reshape_named(__func__, layer, batch, height, width, out_h, out_w,
                                    workspace_size);
+}
+
+/* What the forward's tasks share. */
+typedef struct forward_ctx {
+    const dynconv_conv2d *layer;
+    const float *input;
+    float *output;
+    const workspace_layout *ws;
+    size_t count;             /* samples [0, count) are split between threads whole */
+    size_t sample;            /* the sample that all threads share (aggregate_task, rows_task) */
+} forward_ctx;
+
+static float *slot_part(const workspace_layout *ws, size_t thread, bool present, size_t offset) {
+    return present ? (float *)(void *)(ws->slots + thread * ws->slot_bytes + offset) : NULL;
+}
+
+/* [begin, end) of `total` items for member `index` of a team of `count`: contiguous, sizes
+ * differing by at most one. */
+static void share(size_t total, size_t index, size_t count, size_t *begin, size_t *end) {
+    *begin = total / count * index + (index < total % count ? index : total % count);
+    *end = *begin + total / count + (index < total % count ? 1 : 0);
+}
+
+/* The squeeze: global average pool of all (sample, channel) rows, split between threads. */
+static void pool_task(void *p, size_t index, size_t count) {
+    const forward_ctx *c = p;
+    const dc_conv_shape *s = &c->layer->shape;
+    const size_t spatial = s->height * s->width;
+    size_t r0, r1;
+    share(c->layer->batch * s->in_channels, index, count, &r0, &r1);
+    if (r1 > r0) {
+        dc_global_avg_pool(c->input + r0 * spatial, r1 - r0, 1, spatial, c->ws->pooled + r0);
+    }
+}
+
+/* Kernel and bias of sample i, aggregated into the thread's slot (K > 1) or the layer's own
+ * (K = 1: pi is exactly 1, so no arithmetic is needed and none is done). */
+static void sample_kernel(const forward_ctx *c, size_t i, size_t thread, const float **w,
+                          const float **b) {
+    const dynconv_conv2d *l = c->layer;
+    if (l->kernels == 1) {
+        *w = l->weight;
+        *b = l->bias;
+        return;
+    }
+    const float *pi = c->ws->pi + i * l->kernels;
+    float *wt = slot_part(c->ws, thread, true, c->ws->weights_at);
+    dc_aggregate_range(l->kernels, l->kernel_len, pi, l->weight, wt, 0, l->kernel_len);
+    *w = wt;
+    *b = NULL;
+    if (l->bias != NULL) {
+        float *bt = slot_part(c->ws, thread, true, c->ws->biases_at);
+        dc_aggregate_range(l->kernels, l->shape.out_channels, pi, l->bias, bt, 0,
+                           l->shape.out_channels);
+        *b = bt;
+    }
+}
+
+static void samples_task(void *p, size_t index, size_t count) {
+    const forward_ctx *c = p;
+    const dynconv_conv2d *l = c->layer;
+    const dc_conv_shape *s = &l->shape;
+    const size_t in_len = s->in_channels * s->height * s->width;
+    const size_t out_len = s->out_channels * s->out_h * s->out_w;
+    float *col = slot_part(c->ws, index, c->ws->has_col, c->ws->col_at);
+    size_t i0, i1;
+    share(c->count, index, count, &i0, &i1);
+    for (size_t i = i0; i < i1; ++i) {
+        const float *w, *b;
+        sample_kernel(c, i, index, &w, &b);
+        dc_conv2d_sample(s, c->input + i * in_len, w, b, c->output + i * out_len, col);
+    }
+}
+
+/* One shared sample, step 1: each thread aggregates a slice of the kernel into slot 0. */
+static void aggregate_task(void *p, size_t index, size_t count) {
+    const forward_ctx *c = p;
+    const dynconv_conv2d *l = c->layer;
+    const float *pi = c->ws->pi + c->sample * l->kernels;
+    size_t k0, k1;
+    share(l->kernel_len, index, count, &k0, &k1);
+    dc_aggregate_range(l->kernels, l->kernel_len, pi, l->weight,
+                       slot_part(c->ws, 0, true, c->ws->weights_at), k0, k1);
+    if (index == 0 && l->bias != NULL) {
+        dc_aggregate_range(l->kernels, l->shape.out_channels, pi, l->bias,
+                           slot_part(c->ws, 0, true, c->ws->biases_at), 0,
+                           l->shape.out_channels);
+    }
+}
+
+/* One shared sample, step 2: each thread convolves a band of output rows. */
+static void rows_task(void *p, size_t index, size_t count) {
+    const forward_ctx *c = p;
+    const dynconv_conv2d *l = c->layer;
+    const dc_conv_shape *s = &l->shape;
+    const size_t i = c->sample;
+    const float *w = l->weight, *b = l->bias;
+    if (l->kernels > 1) {
+        w = slot_part(c->ws, 0, true, c->ws->weights_at);
+        b = slot_part(c->ws, 0, c->ws->has_biases, c->ws->biases_at);
+    }
+    size_t oh0, oh1;
+    share(s->out_h, index, count, &oh0, &oh1);
+    dc_conv2d_rows(s, c->input + i * s->in_channels * s->height * s->width, w, b,
+                   c->output + i * s->out_channels * s->out_h * s->out_w,
+                   slot_part(c->ws, index, c->ws->has_col, c->ws->col_at), oh0, oh1);
 }
 
 dynconv_status dc_conv2d_forward_named(const char *fn, dynconv_conv2d *layer, const float *input,
@@ -407,25 +621,54 @@ dynconv_status dc_conv2d_forward_named(const char *fn, dynconv_conv2d *layer, co
     }
 
     workspace_layout ws;
-    size_t unused;
-    plan_workspace(layer, n, dc_conv_col_floats(s), workspace, &ws, &unused);
+    size_t scratch, unused;
+    dc_conv_scratch_floats(s, &scratch); /* checked by reshape */
+    plan_workspace(layer, n, layer->threads, scratch, workspace, &ws, &unused);
 
-    const dc_attention att = {s->in_channels,     layer->hidden,     layer->kernels,
-                              layer->fc1_weight,  layer->fc1_bias,   layer->fc2_weight,
-                              layer->fc2_bias};
-    dc_global_avg_pool(input, n, s->in_channels, in_plane, ws.pooled);
-    dc_attention_forward(&att, n, ws.pooled, layer->temperature, ws.hidden, ws.pi);
-    dc_aggregate(n, layer->kernels, layer->kernel_len, ws.pi, layer->weight, ws.weights);
-    if (layer->bias != NULL) {
-        dc_aggregate(n, layer->kernels, s->out_channels, ws.pi, layer->bias, ws.biases);
+    /* The library runs its own threads (or only the caller's) and each BLAS call inside them must
+     * be single-threaded, else the two kinds of threads compete for the cores. OpenBLAS only has
+     * a process-wide setting: it is set for this forward and put back afterwards. */
+    const int blas_threads = openblas_get_num_threads();
+    if (blas_threads != 1) {
+        openblas_set_num_threads(1);
     }
-    for (size_t i = 0; i < n; ++i) {
-        dc_conv2d_sample(s, input + i * s->in_channels * in_plane, ws.weights + i * layer->kernel_len,
-                         layer->bias != NULL ? ws.biases + i * s->out_channels : NULL,
-                         output + i * s->out_channels * out_plane, ws.col);
+    forward_ctx ctx = {layer, input, output, &ws, 0, 0};
+    if (layer->kernels > 1) {
+        const dc_attention att = {s->in_channels,    layer->hidden,   layer->kernels,
+                                  layer->fc1_weight, layer->fc1_bias, layer->fc2_weight,
+                                  layer->fc2_bias};
+        dc_pool_run(layer->pool, pool_task, &ctx);
+        dc_attention_forward(&att, n, ws.pooled, layer->temperature, ws.hidden, ws.pi);
     }
+    /* Whole samples per thread while there are at least as many samples as threads (nothing is
+     * shared, no synchronisation inside a sample); the remaining samples (all of them at batch 1)
+     * are shared by all threads: the aggregation by slices, then the convolution by output rows. */
+    const size_t team = layer->threads;
+    ctx.count = n - n % team;
+    if (ctx.count > 0) {
+        dc_pool_run(layer->pool, samples_task, &ctx);
+    }
+    for (size_t i = ctx.count; i < n; ++i) {
+        ctx.sample = i;
+        if (layer->kernels > 1) {
+            dc_pool_run(layer->pool, aggregate_task, &ctx);
+        }
+        dc_pool_run(layer->pool, rows_task, &ctx);
+    }
+    if (blas_threads != 1) {
+        openblas_set_num_threads(blas_threads);
+    }
+
     if (attention != NULL) {
-        memcpy(attention, ws.pi, att_bytes);
+        if (layer->kernels > 1) {
+            memcpy(attention, ws.pi, att_bytes);
+        } else {
+            /* softmax of a single logit is exactly 1, whatever the input (even NaN): with one
+             * kernel the attention branch is not run at all. */
+            for (size_t i = 0; i < n; ++i) {
+                attention[i] = 1.0f;
+            }
+        }
     }
     return DYNCONV_OK;
 }

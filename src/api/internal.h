@@ -5,6 +5,7 @@
 #include <dynconv/dynconv.h>
 
 #include "conv.h"
+#include "pool.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -45,6 +46,9 @@ struct dynconv_conv2d {
     bool backward_enabled;    /* own workspace is also sized for backward (prepare_backward) */
     bool backward_size_ok;    /* false when the backward workspace size overflows */
     size_t backward_workspace_size;
+
+    size_t threads;           /* team size of a forward, the caller included */
+    dc_pool *pool;            /* its threads - 1 workers */
 };
 
 /* The linear handle: a 1x1 convolution of 1x1 images. */
@@ -82,6 +86,10 @@ dynconv_status dc_conv2d_reshape_named(const char *fn, dynconv_conv2d *layer, in
 dynconv_status dc_conv2d_forward_named(const char *fn, dynconv_conv2d *layer, const float *input,
                                        float *output, float *attention, void *workspace,
                                        size_t workspace_size);
+dynconv_status dc_conv2d_set_num_threads_named(const char *fn, dynconv_conv2d *layer,
+                                               int threads);
+dynconv_status dc_conv2d_get_num_threads_named(const char *fn, const dynconv_conv2d *layer,
+                                               int *threads);
 dynconv_status dc_check_temperature(const char *fn, float temperature);
 /* Checks a geometry and fills the layer's shape, kernels, hidden and kernel_len. */
 dynconv_status dc_read_geometry(const char *fn, const dynconv_conv2d_geometry *g,

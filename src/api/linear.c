@@ -103,3 +103,17 @@ dynconv_status dynconv_linear_forward(dynconv_linear *layer, const float *input,
     return dc_conv2d_forward_named(__func__, layer->conv, input, output, attention, workspace,
                                    workspace_size);
 }
+
+dynconv_status dynconv_linear_set_num_threads(dynconv_linear *layer, int threads) {
+    if (layer == NULL) {
+        return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: layer is NULL", __func__);
+    }
+    return dc_conv2d_set_num_threads_named(__func__, layer->conv, threads);
+}
+
+dynconv_status dynconv_linear_get_num_threads(const dynconv_linear *layer, int *threads) {
+    if (layer == NULL) {
+        return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: layer is NULL", __func__);
+    }
+    return dc_conv2d_get_num_threads_named(__func__, layer->conv, threads);
+}
