@@ -456,6 +456,9 @@ static void test_own_workspace_protocol(void **state)
                                       d.param[3], d.param[4], d.param[5]};
     dynconv_conv2d *layer = NULL;
     assert_int_equal(dynconv_conv2d_create(&c->g, &w, 1.0f, 0, &layer), DYNCONV_OK);
+    /* One thread: the forward's workspace then holds a single aggregated kernel, so the
+     * backward's (all N kernels and the attention gradients) is the larger. */
+    assert_int_equal(dynconv_conv2d_set_num_threads(layer, 1), DYNCONV_OK);
     float *dx = tu_alloc(d.x_count * sizeof(float));
     const dynconv_conv2d_gradients gr = {.input = dx};
     size_t fwd = 0, bwd = 0, bwd2 = 0;

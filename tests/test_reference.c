@@ -5,10 +5,12 @@
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -106,6 +108,26 @@ static const conv_case conv_cases[] = {
     {"big_depthwise_32_stride2_14x14",   32, 32, 3, 3, 2, 2, 1, 1, 1, 1,32, 4, 8,  4,14,14,  1.f, B_ALL},
     {"big_pointwise_32_to_64_14x14",     32, 64, 1, 1, 1, 1, 0, 0, 1, 1, 1, 4, 8,  4,14,14,  1.f, B_ALL},
     {"big_groups4_24_to_32_5x5_stride2", 24, 32, 5, 5, 2, 2, 2, 2, 1, 1, 4, 6, 6,  2,15,15,  1.f, B_ALL},
+    /* the fast paths, each at batch 1 (all threads share the sample), batch 3 (whole samples
+     * and a shared one at 2 threads) and with K = 1 (no attention, the weights used as given) */
+    {"fast_pointwise_batch1",            24, 40, 1, 1, 1, 1, 0, 0, 1, 1, 1, 4, 6,  1,11, 9,  1.f, B_ALL},
+    {"fast_pointwise_k1_batch3",         24, 40, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 6,  3,11, 9,  1.f, B_ALL},
+    {"fast_1x1_stride2_batch1",          16, 24, 1, 1, 2, 2, 0, 0, 1, 1, 1, 4, 4,  1,13,12,  1.f, B_ALL},
+    {"fast_1x1_stride2_k1_batch3",       16, 24, 1, 1, 2, 2, 0, 0, 1, 1, 1, 1, 4,  3,13,12,  1.f, B_CONV},
+    {"fast_depthwise_wide_batch1",       12, 12, 3, 3, 1, 1, 1, 1, 1, 1,12, 4, 3,  1, 9,45,  1.f, B_ALL},
+    {"fast_depthwise_k1_batch3",         12, 12, 3, 3, 1, 1, 1, 1, 1, 1,12, 1, 3,  3,10,21,  1.f, B_CONV},
+    {"fast_depthwise_k1_nobias_batch1",   8,  8, 3, 3, 1, 1, 1, 1, 1, 1, 8, 1, 3,  1, 7, 7,  1.f, B_NONE},
+    {"fast_depthwise_stride2_wide",      10, 10, 3, 3, 2, 2, 1, 1, 1, 1,10, 4, 3,  3,11,37,  1.f, B_ALL},
+    {"fast_depthwise_5x5_pad2_batch1",    6,  6, 5, 5, 1, 1, 2, 2, 1, 1, 6, 3, 2,  1,12,19,  1.f, B_ALL},
+    {"fast_depthwise_dilated_rect",       6,  6, 3, 5, 1, 2, 2, 3, 2, 1, 6, 3, 2,  3,12,27,  1.f, B_ALL},
+    {"fast_depthwise_1x1_stride2",        6,  6, 1, 1, 2, 2, 0, 0, 1, 1, 6, 3, 2,  2, 9, 9,  1.f, B_ALL},
+    {"fast_channel_multiplier_x4_b1",     6, 24, 3, 3, 1, 1, 1, 1, 1, 1, 6, 4, 3,  1,14,17,  1.f, B_ALL},
+    {"fast_channel_multiplier_k1_b3",     4,  8, 3, 3, 2, 2, 1, 1, 1, 1, 4, 1, 3,  3,15,16,  1.f, B_ALL},
+    {"fast_3x3_batch1",                  16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 4,  1,13,11,  1.f, B_ALL},
+    {"fast_3x3_k1_batch1",               16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 4,  1,13,11,  1.f, B_ALL},
+    {"fast_3x3_k1_batch3",               16, 24, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 4,  3,13,11,  1.f, B_ALL},
+    {"fast_groups2_batch1",              16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 2, 4, 4,  1,10,10,  1.f, B_ALL},
+    {"fast_batch7",                       8, 12, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 4,  7, 9, 8,  1.f, B_ALL},
 };
 /* clang-format on */
 
@@ -221,20 +243,45 @@ static void run_conv_case(void **state)
     ref_conv2d_forward(&g, &wt, (double)c->t, c->n, c->h, c->w, x, y_ref, pi_ref);
     assert_true(tu_nontrivial(y_ref, y_len));
 
-    dynconv_conv2d *layer = NULL;
-    assert_int_equal(dynconv_conv2d_create(&g, &wt, c->t, 0, &layer), DYNCONV_OK);
-    int64_t got_oh = 0, got_ow = 0;
-    size_t ws = 0;
-    assert_int_equal(dynconv_conv2d_reshape(layer, c->n, c->h, c->w, &got_oh, &got_ow, &ws),
-                     DYNCONV_OK);
-    assert_int_equal(got_oh, oh);
-    assert_int_equal(got_ow, ow);
-    assert_int_equal(dynconv_conv2d_forward(layer, x, y, att, NULL, 0), DYNCONV_OK);
+    /* Every case runs with 1, 2 and 3 threads: whole samples per thread, samples shared by all
+     * threads (batch < threads, and the batch % threads left over), and the single-thread path.
+     * Each must match the reference. Whole samples per thread, and the direct depthwise loop,
+     * must also agree with one thread bit for bit; a shared sample's GEMM is cut into bands of
+     * output rows, which the BLAS may round differently in the last bits. */
+    const bool depthwise = c->groups == c->cin && !(c->kh == 1 && c->kw == 1 && c->sh == 1 &&
+                                                    c->sw == 1 && c->ph == 0 && c->pw == 0);
+    float *y1 = tu_alloc(y_len * sizeof(float));
+    float *att1 = tu_alloc(pi_len * sizeof(float));
+    for (int threads = 1; threads <= 3; ++threads) {
+        dynconv_conv2d *layer = NULL;
+        assert_int_equal(dynconv_conv2d_create(&g, &wt, c->t, 0, &layer), DYNCONV_OK);
+        assert_int_equal(dynconv_conv2d_set_num_threads(layer, threads), DYNCONV_OK);
+        int64_t got_oh = 0, got_ow = 0;
+        size_t ws = 0;
+        assert_int_equal(dynconv_conv2d_reshape(layer, c->n, c->h, c->w, &got_oh, &got_ow, &ws),
+                         DYNCONV_OK);
+        assert_int_equal(got_oh, oh);
+        assert_int_equal(got_ow, ow);
+        assert_int_equal(dynconv_conv2d_forward(layer, x, y, att, NULL, 0), DYNCONV_OK);
 
-    assert_int_equal(tu_count_mismatches("pi", att, pi_ref, pi_len, TU_RTOL, TU_ATOL), 0);
-    assert_int_equal(tu_count_mismatches("y", y, y_ref, y_len, TU_RTOL, TU_ATOL), 0);
+        assert_int_equal(tu_count_mismatches("pi", att, pi_ref, pi_len, TU_RTOL, TU_ATOL), 0);
+        assert_int_equal(tu_count_mismatches("y", y, y_ref, y_len, TU_RTOL, TU_ATOL), 0);
+        if (threads == 1) {
+            memcpy(y1, y, y_len * sizeof(float));
+            memcpy(att1, att, pi_len * sizeof(float));
+        } else {
+            assert_memory_equal(att, att1, pi_len * sizeof(float));
+            if (c->n % threads == 0 || depthwise) {
+                assert_memory_equal(y, y1, y_len * sizeof(float));
+            } else {
+                assert_int_equal(tu_count_mismatches_f("y threads", y, y1, y_len, 1e-5, 1e-6), 0);
+            }
+        }
+        dynconv_conv2d_destroy(layer);
+    }
 
-    dynconv_conv2d_destroy(layer);
+    free(att1);
+    free(y1);
     free(pi_ref);
     free(y_ref);
     free(att);
@@ -267,15 +314,26 @@ static void run_linear_case(void **state)
     ref_linear_forward(&g, &wt, (double)c->t, c->n, x, y_ref, pi_ref);
     assert_true(tu_nontrivial(y_ref, y_len));
 
-    dynconv_linear *layer = NULL;
-    assert_int_equal(dynconv_linear_create(&g, &wt, c->t, 0, &layer), DYNCONV_OK);
-    assert_int_equal(dynconv_linear_reshape(layer, c->n, NULL), DYNCONV_OK);
-    assert_int_equal(dynconv_linear_forward(layer, x, y, att, NULL, 0), DYNCONV_OK);
+    /* 1 and 2 threads (whole samples per thread, or the batch-1 path), bitwise the same. */
+    float *y1 = tu_alloc(y_len * sizeof(float));
+    for (int threads = 1; threads <= 2; ++threads) {
+        dynconv_linear *layer = NULL;
+        assert_int_equal(dynconv_linear_create(&g, &wt, c->t, 0, &layer), DYNCONV_OK);
+        assert_int_equal(dynconv_linear_set_num_threads(layer, threads), DYNCONV_OK);
+        assert_int_equal(dynconv_linear_reshape(layer, c->n, NULL), DYNCONV_OK);
+        assert_int_equal(dynconv_linear_forward(layer, x, y, att, NULL, 0), DYNCONV_OK);
 
-    assert_int_equal(tu_count_mismatches("pi", att, pi_ref, pi_len, TU_RTOL, TU_ATOL), 0);
-    assert_int_equal(tu_count_mismatches("y", y, y_ref, y_len, TU_RTOL, TU_ATOL), 0);
+        assert_int_equal(tu_count_mismatches("pi", att, pi_ref, pi_len, TU_RTOL, TU_ATOL), 0);
+        assert_int_equal(tu_count_mismatches("y", y, y_ref, y_len, TU_RTOL, TU_ATOL), 0);
+        if (threads == 1) {
+            memcpy(y1, y, y_len * sizeof(float));
+        } else {
+            assert_memory_equal(y, y1, y_len * sizeof(float));
+        }
+        dynconv_linear_destroy(layer);
+    }
 
-    dynconv_linear_destroy(layer);
+    free(y1);
     free(pi_ref);
     free(y_ref);
     free(att);

@@ -182,10 +182,11 @@ DYNCONV_API dynconv_status dynconv_conv2d_get_temperature(const dynconv_conv2d *
 /* Fixes the input shape [N, C_in, H, W] for the following forwards and reports:
  *   H_out = floor((H + 2*ph - dh*(kh-1) - 1) / sh) + 1
  *   W_out = floor((W + 2*pw - dw*(kw-1) - 1) / sw) + 1
- * and the workspace size in bytes a caller-owned workspace must have. out_h, out_w and
- * workspace_size may each be NULL. Unless the handle was created with
- * DYNCONV_FLAG_EXTERNAL_WORKSPACE, this is the one call that allocates the handle's own
- * workspace (only when it has to grow); forward never allocates.
+ * and the workspace size in bytes a caller-owned workspace must have (its formula is in
+ * section 7: it grows with the thread count). out_h, out_w and workspace_size may each be NULL.
+ * Unless the handle was created with DYNCONV_FLAG_EXTERNAL_WORKSPACE, this is the call that
+ * allocates the handle's own workspace (only when it has to grow; set_num_threads may grow it
+ * too); forward never allocates.
  * Errors: INVALID_ARGUMENT (N, H or W <= 0), INVALID_SHAPE (H_out or W_out would be < 1),
  * SIZE_OVERFLOW, OUT_OF_MEMORY. On error the previous shape stays in force. */
 DYNCONV_API dynconv_status dynconv_conv2d_reshape(dynconv_conv2d *layer, int64_t batch,
@@ -325,7 +326,8 @@ typedef struct dynconv_conv2d_gradients {
 } dynconv_conv2d_gradients;
 
 /* Workspace size in bytes that dynconv_conv2d_backward needs for the shape fixed by the last
- * successful reshape (larger than the forward's: it adds the attention gradients). Allocates
+ * successful reshape (it holds all N aggregated kernels and the attention gradients; a forward
+ * needs one kernel per thread instead, see section 7). Allocates
  * nothing. Errors: NULL_POINTER, INVALID_STATE (no reshape yet), SIZE_OVERFLOW. */
 DYNCONV_API dynconv_status dynconv_conv2d_backward_workspace_size(const dynconv_conv2d *layer,
                                                                   size_t *workspace_size);
@@ -450,8 +452,20 @@ DYNCONV_API dynconv_status dynconv_linear_init_parameters(const dynconv_linear_g
  * What the threads do: at batch N >= threads, each thread takes whole samples (its own
  * aggregated kernel and im2col scratch); the last N % threads samples (all of them at batch 1)
  * are shared: the kernel is aggregated in slices, then each thread convolves a band of output
- * rows. Pooling is split by (sample, channel) rows. The output is bitwise the same whatever the
- * thread count (each value is computed by the same operations in the same order).
+ * rows. Pooling is split by (sample, channel) rows. Whole samples, the attention, and the
+ * depthwise path give bitwise the same result whatever the thread count; a shared sample's
+ * GEMM is cut into bands, which the BLAS may round differently in the last bits (the tests
+ * hold it within 1e-5 relative of the one-thread result).
+ *
+ * The workspace (reshape's figure) for T threads, batch N, kernel_len = C_out*(C_in/g)*kh*kw,
+ * every buffer rounded up to DYNCONV_WORKSPACE_ALIGNMENT bytes, in floats of 4 bytes:
+ *   K > 1:  N*C_in + N*hidden + N*K  +  T * (kernel_len + C_out [with a bias] + scratch)
+ *   K = 1:  T * scratch              (no attention; the kernel is used as it is)
+ *   scratch = 0 for a pointwise kernel (1x1, stride 1, no padding);
+ *             (H + 2*ph) * (W + 2*pw) + 8*sw for depthwise (groups == C_in: one padded input
+ *             channel); otherwise (C_in/g)*kh*kw * H_out*W_out (the im2col matrix of a group).
+ * It no longer grows with N * kernel_len: each sample's kernel is aggregated just before its
+ * convolution, into its thread's slot.
  *
  * Interaction with the BLAS: libdynconv parallelises itself, so every BLAS call it makes must
  * run on one thread, or BLAS threads and the handle's threads would compete for the cores.
