@@ -48,6 +48,11 @@ static const conv_case conv_cases[] = {
     {"depthwise",                6,  6, 6,  8, 8, 3, 3, 1, 1, 1, 1, 1, 1, true},
     {"depthwise_s2_d2",          5,  5, 5, 11, 9, 3, 3, 2, 2, 2, 2, 2, 2, false},
     {"channel_multiplier_x2",    4,  8, 4,  7, 7, 3, 3, 1, 1, 1, 1, 1, 1, true},
+    /* the direct depthwise loop: rows of 1 to 4 vectors of 8 and a partial one */
+    {"depthwise_wide_41",        3,  3, 3,  5,41, 3, 3, 1, 1, 1, 1, 1, 1, true},
+    {"depthwise_5x5_s2_wide",    2,  2, 2,  9,40, 5, 5, 2, 2, 2, 2, 1, 1, false},
+    {"depthwise_rect_dilated",   2,  2, 2, 10,29, 2, 4, 1, 1, 1, 3, 3, 2, true},
+    {"channel_multiplier_x3_w70",2,  6, 2,  4,70, 3, 3, 1, 1, 0, 1, 1, 1, true},
     {"pointwise",                8, 12, 1,  7, 7, 1, 1, 1, 1, 0, 0, 1, 1, true},
     {"pointwise_groups2",        8,  6, 2,  5, 6, 1, 1, 1, 1, 0, 0, 1, 1, false},
     {"conv_1x1_stride2",         6,  5, 1,  9, 9, 1, 1, 2, 2, 0, 0, 1, 1, true},
@@ -116,6 +121,14 @@ static void conv_exact_case(void **state)
     assert_int_equal(dc_conv_is_pointwise(&s), pointwise);
     const size_t col_floats = dc_conv_col_floats(&s);
     assert_int_equal(col_floats, pointwise ? 0 : cin_g * c->kh * c->kw * s.out_h * s.out_w);
+    /* The scratch the convolution really uses: the im2col matrix, none when pointwise, one
+     * zero-padded input channel (and 8 * stride_w floats of slack) when depthwise. */
+    const bool depthwise = c->groups == c->cin && !pointwise;
+    assert_int_equal(dc_conv_is_depthwise(&s), depthwise);
+    size_t scratch = 0;
+    assert_true(dc_conv_scratch_floats(&s, &scratch));
+    assert_int_equal(scratch, depthwise ? (c->h + 2 * c->ph) * (c->w + 2 * c->pw) + 8 * c->sw
+                                        : col_floats);
 
     float *x = tu_alloc(x_len * sizeof(float));
     float *w = tu_alloc(w_len * sizeof(float));
@@ -124,7 +137,7 @@ static void conv_exact_case(void **state)
     tu_fill_int(&rng, w, w_len, -3, 3);
     tu_fill_int(&rng, b, c->cout, -5, 5);
     float *y = nan_array(y_len);
-    float *col = nan_array(col_floats);
+    float *col = nan_array(scratch);
 
     dc_conv2d_sample(&s, x, w, c->bias ? b : NULL, y, col);
 
