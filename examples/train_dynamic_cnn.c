@@ -9,17 +9,19 @@
  * which is what the attention of a dynamic layer sees (its global average pool), so the layer
  * can pick kernels per sample.
  *
- * Network (as in the paper, every dynamic convolution is followed by BatchNorm and ReLU):
- *   dynconv 3x3  1 -> 16, BN, ReLU, maxpool 2     16x16 -> 8x8
- *   dynconv 3x3 16 -> 32, BN, ReLU, maxpool 2      8x8 -> 4x4
- *   dynconv 3x3 32 -> 64, BN, ReLU, global average pool
- *   linear 64 -> 6, softmax cross-entropy
+ * Network (as in the paper, every dynamic convolution is followed by BatchNorm and ReLU), with
+ * C = --width (default 4: a light network, where the paper expects dynamic kernels to help):
+ *   dynconv 3x3  1 -> C,  BN, ReLU, maxpool 2     16x16 -> 8x8
+ *   dynconv 3x3  C -> 2C, BN, ReLU, maxpool 2      8x8 -> 4x4
+ *   dynconv 3x3 2C -> 4C, BN, ReLU, global average pool
+ *   linear 4C -> 6, softmax cross-entropy
  * Trained with SGD (momentum 0.9, weight decay 5e-4, learning rate decaying linearly); the
  * softmax temperature of the attention is annealed linearly from 30 to 1, stepped every
  * iteration, over the first epochs.
  *
  *   train_dynamic_cnn [--epochs N] [--anneal-epochs N] [--train N] [--test N] [--batch N]
- *                     [--kernels K] [--lr X] [--seed S] [--only-dynamic] [--max-final-loss X]
+ *                     [--kernels K] [--width C] [--lr X] [--seed S] [--only-dynamic]
+ *                     [--max-final-loss X]
  * --max-final-loss makes the exit status 1 when the dynamic network's mean training loss over
  * the last epoch is not below X (used as a test).
  */
@@ -577,7 +579,7 @@ static void usage(FILE *f) {
             "  --test N            test images (default 2048)\n"
             "  --batch N           batch size (default 64)\n"
             "  --kernels K         kernels of the dynamic network (default 4)\n"
-            "  --width C           channels of the first layer; then 2C and 4C (default 8)\n"
+            "  --width C           channels of the first layer; then 2C and 4C (default 4)\n"
             "  --lr X              initial learning rate (default 0.1)\n"
             "  --seed S            data and initialisation seed (default 1)\n"
             "  --only-dynamic      skip the static (K = 1) network\n"
@@ -608,7 +610,7 @@ static bool parse_float(const char *s, float lo, float hi, float *out) {
 
 static int parse_options(int argc, char **argv, options *o) {
     *o = (options){.epochs = 10, .anneal_epochs = 4, .train = 6144, .test = 2048, .batch = 64,
-                   .kernels = 4, .width = 8, .lr = 0.1f, .seed = 1, .only_dynamic = 0,
+                   .kernels = 4, .width = 4, .lr = 0.1f, .seed = 1, .only_dynamic = 0,
                    .max_final_loss = INFINITY};
     for (int i = 1; i < argc; ++i) {
         const char *a = argv[i];
@@ -675,6 +677,8 @@ int main(int argc, char **argv) {
     }
     printf("train_dynamic_cnn: %d training and %d test images (16x16, %d classes), seed %llu\n",
            o.train, o.test, CLASSES, (unsigned long long)o.seed);
+    printf("channels 1 -> %d -> %d -> %d, %d epochs (T annealed over %d), batch %d, lr %g\n",
+           o.width, 2 * o.width, 4 * o.width, o.epochs, o.anneal_epochs, o.batch, (double)o.lr);
     printf("BLAS: %s (core %s, %d threads)\n", dynconv_blas_config(), dynconv_blas_core(),
            dynconv_blas_num_threads());
     dataset train = make_dataset(o.train, o.seed * 2 + 1);
