@@ -157,7 +157,7 @@ static void run_help(void) {
         "usage: dynconv run --weights LAYER.safetensors [--prefix P] --input X.npy\n"
         "                   --output Y.npy [--attention PI.npy] [--temperature T]\n"
         "                   [--stride S] [--padding P] [--dilation D] [--groups G]\n"
-        "                   [--grad-output GY.npy --grad-dir DIR]\n"
+        "                   [--threads N] [--grad-output GY.npy --grad-dir DIR]\n"
         "\n"
         "Runs one dynamic convolution layer saved from PyTorch on a NumPy array.\n"
         "\n"
@@ -173,6 +173,7 @@ static void run_help(void) {
         "  --temperature T    softmax temperature (default: the file's metadata, else 1)\n"
         "  --stride, --padding, --dilation  \"a\" or \"a,b\" (default: metadata, else 1, 0, 1)\n"
         "  --groups G         (default: metadata, else 1)\n"
+        "  --threads N        threads of the layer (default 0: one per CPU available)\n"
         "  --grad-output FILE dL/dy, float32 .npy of the output's shape: also run the backward\n"
         "  --grad-dir DIR     (existing) directory for the gradients, with --grad-output:\n"
         "                     DIR/gx.npy (dL/dx) and DIR/g_<tensor name>.npy for every\n"
@@ -284,7 +285,8 @@ static int cmd_run(int argc, char **argv) {
                      {"attention", true, NULL},   {"temperature", true, NULL},
                      {"stride", true, NULL},      {"padding", true, NULL},
                      {"dilation", true, NULL},    {"groups", true, NULL},
-                     {"grad-output", true, NULL}, {"grad-dir", true, NULL}};
+                     {"grad-output", true, NULL}, {"grad-dir", true, NULL},
+                     {"threads", true, NULL}};
     const size_t nopts = sizeof opts / sizeof *opts;
     bool help;
     int rc = parse_options(argc, argv, opts, nopts, &help);
@@ -306,6 +308,12 @@ static int cmd_run(int argc, char **argv) {
     }
     if (attention_path != NULL && strcmp(attention_path, output_path) == 0) {
         return usage_error("--output and --attention name the same file '%s'", output_path);
+    }
+    long threads = 0;
+    const char *threads_text = get(opts, nopts, "threads");
+    if (threads_text != NULL && !parse_long(threads_text, 0, DYNCONV_MAX_THREADS, &threads)) {
+        return usage_error("--threads '%s' is not an integer in [0, %d]", threads_text,
+                           DYNCONV_MAX_THREADS);
     }
     const char *grad_output_path = get(opts, nopts, "grad-output");
     const char *grad_dir = get(opts, nopts, "grad-dir");
@@ -379,6 +387,12 @@ static int cmd_run(int argc, char **argv) {
                                                   DYNCONV_FLAG_BORROW_WEIGHTS, &handle);
     if (status != DYNCONV_OK) {
         failure("%s: not a valid layer: %s (%s)", weights_path, dynconv_status_string(status),
+                dynconv_last_error_message());
+        goto done;
+    }
+    status = dynconv_conv2d_set_num_threads(handle, (int)threads);
+    if (status != DYNCONV_OK) {
+        failure("--threads %ld: %s (%s)", threads, dynconv_status_string(status),
                 dynconv_last_error_message());
         goto done;
     }
@@ -546,11 +560,27 @@ static void print_blas(FILE *out) {
     }
 }
 
+/* The thread count a new handle starts with (one per CPU the process may run on), as the
+ * library resolves it; 0 if it cannot be asked. */
+static int default_threads(void) {
+    const dynconv_conv2d_geometry g = {1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1};
+    const float one = 1.0f;
+    const dynconv_conv2d_weights w = {&one, NULL, &one, NULL, &one, NULL};
+    dynconv_conv2d *layer = NULL;
+    int threads = 0;
+    if (dynconv_conv2d_create(&g, &w, 1.0f, 0, &layer) != DYNCONV_OK ||
+        dynconv_conv2d_get_num_threads(layer, &threads) != DYNCONV_OK) {
+        threads = 0;
+    }
+    dynconv_conv2d_destroy(layer);
+    return threads;
+}
+
 static void info_help(void) {
     printf("usage: dynconv info\n"
            "\n"
-           "Prints the library version, the BLAS it calls (configuration, kernel set, threads)\n"
-           "and the CPU's model and vector features. Warns when OpenBLAS fell back to its\n"
+           "Prints the library version, the BLAS it calls (configuration, kernel set, threads),\n"
+           "the threads a layer uses by default, and the CPU's model and vector features. Warns when OpenBLAS fell back to its\n"
            "slow generic kernels on a CPU it did not recognise.\n");
 }
 
@@ -573,6 +603,8 @@ static int cmd_info(int argc, char **argv) {
     print_blas(stdout);
     printf("CPU:           %s\n", model);
     printf("CPUs online:   %ld\n", sysconf(_SC_NPROCESSORS_ONLN));
+    printf("threads:       %d per layer by default (the CPUs this process may run on)\n",
+           default_threads());
     printf("CPU features:  sse4.2=%s avx=%s avx2=%s fma=%s avx512f=%s\n", f.sse42 ? "yes" : "no",
            f.avx ? "yes" : "no", f.avx2 ? "yes" : "no", f.fma ? "yes" : "no",
            f.avx512f ? "yes" : "no");
@@ -590,7 +622,8 @@ typedef struct bench_layer {
 
 static void bench_help(void) {
     printf(
-        "usage: dynconv bench [--batch N] [--repeats R] [--layers FILE] [--only NAME]\n"
+        "usage: dynconv bench [--batch N] [--repeats R] [--threads T] [--layers FILE]\n"
+        "                     [--only NAME]\n"
         "\n"
         "Times the forward of the benchmark workload (ResNet-18 and MobileNetV2 layers as\n"
         "dynamic convolutions, K = 4, attention hidden size in/4) on random data and prints,\n"
@@ -599,6 +632,7 @@ static void bench_help(void) {
         "\n"
         "  --batch N      samples per forward (default 8)\n"
         "  --repeats R    timed forwards per layer, after one warm-up (default 10)\n"
+        "  --threads T    threads per layer (default 0: one per CPU available)\n"
         "  --layers FILE  workload file (default: the built-in list); one layer per line:\n"
         "                 name in out kernel stride pad groups size; '#' starts a comment\n"
         "  --only NAME    run only the layers whose name contains NAME\n"
@@ -680,7 +714,8 @@ static int compare_double(const void *a, const void *b) {
 }
 
 /* Times one layer; returns false (after printing) on an error. */
-static bool bench_one(const bench_layer *bl, long batch, long repeats, double *times) {
+static bool bench_one(const bench_layer *bl, long batch, long repeats, int threads,
+                      double *times) {
     const int64_t hidden = bl->in / 4 > 0 ? bl->in / 4 : 1;
     const dynconv_conv2d_geometry g = {
         .in_channels = bl->in, .out_channels = bl->out, .kernel_h = bl->kernel,
@@ -715,6 +750,9 @@ static bool bench_one(const bench_layer *bl, long batch, long repeats, double *t
     const dynconv_conv2d_weights w = {weight, bias, fc1, NULL, fc2, NULL};
     int64_t oh, ow;
     dynconv_status st = dynconv_conv2d_create(&g, &w, 1.0f, 0, &layer);
+    if (st == DYNCONV_OK) {
+        st = dynconv_conv2d_set_num_threads(layer, threads);
+    }
     if (st == DYNCONV_OK) {
         st = dynconv_conv2d_reshape(layer, batch, bl->size, bl->size, &oh, &ow, NULL);
     }
@@ -757,6 +795,7 @@ static int cmd_bench(int argc, char **argv) {
     program_command = "dynconv bench";
     option opts[] = {{"batch", true, NULL},
                      {"repeats", true, NULL},
+                     {"threads", true, NULL},
                      {"layers", true, NULL},
                      {"only", true, NULL}};
     const size_t nopts = sizeof opts / sizeof *opts;
@@ -776,6 +815,11 @@ static int cmd_bench(int argc, char **argv) {
     }
     if ((v = get(opts, nopts, "repeats")) != NULL && !parse_long(v, 1, 100000, &repeats)) {
         return usage_error("--repeats '%s' is not an integer in [1, 100000]", v);
+    }
+    long threads = 0;
+    if ((v = get(opts, nopts, "threads")) != NULL &&
+        !parse_long(v, 0, DYNCONV_MAX_THREADS, &threads)) {
+        return usage_error("--threads '%s' is not an integer in [0, %d]", v, DYNCONV_MAX_THREADS);
     }
     const char *only = get(opts, nopts, "only");
     const char *layers_path = get(opts, nopts, "layers");
@@ -813,8 +857,9 @@ static int cmd_bench(int argc, char **argv) {
         free(layers);
         return failure("out of memory");
     }
-    printf("libdynconv %s, batch %ld, %ld timed forwards per layer (median, best)\n",
-           dynconv_version_string(), batch, repeats);
+    printf("libdynconv %s, batch %ld, %ld timed forwards per layer (median, best), "
+           "%d thread(s) per layer\n", dynconv_version_string(), batch, repeats,
+           threads > 0 ? (int)threads : default_threads());
     print_blas(stdout);
     printf("%-22s %5s %5s %2s %2s %4s %5s %10s %10s %9s\n", "layer", "in", "out", "k", "s",
            "g", "size", "median_ms", "best_ms", "GFLOP/s");
@@ -825,7 +870,7 @@ static int cmd_bench(int argc, char **argv) {
         if (only != NULL && strstr(bl->name, only) == NULL) {
             continue;
         }
-        if (!bench_one(bl, batch, repeats, times)) {
+        if (!bench_one(bl, batch, repeats, (int)threads, times)) {
             rc = EXIT_FAILURE;
             break;
         }

@@ -65,6 +65,8 @@ def _declare(lib):
         "dynconv_conv2d_backward": (c_status, [handle, _float_p, _float_p,
                                                ctypes.POINTER(Gradients), ctypes.c_uint32,
                                                ctypes.c_void_p, ctypes.c_size_t]),
+        "dynconv_conv2d_set_num_threads": (c_status, [handle, ctypes.c_int]),
+        "dynconv_conv2d_get_num_threads": (c_status, [handle, ctypes.POINTER(ctypes.c_int)]),
         "dynconv_blas_config": (ctypes.c_char_p, []),
         "dynconv_blas_core": (ctypes.c_char_p, []),
     }

@@ -135,6 +135,19 @@ class Conv2d:
                    groups=int(meta("groups", 1)), temperature=float(meta("temperature", 1.0)))
 
     @property
+    def threads(self):
+        """Threads a forward uses; assign 0 for one per CPU available (the default)."""
+        t = ctypes.c_int()
+        _lib.check("dynconv_conv2d_get_num_threads",
+                   self._lib.dynconv_conv2d_get_num_threads(self._live(), ctypes.byref(t)))
+        return t.value
+
+    @threads.setter
+    def threads(self, value):
+        _lib.check("dynconv_conv2d_set_num_threads",
+                   self._lib.dynconv_conv2d_set_num_threads(self._live(), int(value)))
+
+    @property
     def temperature(self):
         t = ctypes.c_float()
         _lib.check("dynconv_conv2d_get_temperature",

@@ -90,6 +90,18 @@ class Binding(unittest.TestCase):
         self.assertEqual(cm.exception.status, 2)  # DYNCONV_ERROR_INVALID_ARGUMENT
         self.assertIn("temperature", str(cm.exception))
 
+    def test_threads(self):
+        module, x, y, pi = cases.make("groups2_stride2_dilation2")
+        layer = layer_from_module(module)
+        self.assertGreaterEqual(layer.threads, 1)
+        for threads in (1, 3):
+            layer.threads = threads
+            self.assertEqual(layer.threads, threads)
+            cases.assert_close(self, layer.forward(x.numpy()), y.numpy(), f"{threads} threads")
+            cases.assert_close(self, layer.attention, pi.numpy(), f"attention, {threads} threads")
+        with self.assertRaises(dynconv.DynconvError):
+            layer.threads = -1
+
     def test_inputs_are_converted_or_refused(self):
         module, x, y, _ = cases.make("basic_3x3")
         layer = layer_from_module(module)

@@ -75,6 +75,14 @@ class RoundTrip(unittest.TestCase):
                     cases.assert_close(self, np.load(os.path.join(grad_dir, fname)),
                                        want.numpy(), f"{name} {fname}")
 
+    def test_threads_option(self):
+        module, x, y, _ = cases.make("stride2")
+        weights = self.path("layer.safetensors")
+        export_dynconv.export(module, weights)
+        for threads in ("1", "2", "3"):
+            got_y, _ = self.run_layer(weights, x.numpy(), "--threads", threads)
+            cases.assert_close(self, got_y, y.numpy(), f"--threads {threads}")
+
     def test_temperature_override(self):
         module, x, _, _ = cases.make("basic_3x3")
         weights = self.path("layer.safetensors")

@@ -357,6 +357,8 @@ class Usage(unittest.TestCase):
                       "0"],
                      ["run", "--weights", "a", "--input", "b", "--output", "c", "--stride", "x"],
                      ["run", "--weights", "a", "--weights", "b"], ["run", "--bogus", "1"],
+                     ["run", "--weights", "a", "--input", "b", "--output", "c", "--threads",
+                      "-1"], ["bench", "--threads", "many"],
                      ["run", "--weights"], ["bench", "--batch", "0"], ["info", "extra"],
                      ["run", "--weights", "a", "--input", "b", "--output", "c",
                       "--attention", "c"]):
