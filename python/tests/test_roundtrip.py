@@ -145,6 +145,23 @@ class RoundTrip(unittest.TestCase):
         with self.assertRaises(dynconv.SafetensorsError):
             dynconv.load_file(__file__)
 
+    def test_exporter_command_line(self):
+        cases.seed("exporter_cli")
+        model = TwoLayerNet().eval()
+        torch.save(model, self.path("model.pt"))
+        script = os.path.join(cases.ROOT, "tools", "export_dynconv.py")
+        env = dict(os.environ, PYTHONPATH=cases.HERE)
+        r = subprocess.run(["/usr/bin/python3", script, self.path("model.pt"),
+                            self.path("model.safetensors")], capture_output=True, text=True,
+                           env=env, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("2 layer(s): stem, block.1", r.stdout)
+        x = torch.randn(1, 3, 10, 10)
+        with torch.no_grad():
+            want = model.stem(x)
+        got, _ = self.run_layer(self.path("model.safetensors"), x.numpy(), "--prefix", "stem")
+        cases.assert_close(self, got, want.numpy(), "stem via the exporter's command line")
+
     def test_python_package_reads_the_export(self):
         import dynconv
         module, x, y, pi = cases.make("dilation2")
