@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Backward of the dynamic conv2d: libdynconv against PyTorch autograd of the batch-as-groups
-# layer, on the benchmark workload, in one run; prints a markdown table.
+# layer, on the benchmark workload, in one run; prints a markdown table. The C program
+# (bench/backward_bench.c) times libdynconv alone; bench/backward_compare.py times both in one
+# process, taking turns, for the comparison.
 #
 #   bench/backward_compare.sh [--batch N] [--threads T] [--quick] [--smoke] [--layers FILE]
 #
@@ -23,7 +25,7 @@ while [ $# -gt 0 ]; do
     --quick) reps=3 min_time=0.05 ;;
     --smoke) smoke=1 reps=1 min_time=0.001 batch=2 ;;
     --layers) layers=${2:?--layers needs a file}; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "backward_compare.sh: unknown argument '$1' (--help lists the options)" >&2; exit 2 ;;
   esac
   shift
@@ -50,23 +52,15 @@ cc -O2 -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes 
 . scripts/openblas-env.sh
 export OPENBLAS_NUM_THREADS=$threads
 
-echo "== libdynconv (batch $batch, $threads thread(s), $reps x >= ${min_time} s)"
-"$out/backward_bench" --layers "$layers" --batch "$batch" --repeats "$reps" \
-  --min-time "$min_time" | tee "$out/dynconv.tsv"
 if [ $smoke -eq 1 ]; then
+  echo "== libdynconv alone (batch $batch, $threads thread(s), $reps x >= ${min_time} s)"
+  "$out/backward_bench" --layers "$layers" --batch "$batch" --repeats "$reps" \
+    --min-time "$min_time" | tee "$out/dynconv.tsv"
   [ "$(wc -l < "$out/dynconv.tsv")" -eq 3 ] || { echo "smoke run incomplete" >&2; exit 1; }
   exit 0
 fi
 
-echo "== PyTorch autograd (batch-as-groups)"
-/usr/bin/python3 bench/torch_backward.py --layers "$layers" --batch "$batch" \
-  --threads "$threads" --repeats "$reps" --min-time "$min_time" | tee "$out/torch.tsv"
-
-echo
-echo "| layer | libdynconv forward ms | libdynconv backward ms | PyTorch forward ms | PyTorch backward ms | backward speed-up | forward+backward speed-up |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
-awk -F'\t' 'NR == FNR { fwd[$1] = $3; bwd[$1] = $4; next }
-             ($1 in fwd) { printf "| %s | %.2f | %.2f | %.2f | %.2f | %.2fx | %.2fx |\n",
-                           $1, $3, $4, fwd[$1], bwd[$1], bwd[$1] / $4,
-                           (fwd[$1] + bwd[$1]) / ($3 + $4) }' \
-  "$out/torch.tsv" "$out/dynconv.tsv" | tee "$out/table.md"
+echo "== libdynconv and PyTorch autograd (batch-as-groups), taking turns"
+/usr/bin/python3 bench/backward_compare.py --lib build/release/src/libdynconv.so \
+  --layers "$layers" --batch "$batch" --threads "$threads" --repeats "$reps" \
+  --min-time "$min_time" | tee "$out/table.md"
