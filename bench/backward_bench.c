@@ -90,7 +90,8 @@ static double time_ms(const timed *t, int repeats, double min_time)
     return samples[repeats / 2];
 }
 
-static void bench_layer(const layer_spec *s, long batch, int repeats, double min_time)
+static void bench_layer(const layer_spec *s, long batch, int threads, int repeats,
+                        double min_time)
 {
     const long hidden = s->c_in / REDUCTION > 0 ? s->c_in / REDUCTION : 1;
     const dynconv_conv2d_geometry g = {
@@ -109,8 +110,9 @@ static void bench_layer(const layer_spec *s, long batch, int repeats, double min
     }
     const dynconv_conv2d_weights wts = {w, b, fc1, NULL, fc2, fc2b};
     dynconv_conv2d *layer = NULL;
-    if ((st = dynconv_conv2d_create(&g, &wts, 1.0f, 0, &layer)) != DYNCONV_OK) {
-        die("create", st);
+    if ((st = dynconv_conv2d_create(&g, &wts, 1.0f, 0, &layer)) != DYNCONV_OK ||
+        (st = dynconv_conv2d_set_num_threads(layer, threads)) != DYNCONV_OK) {
+        die("create / set_num_threads", st);
     }
     int64_t oh = 0, ow = 0;
     if ((st = dynconv_conv2d_reshape(layer, batch, s->size, s->size, &oh, &ow, NULL)) !=
@@ -147,8 +149,10 @@ static void bench_layer(const layer_spec *s, long batch, int repeats, double min
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: backward_bench --layers FILE [--batch N] [--repeats R] "
-                    "[--min-time SECONDS] [--filter SUBSTRING]\n");
+    fprintf(stderr, "usage: backward_bench --layers FILE [--batch N] [--threads T] "
+                    "[--repeats R] [--min-time SECONDS] [--filter SUBSTRING]\n"
+                    "  --threads: the handle's forward threads; backward's GEMMs use the BLAS's "
+                    "(OPENBLAS_NUM_THREADS)\n");
     exit(2);
 }
 
@@ -156,7 +160,7 @@ int main(int argc, char **argv)
 {
     const char *path = NULL, *filter = "";
     long batch = 16;
-    int repeats = 5;
+    int repeats = 5, threads = 1;
     double min_time = 0.2;
     for (int i = 1; i < argc; ++i) {
         if (i + 1 >= argc) {
@@ -167,6 +171,8 @@ int main(int argc, char **argv)
             path = val;
         } else if (strcmp(opt, "--batch") == 0) {
             batch = strtol(val, NULL, 10);
+        } else if (strcmp(opt, "--threads") == 0) {
+            threads = (int)strtol(val, NULL, 10);
         } else if (strcmp(opt, "--repeats") == 0) {
             repeats = (int)strtol(val, NULL, 10);
         } else if (strcmp(opt, "--min-time") == 0) {
@@ -177,7 +183,7 @@ int main(int argc, char **argv)
             usage();
         }
     }
-    if (path == NULL || batch < 1 || repeats < 1 || repeats > MAX_REPEATS || !(min_time > 0)) {
+    if (path == NULL || batch < 1 || threads < 1 || repeats < 1 || repeats > MAX_REPEATS || !(min_time > 0)) {
         usage();
     }
     FILE *f = fopen(path, "r");
@@ -207,7 +213,7 @@ int main(int argc, char **argv)
             return 2;
         }
         if (strstr(s.name, filter) != NULL) {
-            bench_layer(&s, batch, repeats, min_time);
+            bench_layer(&s, batch, threads, repeats, min_time);
         }
     }
     fclose(f);

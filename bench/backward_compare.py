@@ -84,7 +84,7 @@ class BatchAsGroupsDynamicConv2d(nn.Module):
 class Dynconv:
     """The same layer (same weights) as a libdynconv handle, with every gradient requested."""
 
-    def __init__(self, lib, m, x):
+    def __init__(self, lib, m, x, threads):
         self.lib = lib
         g = Geometry(m.c_in, m.c_out, m.k, m.k, m.stride, m.stride, m.pad, m.pad, 1, 1,
                      m.groups, KERNELS, m.hidden)
@@ -98,6 +98,8 @@ class Dynconv:
         self.layer = ctypes.c_void_p()
         self.check(lib.dynconv_conv2d_create(ctypes.byref(g), ctypes.byref(weights),
                                              ctypes.c_float(1.0), 0, ctypes.byref(self.layer)))
+        # The forward's own threads; the backward's GEMMs run on OpenBLAS's.
+        self.check(lib.dynconv_conv2d_set_num_threads(self.layer, threads))
         oh, ow = ctypes.c_int64(), ctypes.c_int64()
         n, _, h, wd = x.shape
         self.check(lib.dynconv_conv2d_reshape(self.layer, n, h, wd, ctypes.byref(oh),
@@ -145,6 +147,8 @@ def load(path):
                                           ctypes.POINTER(ctypes.c_void_p)]
     lib.dynconv_conv2d_prepare_backward.argtypes = [vp, vp]
     lib.dynconv_conv2d_destroy.argtypes = [vp]
+    lib.dynconv_conv2d_set_num_threads.argtypes = [vp, ctypes.c_int]
+    lib.dynconv_conv2d_set_num_threads.restype = ctypes.c_int
     lib.dynconv_last_error_message.restype = ctypes.c_char_p
     lib.dynconv_blas_core.restype = ctypes.c_char_p
     lib.dynconv_blas_config.restype = ctypes.c_char_p
@@ -221,7 +225,7 @@ def main():
         x = torch.randn(args.batch, c_in, size, size, requires_grad=True)
         y = m(x)
         dy = torch.randn_like(y)
-        dc = Dynconv(lib, m, x)
+        dc = Dynconv(lib, m, x, args.threads)
         check_same(name, m, x, y, dy, dc)
         fns = {"dc_fwd": dc.forward, "dc_bwd": lambda: dc.backward(dy),
                "pt_fwd": lambda: m(x), "pt_bwd": lambda: y.backward(dy, retain_graph=True)}

@@ -7,8 +7,9 @@
 #   bench/backward_compare.sh [--batch N] [--threads T] [--quick] [--smoke] [--layers FILE]
 #
 #   --batch N     batch size (default 16)
-#   --threads T   threads for OpenBLAS and PyTorch alike (default 1: the least noisy on a
-#                 shared 2-core machine)
+#   --threads T   threads for PyTorch, OpenBLAS (libdynconv's backward GEMMs) and the
+#                 libdynconv handle (its forward) alike (default 1: the least noisy on a shared
+#                 2-core machine)
 #   --quick       3 repetitions of at least 0.05 s instead of 5 of at least 0.2 s
 #   --smoke       libdynconv only, one tiny layer list, one short repetition: checks that the
 #                 benchmark builds and runs (used by scripts/test.sh), measures nothing
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
     --quick) reps=3 min_time=0.05 ;;
     --smoke) smoke=1 reps=1 min_time=0.001 batch=2 ;;
     --layers) layers=${2:?--layers needs a file}; shift ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "backward_compare.sh: unknown argument '$1' (--help lists the options)" >&2; exit 2 ;;
   esac
   shift
@@ -54,7 +55,7 @@ export OPENBLAS_NUM_THREADS=$threads
 
 if [ $smoke -eq 1 ]; then
   echo "== libdynconv alone (batch $batch, $threads thread(s), $reps x >= ${min_time} s)"
-  "$out/backward_bench" --layers "$layers" --batch "$batch" --repeats "$reps" \
+  "$out/backward_bench" --layers "$layers" --batch "$batch" --threads "$threads" --repeats "$reps" \
     --min-time "$min_time" | tee "$out/dynconv.tsv"
   [ "$(wc -l < "$out/dynconv.tsv")" -eq 3 ] || { echo "smoke run incomplete" >&2; exit 1; }
   exit 0
