@@ -1,0 +1,651 @@
+/* dynconv-bench: Google Benchmark suite for libdynconv, written in C through bench/shim.h.
+ *
+ *   dynconv-bench [--layers FILE] [--batches 1,16] [--threads 1,2] [--sgemm N]
+ *                 [--benchmark_filter=REGEX] [other --benchmark_* flags]
+ *
+ * Benchmarks, for every layer of the list file (default: bench/layers.txt of the source tree):
+ *   layer/NAME/bB/tT/dynamic   the public forward, K = 4 kernels, hidden = C_in / 4
+ *   layer/NAME/bB/tT/static    the same shape with K = 1 (a static convolution)
+ *   module/NAME/bB/MODULE      one stage of the forward pipeline on its own, 1 thread:
+ *                              pool, attention, aggregate, im2col, gemm
+ * and sgemm/N/tT, a square N x N x N cblas_sgemm: the GFLOP/s this machine's BLAS reaches,
+ * which the convolutions are compared against.
+ * FLOPS counters count the convolution's multiply-adds only (2 * N * C_out * C_in/g * kh * kw *
+ * H_out * W_out) for both variants, so that the dynamic layer's extra work shows as a lower rate.
+ * Times are wall-clock: BLAS threads do work the calling thread's CPU time would not show. */
+#include "shim.h"
+
+#include <dynconv/dynconv.h>
+
+#include "aggregation.h"
+#include "attention.h"
+#include "conv.h"
+#include "tensor.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef DYNCONV_BENCH_DEFAULT_LAYERS
+#define DYNCONV_BENCH_DEFAULT_LAYERS "bench/layers.txt"
+#endif
+
+#define MAX_LIST 16       /* entries of --batches / --threads */
+#define NAME_LEN 64
+
+/* One line of the list file. */
+typedef struct layer_spec {
+    char name[NAME_LEN];
+    int64_t in, out, kernel, stride, pad, groups, size;
+} layer_spec;
+
+/* What one registered benchmark runs; lives in an array that outlives dcb_run. */
+typedef struct bench_case {
+    const layer_spec *layer;
+    int64_t batch;
+    int threads;
+    int64_t kernels;       /* 4: dynamic, 1: static */
+    int module;            /* for module benchmarks, a module_kind */
+    int64_t sgemm_n;       /* for the sgemm benchmark */
+} bench_case;
+
+typedef enum module_kind {
+    MOD_POOL, MOD_ATTENTION, MOD_AGGREGATE, MOD_IM2COL, MOD_GEMM
+} module_kind;
+static const char *const module_names[] = {"pool", "attention", "aggregate", "im2col", "gemm"};
+
+enum { DYNAMIC_KERNELS = 4, ATTENTION_REDUCTION = 4 };
+
+/* ---------------------------------------------------------------------------------------- */
+/* Data                                                                                     */
+/* ---------------------------------------------------------------------------------------- */
+
+static uint64_t rng_state = 0x2545F4914F6CDD1Du;
+
+static float uniform(float lo, float hi) {
+    /* xorshift64*: reproducible data without depending on the C library's rand(). */
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    const uint64_t r = rng_state * 0x2545F4914F6CDD1Du;
+    return lo + (hi - lo) * (float)((double)(r >> 11) / 9007199254740992.0);
+}
+
+/* Aligned buffer of n floats in [-scale, scale], or NULL (n == 0 or no memory). Values of
+ * moderate size keep every sum far from denormals, which would distort the timings. */
+static float *random_buffer(size_t n, float scale) {
+    size_t bytes;
+    if (n == 0 || !dc_mul_size(n, sizeof(float), &bytes)) {
+        return NULL;
+    }
+    float *p = dc_aligned_alloc(bytes);
+    if (p != NULL) {
+        for (size_t i = 0; i < n; ++i) {
+            p[i] = uniform(-scale, scale);
+        }
+    }
+    return p;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Threads                                                                                  */
+/* ---------------------------------------------------------------------------------------- */
+
+/* The library's only parallelism is the BLAS it calls, so the thread count of a run is the
+ * BLAS's. Set before every benchmark, so none inherits another's setting. */
+static void set_threads(int threads) { openblas_set_num_threads(threads); }
+
+/* ---------------------------------------------------------------------------------------- */
+/* Shapes                                                                                   */
+/* ---------------------------------------------------------------------------------------- */
+
+static int64_t out_size(const layer_spec *l) {
+    return (l->size + 2 * l->pad - l->kernel) / l->stride + 1;
+}
+
+/* Floating-point operations of the convolution proper (multiply and add counted apart). */
+static double conv_flops(const layer_spec *l, int64_t batch) {
+    const double o = (double)out_size(l);
+    return 2.0 * (double)batch * (double)l->out * (double)(l->in / l->groups) *
+           (double)(l->kernel * l->kernel) * o * o;
+}
+
+static dynconv_conv2d_geometry geometry_of(const layer_spec *l, int64_t kernels) {
+    const int64_t hidden = l->in / ATTENTION_REDUCTION > 0 ? l->in / ATTENTION_REDUCTION : 1;
+    const dynconv_conv2d_geometry g = {
+        .in_channels = l->in, .out_channels = l->out, .kernel_h = l->kernel,
+        .kernel_w = l->kernel, .stride_h = l->stride, .stride_w = l->stride, .pad_h = l->pad,
+        .pad_w = l->pad, .dilation_h = 1, .dilation_w = 1, .groups = l->groups,
+        .num_kernels = kernels, .hidden = hidden};
+    return g;
+}
+
+static dc_conv_shape conv_shape_of(const layer_spec *l) {
+    dc_conv_shape s;
+    memset(&s, 0, sizeof s);
+    s.in_channels = (size_t)l->in;
+    s.out_channels = (size_t)l->out;
+    s.groups = (size_t)l->groups;
+    s.height = s.width = (size_t)l->size;
+    s.kernel_h = s.kernel_w = (size_t)l->kernel;
+    s.stride_h = s.stride_w = (size_t)l->stride;
+    s.pad_h = s.pad_w = (size_t)l->pad;
+    s.dilation_h = s.dilation_w = 1;
+    s.out_h = s.out_w = (size_t)out_size(l);
+    return s;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Benchmarks                                                                               */
+/* ---------------------------------------------------------------------------------------- */
+
+static void fail(dcb_state *st, const char *what, dynconv_status status) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s: %s (%s)", what, dynconv_status_string(status),
+             dynconv_last_error_message());
+    dcb_skip_with_error(st, msg);
+}
+
+/* The public forward of one layer, dynamic (K = 4) or static (K = 1). */
+static void bm_layer(dcb_state *st, void *arg) {
+    const bench_case *c = arg;
+    const layer_spec *l = c->layer;
+    const dynconv_conv2d_geometry g = geometry_of(l, c->kernels);
+    const size_t kernel_len = (size_t)(l->out * (l->in / l->groups) * l->kernel * l->kernel);
+    const int64_t o = out_size(l);
+    const size_t in_count = (size_t)(c->batch * l->in * l->size * l->size);
+    const size_t out_count = (size_t)(c->batch * l->out * o * o);
+    const float wscale = 1.0f / (float)(l->in / l->groups * l->kernel * l->kernel);
+
+    float *weight = random_buffer((size_t)c->kernels * kernel_len, wscale);
+    float *bias = random_buffer((size_t)(c->kernels * l->out), 0.1f);
+    float *fc1 = random_buffer((size_t)(g.hidden * l->in), 1.0f);
+    float *fc2 = random_buffer((size_t)(c->kernels * g.hidden), 1.0f);
+    float *fc2_bias = random_buffer((size_t)c->kernels, 1.0f);
+    float *x = random_buffer(in_count, 1.0f);
+    float *y = random_buffer(out_count, 1.0f);
+    dynconv_conv2d *layer = NULL;
+    if (weight == NULL || bias == NULL || fc1 == NULL || fc2 == NULL || fc2_bias == NULL ||
+        x == NULL || y == NULL) {
+        dcb_skip_with_error(st, "out of memory");
+        goto done;
+    }
+
+    /* Biases as in the common PyTorch module: conv and fc2 have one, fc1 has none. */
+    const dynconv_conv2d_weights w = {.weight = weight, .bias = bias, .fc1_weight = fc1,
+                                      .fc2_weight = fc2, .fc2_bias = fc2_bias};
+    dynconv_status status =
+        dynconv_conv2d_create(&g, &w, 1.0f, DYNCONV_FLAG_BORROW_WEIGHTS, &layer);
+    if (status != DYNCONV_OK) {
+        fail(st, "create", status);
+        goto done;
+    }
+    size_t workspace = 0;
+    status = dynconv_conv2d_reshape(layer, c->batch, l->size, l->size, NULL, NULL, &workspace);
+    if (status != DYNCONV_OK) {
+        fail(st, "reshape", status);
+        goto done;
+    }
+    set_threads(c->threads);
+    /* Warm-up outside the measurement: first-touch of the workspace and the BLAS's buffers. */
+    status = dynconv_conv2d_forward(layer, x, y, NULL, NULL, 0);
+    if (status != DYNCONV_OK) {
+        fail(st, "forward", status);
+        goto done;
+    }
+    while (dcb_keep_running(st)) {
+        status = dynconv_conv2d_forward(layer, x, y, NULL, NULL, 0);
+        if (status != DYNCONV_OK) {
+            fail(st, "forward", status);
+            break;
+        }
+    }
+    dcb_counter(st, "FLOPS", conv_flops(l, c->batch), DCB_RATE_PER_ITERATION);
+    dcb_counter(st, "workspace_bytes", (double)workspace, DCB_PLAIN);
+    {
+        char label[128];
+        snprintf(label, sizeof label, "K=%" PRId64 " threads=%d core=%s", c->kernels, c->threads,
+                 dynconv_blas_core());
+        dcb_set_label(st, label);
+    }
+done:
+    dynconv_conv2d_destroy(layer);
+    dc_aligned_free(weight);
+    dc_aligned_free(bias);
+    dc_aligned_free(fc1);
+    dc_aligned_free(fc2);
+    dc_aligned_free(fc2_bias);
+    dc_aligned_free(x);
+    dc_aligned_free(y);
+}
+
+/* One stage of the forward on its own (internal layers), over a whole batch, 1 BLAS thread. */
+static void bm_module(dcb_state *st, void *arg) {
+    const bench_case *c = arg;
+    const layer_spec *l = c->layer;
+    const dc_conv_shape s = conv_shape_of(l);
+    const size_t n = (size_t)c->batch, k = DYNAMIC_KERNELS;
+    const size_t hidden =
+        l->in / ATTENTION_REDUCTION > 0 ? (size_t)(l->in / ATTENTION_REDUCTION) : 1;
+    const size_t g_in = s.in_channels / s.groups, g_out = s.out_channels / s.groups;
+    const size_t depth = g_in * s.kernel_h * s.kernel_w, plane = s.out_h * s.out_w;
+    const size_t in_plane = s.height * s.width, kernel_len = s.out_channels * depth;
+
+    float *x = random_buffer(n * s.in_channels * in_plane, 1.0f);
+    float *pooled = random_buffer(n * s.in_channels, 1.0f);
+    float *hid = random_buffer(n * hidden, 1.0f);
+    float *pi = random_buffer(n * k, 0.5f);
+    float *fc1 = random_buffer(hidden * s.in_channels, 1.0f);
+    float *fc2 = random_buffer(k * hidden, 1.0f);
+    float *params = random_buffer(k * kernel_len, 0.1f);
+    float *mixed = random_buffer(n * kernel_len, 0.1f);
+    float *col = random_buffer(depth * plane, 1.0f);
+    float *y = random_buffer(s.out_channels * plane, 1.0f);
+    if (x == NULL || pooled == NULL || hid == NULL || pi == NULL || fc1 == NULL || fc2 == NULL ||
+        params == NULL || mixed == NULL || col == NULL || y == NULL) {
+        dcb_skip_with_error(st, "out of memory");
+        goto done;
+    }
+    const dc_attention att = {s.in_channels, hidden, k, fc1, NULL, fc2, NULL};
+    double flops = 0.0;
+    set_threads(1);
+    switch ((module_kind)c->module) {
+    case MOD_POOL:
+        flops = (double)(n * s.in_channels * in_plane);
+        while (dcb_keep_running(st)) {
+            dc_global_avg_pool(x, n, s.in_channels, in_plane, pooled);
+        }
+        break;
+    case MOD_ATTENTION:
+        flops = 2.0 * (double)(n * hidden * (s.in_channels + k));
+        while (dcb_keep_running(st)) {
+            dc_attention_forward(&att, n, pooled, 1.0f, hid, pi);
+        }
+        break;
+    case MOD_AGGREGATE:
+        flops = 2.0 * (double)(n * k * kernel_len);
+        while (dcb_keep_running(st)) {
+            dc_aggregate(n, k, kernel_len, pi, params, mixed);
+        }
+        break;
+    case MOD_IM2COL:
+        /* What the generic path copies for every sample and group; nothing for 1x1. */
+        if (dc_conv_is_pointwise(&s)) {
+            dcb_skip_with_error(st, "pointwise layer: no im2col");
+            goto done;
+        }
+        while (dcb_keep_running(st)) {
+            for (size_t i = 0; i < n; ++i) {
+                for (size_t g = 0; g < s.groups; ++g) {
+                    dc_im2col(&s, x + (i * s.in_channels + g * g_in) * in_plane, g_in, col);
+                }
+            }
+        }
+        break;
+    case MOD_GEMM:
+        /* The products of the generic path alone: [g_out x depth] x [depth x plane] per sample
+         * and group, on an already unfolded input. */
+        flops = conv_flops(l, c->batch);
+        while (dcb_keep_running(st)) {
+            for (size_t i = 0; i < n; ++i) {
+                for (size_t g = 0; g < s.groups; ++g) {
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)g_out,
+                                (blasint)plane, (blasint)depth, 1.0f,
+                                mixed + i * kernel_len + g * g_out * depth, (blasint)depth, col,
+                                (blasint)plane, 0.0f, y + g * g_out * plane, (blasint)plane);
+                }
+            }
+        }
+        break;
+    }
+    if (flops > 0.0) {
+        dcb_counter(st, "FLOPS", flops, DCB_RATE_PER_ITERATION);
+    }
+done:
+    dc_aligned_free(x);
+    dc_aligned_free(pooled);
+    dc_aligned_free(hid);
+    dc_aligned_free(pi);
+    dc_aligned_free(fc1);
+    dc_aligned_free(fc2);
+    dc_aligned_free(params);
+    dc_aligned_free(mixed);
+    dc_aligned_free(col);
+    dc_aligned_free(y);
+}
+
+/* The machine's reference rate: one large square product. */
+static void bm_sgemm(dcb_state *st, void *arg) {
+    const bench_case *c = arg;
+    const size_t n = (size_t)c->sgemm_n;
+    float *a = random_buffer(n * n, 1.0f), *b = random_buffer(n * n, 1.0f);
+    float *out = random_buffer(n * n, 1.0f);
+    if (a == NULL || b == NULL || out == NULL) {
+        dcb_skip_with_error(st, "out of memory");
+    } else {
+        set_threads(c->threads);
+        const blasint bn = (blasint)n;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bn, bn, bn, 1.0f, a, bn, b, bn,
+                    0.0f, out, bn); /* warm-up */
+        while (dcb_keep_running(st)) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bn, bn, bn, 1.0f, a, bn, b,
+                        bn, 0.0f, out, bn);
+        }
+        dcb_counter(st, "FLOPS", 2.0 * (double)n * (double)n * (double)n, DCB_RATE_PER_ITERATION);
+        char label[96];
+        snprintf(label, sizeof label, "threads=%d core=%s", c->threads, dynconv_blas_core());
+        dcb_set_label(st, label);
+    }
+    dc_aligned_free(a);
+    dc_aligned_free(b);
+    dc_aligned_free(out);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Command line and list file                                                               */
+/* ---------------------------------------------------------------------------------------- */
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: dynconv-bench [--layers FILE] [--batches LIST] [--threads LIST] [--sgemm N]\n"
+            "                     [--benchmark_filter=REGEX] [--benchmark_* flags]\n"
+            "  --layers FILE    layer list (default %s)\n"
+            "  --batches LIST   comma-separated batch sizes (default 1,16)\n"
+            "  --threads LIST   comma-separated thread counts (default 1,2)\n"
+            "  --sgemm N        size of the square sgemm reference, 0 for none (default 2048)\n"
+            "Benchmark names: layer/NAME/bB/tT/{dynamic,static}, module/NAME/bB/MODULE,\n"
+            "sgemm/N/tT. --benchmark_list_tests lists them. Exit status: 0, 1 when a benchmark\n"
+            "failed, 2 on bad usage or a bad list file.\n",
+            DYNCONV_BENCH_DEFAULT_LAYERS);
+}
+
+/* Parses a positive integer no larger than max; false on anything else. */
+static bool parse_int(const char *s, int64_t max, int64_t *out) {
+    char *end = NULL;
+    errno = 0;
+    const long long v = strtoll(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v <= 0 || v > max) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* "1,16" -> {1, 16}; false on an empty, malformed or too long list. */
+static bool parse_list(const char *s, int64_t max, int64_t *values, size_t *count) {
+    char buf[256];
+    if (strlen(s) >= sizeof buf) {
+        return false;
+    }
+    strcpy(buf, s);
+    *count = 0;
+    for (char *tok = strtok(buf, ","); tok != NULL; tok = strtok(NULL, ",")) {
+        if (*count == MAX_LIST || !parse_int(tok, max, &values[*count])) {
+            return false;
+        }
+        ++*count;
+    }
+    return *count > 0;
+}
+
+/* Reads the list file; prints the reason and returns false on any malformed line. */
+static bool read_layers(const char *path, layer_spec **out, size_t *count) {
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        fprintf(stderr, "dynconv-bench: cannot open layer list %s: %s\n", path, strerror(errno));
+        return false;
+    }
+    layer_spec *list = NULL;
+    size_t n = 0, cap = 0;
+    char line[512];
+    int lineno = 0;
+    bool ok = true;
+    while (ok && fgets(line, sizeof line, f) != NULL) {
+        ++lineno;
+        if (strchr(line, '\n') == NULL && !feof(f)) {
+            fprintf(stderr, "dynconv-bench: %s:%d: line too long\n", path, lineno);
+            ok = false;
+            break;
+        }
+        char *hash = strchr(line, '#');
+        if (hash != NULL) {
+            *hash = '\0';
+        }
+        layer_spec l;
+        char extra[2];
+        char name[NAME_LEN + 1];
+        long long v[7];
+        const int got = sscanf(line, "%64s %lld %lld %lld %lld %lld %lld %lld %1s", name, &v[0],
+                               &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], extra);
+        if (got <= 0) {
+            continue; /* blank or comment */
+        }
+        /* Sizes are capped so that every product below stays far from overflow. */
+        const long long cap_ch = 1 << 16, cap_k = 15, cap_size = 4096;
+        if (got != 8 || strlen(name) >= NAME_LEN || v[0] <= 0 || v[0] > cap_ch || v[1] <= 0 ||
+            v[1] > cap_ch || v[2] <= 0 || v[2] > cap_k || v[3] <= 0 || v[3] > cap_k || v[4] < 0 ||
+            v[4] > cap_k || v[5] <= 0 || v[0] % v[5] != 0 || v[1] % v[5] != 0 || v[6] <= 0 ||
+            v[6] > cap_size || v[6] + 2 * v[4] < v[2]) {
+            fprintf(stderr,
+                    "dynconv-bench: %s:%d: expected 'name in out kernel stride pad groups size' "
+                    "with positive sizes (channels <= %lld, kernel/stride/pad <= %lld, size <= "
+                    "%lld), groups dividing both channel counts and the kernel fitting the padded "
+                    "input\n",
+                    path, lineno, cap_ch, cap_k, cap_size);
+            ok = false;
+            break;
+        }
+        memset(&l, 0, sizeof l);
+        memcpy(l.name, name, strlen(name) + 1);
+        l.in = v[0];
+        l.out = v[1];
+        l.kernel = v[2];
+        l.stride = v[3];
+        l.pad = v[4];
+        l.groups = v[5];
+        l.size = v[6];
+        if (n == cap) {
+            cap = cap == 0 ? 16 : 2 * cap;
+            layer_spec *grown = realloc(list, cap * sizeof *list);
+            if (grown == NULL) {
+                fprintf(stderr, "dynconv-bench: out of memory\n");
+                ok = false;
+                break;
+            }
+            list = grown;
+        }
+        list[n++] = l;
+    }
+    if (ok && ferror(f)) {
+        fprintf(stderr, "dynconv-bench: error reading %s\n", path);
+        ok = false;
+    }
+    fclose(f);
+    if (ok && n == 0) {
+        fprintf(stderr, "dynconv-bench: %s lists no layers\n", path);
+        ok = false;
+    }
+    if (!ok) {
+        free(list);
+        return false;
+    }
+    *out = list;
+    *count = n;
+    return true;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Context                                                                                  */
+/* ---------------------------------------------------------------------------------------- */
+
+static void cpu_model(char *buf, size_t size) {
+    snprintf(buf, size, "unknown");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (f == NULL) {
+        return;
+    }
+    char line[512];
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (strncmp(line, "model name", 10) == 0) {
+            const char *colon = strchr(line, ':');
+            if (colon != NULL) {
+                colon += colon[1] == ' ' ? 2 : 1;
+                snprintf(buf, size, "%s", colon);
+                buf[strcspn(buf, "\n")] = '\0';
+            }
+            break;
+        }
+    }
+    fclose(f);
+}
+
+/* Records what decides the speed, and warns when OpenBLAS runs its SSE3 fallback on a CPU that
+ * has much wider vectors. */
+static void describe_machine(void) {
+    char model[256];
+    cpu_model(model, sizeof model);
+    __builtin_cpu_init();
+    const bool avx2 = __builtin_cpu_supports("avx2");
+    const bool avx512 = __builtin_cpu_supports("avx512f");
+    const char *core = dynconv_blas_core();
+    dcb_add_context("cpu_model", model);
+    dcb_add_context("cpu_isa", avx512 ? "avx512f" : avx2 ? "avx2" : "baseline");
+    dcb_add_context("blas_config", dynconv_blas_config());
+    dcb_add_context("blas_core", core);
+    dcb_add_context("thread_control", "openblas_set_num_threads");
+    dcb_add_context("libdynconv_version", dynconv_version_string());
+    const char *env = getenv("OPENBLAS_CORETYPE");
+    dcb_add_context("OPENBLAS_CORETYPE", env != NULL ? env : "");
+    if (strcmp(core, "Prescott") == 0 && (avx2 || avx512)) {
+        printf("WARNING: OpenBLAS runs its SSE3 \"Prescott\" kernels on this %s CPU, several "
+               "times slower than it can. Set OPENBLAS_CORETYPE=%s in the environment before "
+               "starting the program (or source scripts/openblas-env.sh).\n",
+               avx512 ? "AVX-512" : "AVX2", avx512 ? "SkylakeX" : "Haswell");
+        fflush(stdout);
+        dcb_add_context("warning", "OpenBLAS runs Prescott kernels on a CPU with AVX2/AVX-512: "
+                                   "set OPENBLAS_CORETYPE");
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Registration                                                                             */
+/* ---------------------------------------------------------------------------------------- */
+
+static bool add(const char *name, dcb_function fn, bench_case *c, const dcb_options *o) {
+    if (dcb_register(name, fn, c, o) != 0) {
+        fprintf(stderr, "dynconv-bench: cannot register %s\n", name);
+        return false;
+    }
+    return true;
+}
+
+int main(int argc, char **argv) {
+    dcb_initialize(&argc, argv);
+
+    const char *layers_path = DYNCONV_BENCH_DEFAULT_LAYERS;
+    int64_t batches[MAX_LIST] = {1, 16}, threads[MAX_LIST] = {1, 2}, sgemm_n = 2048;
+    size_t n_batches = 2, n_threads = 2;
+    for (int i = 1; i < argc; ++i) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        bool ok = true;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(a, "--layers") == 0 && v != NULL) {
+            layers_path = v;
+        } else if (strcmp(a, "--batches") == 0 && v != NULL) {
+            ok = parse_list(v, 4096, batches, &n_batches);
+        } else if (strcmp(a, "--threads") == 0 && v != NULL) {
+            ok = parse_list(v, 1024, threads, &n_threads);
+        } else if (strcmp(a, "--sgemm") == 0 && v != NULL) {
+            ok = strcmp(v, "0") == 0 ? (sgemm_n = 0, true) : parse_int(v, 16384, &sgemm_n);
+        } else {
+            fprintf(stderr, "dynconv-bench: unknown or incomplete argument '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+        if (!ok) {
+            fprintf(stderr, "dynconv-bench: bad value '%s' for %s\n", v, a);
+            return 2;
+        }
+        ++i;
+    }
+
+    layer_spec *layers = NULL;
+    size_t n_layers = 0;
+    if (!read_layers(layers_path, &layers, &n_layers)) {
+        return 2;
+    }
+    describe_machine();
+
+    /* Every case the run may select; registered benchmarks point into this array. */
+    const size_t n_cases = n_threads + n_layers * n_batches * (2 * n_threads + 5);
+    bench_case *cases = calloc(n_cases, sizeof *cases);
+    if (cases == NULL) {
+        fprintf(stderr, "dynconv-bench: out of memory\n");
+        free(layers);
+        return 2;
+    }
+    const dcb_options timed = {.real_time = 1, .unit = DCB_MS};
+    const dcb_options modules = {.real_time = 1, .unit = DCB_US};
+    size_t next = 0;
+    bool ok = true;
+    char name[160];
+    for (size_t t = 0; ok && sgemm_n > 0 && t < n_threads; ++t) {
+        bench_case *c = &cases[next++];
+        c->sgemm_n = sgemm_n;
+        c->threads = (int)threads[t];
+        snprintf(name, sizeof name, "sgemm/%" PRId64 "/t%d", sgemm_n, c->threads);
+        ok = add(name, bm_sgemm, c, &timed);
+    }
+    for (size_t li = 0; ok && li < n_layers; ++li) {
+        for (size_t b = 0; ok && b < n_batches; ++b) {
+            for (size_t t = 0; ok && t < n_threads; ++t) {
+                for (int v = 0; ok && v < 2; ++v) {
+                    bench_case *c = &cases[next++];
+                    c->layer = &layers[li];
+                    c->batch = batches[b];
+                    c->threads = (int)threads[t];
+                    c->kernels = v == 0 ? DYNAMIC_KERNELS : 1;
+                    snprintf(name, sizeof name, "layer/%s/b%" PRId64 "/t%d/%s", layers[li].name,
+                             c->batch, c->threads, v == 0 ? "dynamic" : "static");
+                    ok = add(name, bm_layer, c, &timed);
+                }
+            }
+        }
+    }
+    for (size_t li = 0; ok && li < n_layers; ++li) {
+        for (size_t b = 0; ok && b < n_batches; ++b) {
+            for (int m = MOD_POOL; ok && m <= MOD_GEMM; ++m) {
+                const dc_conv_shape s = conv_shape_of(&layers[li]);
+                if (m == MOD_IM2COL && dc_conv_is_pointwise(&s)) {
+                    continue; /* nothing to unfold */
+                }
+                bench_case *c = &cases[next++];
+                c->layer = &layers[li];
+                c->batch = batches[b];
+                c->threads = 1;
+                c->module = m;
+                snprintf(name, sizeof name, "module/%s/b%" PRId64 "/%s", layers[li].name,
+                         c->batch, module_names[m]);
+                ok = add(name, bm_module, c, &modules);
+            }
+        }
+    }
+    const int failures = ok ? dcb_run() : -1;
+    free(cases);
+    free(layers);
+    if (!ok) {
+        return 2;
+    }
+    if (failures != 0) {
+        fprintf(stderr, "dynconv-bench: %d benchmark run(s) failed\n", failures);
+        return 1;
+    }
+    return 0;
+}
