@@ -12,6 +12,7 @@ for purpose in "$@"; do
                       python3) ;;
     golden) packages+=(python3-torch python3-numpy) ;;
     python) packages+=(python3 python3-numpy python3-torch) ;;  # the Python package's tests
+    bench) packages+=(libbenchmark-dev) ;;
     *) echo "deps.sh: unknown purpose '$purpose'" >&2; exit 2 ;;
   esac
 done

@@ -3,11 +3,13 @@
 # released (optimised), then under AddressSanitizer + UndefinedBehaviorSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh test python
+scripts/deps.sh test python bench
 jobs=$(nproc)
 
 echo "== release build"
-cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DDYNCONV_WERROR=ON -DDYNCONV_BUILD_TESTS=ON
+# The benchmarks are built here too (and smoke-run by ctest) so that they cannot rot.
+cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DDYNCONV_WERROR=ON -DDYNCONV_BUILD_TESTS=ON \
+      -DDYNCONV_BUILD_BENCHMARKS=ON
 cmake --build build/release -j"$jobs"
 ctest --test-dir build/release --output-on-failure -j"$jobs"
 
