@@ -7,7 +7,8 @@
  *   layer/NAME/bB/tT/dynamic   the public forward, K = 4 kernels, hidden = C_in / 4
  *   layer/NAME/bB/tT/static    the same shape with K = 1 (a static convolution)
  *   module/NAME/bB/MODULE      one stage of the forward pipeline on its own, 1 thread:
- *                              pool, attention, aggregate, im2col, gemm
+ *                              pool, attention, aggregate, im2col, gemm (the generic path's
+ *                              two halves), conv (the per-sample convolution, any path)
  * and sgemm/N/tT, a square N x N x N cblas_sgemm: the GFLOP/s this machine's BLAS reaches,
  * which the convolutions are compared against.
  * FLOPS counters count the convolution's multiply-adds only (2 * N * C_out * C_in/g * kh * kw *
@@ -54,9 +55,10 @@ typedef struct bench_case {
 } bench_case;
 
 typedef enum module_kind {
-    MOD_POOL, MOD_ATTENTION, MOD_AGGREGATE, MOD_IM2COL, MOD_GEMM
+    MOD_POOL, MOD_ATTENTION, MOD_AGGREGATE, MOD_IM2COL, MOD_GEMM, MOD_CONV
 } module_kind;
-static const char *const module_names[] = {"pool", "attention", "aggregate", "im2col", "gemm"};
+static const char *const module_names[] = {"pool",   "attention", "aggregate",
+                                           "im2col", "gemm",      "conv"};
 
 enum { DYNAMIC_KERNELS = 4, ATTENTION_REDUCTION = 4 };
 
@@ -245,8 +247,9 @@ static void bm_module(dcb_state *st, void *arg) {
     float *mixed = random_buffer(n * kernel_len, 0.1f);
     float *col = random_buffer(depth * plane, 1.0f);
     float *y = random_buffer(s.out_channels * plane, 1.0f);
+    float *bias = random_buffer(s.out_channels, 0.1f);
     if (x == NULL || pooled == NULL || hid == NULL || pi == NULL || fc1 == NULL || fc2 == NULL ||
-        params == NULL || mixed == NULL || col == NULL || y == NULL) {
+        params == NULL || mixed == NULL || col == NULL || y == NULL || bias == NULL) {
         dcb_skip_with_error(st, "out of memory");
         goto done;
     }
@@ -301,6 +304,17 @@ static void bm_module(dcb_state *st, void *arg) {
             }
         }
         break;
+    case MOD_CONV:
+        /* The per-sample convolution as the library runs it, whichever path the shape takes
+         * (im2col + GEMM, or a faster one), with bias. */
+        flops = conv_flops(l, c->batch);
+        while (dcb_keep_running(st)) {
+            for (size_t i = 0; i < n; ++i) {
+                dc_conv2d_sample(&s, x + i * s.in_channels * in_plane, mixed + i * kernel_len,
+                                 bias, y, col);
+            }
+        }
+        break;
     }
     if (flops > 0.0) {
         dcb_counter(st, "FLOPS", flops, DCB_RATE_PER_ITERATION);
@@ -316,6 +330,7 @@ done:
     dc_aligned_free(mixed);
     dc_aligned_free(col);
     dc_aligned_free(y);
+    dc_aligned_free(bias);
 }
 
 /* The machine's reference rate: one large square product. */
@@ -584,7 +599,7 @@ int main(int argc, char **argv) {
     describe_machine();
 
     /* Every case the run may select; registered benchmarks point into this array. */
-    const size_t n_cases = n_threads + n_layers * n_batches * (2 * n_threads + 5);
+    const size_t n_cases = n_threads + n_layers * n_batches * (2 * n_threads + 6);
     bench_case *cases = calloc(n_cases, sizeof *cases);
     if (cases == NULL) {
         fprintf(stderr, "dynconv-bench: out of memory\n");
@@ -621,7 +636,7 @@ int main(int argc, char **argv) {
     }
     for (size_t li = 0; ok && li < n_layers; ++li) {
         for (size_t b = 0; ok && b < n_batches; ++b) {
-            for (int m = MOD_POOL; ok && m <= MOD_GEMM; ++m) {
+            for (int m = MOD_POOL; ok && m <= MOD_CONV; ++m) {
                 const dc_conv_shape s = conv_shape_of(&layers[li]);
                 if (m == MOD_IM2COL && dc_conv_is_pointwise(&s)) {
                     continue; /* nothing to unfold */

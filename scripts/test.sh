@@ -19,7 +19,7 @@ DYNCONV_LIBRARY="$PWD/build/release/src/libdynconv.so.1" DYNCONV_CLI="$PWD/build
 
 echo "== sanitizer build (ASan + UBSan)"
 cmake -S . -B build/sanitize -DCMAKE_BUILD_TYPE=Debug -DDYNCONV_WERROR=ON -DDYNCONV_BUILD_TESTS=ON \
-      -DDYNCONV_SANITIZE=ON
+      -DDYNCONV_SANITIZE=ON -DDYNCONV_BUILD_BENCHMARKS=ON
 cmake --build build/sanitize -j"$jobs"
 ctest --test-dir build/sanitize --output-on-failure -j"$jobs"
 
