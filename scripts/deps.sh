@@ -13,6 +13,8 @@ for purpose in "$@"; do
     golden) packages+=(python3-torch python3-numpy) ;;
     python) packages+=(python3 python3-numpy python3-torch) ;;  # the Python package's tests
     bench) packages+=(libbenchmark-dev) ;;
+    plot) packages+=(python3 python3-matplotlib) ;;
+    compare) packages+=(libbenchmark-dev python3 python3-torch python3-numpy python3-matplotlib) ;;
     *) echo "deps.sh: unknown purpose '$purpose'" >&2; exit 2 ;;
   esac
 done

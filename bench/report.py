@@ -1,0 +1,401 @@
+#!/usr/bin/python3
+"""Turns the JSON of dynconv-bench (Google Benchmark) and of torch_bench.py into the comparison
+table, docs/benchmarks.md and the ratio plot. Called by bench/compare.sh; needs Python 3, and
+python3-matplotlib for the plot.
+
+Ratios are of times measured in the same run (so that the machine's load affects both sides):
+  torch-dyn / lib     PyTorch batch-as-groups dynamic conv time / libdynconv dynamic time
+  torch-static / lib  PyTorch static nn.Conv2d time / libdynconv dynamic time
+  lib dyn / static    libdynconv dynamic (K = 4) time / libdynconv static (K = 1) time
+  % sgemm             libdynconv dynamic GFLOP/s / square sgemm GFLOP/s, same thread count
+GFLOP/s count the convolution's own operations, 2 * N * C_out * C_in/g * kh * kw * H_out * W_out.
+"""
+
+import argparse
+import json
+import math
+import os
+import re
+import statistics
+import sys
+
+THREE_BY_THREE_MIN_CHANNELS = 128
+
+
+def read_layers(path):
+    layers = []
+    with open(path) as f:
+        for line in f:
+            fields = line.split("#", 1)[0].split()
+            if len(fields) == 8:
+                c_in, c_out, k, s, p, g, size = (int(v) for v in fields[1:])
+                layers.append(dict(name=fields[0], c_in=c_in, c_out=c_out, k=k, stride=s,
+                                   pad=p, groups=g, size=size))
+    return layers
+
+
+def flops(layer, batch):
+    o = (layer["size"] + 2 * layer["pad"] - layer["k"]) // layer["stride"] + 1
+    return (2.0 * batch * layer["c_out"] * (layer["c_in"] // layer["groups"]) * layer["k"] ** 2
+            * o * o)
+
+
+def to_ms(value, unit):
+    return value * {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def read_gbench(paths):
+    """Context of the first file, and {run name: median wall time in ms} over all files (the
+    median aggregate, or the median of the single runs)."""
+    context, medians, runs = None, {}, {}
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        if context is None:
+            context = data.get("context", {})
+        for b in data.get("benchmarks", []):
+            if b.get("error_occurred"):
+                sys.exit(f"report: {b['name']} failed: {b.get('error_message', '')}")
+            name = re.sub(r"/real_time$", "", b.get("run_name", b["name"]))
+            ms = to_ms(b["real_time"], b["time_unit"])
+            if b.get("run_type") == "aggregate":
+                if b.get("aggregate_name") == "median":
+                    medians[name] = ms
+            else:
+                runs.setdefault(name, []).append(ms)
+    for name, values in runs.items():
+        medians.setdefault(name, statistics.median(values))
+    return context or {}, medians
+
+
+def geomean(values):
+    values = [v for v in values if v is not None and v > 0]
+    if not values:
+        return None
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def fmt(v, digits=2):
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def ratio(a, b):
+    return None if a is None or b is None or b <= 0 else a / b
+
+
+def build_rows(layers, lib, torch, sgemm_n):
+    rows = []
+    batches = sorted({int(m.group(1)) for k in lib for m in [re.search(r"/b(\d+)/", k)] if m})
+    threads = sorted({int(m.group(1)) for k in lib if k.startswith("layer/")
+                      for m in [re.search(r"/t(\d+)/", k)] if m})
+    for layer in layers:
+        for b in batches:
+            for t in threads:
+                key = f"layer/{layer['name']}/b{b}/t{t}"
+                dyn, stat = lib.get(key + "/dynamic"), lib.get(key + "/static")
+                if dyn is None:
+                    continue
+                tdyn = torch.get((layer["name"], b, t, "dynamic"))
+                tstat = torch.get((layer["name"], b, t, "static"))
+                gflops = flops(layer, b) / (dyn * 1e-3) / 1e9
+                sg = lib.get(f"sgemm/{sgemm_n}/t{t}")
+                sg_gflops = None if sg is None else 2.0 * sgemm_n ** 3 / (sg * 1e-3) / 1e9
+                rows.append(dict(layer=layer, batch=b, threads=t, dyn=dyn, stat=stat,
+                                 tdyn=tdyn, tstat=tstat, gflops=gflops,
+                                 r_tdyn=ratio(tdyn, dyn), r_tstat=ratio(tstat, dyn),
+                                 r_self=ratio(dyn, stat),
+                                 peak=None if sg_gflops is None else 100.0 * gflops / sg_gflops))
+    return rows, batches, threads
+
+
+def table(rows):
+    head = ("| layer | N | threads | lib dyn ms | lib static ms | torch dyn ms | torch static ms "
+            "| lib dyn GFLOP/s | torch-dyn / lib | torch-static / lib | lib dyn / static "
+            "| % sgemm |")
+    lines = [head, "|" + "---|" * 12]
+    for r in rows:
+        lines.append(
+            f"| {r['layer']['name']} | {r['batch']} | {r['threads']} | {fmt(r['dyn'], 3)} "
+            f"| {fmt(r['stat'], 3)} | {fmt(r['tdyn'], 3)} | {fmt(r['tstat'], 3)} "
+            f"| {fmt(r['gflops'], 1)} | {fmt(r['r_tdyn'])} | {fmt(r['r_tstat'])} "
+            f"| {fmt(r['r_self'])} | {fmt(r['peak'], 0)} |")
+    return lines
+
+
+def geomean_table(rows, batches, threads):
+    lines = ["| subset | torch-dyn / lib | torch-static / lib | lib dyn / static |",
+             "|---|---|---|---|"]
+    subsets = [(f"N={b}, {t} thread{'s' if t > 1 else ''}",
+                [r for r in rows if r["batch"] == b and r["threads"] == t])
+               for b in batches for t in threads]
+    subsets.append(("whole workload", rows))
+    for label, sub in subsets:
+        lines.append(f"| {label} | {fmt(geomean([r['r_tdyn'] for r in sub]))} "
+                     f"| {fmt(geomean([r['r_tstat'] for r in sub]))} "
+                     f"| {fmt(geomean([r['r_self'] for r in sub]))} |")
+    return lines
+
+
+def targets(rows, have_torch):
+    """[(target, measured, verdict)] for the issue's targets, judged on the whole workload."""
+    out = []
+    if have_torch:
+        g = geomean([r["r_tdyn"] for r in rows])
+        worst = min(rows, key=lambda r: r["r_tdyn"])
+        slower = [r for r in rows if r["r_tdyn"] <= 1.0]
+        out.append(("PyTorch batch-as-groups dynamic conv >= 2x slower than libdynconv "
+                    "(geometric mean)", f"{fmt(g)}x", "met" if g >= 2.0 else "missed"))
+        out.append(("... and slower on every layer",
+                    f"lowest {fmt(worst['r_tdyn'])}x ({worst['layer']['name']}, "
+                    f"N={worst['batch']}, {worst['threads']}T); {len(slower)} of {len(rows)} "
+                    "cases not slower", "met" if not slower else "missed"))
+        g = geomean([1.0 / r["r_tstat"] for r in rows])
+        out.append(("PyTorch static nn.Conv2d at most 1.10x faster than libdynconv's dynamic "
+                    "layer (geometric mean of lib dyn / torch static)", f"{fmt(g)}x",
+                    "met" if g <= 1.10 else "missed"))
+    g = geomean([r["r_self"] for r in rows])
+    out.append(("libdynconv dynamic / static forward <= 1.10 (geometric mean)", f"{fmt(g)}x",
+                "met" if g <= 1.10 else "missed"))
+    big = [r for r in rows if r["layer"]["k"] == 3 and r["layer"]["groups"] == 1
+           and min(r["layer"]["c_in"], r["layer"]["c_out"]) >= THREE_BY_THREE_MIN_CHANNELS
+           and r["peak"] is not None]
+    if big:
+        low = [r for r in big if r["peak"] < 80.0]
+        span = f"{fmt(min(r['peak'] for r in big), 0)}% to {fmt(max(r['peak'] for r in big), 0)}%"
+        out.append((f"dense 3x3 layers with >= {THREE_BY_THREE_MIN_CHANNELS} channels reach "
+                    ">= 80% of the sgemm GFLOP/s (same thread count)",
+                    f"{span}; {len(big) - len(low)} of {len(big)} cases at >= 80%",
+                    "met" if not low else "missed"))
+    return out
+
+
+def module_table(layers, lib, batch):
+    mods = ["pool", "attention", "aggregate", "im2col", "gemm", "conv"]
+    pipeline = ["pool", "attention", "aggregate", "conv"]
+    lines = [f"| layer (N={batch}, 1 thread) | " + " | ".join(f"{m} ms" for m in mods)
+             + " | pool+attention+aggregate+conv | forward ms |", "|" + "---|" * (len(mods) + 3)]
+    found = False
+    for layer in layers:
+        vals = {m: lib.get(f"module/{layer['name']}/b{batch}/{m}") for m in mods}
+        if all(v is None for v in vals.values()):
+            continue
+        found = True
+        total = sum(vals[m] for m in pipeline if vals[m] is not None)
+        fwd = lib.get(f"layer/{layer['name']}/b{batch}/t1/dynamic")
+        lines.append(f"| {layer['name']} | "
+                     + " | ".join(fmt(vals[m], 3) if vals[m] is not None else "-" for m in mods)
+                     + f" | {fmt(total, 3)} | {fmt(fwd, 3)} |")
+    return lines if found else []
+
+
+def plot(rows, batches, threads, have_torch, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    for r in rows:
+        if r["layer"]["name"] not in names:
+            names.append(r["layer"]["name"])
+    configs = [(b, t) for b in batches for t in threads]
+    panels = []
+    if have_torch:
+        panels.append(("r_tdyn", "PyTorch dynamic (batch-as-groups) time / libdynconv dynamic "
+                       "time\nhigher is better for libdynconv; target: geometric mean >= 2, "
+                       "every case > 1", [(2.0, "target 2x"), (1.0, "parity")], True))
+        panels.append(("r_tstat", "PyTorch static nn.Conv2d time / libdynconv dynamic time\n"
+                       "target: geometric mean >= 1/1.10", [(1 / 1.10, "target 0.91"),
+                                                            (1.0, "parity")], True))
+    panels.append(("r_self", "libdynconv dynamic (K=4) time / static (K=1) time\n"
+                   "lower is better; target: geometric mean <= 1.10",
+                   [(1.10, "target 1.10"), (1.0, "no overhead")], True))
+    panels.append(("peak", "libdynconv dynamic GFLOP/s as % of the sgemm GFLOP/s (same threads)"
+                   "\ntarget: >= 80% for dense 3x3 layers with >= 128 channels",
+                   [(80.0, "target 80%")], False))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(13, 4.2 * len(panels)))
+    if len(panels) == 1:
+        axes = [axes]
+    width = 0.8 / len(configs)
+    colors = ["#4c72b0", "#55a868", "#c44e52", "#8172b2", "#ccb974", "#64b5cd"]
+    for ax, (key, title, lines, log) in zip(axes, panels):
+        for ci, (b, t) in enumerate(configs):
+            xs, ys = [], []
+            for li, name in enumerate(names):
+                for r in rows:
+                    if (r["layer"]["name"], r["batch"], r["threads"]) == (name, b, t) \
+                            and r[key] is not None:
+                        xs.append(li - 0.4 + width * (ci + 0.5))
+                        ys.append(r[key])
+            ax.bar(xs, ys, width, label=f"N={b}, {t}T", color=colors[ci % len(colors)])
+        for i, (y, label) in enumerate(lines):
+            ax.axhline(y, color="black", linestyle="--" if "target" in label else ":",
+                       linewidth=1)
+            # First label above its line, the second below, so that close lines stay legible.
+            ax.annotate(label, (len(names) - 0.45, y), fontsize=8, ha="right",
+                        va="bottom" if i == 0 else "top")
+        if log:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
+        ax.set_xlim(-0.6, len(names) - 0.4)
+        ax.grid(axis="y", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(configs), fontsize=9,
+               title="batch N, threads T")
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main():
+    ap = argparse.ArgumentParser(description="libdynconv vs PyTorch benchmark report")
+    ap.add_argument("--dynconv", required=True, nargs="+", help="dynconv-bench JSON outputs")
+    ap.add_argument("--torch", nargs="*", default=[],
+                    help="torch_bench.py JSON outputs (none: libdynconv only)")
+    ap.add_argument("--layers", required=True)
+    ap.add_argument("--sgemm", type=int, default=2048)
+    ap.add_argument("--md", help="Markdown report to write")
+    ap.add_argument("--png", help="ratio plot to write")
+    ap.add_argument("--command", default="bench/compare.sh", help="how the run was made")
+    ap.add_argument("--settings", default="", help="repeats and minimum times, for the record")
+    ap.add_argument("--date", default="")
+    ap.add_argument("--load", default="", help="load averages seen during the run")
+    args = ap.parse_args()
+
+    layers = read_layers(args.layers)
+    ctx, lib = read_gbench(args.dynconv)
+    torch_ctx, torch = {}, {}
+    for path in args.torch:
+        with open(path) as f:
+            data = json.load(f)
+        torch_ctx = torch_ctx or data["context"]
+        torch.update({(r["layer"], r["batch"], r["threads"], r["variant"]): r["ms"]
+                      for r in data["results"]})
+    have_torch = bool(torch)
+    rows, batches, threads = build_rows(layers, lib, torch, args.sgemm)
+    if not rows:
+        sys.exit("report: no layer results in " + " ".join(args.dynconv))
+
+    core = ctx.get("blas_core", "unknown")
+    isa = ctx.get("cpu_isa", "")
+    warn = None
+    if core == "Prescott" and isa in ("avx2", "avx512f"):
+        warn = ("WARNING: OpenBLAS ran its SSE3 \"Prescott\" kernels on a CPU with "
+                f"{isa.upper()}: every BLAS-bound figure below is several times too low. Set "
+                f"OPENBLAS_CORETYPE={'SkylakeX' if isa == 'avx512f' else 'Haswell'} before "
+                "starting the programs (bench/compare.sh does it through "
+                "scripts/openblas-env.sh on AVX-512 machines).")
+    sgemm = {t: lib.get(f"sgemm/{args.sgemm}/t{t}") for t in threads}
+    sgemm_gf = {t: (None if v is None else 2.0 * args.sgemm ** 3 / (v * 1e-3) / 1e9)
+                for t, v in sgemm.items()}
+
+    env = [
+        f"- Date: {args.date or ctx.get('date', '')}",
+        f"- CPU: {ctx.get('cpu_model', 'unknown')} ({ctx.get('num_cpus', '?')} logical CPUs, "
+        f"widest vector ISA: {isa or 'unknown'})",
+        f"- BLAS: {ctx.get('blas_config', 'unknown')}; core in use: **{core}**; "
+        f"OPENBLAS_CORETYPE={ctx.get('OPENBLAS_CORETYPE', '') or '(unset)'}",
+        f"- libdynconv {ctx.get('libdynconv_version', '?')}; thread count set through "
+        f"{ctx.get('thread_control', '?')}; threads measured: "
+        f"{', '.join(str(t) for t in threads)}; batches: {', '.join(str(b) for b in batches)}",
+        "- sgemm " + f"{args.sgemm}^3: " + ", ".join(
+            f"{fmt(sgemm_gf[t], 1)} GFLOP/s with {t} thread{'s' if t > 1 else ''}"
+            for t in threads),
+    ]
+    if have_torch:
+        env.append(f"- PyTorch {torch_ctx.get('torch_version', '?')} (Python "
+                   f"{torch_ctx.get('python', '?')}, oneDNN "
+                   f"{'on' if torch_ctx.get('mkldnn') else 'off'}, CPU capability "
+                   f"{torch_ctx.get('cpu_capability', '?') or '?'}), threads set with "
+                   "torch.set_num_threads (and its OpenBLAS's count) to the same counts; "
+                   f"OMP_WAIT_POLICY={torch_ctx.get('omp_wait_policy', '?')}")
+    if args.settings:
+        env.append(f"- Settings: {args.settings}")
+    if args.load:
+        env.append(f"- Load average (1, 5, 15 min) {args.load}: other processes on the "
+                   "machine take cores from both sides; 2-thread figures suffer most")
+
+    tab = table(rows)
+    geo = geomean_table(rows, batches, threads)
+    tgt = targets(rows, have_torch)
+
+    # Console output.
+    if warn:
+        print(warn)
+    print("\n".join(env))
+    print()
+    print(f"{'layer':<22}{'N':>4}{'T':>3}{'lib dyn':>10}{'lib stat':>10}{'t dyn':>10}"
+          f"{'t stat':>10}{'GF/s':>8}{'tdyn/lib':>9}{'tst/lib':>9}{'dyn/st':>8}{'%sgemm':>8}")
+    for r in rows:
+        print(f"{r['layer']['name']:<22}{r['batch']:>4}{r['threads']:>3}{fmt(r['dyn'], 3):>10}"
+              f"{fmt(r['stat'], 3):>10}{fmt(r['tdyn'], 3):>10}{fmt(r['tstat'], 3):>10}"
+              f"{fmt(r['gflops'], 1):>8}{fmt(r['r_tdyn']):>9}{fmt(r['r_tstat']):>9}"
+              f"{fmt(r['r_self']):>8}{fmt(r['peak'], 0):>8}")
+    print("(times in ms, medians; ratios of times)")
+    print()
+    print("\n".join(geo))
+    print()
+    for name, measured, verdict in tgt:
+        print(f"[{verdict.upper():>6}] {name}: {measured}")
+
+    if args.md:
+        md = ["# Benchmarks", "",
+              "Generated by `" + args.command + "` (see the README); do not edit by hand. "
+              "Times are medians of repeated runs, wall clock, in milliseconds. Ratios are "
+              "of times measured in the same run. GFLOP/s count the convolution's own "
+              "operations (2 * N * C_out * C_in/g * kh * kw * H_out * W_out), the same figure "
+              "for the dynamic and the static variant, so the dynamic layer's extra work (the "
+              "attention and the mixing of kernels) shows as a lower rate.", ""]
+        if warn:
+            md += ["> **" + warn + "**", ""]
+        md += ["## Machine and settings", ""] + env + [""]
+        md += ["## What was measured", "",
+               "- **lib dyn**: `dynconv_conv2d_forward` with K = 4 kernels, attention hidden size "
+               "C_in / 4, bias, temperature 1 (attention, mixing of kernels and convolution).",
+               "- **lib static**: the same call and shape with K = 1, a static convolution.",
+               "- **torch dyn**: the usual PyTorch dynamic convolution: attention, "
+               "`torch.mm` of the attention with the K kernels, then one grouped `F.conv2d` "
+               "with the batch folded into the channels (groups = groups * batch), under "
+               "`torch.no_grad()`.",
+               "- **torch static**: `nn.Conv2d` of the same shape with bias (oneDNN).",
+               "- **% sgemm**: lib dyn GFLOP/s over the GFLOP/s of a square "
+               f"{args.sgemm}^3 `cblas_sgemm` on the same OpenBLAS with the same thread count.",
+               ""]
+        md += ["## Targets", "",
+               "Judged on the whole workload (every layer, batch and thread count) of this run. "
+               "The targets were set for a 2-core AVX-512 machine with OpenBLAS on its SkylakeX "
+               "kernels; the machine above is what this run had.", "",
+               "| target | measured | verdict |", "|---|---|---|"]
+        md += [f"| {n} | {m} | **{v}** |" for n, m, v in tgt]
+        md += ["| the steady-state forward allocates nothing; peak memory of the largest "
+               "layer close to the workspace formula | not measured by this tool (the "
+               "`workspace_bytes` counter of dynconv-bench gives the workspace size) | "
+               "not judged here |", ""]
+        md += ["## Geometric means", ""] + geo + [""]
+        md += ["## Every case", ""] + tab + [""]
+        mt = module_table(layers, lib, max(batches))
+        if mt:
+            md += ["## Where the time goes", "",
+                   "Each stage of the generic pipeline on its own (internal layers, 1 BLAS "
+                   "thread, whole batch): global average pool, the attention's fully connected "
+                   "layers and softmax, mixing of the K kernels for the whole batch, the two "
+                   "halves of the generic convolution path (im2col of every sample and group, "
+                   "none for 1x1 layers; the GEMMs on an unfolded input), and `conv`, the "
+                   "per-sample convolution as the library runs it for that shape (im2col + GEMM "
+                   "or a faster path). The forward column is the whole dynamic forward with 1 "
+                   "thread; it may order or fuse the stages differently.", ""] + mt + [""]
+        if args.png:
+            md += ["## Plot", "", f"![ratios]({os.path.basename(args.png)})", ""]
+        with open(args.md, "w") as f:
+            f.write("\n".join(md))
+        print(f"\nwrote {args.md}")
+    if args.png:
+        plot(rows, batches, threads, have_torch, args.png)
+        print(f"wrote {args.png}")
+
+
+if __name__ == "__main__":
+    main()
