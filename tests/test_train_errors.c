@@ -143,6 +143,9 @@ static void layer_errors(void **state) {
                 "dct_maxpool2d_forward");
     expect_fail(dct_maxpool2d_forward(N, C, H, W, 2, 2, x, y, NULL), DYNCONV_ERROR_NULL_POINTER,
                 "dct_maxpool2d_forward");
+    /* 2^60 floats of input still fit in ptrdiff_t bytes; 2^60 int64 indices do not. */
+    expect_fail(dct_maxpool2d_forward((int64_t)1 << 58, 1, 2, 2, 1, 1, x, y, idx),
+                DYNCONV_ERROR_SIZE_OVERFLOW, "dct_maxpool2d_forward");
     /* argmax outside the plane is caught before dx is written. */
     const float dy[N * C] = {1, 2, 3, 4, 5, 6};
     int64_t bad[N * C] = {0, 1, 2, 3, 4, 0};

@@ -159,8 +159,13 @@ static dynconv_status check_pool(const char *fn, int64_t batch, int64_t channels
     d->kernel = (size_t)kernel;
     d->stride = (size_t)stride;
     d->in_total = total;
-    /* Smaller than the input, so it cannot overflow. */
+    /* No larger than the input count, so the product cannot overflow; but argmax holds 8-byte
+     * indices, whose byte count must be checked separately. */
     d->out_total = d->planes * d->out_h * d->out_w;
+    if (d->out_total > (size_t)PTRDIFF_MAX / sizeof(int64_t)) {
+        return dct_fail(DYNCONV_ERROR_SIZE_OVERFLOW, "%s: argmax of %zu indices overflows", fn,
+                        d->out_total);
+    }
     return DYNCONV_OK;
 }
 
