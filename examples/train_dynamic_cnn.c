@@ -188,13 +188,13 @@ typedef struct block {
     /* Activations for the batch: conv output, BN + ReLU output, pooled output and argmax. */
     float *conv_out, *act, *pooled;
     int64_t *argmax;
+    float *attention; /* [N, K]: the attention of the last forward that asked for it */
     /* Gradients of the same tensors (conv_out's also serves BN's). */
     float *d_conv_out, *d_act;
 } block;
 
 typedef struct network {
     int kernels;
-    int64_t batch_capacity;
     block blocks[BLOCKS];
     tensor3 fc_weight, fc_bias;
     float *features, *logits, *d_features, *d_logits;
@@ -249,6 +249,7 @@ static void block_init(block *b, int64_t cin, int64_t cout, int64_t size, bool p
     b->d_act = xcalloc(acts, sizeof(float));
     const size_t pooled = (size_t)(batch * cout * b->out_size * b->out_size);
     b->pooled = pool ? xcalloc(pooled, sizeof(float)) : NULL;
+    b->attention = xcalloc((size_t)(batch * kernels), sizeof(float));
     b->argmax = pool ? xcalloc(pooled, sizeof(int64_t)) : NULL;
 }
 
@@ -259,7 +260,7 @@ static void block_free(block *b) {
         free_param(params[i]);
     }
     void *bufs[] = {b->running_mean, b->running_var, b->save_mean, b->save_invstd, b->conv_out,
-                    b->act, b->pooled, b->argmax, b->d_conv_out, b->d_act};
+                    b->act, b->pooled, b->argmax, b->d_conv_out, b->d_act, b->attention};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; ++i) {
         free(bufs[i]);
     }
@@ -271,7 +272,6 @@ static float *block_output(block *b) { return b->pool ? b->pooled : b->act; }
 static void network_init(network *net, int kernels, int64_t width, int64_t batch, uint64_t seed) {
     memset(net, 0, sizeof *net);
     net->kernels = kernels;
-    net->batch_capacity = batch;
     const int64_t widths[BLOCKS + 1] = {1, width, 2 * width, 4 * width};
     int64_t size = IMG;
     for (int i = 0; i < BLOCKS; ++i) {
@@ -322,12 +322,14 @@ static void network_reshape(network *net, int64_t batch, bool for_backward) {
     }
 }
 
-/* Forward of a batch; training uses batch statistics (and updates the running ones). */
+/* Forward of a batch; training uses batch statistics (and updates the running ones). Inference
+ * also keeps each layer's attention, to report how the kernels are chosen. */
 static void network_forward(network *net, int64_t batch, const float *input, bool training) {
     const float *x = input;
     for (int i = 0; i < BLOCKS; ++i) {
         block *b = &net->blocks[i];
-        CHECK_DC(dynconv_conv2d_forward(b->conv, x, b->conv_out, NULL, NULL, 0));
+        CHECK_DC(dynconv_conv2d_forward(b->conv, x, b->conv_out, training ? NULL : b->attention,
+                                        NULL, 0));
         const dct_batchnorm2d bn = {b->cout,        1e-5f,          0.1f,
                                     b->gamma.value, b->beta.value,  b->running_mean,
                                     b->running_var};
@@ -434,31 +436,56 @@ typedef struct run_result {
     size_t parameters;
 } run_result;
 
-/* Accuracy of the network in inference mode (running statistics, T as it stands). */
+/* How a layer's attention chose among its K kernels over a data set. */
+typedef struct attention_stats {
+    double sum_largest;              /* sum over samples of max_k pi */
+    int64_t top_count[64];           /* samples whose largest weight is kernel k */
+    int64_t samples;
+} attention_stats;
+
+/* Accuracy (%) of the network in inference mode (running statistics, T as it stands) over the
+ * whole set, the last partial batch included; optionally per class and the attention stats. */
 static double evaluate(network *net, const dataset *d, int64_t batch, int per_class_correct[],
-                       int per_class_total[]) {
-    int64_t correct_total = 0;
-    for (int at = 0; at + batch <= d->count; at += (int)batch) {
-        network_forward(net, batch, d->images + (size_t)at * IMG * IMG, false);
+                       int per_class_total[], attention_stats stats[BLOCKS]) {
+    int64_t correct_total = 0, shaped = batch;
+    for (int at = 0; at < d->count; at += (int)batch) {
+        const int64_t n = d->count - at < batch ? d->count - at : batch;
+        if (n != shaped) {
+            network_reshape(net, n, false); /* smaller: nothing is allocated */
+            shaped = n;
+        }
+        network_forward(net, n, d->images + (size_t)at * IMG * IMG, false);
         float loss;
         int64_t correct;
-        CHECK_DCT(dct_softmax_cross_entropy(batch, CLASSES, net->logits, d->labels + at, &loss,
-                                            NULL, &correct));
+        CHECK_DCT(dct_softmax_cross_entropy(n, CLASSES, net->logits, d->labels + at, &loss, NULL,
+                                            &correct));
         correct_total += correct;
-        if (per_class_correct != NULL) {
-            for (int64_t i = 0; i < batch; ++i) {
-                const float *z = net->logits + i * CLASSES;
-                int best = 0;
-                for (int j = 1; j < CLASSES; ++j) {
-                    best = z[j] > z[best] ? j : best;
+        for (int64_t i = 0; per_class_correct != NULL && i < n; ++i) {
+            const float *z = net->logits + i * CLASSES;
+            int best = 0;
+            for (int j = 1; j < CLASSES; ++j) {
+                best = z[j] > z[best] ? j : best;
+            }
+            per_class_total[d->labels[at + i]] += 1;
+            per_class_correct[d->labels[at + i]] += best == d->labels[at + i];
+        }
+        for (int l = 0; stats != NULL && l < BLOCKS; ++l) {
+            for (int64_t i = 0; i < n; ++i) {
+                const float *pi = net->blocks[l].attention + i * net->kernels;
+                int top = 0;
+                for (int k = 1; k < net->kernels; ++k) {
+                    top = pi[k] > pi[top] ? k : top;
                 }
-                per_class_total[d->labels[at + i]] += 1;
-                per_class_correct[d->labels[at + i]] += best == d->labels[at + i];
+                stats[l].sum_largest += pi[top];
+                stats[l].top_count[top] += 1;
+                stats[l].samples += 1;
             }
         }
     }
-    const int64_t used = (d->count / batch) * batch;
-    return used > 0 ? 100.0 * (double)correct_total / (double)used : 0.0;
+    if (shaped != batch) {
+        network_reshape(net, batch, true);
+    }
+    return 100.0 * (double)correct_total / (double)d->count;
 }
 
 static void progress_bar(int epoch, int epochs, int done, int total, double loss, float t) {
@@ -480,6 +507,8 @@ static run_result train_network(const options *o, int kernels, const dataset *tr
     network net;
     network_init(&net, kernels, o->width, o->batch, o->seed);
     const int64_t batch = o->batch;
+    /* The last partial batch of an epoch is dropped: every epoch has the same iterations, and
+     * batch statistics of a handful of samples would be noisy. */
     const int iters = train->count / o->batch;
     const int64_t total_iters = (int64_t)iters * o->epochs;
     const int64_t anneal = (int64_t)iters * o->anneal_epochs;
@@ -543,7 +572,7 @@ static run_result train_network(const options *o, int kernels, const dataset *tr
         }
         res.final_loss = loss_sum / iters;
         res.train_acc = 100.0 * (double)correct_sum / (double)((int64_t)iters * batch);
-        res.test_acc = evaluate(&net, test, batch, NULL, NULL);
+        res.test_acc = evaluate(&net, test, batch, NULL, NULL, NULL);
         char t_text[16] = "    -"; /* with K = 1 the attention, and so T, plays no role */
         if (kernels > 1) {
             snprintf(t_text, sizeof t_text, "%5.2f", (double)temperature);
@@ -555,12 +584,24 @@ static run_result train_network(const options *o, int kernels, const dataset *tr
     }
     res.seconds = now_seconds() - start;
     int pc[CLASSES] = {0}, pt[CLASSES] = {0};
-    evaluate(&net, test, batch, pc, pt);
+    attention_stats stats[BLOCKS];
+    memset(stats, 0, sizeof stats);
+    evaluate(&net, test, batch, pc, pt, stats);
     printf("  test accuracy per class:");
     for (int c = 0; c < CLASSES; ++c) {
         printf("  %s %.0f%%", class_names[c], pt[c] ? 100.0 * pc[c] / pt[c] : 0.0);
     }
     printf("\n");
+    /* Per-sample kernel choice: a uniform attention would give 1/K as the largest weight. */
+    for (int l = 0; kernels > 1 && l < BLOCKS; ++l) {
+        printf("  layer %d attention on the test set: mean largest weight %.2f (uniform %.2f); "
+               "samples per top kernel:",
+               l + 1, stats[l].sum_largest / (double)stats[l].samples, 1.0 / kernels);
+        for (int k = 0; k < kernels; ++k) {
+            printf(" %.0f%%", 100.0 * (double)stats[l].top_count[k] / (double)stats[l].samples);
+        }
+        printf("\n");
+    }
     free(order);
     free(xb);
     free(yb);
@@ -640,7 +681,7 @@ static int parse_options(int argc, char **argv, options *o) {
         } else if (strcmp(a, "--batch") == 0) {
             ok = parse_long(v, 2, 4096, &n) && (o->batch = (int)n, true);
         } else if (strcmp(a, "--kernels") == 0) {
-            ok = parse_long(v, 1, 64, &n) && (o->kernels = (int)n, true);
+            ok = parse_long(v, 1, 64, &n) && (o->kernels = (int)n, true); /* attention_stats */
         } else if (strcmp(a, "--width") == 0) {
             ok = parse_long(v, 1, 256, &n) && (o->width = (int)n, true);
         } else if (strcmp(a, "--seed") == 0) {
@@ -659,9 +700,8 @@ static int parse_options(int argc, char **argv, options *o) {
             return -1;
         }
     }
-    if (o->train < o->batch || o->test < o->batch) {
-        fprintf(stderr, "train_dynamic_cnn: --train and --test must be at least --batch (%d)\n",
-                o->batch);
+    if (o->train < o->batch) {
+        fprintf(stderr, "train_dynamic_cnn: --train must be at least --batch (%d)\n", o->batch);
         return -1;
     }
     if (o->anneal_epochs > o->epochs) {
