@@ -27,6 +27,8 @@
  *     backward calls into them.
  *   - Output and input buffers must not overlap, except where a function says "in place".
  *   - No function allocates memory; all buffers belong to the caller.
+ *   - No global state besides the thread-local error message: threads may call any function
+ *     concurrently on distinct buffers. The linear layer's GEMMs run on the BLAS's threads.
  */
 #ifndef DYNCONV_TRAIN_H
 #define DYNCONV_TRAIN_H
