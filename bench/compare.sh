@@ -63,16 +63,19 @@ done
 rm -f "$raw"/*.json
 bench=(build/bench/bench/dynconv-bench --layers "$layers" --batches 1,16 --threads 1,2
        --sgemm 2048 --benchmark_repetitions=$reps --benchmark_min_time=$min_time
-       --benchmark_report_aggregates_only=true --benchmark_out_format=json)
+       --benchmark_out_format=json)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
+# The sgemm reference keeps its single runs (its best is the machine's rate), at the start and
+# again at the end, in case the load was high at one of the two.
 echo "== sgemm reference (libdynconv's OpenBLAS)"
 "${bench[@]}" --benchmark_filter='^sgemm/' --benchmark_out="$raw/0-sgemm.json"
 # Layer by layer, libdynconv then PyTorch: a change in the machine's load then hits both sides
 # of a ratio alike, instead of one whole half of the run.
 for name in $names; do
   echo "== $name: libdynconv"
-  "${bench[@]}" --benchmark_filter="^layer/$name/" --benchmark_out="$raw/1-layer-$name.json"
+  "${bench[@]}" --benchmark_filter="^layer/$name/" --benchmark_out="$raw/1-layer-$name.json" \
+    --benchmark_report_aggregates_only=true
   if [ $torch -eq 1 ]; then
     echo "== $name: PyTorch"
     "$py" bench/torch_bench.py --layers "$layers" --only "$name" --batches 1,16 --threads 1,2 \
@@ -81,8 +84,11 @@ for name in $names; do
 done
 if [ $quick -eq 0 ]; then
   echo "== libdynconv stages, one by one"
-  "${bench[@]}" --benchmark_filter='^module/' --benchmark_out="$raw/2-modules.json"
+  "${bench[@]}" --benchmark_filter='^module/' --benchmark_out="$raw/2-modules.json" \
+    --benchmark_report_aggregates_only=true
 fi
+echo "== sgemm reference again"
+"${bench[@]}" --benchmark_filter='^sgemm/' --benchmark_out="$raw/3-sgemm.json"
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 command="bench/compare.sh"

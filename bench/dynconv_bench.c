@@ -13,7 +13,7 @@
  * which the convolutions are compared against.
  * FLOPS counters count the convolution's multiply-adds only (2 * N * C_out * C_in/g * kh * kw *
  * H_out * W_out) for both variants, so that the dynamic layer's extra work shows as a lower rate.
- * Times are wall-clock: BLAS threads do work the calling thread's CPU time would not show. */
+ * Times are wall-clock: worker threads do work the calling thread's CPU time would not show. */
 #include "shim.h"
 
 #include <dynconv/dynconv.h>
@@ -97,9 +97,10 @@ static float *random_buffer(size_t n, float scale) {
 /* Threads                                                                                  */
 /* ---------------------------------------------------------------------------------------- */
 
-/* The library's only parallelism is the BLAS it calls, so the thread count of a run is the
- * BLAS's. Set before every benchmark, so none inherits another's setting. */
-static void set_threads(int threads) { openblas_set_num_threads(threads); }
+/* Stages called on their own and the sgemm run on the BLAS's threads; set before every such
+ * benchmark, so none inherits another's setting. A layer's forward uses its handle's threads
+ * (dynconv_conv2d_set_num_threads) and one BLAS thread per call, whatever is set here. */
+static void set_blas_threads(int threads) { openblas_set_num_threads(threads); }
 
 /* ---------------------------------------------------------------------------------------- */
 /* Shapes                                                                                   */
@@ -186,13 +187,18 @@ static void bm_layer(dcb_state *st, void *arg) {
         fail(st, "create", status);
         goto done;
     }
+    /* Before reshape: the workspace holds one slot per thread. */
+    status = dynconv_conv2d_set_num_threads(layer, c->threads);
+    if (status != DYNCONV_OK) {
+        fail(st, "set_num_threads", status);
+        goto done;
+    }
     size_t workspace = 0;
     status = dynconv_conv2d_reshape(layer, c->batch, l->size, l->size, NULL, NULL, &workspace);
     if (status != DYNCONV_OK) {
         fail(st, "reshape", status);
         goto done;
     }
-    set_threads(c->threads);
     /* Warm-up outside the measurement: first-touch of the workspace and the BLAS's buffers. */
     status = dynconv_conv2d_forward(layer, x, y, NULL, NULL, 0);
     if (status != DYNCONV_OK) {
@@ -209,8 +215,11 @@ static void bm_layer(dcb_state *st, void *arg) {
     dcb_counter(st, "FLOPS", conv_flops(l, c->batch), DCB_RATE_PER_ITERATION);
     dcb_counter(st, "workspace_bytes", (double)workspace, DCB_PLAIN);
     {
+        /* The count the handle really uses, as it reports it. */
+        int used = 0;
+        dynconv_conv2d_get_num_threads(layer, &used);
         char label[128];
-        snprintf(label, sizeof label, "K=%" PRId64 " threads=%d core=%s", c->kernels, c->threads,
+        snprintf(label, sizeof label, "K=%" PRId64 " threads=%d core=%s", c->kernels, used,
                  dynconv_blas_core());
         dcb_set_label(st, label);
     }
@@ -255,7 +264,7 @@ static void bm_module(dcb_state *st, void *arg) {
     }
     const dc_attention att = {s.in_channels, hidden, k, fc1, NULL, fc2, NULL};
     double flops = 0.0;
-    set_threads(1);
+    set_blas_threads(1);
     switch ((module_kind)c->module) {
     case MOD_POOL:
         flops = (double)(n * s.in_channels * in_plane);
@@ -342,7 +351,7 @@ static void bm_sgemm(dcb_state *st, void *arg) {
     if (a == NULL || b == NULL || out == NULL) {
         dcb_skip_with_error(st, "out of memory");
     } else {
-        set_threads(c->threads);
+        set_blas_threads(c->threads);
         const blasint bn = (blasint)n;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bn, bn, bn, 1.0f, a, bn, b, bn,
                     0.0f, out, bn); /* warm-up */
@@ -531,7 +540,9 @@ static void describe_machine(void) {
     dcb_add_context("cpu_isa", avx512 ? "avx512f" : avx2 ? "avx2" : "baseline");
     dcb_add_context("blas_config", dynconv_blas_config());
     dcb_add_context("blas_core", core);
-    dcb_add_context("thread_control", "openblas_set_num_threads");
+    dcb_add_context("thread_control",
+                    "dynconv_conv2d_set_num_threads for the layers (their BLAS calls run on one "
+                    "thread), openblas_set_num_threads for the stages alone and the sgemm");
     dcb_add_context("libdynconv_version", dynconv_version_string());
     const char *env = getenv("OPENBLAS_CORETYPE");
     dcb_add_context("OPENBLAS_CORETYPE", env != NULL ? env : "");
@@ -606,7 +617,9 @@ int main(int argc, char **argv) {
         free(layers);
         return 2;
     }
-    const dcb_options timed = {.real_time = 1, .unit = DCB_MS};
+    /* Wall-clock time, and the process's CPU time beside it: with one thread the latter is
+     * what the work costs even when other programs take the core away now and then. */
+    const dcb_options timed = {.real_time = 1, .unit = DCB_MS, .process_cpu_time = 1};
     const dcb_options modules = {.real_time = 1, .unit = DCB_US};
     size_t next = 0;
     bool ok = true;

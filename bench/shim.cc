@@ -65,6 +65,9 @@ int dcb_register(const char *name, dcb_function fn, void *arg, const dcb_options
             if (options->iterations > 0) {
                 b->Iterations(options->iterations);
             }
+            if (options->process_cpu_time) {
+                b->MeasureProcessCPUTime();
+            }
         }
     } catch (...) {
         return -1;

@@ -41,6 +41,8 @@ typedef struct dcb_options {
     dcb_time_unit unit;     /* unit of the console output */
     double min_time;        /* seconds per repetition, > 0 to override --benchmark_min_time */
     int64_t iterations;     /* > 0: exactly this many iterations */
+    int process_cpu_time;   /* nonzero: the CPU time reported is the whole process's (all its
+                               threads), not the calling thread's */
 } dcb_options;
 
 /* Removes the --benchmark_* flags from argv (and handles --help). Call once, first. */

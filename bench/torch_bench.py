@@ -102,19 +102,21 @@ def self_check():
 
 
 def time_module(module, x, repeats, min_time):
-    """Median seconds per call over `repeats` runs of at least min_time seconds each."""
+    """Median wall-clock seconds per call over `repeats` runs of at least min_time seconds each,
+    the samples, the iterations per run, and the median process CPU seconds per call."""
     module(x)  # warm-up: oneDNN primitive creation, first touch of the buffers
     start = time.perf_counter()
     module(x)
     once = max(time.perf_counter() - start, 1e-7)
     iters = max(1, int(min_time / once) + 1)
-    samples = []
+    samples, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         for _ in range(iters):
             module(x)
         samples.append((time.perf_counter() - start) / iters)
-    return statistics.median(samples), samples, iters
+        cpu.append((time.process_time() - start_cpu) / iters)
+    return statistics.median(samples), samples, iters, statistics.median(cpu)
 
 
 def openblas_threads_setter():
@@ -179,10 +181,10 @@ def main():
                     set_blas_threads(t)
                 for variant, module in (("dynamic", dyn), ("static", static)):
                     with torch.no_grad():
-                        sec, samples, iters = time_module(module, x, args.repeats,
-                                                          args.min_time)
+                        sec, samples, iters, cpu = time_module(module, x, args.repeats,
+                                                               args.min_time)
                     results.append(dict(layer=layer["name"], batch=batch, threads=t,
-                                        variant=variant, ms=1e3 * sec,
+                                        variant=variant, ms=1e3 * sec, cpu_ms=1e3 * cpu,
                                         samples_ms=[1e3 * s for s in samples],
                                         iterations=iters))
                     print(f"torch {layer['name']:<22} b{batch:<3} t{t} {variant:<8}"
