@@ -1,0 +1,234 @@
+/* Backward never allocates: once the handle is shaped and prepared (and one backward has let
+ * OpenBLAS set up its buffers), further backward calls make no allocation at all, through the
+ * handle's own workspace or a caller-owned one, for the GEMM, depthwise and pointwise paths and
+ * the linear layer. The program replaces malloc and friends to count the calls; under
+ * AddressSanitizer (which replaces them itself) the test is skipped. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <cmocka.h>
+
+#include <dynconv/dynconv.h>
+
+#include "testutil.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define COUNTS_ALLOCATIONS 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define COUNTS_ALLOCATIONS 0
+#endif
+#endif
+#ifndef COUNTS_ALLOCATIONS
+#define COUNTS_ALLOCATIONS 1
+#endif
+
+static atomic_bool counting;
+static atomic_size_t allocations;
+
+#if COUNTS_ALLOCATIONS
+/* glibc lets a program replace its allocator; these forward to glibc's own entry points. */
+extern void *__libc_malloc(size_t size);
+extern void *__libc_calloc(size_t count, size_t size);
+extern void *__libc_realloc(void *ptr, size_t size);
+extern void *__libc_memalign(size_t alignment, size_t size);
+extern void __libc_free(void *ptr);
+
+static void count_one(void)
+{
+    if (atomic_load(&counting)) {
+        atomic_fetch_add(&allocations, 1);
+    }
+}
+
+void *malloc(size_t size)
+{
+    count_one();
+    return __libc_malloc(size);
+}
+
+void *calloc(size_t count, size_t size)
+{
+    count_one();
+    return __libc_calloc(count, size);
+}
+
+void *realloc(void *ptr, size_t size)
+{
+    count_one();
+    return __libc_realloc(ptr, size);
+}
+
+void free(void *ptr)
+{
+    __libc_free(ptr);
+}
+
+int posix_memalign(void **out, size_t alignment, size_t size)
+{
+    count_one();
+    void *p = __libc_memalign(alignment, size);
+    if (p == NULL && size != 0) {
+        return 12; /* ENOMEM */
+    }
+    *out = p;
+    return 0;
+}
+
+void *aligned_alloc(size_t alignment, size_t size)
+{
+    count_one();
+    return __libc_memalign(alignment, size);
+}
+
+void *memalign(size_t alignment, size_t size);
+void *memalign(size_t alignment, size_t size)
+{
+    count_one();
+    return __libc_memalign(alignment, size);
+}
+#endif
+
+typedef struct alloc_case {
+    const char *name;
+    bool linear;
+    int64_t cin, cout, k, stride, pad, groups, kernels, hidden, n, hw;
+} alloc_case;
+
+static const alloc_case cases[] = {
+    {"3x3", false, 8, 12, 3, 1, 1, 1, 4, 3, 4, 10},
+    {"3x3_stride2_groups2", false, 8, 12, 3, 2, 1, 2, 3, 2, 3, 9},
+    {"depthwise", false, 8, 8, 3, 1, 1, 8, 4, 2, 4, 10},
+    {"pointwise", false, 8, 12, 1, 1, 0, 1, 4, 2, 4, 6},
+    {"linear", true, 16, 10, 1, 1, 0, 1, 4, 4, 5, 1},
+};
+
+static void run_case(const alloc_case *c, bool external)
+{
+    const dynconv_conv2d_geometry g = {
+        .in_channels = c->cin, .out_channels = c->cout, .kernel_h = c->k, .kernel_w = c->k,
+        .stride_h = c->stride, .stride_w = c->stride, .pad_h = c->pad, .pad_w = c->pad,
+        .dilation_h = 1, .dilation_w = 1, .groups = c->groups, .num_kernels = c->kernels,
+        .hidden = c->hidden};
+    const size_t wlen = (size_t)(c->kernels * c->cout * (c->cin / c->groups) * c->k * c->k);
+    const size_t blen = (size_t)(c->kernels * c->cout), f1 = (size_t)(c->hidden * c->cin);
+    const size_t f2 = (size_t)(c->kernels * c->hidden);
+    float *p = tu_alloc((wlen + blen + f1 + f2 + (size_t)c->kernels) * sizeof(float));
+    float *w = p, *b = w + wlen, *fc1 = b + blen, *fc2 = fc1 + f1, *fc2b = fc2 + f2;
+    assert_int_equal(dynconv_conv2d_init_parameters(&g, 3, DYNCONV_INIT_BIAS_UNIFORM, w, b, fc1,
+                                                    NULL, fc2, fc2b),
+                     DYNCONV_OK);
+    const int64_t oh = (c->hw + 2 * c->pad - c->k) / c->stride + 1;
+    const size_t xlen = (size_t)(c->n * c->cin * c->hw * c->hw);
+    const size_t ylen = (size_t)(c->n * c->cout * oh * oh);
+    float *x = tu_alloc(xlen * sizeof(float)), *dy = tu_alloc(ylen * sizeof(float));
+    float *g_all = tu_alloc((xlen + wlen + blen + f1 + f2 + (size_t)c->kernels) * sizeof(float));
+    tu_rng rng;
+    tu_rng_seed(&rng, 9);
+    tu_fill_uniform(&rng, x, xlen, -1.f, 1.f);
+    tu_fill_uniform(&rng, dy, ylen, -1.f, 1.f);
+    float *gx = g_all, *gw = gx + xlen, *gb = gw + wlen, *gf1 = gb + blen, *gf2 = gf1 + f1;
+    float *gf2b = gf2 + f2;
+    const uint32_t flags = external ? (uint32_t)DYNCONV_FLAG_EXTERNAL_WORKSPACE : 0u;
+    size_t ws_size = 0;
+    void *ws = NULL;
+    dynconv_status st = DYNCONV_OK;
+
+    if (c->linear) {
+        const dynconv_linear_geometry lg = {c->cin, c->cout, c->kernels, c->hidden};
+        const dynconv_linear_weights lw = {w, b, fc1, NULL, fc2, fc2b};
+        dynconv_linear *layer = NULL;
+        assert_int_equal(dynconv_linear_create(&lg, &lw, 2.0f, flags, &layer), DYNCONV_OK);
+        assert_int_equal(dynconv_linear_reshape(layer, c->n, NULL), DYNCONV_OK);
+        assert_int_equal(dynconv_linear_prepare_backward(layer, &ws_size), DYNCONV_OK);
+        if (external) {
+            ws = aligned_alloc(DYNCONV_WORKSPACE_ALIGNMENT, (ws_size + 63) / 64 * 64);
+        }
+        const dynconv_linear_gradients gr = {gx, gw, gb, gf1, NULL, gf2, gf2b};
+        assert_int_equal(dynconv_linear_backward(layer, x, dy, &gr, 0, ws, ws_size), DYNCONV_OK);
+        atomic_store(&allocations, 0);
+        atomic_store(&counting, true);
+        for (int r = 0; r < 5 && st == DYNCONV_OK; ++r) {
+            st = dynconv_linear_backward(layer, x, dy, &gr, DYNCONV_BACKWARD_ACCUMULATE, ws,
+                                         ws_size);
+        }
+        atomic_store(&counting, false);
+        dynconv_linear_destroy(layer);
+    } else {
+        const dynconv_conv2d_weights cw = {w, b, fc1, NULL, fc2, fc2b};
+        dynconv_conv2d *layer = NULL;
+        assert_int_equal(dynconv_conv2d_create(&g, &cw, 2.0f, flags, &layer), DYNCONV_OK);
+        assert_int_equal(dynconv_conv2d_reshape(layer, c->n, c->hw, c->hw, NULL, NULL, NULL),
+                         DYNCONV_OK);
+        assert_int_equal(dynconv_conv2d_prepare_backward(layer, &ws_size), DYNCONV_OK);
+        if (external) {
+            ws = aligned_alloc(DYNCONV_WORKSPACE_ALIGNMENT, (ws_size + 63) / 64 * 64);
+        }
+        const dynconv_conv2d_gradients gr = {gx, gw, gb, gf1, NULL, gf2, gf2b};
+        assert_int_equal(dynconv_conv2d_backward(layer, x, dy, &gr, 0, ws, ws_size), DYNCONV_OK);
+        atomic_store(&allocations, 0);
+        atomic_store(&counting, true);
+        for (int r = 0; r < 5 && st == DYNCONV_OK; ++r) {
+            st = dynconv_conv2d_backward(layer, x, dy, &gr, DYNCONV_BACKWARD_ACCUMULATE, ws,
+                                         ws_size);
+        }
+        atomic_store(&counting, false);
+        dynconv_conv2d_destroy(layer);
+    }
+    assert_int_equal(st, DYNCONV_OK);
+    if (atomic_load(&allocations) != 0) {
+        print_message("  %s (%s workspace): %zu allocations in 5 backwards\n", c->name,
+                      external ? "caller's" : "own", atomic_load(&allocations));
+    }
+    assert_int_equal(atomic_load(&allocations), 0);
+    free(ws);
+    free(g_all);
+    free(dy);
+    free(x);
+    free(p);
+}
+
+static void backward_allocates_nothing(void **state)
+{
+    (void)state;
+    if (!COUNTS_ALLOCATIONS) {
+        print_message("  allocations are not counted under AddressSanitizer\n");
+        skip();
+    }
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+        run_case(&cases[i], false);
+        run_case(&cases[i], true);
+    }
+}
+
+/* The counter itself works: an allocation made while counting is seen (else the test above
+ * could not fail). */
+static void counter_sees_allocations(void **state)
+{
+    (void)state;
+    if (!COUNTS_ALLOCATIONS) {
+        skip();
+    }
+    atomic_store(&allocations, 0);
+    atomic_store(&counting, true);
+    void *volatile p = malloc(64);
+    atomic_store(&counting, false);
+    free(p);
+    assert_int_equal(atomic_load(&allocations), 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(counter_sees_allocations),
+        cmocka_unit_test(backward_allocates_nothing),
+    };
+    return cmocka_run_group_tests_name("backward_alloc", tests, NULL, NULL);
+}
