@@ -14,11 +14,13 @@
 #   --smoke       libdynconv only, one tiny layer list, one short repetition: checks that the
 #                 benchmark builds and runs (used by scripts/test.sh), measures nothing
 #   --layers F    another layer list (default bench/layers.txt)
+#   --md FILE     also write the result as a markdown section (bench/compare.sh appends it to
+#                 docs/benchmarks.md)
 # Each figure is the median over the repetitions. Raw output goes to build/bench-backward/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-batch=16 threads=1 reps=5 min_time=0.2 smoke=0 layers=bench/layers.txt
+batch=16 threads=1 reps=5 min_time=0.2 smoke=0 layers=bench/layers.txt md=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --batch) batch=${2:?--batch needs a value}; shift ;;
@@ -26,6 +28,7 @@ while [ $# -gt 0 ]; do
     --quick) reps=3 min_time=0.05 ;;
     --smoke) smoke=1 reps=1 min_time=0.001 batch=2 ;;
     --layers) layers=${2:?--layers needs a file}; shift ;;
+    --md) md=${2:?--md needs a file}; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "backward_compare.sh: unknown argument '$1' (--help lists the options)" >&2; exit 2 ;;
   esac
@@ -62,6 +65,34 @@ if [ $smoke -eq 1 ]; then
 fi
 
 echo "== libdynconv and PyTorch autograd (batch-as-groups), taking turns"
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 /usr/bin/python3 bench/backward_compare.py --lib build/release/src/libdynconv.so \
   --layers "$layers" --batch "$batch" --threads "$threads" --repeats "$reps" \
-  --min-time "$min_time" | tee "$out/table.md"
+  --min-time "$min_time" 2> "$out/context.txt" | tee "$out/table.md"
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+cat "$out/context.txt" >&2
+[ -n "$md" ] || exit 0
+{
+  echo "## Backward: libdynconv against PyTorch autograd"
+  echo
+  echo "Made by \`bench/backward_compare.sh --batch $batch --threads $threads\` on" \
+       "$(date -u '+%Y-%m-%d %H:%M UTC'); batch $batch, $threads thread(s) everywhere" \
+       "(PyTorch, OpenBLAS, the libdynconv handle). Load average $load_start at the start," \
+       "$load_end at the end. $(sed 's/^backward_compare: //' "$out/context.txt")."
+  echo
+  echo "- **libdynconv backward**: \`dynconv_conv2d_backward\` computing dL/dx and the gradient of"
+  echo "  every parameter (kernels, biases, both attention layers). It keeps no graph, so its"
+  echo "  time includes recomputing the attention and the aggregated kernels from the input."
+  echo "- **PyTorch backward**: autograd's \`y.backward(dy)\` through the usual batch-as-groups"
+  echo "  dynamic convolution (attention, \`torch.mm\` mixing, one grouped \`F.conv2d\` over the"
+  echo "  batch folded into the channels), on a graph recorded by its forward (the PyTorch"
+  echo "  forward column, with autograd on). Both compute the same gradients of the same"
+  echo "  weights (checked before timing)."
+  echo "- Both run in one process and take turns within each of $reps repetitions of at least" \
+       "${min_time} s; times are medians, speed-ups (PyTorch time / libdynconv time, above 1:"
+  echo "  libdynconv is faster) medians of the per-repetition ratios."
+  echo
+  cat "$out/table.md"
+  echo
+} > "$md"
+echo "wrote $md"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the benchmark workload (bench/layers.txt) through libdynconv and through PyTorch in one
-# run, prints the comparison table and writes the report with its plot.
+# run, prints the comparison table and writes the report with its plot. A full run also compares
+# the backward pass (bench/backward_compare.sh, batch 16, 1 thread: about 2 more minutes) and
+# appends that section to the report.
 #
 #   bench/compare.sh [--quick] [--no-torch] [--out DIR] [--layers FILE]
 #
@@ -89,6 +91,12 @@ if [ $quick -eq 0 ]; then
 fi
 echo "== sgemm reference again"
 "${bench[@]}" --benchmark_filter='^sgemm/' --benchmark_out="$raw/3-sgemm.json"
+appendix=()
+if [ $torch -eq 1 ] && [ $quick -eq 0 ]; then
+  echo "== backward, libdynconv against PyTorch autograd"
+  bench/backward_compare.sh --layers "$layers" --batch 16 --threads 1 --md "$raw/backward.md"
+  appendix=(--append "$raw/backward.md")
+fi
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 command="bench/compare.sh"
@@ -100,4 +108,5 @@ echo "== report"
 "$py" bench/report.py --dynconv "$raw"/[0-9]-*.json --torch "${torch_json[@]}" \
   --layers "$layers" --sgemm 2048 --md "$out/benchmarks.md" --png "$out/benchmark-ratios.png" \
   --command "$command" --settings "$settings" \
-  --load "$load_start at the start, $load_end at the end" --date "$(date -u '+%Y-%m-%d %H:%M UTC')"
+  --load "$load_start at the start, $load_end at the end" --date "$(date -u '+%Y-%m-%d %H:%M UTC')" \
+  "${appendix[@]}"

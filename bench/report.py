@@ -301,6 +301,9 @@ def main():
     ap.add_argument("--settings", default="", help="repeats and minimum times, for the record")
     ap.add_argument("--date", default="")
     ap.add_argument("--load", default="", help="load averages seen during the run")
+    ap.add_argument("--append", nargs="*", default=[],
+                    help="markdown sections appended to the report as they are "
+                         "(bench/backward_compare.sh --md)")
     args = ap.parse_args()
 
     layers = read_layers(args.layers)
@@ -436,6 +439,9 @@ def main():
                    "thread; it may order or fuse the stages differently.", ""] + mt + [""]
         if args.png:
             md += ["## Plot", "", f"![ratios]({os.path.basename(args.png)})", ""]
+        for path in args.append:
+            with open(path) as f:
+                md += [f.read().rstrip(), ""]
         with open(args.md, "w") as f:
             f.write("\n".join(md))
         print(f"\nwrote {args.md}")
