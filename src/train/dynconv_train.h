@@ -217,15 +217,16 @@ typedef struct dct_param {
 
 /* For every parameter, as torch.optim.SGD (dampening 0, no Nesterov):
  *   g = grad + weight_decay * value        (weight_decay only where decay is true)
- *   velocity = momentum * velocity + g     (skipped when momentum == 0: velocity = g)
+ *   velocity = momentum * velocity + g     (momentum == 0: velocity = g, stored if not NULL)
  *   value   -= learning_rate * velocity
  * Everything is checked before any parameter is touched. Errors: NULL_POINTER,
  * INVALID_ARGUMENT (hyper-parameters out of range, count <= 0, value overlapping grad or
  * velocity). */
 dynconv_status dct_sgd_step(const dct_sgd *sgd, const dct_param *params, size_t num_params);
 
-/* Linear schedule used for the learning rate or a temperature: value at step `step` of a ramp
- * from `from` (step 0) to `to` (step >= steps); steps <= 0 gives `to`. */
+/* A linear ramp, e.g. for the learning rate: `from` at step 0, `to` from step `steps` on, linear
+ * in between; steps <= 0 gives `to`. (The dynamic layers anneal their temperature themselves:
+ * dynconv_conv2d_set_temperature_schedule.) */
 float dct_linear_schedule(float from, float to, int64_t step, int64_t steps);
 
 #ifdef __cplusplus
