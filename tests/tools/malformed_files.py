@@ -114,6 +114,9 @@ class GoodFiles(Base):
         self.assertTrue(data.startswith(b"\x93NUMPY\x01\x00"))
         self.assertIn(b"'shape': (2, 6, 3, 3)", data)
         self.assertEqual(len(data) % 64, (2 * 6 * 3 * 3 * 4) % 64)
+        umask = os.umask(0)
+        os.umask(umask)
+        self.assertEqual(os.stat(self.y).st_mode & 0o777, 0o666 & ~umask)  # as any new file
 
     def test_failed_run_keeps_the_previous_output(self):
         with open(self.y, "wb") as f:

@@ -44,7 +44,8 @@ typedef struct dcio_pending {
     char *temp_path; /* the written temporary file; NULL once committed or discarded */
 } dcio_pending;
 
-/* Writes head then body to a new temporary file next to `path` (mode 0666 minus the umask). */
+/* Writes head then body to a new temporary file next to `path` (mode 0666 minus the umask).
+ * Not for concurrent use from several threads (the temporary names come from a counter). */
 bool dcio_pending_write(const char *path, const void *head, size_t head_size, const void *body,
                         size_t body_size, dcio_pending *out, dcio_error *err);
 /* Renames the temporary file to the destination. */

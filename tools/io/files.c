@@ -100,20 +100,28 @@ static bool write_all(int fd, const void *p, size_t n) {
 
 bool dcio_pending_write(const char *path, const void *head, size_t head_size, const void *body,
                         size_t body_size, dcio_pending *out, dcio_error *err) {
-    /* The temporary file lives in the destination's directory so that rename() is atomic. */
-    static const char suffix[] = ".tmp-XXXXXX";
+    /* The temporary file lives in the destination's directory so that rename() is atomic.
+     * It is created with O_EXCL and mode 0666, so the umask applies as to any output (mkstemp
+     * would make it 0600, and changing the umask is not thread-safe). */
+    static unsigned counter;
     const size_t len = strlen(path);
+    const size_t temp_size = len + 48;
     char *final_path = dcio_strdup(path);
-    char *temp = malloc(len + sizeof suffix);
+    char *temp = malloc(temp_size);
     if (final_path == NULL || temp == NULL) {
         free(final_path);
         free(temp);
         dcio_fail(err, "%s: out of memory", path);
         return false;
     }
-    memcpy(temp, path, len);
-    memcpy(temp + len, suffix, sizeof suffix);
-    const int fd = mkstemp(temp);
+    int fd = -1;
+    for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
+        snprintf(temp, temp_size, "%s.tmp-%ld-%u", path, (long)getpid(), counter++);
+        fd = open(temp, O_WRONLY | O_CREAT | O_EXCL, 0666);
+        if (fd < 0 && errno != EEXIST) {
+            break;
+        }
+    }
     if (fd < 0) {
         dcio_fail(err, "%s: cannot create a temporary file next to it: %s", path,
                   strerror(errno));
@@ -131,10 +139,6 @@ bool dcio_pending_write(const char *path, const void *head, size_t head_size, co
         free(temp);
         return false;
     }
-    /* mkstemp creates 0600; an output file gets the usual permissions. */
-    const mode_t mask = umask(0);
-    umask(mask);
-    chmod(temp, 0666 & ~mask);
     out->path = final_path;
     out->temp_path = temp;
     return true;
