@@ -296,7 +296,11 @@ DYNCONV_API int dynconv_blas_num_threads(void);
  * Backward keeps no state from forward: it recomputes the attention from `input` with the
  * layer's current weights and temperature, so it may be called without a forward, and it gives
  * the gradient of the forward that the same layer state would compute. Step a temperature
- * schedule after the backward of an iteration, not between its forward and backward. */
+ * schedule after the backward of an iteration, not between its forward and backward.
+ *
+ * Threads: backward runs in the calling thread, not on the handle's team of section 7; its
+ * GEMMs use the BLAS's own threads (OPENBLAS_NUM_THREADS), and it leaves the BLAS's thread count
+ * as it finds it. The result does not depend on the handle's thread count. */
 
 /* Flags of the backward functions (bitwise OR; unknown bits are rejected). */
 enum {
