@@ -444,6 +444,43 @@ static void test_workspaces_agree(void **state)
     free_data(&d);
 }
 
+/* Backward does not use the handle's threads: its result is the same bits whatever their
+ * count, also after a thread change on a prepared handle (which regrows the workspace). */
+static void test_thread_count_irrelevant(void **state)
+{
+    (void)state;
+    const bw_case *c = find_case("groups2_stride2_dilation2");
+    bw_data d;
+    make_data(c, 12, &d);
+    const dynconv_conv2d_weights w = {d.param[0], d.param[1], d.param[2],
+                                      d.param[3], d.param[4], d.param[5]};
+    bw_grads first, other;
+    alloc_grads(&d, &first, 0.0f);
+    alloc_grads(&d, &other, 0.0f);
+    dynconv_conv2d *layer = NULL;
+    assert_int_equal(dynconv_conv2d_create(&c->g, &w, c->temperature, 0, &layer), DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_set_num_threads(layer, 1), DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_reshape(layer, c->n, c->h, c->w, NULL, NULL, NULL),
+                     DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_prepare_backward(layer, NULL), DYNCONV_OK);
+    const dynconv_conv2d_gradients g1 = {first.g[0], first.g[1], first.g[2], first.g[3],
+                                         first.g[4], first.g[5], first.g[6]};
+    const dynconv_conv2d_gradients g3 = {other.g[0], other.g[1], other.g[2], other.g[3],
+                                         other.g[4], other.g[5], other.g[6]};
+    assert_int_equal(dynconv_conv2d_backward(layer, d.x, d.dy, &g1, 0, NULL, 0), DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_set_num_threads(layer, 3), DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_backward(layer, d.x, d.dy, &g3, 0, NULL, 0), DYNCONV_OK);
+    for (int i = 0; i < G_COUNT; ++i) {
+        if (first.count[i] > 0) {
+            assert_memory_equal(first.g[i], other.g[i], first.count[i] * sizeof(float));
+        }
+    }
+    dynconv_conv2d_destroy(layer);
+    free_grads(&first);
+    free_grads(&other);
+    free_data(&d);
+}
+
 /* The own workspace must be enabled for backward; a later reshape to a larger shape keeps it
  * sized for backward, and the result matches a fresh layer of that shape. */
 static void test_own_workspace_protocol(void **state)
@@ -819,6 +856,7 @@ int main(void)
         cmocka_unit_test(test_skipped_gradients),
         cmocka_unit_test(test_workspaces_agree),
         cmocka_unit_test(test_own_workspace_protocol),
+        cmocka_unit_test(test_thread_count_irrelevant),
         cmocka_unit_test(test_single_kernel_attention_grads_zero),
         cmocka_unit_test(test_schedule_values),
         cmocka_unit_test(test_schedule_drives_forward),
