@@ -1,6 +1,7 @@
 #include "aggregation.h"
 
 #include <cblas.h>
+#include <string.h>
 
 void dc_aggregate(size_t n, size_t k, size_t len, const float *pi, const float *params,
                   float *out) {
@@ -24,28 +25,34 @@ void dc_aggregate_backward(size_t n, size_t k, size_t len, const float *pi, cons
     }
 }
 
-/* Memory-bound (K loads and one store per element): a tile of the output stays in registers or
- * L1 while the K parameter rows stream past it. Cloned for AVX2 like the other streaming loops;
- * no FMA contraction in ISO C, so both versions give the same bits. */
+/* Memory-bound: K loads and one store per element, nothing else. Eight outputs at a time are
+ * summed in a register across the K parameter rows (K streams read once each, the output
+ * written once). Cloned for AVX2 like the other streaming loops; the project compiles as ISO C
+ * (no FMA contraction), so both versions give the same bits. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 __attribute__((target_clones("avx2", "default")))
 #endif
 void dc_aggregate_range(size_t k, size_t len, const float *pi, const float *params, float *out,
                         size_t begin, size_t end) {
-    enum { TILE = 256 };
-    for (size_t t0 = begin; t0 < end; t0 += TILE) {
-        const size_t t1 = end - t0 < TILE ? end : t0 + TILE;
-        const float p0 = pi[0];
-        const float *r0 = params;
-        for (size_t i = t0; i < t1; ++i) {
-            out[i] = p0 * r0[i];
-        }
+    size_t i = begin;
+#if defined(__GNUC__)
+    typedef float v8f __attribute__((vector_size(32)));
+    for (; i + 8 <= end; i += 8) {
+        v8f acc, row;
+        memcpy(&row, params + i, sizeof row);
+        acc = pi[0] * row;
         for (size_t j = 1; j < k; ++j) {
-            const float pj = pi[j];
-            const float *rj = params + j * len;
-            for (size_t i = t0; i < t1; ++i) {
-                out[i] += pj * rj[i];
-            }
+            memcpy(&row, params + j * len + i, sizeof row);
+            acc += pi[j] * row;
         }
+        memcpy(out + i, &acc, sizeof acc);
+    }
+#endif
+    for (; i < end; ++i) {
+        float acc = pi[0] * params[i];
+        for (size_t j = 1; j < k; ++j) {
+            acc += pi[j] * params[j * len + i];
+        }
+        out[i] = acc;
     }
 }

@@ -471,7 +471,10 @@ typedef struct forward_ctx {
     float *output;
     const workspace_layout *ws;
     size_t count;             /* samples [0, count) are split between threads whole */
-    size_t sample;            /* the sample that all threads share (aggregate_task, rows_task) */
+    size_t sample;            /* the sample that all threads share (pool_task, aggregate_task,
+                               * rows_task) */
+    dc_attention att;
+    bool batch_attention;     /* attention of the whole batch first (else per sample) */
 } forward_ctx;
 
 static float *slot_part(const workspace_layout *ws, size_t thread, bool present, size_t offset) {
@@ -485,8 +488,22 @@ static void share(size_t total, size_t index, size_t count, size_t *begin, size_
     *end = *begin + total / count + (index < total % count ? 1 : 0);
 }
 
-/* The squeeze: global average pool of all (sample, channel) rows, split between threads. */
+/* The squeeze of the shared sample: its channels' averages, split between threads. */
 static void pool_task(void *p, size_t index, size_t count) {
+    const forward_ctx *c = p;
+    const dc_conv_shape *s = &c->layer->shape;
+    const size_t spatial = s->height * s->width;
+    const size_t row0 = c->sample * s->in_channels;
+    size_t r0, r1;
+    share(s->in_channels, index, count, &r0, &r1);
+    if (r1 > r0) {
+        dc_global_avg_pool(c->input + (row0 + r0) * spatial, r1 - r0, 1, spatial,
+                           c->ws->pooled + row0 + r0);
+    }
+}
+
+/* The squeeze of the whole batch: all (sample, channel) rows, split between threads. */
+static void pool_all_task(void *p, size_t index, size_t count) {
     const forward_ctx *c = p;
     const dc_conv_shape *s = &c->layer->shape;
     const size_t spatial = s->height * s->width;
@@ -495,6 +512,15 @@ static void pool_task(void *p, size_t index, size_t count) {
     if (r1 > r0) {
         dc_global_avg_pool(c->input + r0 * spatial, r1 - r0, 1, spatial, c->ws->pooled + r0);
     }
+}
+
+/* pi of sample i from its pooled input, one sample at a time, so that pi does not depend on how
+ * the batch is shared between threads (a BLAS product over several samples may round
+ * differently). */
+static void sample_attention(const forward_ctx *c, size_t i) {
+    const dynconv_conv2d *l = c->layer;
+    dc_attention_forward(&c->att, 1, c->ws->pooled + i * l->shape.in_channels, l->temperature,
+                         c->ws->hidden + i * l->hidden, c->ws->pi + i * l->kernels);
 }
 
 /* Kernel and bias of sample i, aggregated into the thread's slot (K > 1) or the layer's own
@@ -530,6 +556,13 @@ static void samples_task(void *p, size_t index, size_t count) {
     size_t i0, i1;
     share(c->count, index, count, &i0, &i1);
     for (size_t i = i0; i < i1; ++i) {
+        if (l->kernels > 1 && !c->batch_attention) {
+            /* The attention right before the convolution: the sample's input, just read by the
+             * pooling, is still in cache when the convolution reads it again. */
+            dc_global_avg_pool(c->input + i * in_len, 1, s->in_channels, s->height * s->width,
+                               c->ws->pooled + i * s->in_channels);
+            sample_attention(c, i);
+        }
         const float *w, *b;
         sample_kernel(c, i, index, &w, &b);
         dc_conv2d_sample(s, c->input + i * in_len, w, b, c->output + i * out_len, col);
@@ -632,17 +665,30 @@ dynconv_status dc_conv2d_forward_named(const char *fn, dynconv_conv2d *layer, co
     if (blas_threads != 1) {
         openblas_set_num_threads(1);
     }
-    forward_ctx ctx = {layer, input, output, &ws, 0, 0};
-    if (layer->kernels > 1) {
-        const dc_attention att = {s->in_channels,    layer->hidden,   layer->kernels,
-                                  layer->fc1_weight, layer->fc1_bias, layer->fc2_weight,
-                                  layer->fc2_bias};
-        dc_pool_run(layer->pool, pool_task, &ctx);
-        dc_attention_forward(&att, n, ws.pooled, layer->temperature, ws.hidden, ws.pi);
+    const forward_ctx ctx0 = {layer,
+                              input,
+                              output,
+                              &ws,
+                              0,
+                              0,
+                              {s->in_channels, layer->hidden, layer->kernels, layer->fc1_weight,
+                               layer->fc1_bias, layer->fc2_weight, layer->fc2_bias},
+                              false};
+    forward_ctx ctx = ctx0;
+    /* Where to compute the attention. Per sample, just before its convolution, while the input
+     * is large: pooling reads it, and the convolution then finds it in cache. For small images
+     * (7x7, 14x14) the attention's fc1 weights outweigh an image, and reading them once for the
+     * whole batch wins. The choice depends on the shape only, never on the thread count. */
+    ctx.batch_attention = layer->kernels > 1 && 8 * layer->hidden > s->height * s->width;
+    if (ctx.batch_attention) {
+        dc_pool_run(layer->pool, pool_all_task, &ctx);
+        dc_attention_forward(&ctx.att, n, ws.pooled, layer->temperature, ws.hidden, ws.pi);
     }
-    /* Whole samples per thread while there are at least as many samples as threads (nothing is
-     * shared, no synchronisation inside a sample); the remaining samples (all of them at batch 1)
-     * are shared by all threads: the aggregation by slices, then the convolution by output rows. */
+    /* Each sample goes through pool -> attention -> aggregation -> convolution in one go, so its
+     * input and kernel are still in cache from one step to the next. Whole samples per thread
+     * while there are at least as many samples as threads (no synchronisation inside a sample);
+     * the remaining samples (all of them at batch 1) are shared by all threads: pooling by
+     * channels, aggregation by slices, convolution by bands of output rows. */
     const size_t team = layer->threads;
     ctx.count = n - n % team;
     if (ctx.count > 0) {
@@ -650,6 +696,10 @@ dynconv_status dc_conv2d_forward_named(const char *fn, dynconv_conv2d *layer, co
     }
     for (size_t i = ctx.count; i < n; ++i) {
         ctx.sample = i;
+        if (layer->kernels > 1 && !ctx.batch_attention) {
+            dc_pool_run(layer->pool, pool_task, &ctx);
+            sample_attention(&ctx, i);
+        }
         if (layer->kernels > 1) {
             dc_pool_run(layer->pool, aggregate_task, &ctx);
         }
