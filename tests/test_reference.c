@@ -128,6 +128,10 @@ static const conv_case conv_cases[] = {
     {"fast_3x3_k1_batch3",               16, 24, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 4,  3,13,11,  1.f, B_ALL},
     {"fast_groups2_batch1",              16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 2, 4, 4,  1,10,10,  1.f, B_ALL},
     {"fast_batch7",                       8, 12, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 4,  7, 9, 8,  1.f, B_ALL},
+    /* small images: the attention of the whole batch first, kernels aggregated in chunks */
+    {"fast_small_image_batch6",          16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 8,  6, 7, 7,  1.f, B_ALL},
+    {"fast_small_image_depthwise_b5",    16, 16, 3, 3, 1, 1, 1, 1, 1, 1,16, 4, 8,  5, 7, 6,  1.f, B_ALL},
+    {"fast_small_image_pointwise_b4",    16, 32, 1, 1, 1, 1, 0, 0, 1, 1, 1, 4, 8,  4, 5, 7,  1.f, B_CONV},
 };
 /* clang-format on */
 
