@@ -49,8 +49,15 @@ void dc_softmax_rows(float *logits, size_t n, size_t k, float temperature) {
 /* y[n x out] = x[n x in] * w[out x in]^T + b, then optionally ReLU. */
 static void fully_connected(size_t n, size_t in, size_t out, const float *x, const float *w,
                             const float *b, int relu, float *y) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)n, (blasint)out, (blasint)in,
-                1.0f, x, (blasint)in, w, (blasint)in, 0.0f, y, (blasint)out);
+    if (n == 1) {
+        /* One sample (the forward's usual case): a matrix-vector product reads w once, where
+         * sgemm would first pack it. */
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)out, (blasint)in, 1.0f, w,
+                    (blasint)in, x, 1, 0.0f, y, 1);
+    } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)n, (blasint)out,
+                    (blasint)in, 1.0f, x, (blasint)in, w, (blasint)in, 0.0f, y, (blasint)out);
+    }
     for (size_t r = 0; r < n; ++r) {
         float *row = y + r * out;
         for (size_t j = 0; j < out; ++j) {

@@ -130,9 +130,12 @@ static void pad_rows(const dc_conv_shape *s, const float *xc, size_t r0, size_t 
             memset(row, 0, wp * sizeof(float));
             continue;
         }
-        memset(row, 0, s->pad_w * sizeof(float));
+        /* Padding is a float or two: plain stores beat a memset call. */
+        for (size_t i = 0; i < s->pad_w; ++i) {
+            row[i] = 0.0f;
+            row[s->pad_w + s->width + i] = 0.0f;
+        }
         memcpy(row + s->pad_w, xc + (r - s->pad_h) * s->width, s->width * sizeof(float));
-        memset(row + s->pad_w + s->width, 0, s->pad_w * sizeof(float));
     }
     memset(p + (r1 - r0) * wp, 0, slack * sizeof(float));
 }
@@ -149,44 +152,61 @@ static void pad_rows(const dc_conv_shape *s, const float *xc, size_t r0, size_t 
 /* Eight floats as one value: one AVX register, or two SSE registers in the baseline build. */
 typedef float dc_v8f __attribute__((vector_size(32)));
 
-/* nv * 8 outputs of row `dst` from column ow on: nv independent sums in flight hide the latency
- * of the additions (one chain of kh*kw dependent adds per register). */
-static DC_INLINE void depthwise_block(const dc_conv_shape *s, size_t sw, size_t nv, const float *base,
-                                   const float *wc, float bias, float *dst, size_t ow) {
-    const size_t wp = s->width + 2 * s->pad_w, ow_n = s->out_w;
+/* nv blocks of 8 outputs: block v reads its taps from in + v * in_step and writes its first
+ * valid[v] lanes to out + v * out_step (neighbouring blocks of one row, or the same columns of
+ * consecutive rows when a row is narrower than a block). nv independent sums in flight hide the
+ * latency of the additions (one chain of kh*kw dependent adds per register). */
+static DC_INLINE void depthwise_block(const dc_conv_shape *s, size_t sw, size_t nv,
+                                      const float *in, size_t in_step, const float *wc,
+                                      float bias, float *out, size_t out_step,
+                                      const size_t valid[4]) {
+    const size_t wp = s->width + 2 * s->pad_w;
     const size_t kh = s->kernel_h, kw = s->kernel_w, dh = s->dilation_h, dw = s->dilation_w;
     dc_v8f acc[4];
     for (size_t v = 0; v < nv; ++v) {
         acc[v] = (dc_v8f){bias, bias, bias, bias, bias, bias, bias, bias};
     }
     for (size_t ki = 0; ki < kh; ++ki) {
-        const float *rk = base + ki * dh * wp + ow * sw;
+        const float *rk = in + ki * dh * wp;
         for (size_t kj = 0; kj < kw; ++kj) {
             const float wv = wc[ki * kw + kj];
             const dc_v8f wvv = {wv, wv, wv, wv, wv, wv, wv, wv};
             for (size_t v = 0; v < nv; ++v) {
-                const float *src = rk + kj * dw + v * DW_LANES * sw;
-                dc_v8f in;
+                const float *src = rk + kj * dw + v * in_step;
+                dc_v8f x;
                 if (sw == 1) {
-                    memcpy(&in, src, sizeof in); /* an unaligned vector load */
+                    memcpy(&x, src, sizeof x); /* an unaligned vector load */
                 } else {
                     for (size_t l = 0; l < DW_LANES; ++l) {
-                        in[l] = src[l * sw];
+                        x[l] = src[l * sw];
                     }
                 }
-                acc[v] += wvv * in;
+                acc[v] += wvv * x;
             }
         }
     }
     for (size_t v = 0; v < nv; ++v) {
-        const size_t at = ow + v * DW_LANES;
-        if (ow_n - at >= DW_LANES) {
-            memcpy(dst + at, &acc[v], sizeof acc[v]);
+        float *dst = out + v * out_step;
+        if (valid[v] == DW_LANES) {
+            memcpy(dst, &acc[v], sizeof acc[v]);
         } else {
-            for (size_t l = 0; at + l < ow_n; ++l) {
-                dst[at + l] = acc[v][l];
+            for (size_t l = 0; l < valid[v]; ++l) {
+                dst[l] = acc[v][l];
             }
         }
+    }
+}
+
+/* Literal block counts, so that each call unrolls and keeps acc in registers. */
+static DC_INLINE void depthwise_blocks(const dc_conv_shape *s, size_t sw, size_t nv,
+                                       const float *in, size_t in_step, const float *wc,
+                                       float bias, float *out, size_t out_step,
+                                       const size_t valid[4]) {
+    switch (nv) {
+    case 1: depthwise_block(s, sw, 1, in, in_step, wc, bias, out, out_step, valid); break;
+    case 2: depthwise_block(s, sw, 2, in, in_step, wc, bias, out, out_step, valid); break;
+    case 3: depthwise_block(s, sw, 3, in, in_step, wc, bias, out, out_step, valid); break;
+    default: depthwise_block(s, sw, 4, in, in_step, wc, bias, out, out_step, valid); break;
     }
 }
 
@@ -194,17 +214,29 @@ static DC_INLINE void depthwise_rows_stride(const dc_conv_shape *s, size_t sw, c
                                             const float *wc, float bias, float *yc, size_t oh0,
                                             size_t oh1) {
     const size_t wp = s->width + 2 * s->pad_w, ow_n = s->out_w;
+    const size_t row_step = s->stride_h * wp; /* padded input between two output rows */
+    if (ow_n <= DW_LANES) {
+        /* Narrow rows (7x7 layers): up to four rows at once, one block each. */
+        const size_t valid[4] = {ow_n, ow_n, ow_n, ow_n};
+        for (size_t oh = oh0; oh < oh1; oh += 4) {
+            const size_t nv = oh1 - oh < 4 ? oh1 - oh : 4;
+            depthwise_blocks(s, sw, nv, p + (oh - oh0) * row_step, row_step, wc, bias,
+                             yc + oh * ow_n, ow_n, valid);
+        }
+        return;
+    }
     for (size_t oh = oh0; oh < oh1; ++oh) {
-        const float *base = p + (oh - oh0) * s->stride_h * wp;
+        const float *base = p + (oh - oh0) * row_step;
         float *dst = yc + oh * ow_n;
         for (size_t ow = 0; ow < ow_n; ow += 4 * DW_LANES) {
-            /* Literal block sizes, so that each call unrolls and keeps acc in registers. */
-            switch ((ow_n - ow + DW_LANES - 1) / DW_LANES) {
-            case 1: depthwise_block(s, sw, 1, base, wc, bias, dst, ow); break;
-            case 2: depthwise_block(s, sw, 2, base, wc, bias, dst, ow); break;
-            case 3: depthwise_block(s, sw, 3, base, wc, bias, dst, ow); break;
-            default: depthwise_block(s, sw, 4, base, wc, bias, dst, ow); break;
+            const size_t nv = (ow_n - ow + DW_LANES - 1) / DW_LANES;
+            size_t valid[4];
+            for (size_t v = 0; v < 4; ++v) {
+                const size_t at = ow + v * DW_LANES;
+                valid[v] = at >= ow_n ? 0 : ow_n - at < DW_LANES ? ow_n - at : DW_LANES;
             }
+            depthwise_blocks(s, sw, nv, base + ow * sw, DW_LANES * sw, wc, bias, dst + ow,
+                             DW_LANES, valid);
         }
     }
 }
