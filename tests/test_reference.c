@@ -109,29 +109,30 @@ static const conv_case conv_cases[] = {
     {"big_pointwise_32_to_64_14x14",     32, 64, 1, 1, 1, 1, 0, 0, 1, 1, 1, 4, 8,  4,14,14,  1.f, B_ALL},
     {"big_groups4_24_to_32_5x5_stride2", 24, 32, 5, 5, 2, 2, 2, 2, 1, 1, 4, 6, 6,  2,15,15,  1.f, B_ALL},
     /* the fast paths, each at batch 1 (all threads share the sample), batch 3 (whole samples
-     * and a shared one at 2 threads) and with K = 1 (no attention, the weights used as given) */
-    {"fast_pointwise_batch1",            24, 40, 1, 1, 1, 1, 0, 0, 1, 1, 1, 4, 6,  1,11, 9,  1.f, B_ALL},
-    {"fast_pointwise_k1_batch3",         24, 40, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 6,  3,11, 9,  1.f, B_ALL},
-    {"fast_1x1_stride2_batch1",          16, 24, 1, 1, 2, 2, 0, 0, 1, 1, 1, 4, 4,  1,13,12,  1.f, B_ALL},
-    {"fast_1x1_stride2_k1_batch3",       16, 24, 1, 1, 2, 2, 0, 0, 1, 1, 1, 1, 4,  3,13,12,  1.f, B_CONV},
-    {"fast_depthwise_wide_batch1",       12, 12, 3, 3, 1, 1, 1, 1, 1, 1,12, 4, 3,  1, 9,45,  1.f, B_ALL},
-    {"fast_depthwise_k1_batch3",         12, 12, 3, 3, 1, 1, 1, 1, 1, 1,12, 1, 3,  3,10,21,  1.f, B_CONV},
-    {"fast_depthwise_k1_nobias_batch1",   8,  8, 3, 3, 1, 1, 1, 1, 1, 1, 8, 1, 3,  1, 7, 7,  1.f, B_NONE},
-    {"fast_depthwise_stride2_wide",      10, 10, 3, 3, 2, 2, 1, 1, 1, 1,10, 4, 3,  3,11,37,  1.f, B_ALL},
-    {"fast_depthwise_5x5_pad2_batch1",    6,  6, 5, 5, 1, 1, 2, 2, 1, 1, 6, 3, 2,  1,12,19,  1.f, B_ALL},
-    {"fast_depthwise_dilated_rect",       6,  6, 3, 5, 1, 2, 2, 3, 2, 1, 6, 3, 2,  3,12,27,  1.f, B_ALL},
+     * and a shared one at 2 threads) and with K = 1 (no attention, the weights used as given);
+     * large enough (over 10^6 multiply-adds) for a forward to use more than one thread */
+    {"fast_pointwise_batch1",            64, 96, 1, 1, 1, 1, 0, 0, 1, 1, 1, 4, 8,  1,16,16,  1.f, B_ALL},
+    {"fast_pointwise_k1_batch3",         64, 96, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 8,  3,16,16,  1.f, B_ALL},
+    {"fast_1x1_stride2_batch1",          64, 96, 1, 1, 2, 2, 0, 0, 1, 1, 1, 4, 8,  1,33,31,  1.f, B_ALL},
+    {"fast_1x1_stride2_k1_batch3",       64, 96, 1, 1, 2, 2, 0, 0, 1, 1, 1, 1, 8,  3,33,31,  1.f, B_CONV},
+    {"fast_depthwise_wide_batch1",       64, 64, 3, 3, 1, 1, 1, 1, 1, 1,64, 4, 8,  1,40,45,  1.f, B_ALL},
+    {"fast_depthwise_k1_batch3",         48, 48, 3, 3, 1, 1, 1, 1, 1, 1,48, 1, 8,  3,20,21,  1.f, B_CONV},
+    {"fast_depthwise_k1_small_nobias",    8,  8, 3, 3, 1, 1, 1, 1, 1, 1, 8, 1, 3,  1, 7, 7,  1.f, B_NONE},
+    {"fast_depthwise_stride2_wide",      48, 48, 3, 3, 2, 2, 1, 1, 1, 1,48, 4, 8,  3,21,37,  1.f, B_ALL},
+    {"fast_depthwise_5x5_pad2_batch1",   40, 40, 5, 5, 1, 1, 2, 2, 1, 1,40, 3, 8,  1,24,29,  1.f, B_ALL},
+    {"fast_depthwise_dilated_rect",      32, 32, 3, 5, 1, 2, 2, 3, 2, 1,32, 3, 8,  4,16,27,  1.f, B_ALL},
     {"fast_depthwise_1x1_stride2",        6,  6, 1, 1, 2, 2, 0, 0, 1, 1, 6, 3, 2,  2, 9, 9,  1.f, B_ALL},
-    {"fast_channel_multiplier_x4_b1",     6, 24, 3, 3, 1, 1, 1, 1, 1, 1, 6, 4, 3,  1,14,17,  1.f, B_ALL},
-    {"fast_channel_multiplier_k1_b3",     4,  8, 3, 3, 2, 2, 1, 1, 1, 1, 4, 1, 3,  3,15,16,  1.f, B_ALL},
-    {"fast_3x3_batch1",                  16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 4,  1,13,11,  1.f, B_ALL},
-    {"fast_3x3_k1_batch1",               16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 4,  1,13,11,  1.f, B_ALL},
-    {"fast_3x3_k1_batch3",               16, 24, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 4,  3,13,11,  1.f, B_ALL},
-    {"fast_groups2_batch1",              16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 2, 4, 4,  1,10,10,  1.f, B_ALL},
-    {"fast_batch7",                       8, 12, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 4,  7, 9, 8,  1.f, B_ALL},
-    /* small images: the attention of the whole batch first, kernels aggregated in chunks */
+    {"fast_channel_multiplier_x4_b1",    16, 64, 3, 3, 1, 1, 1, 1, 1, 1,16, 4, 4,  1,32,29,  1.f, B_ALL},
+    {"fast_channel_multiplier_k1_b3",    24, 48, 3, 3, 2, 2, 1, 1, 1, 1,24, 1, 6,  3,30,32,  1.f, B_ALL},
+    {"fast_3x3_batch1",                  32, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 8,  1,24,24,  1.f, B_ALL},
+    {"fast_3x3_k1_batch1",               32, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 8,  1,24,24,  1.f, B_ALL},
+    {"fast_3x3_k1_batch3",               32, 48, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 8,  3,25,23,  1.f, B_ALL},
+    {"fast_groups2_batch1",              32, 48, 3, 3, 1, 1, 1, 1, 1, 1, 2, 4, 8,  1,20,20,  1.f, B_ALL},
+    {"fast_batch7",                      16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 4,  7,12,12,  1.f, B_ALL},
+    /* small images: the attention of the whole batch first */
     {"fast_small_image_batch6",          16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 8,  6, 7, 7,  1.f, B_ALL},
-    {"fast_small_image_depthwise_b5",    16, 16, 3, 3, 1, 1, 1, 1, 1, 1,16, 4, 8,  5, 7, 6,  1.f, B_ALL},
-    {"fast_small_image_pointwise_b4",    16, 32, 1, 1, 1, 1, 0, 0, 1, 1, 1, 4, 8,  4, 5, 7,  1.f, B_CONV},
+    {"fast_small_image_depthwise_b12",   96, 96, 3, 3, 1, 1, 1, 1, 1, 1,96, 4,24, 12, 7, 7,  1.f, B_ALL},
+    {"fast_small_image_pointwise_b4",    64,128, 1, 1, 1, 1, 0, 0, 1, 1, 1, 4,16,  4, 7, 7,  1.f, B_CONV},
 };
 /* clang-format on */
 
@@ -154,6 +155,7 @@ static const linear_case linear_cases[] = {
     {"linear_1_to_1",            1,  1,  3,  1,  5,  1.f, B_ALL},
     {"linear_batch1",           20,  7,  4,  5,  1,  1.f, B_ALL},
     {"linear_wide_64_to_96",    64, 96,  4, 16,  4,  1.f, B_ALL},
+    {"linear_big_512_batch6",  512,512,  4, 64,  6,  1.f, B_ALL}, /* large enough for threads */
 };
 
 /* Random parameters scaled like a trained layer (about 1/sqrt(fan_in)), so that outputs and

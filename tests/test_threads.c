@@ -116,15 +116,16 @@ typedef struct layer_case {
 
 /* clang-format off */
 static const layer_case cases[] = {
-    /* name              cin cout k  s  p   g  K  N   h   w */
-    {"3x3",               12, 20, 3, 1, 1,  1, 1, 3, 11, 13},
-    {"3x3_stride2",       12, 20, 3, 2, 1,  1, 1, 3, 12, 9},
-    {"pointwise",         24, 16, 1, 1, 0,  1, 1, 3,  7, 10},
-    {"1x1_stride2",       24, 16, 1, 2, 0,  1, 1, 3,  9, 10},
-    {"groups3",           12, 18, 3, 1, 1,  3, 1, 3,  8, 8},
-    {"depthwise",         16, 16, 3, 1, 1, 16, 1, 3, 10, 35},
-    {"depthwise_stride2", 16, 16, 3, 2, 1, 16, 1, 3, 13, 19},
-    {"channel_mult_x2",    8, 16, 5, 1, 2,  8, 1, 3,  9, 12},
+    /* name              cin cout k  s  p   g  K  N   h   w   (each over 10^6 multiply-adds, so
+     *                                                        that a forward uses its threads) */
+    {"3x3",               32, 40, 3, 1, 1,  1, 1, 3, 20, 22},
+    {"3x3_stride2",       32, 40, 3, 2, 1,  1, 1, 3, 30, 26},
+    {"pointwise",         64, 48, 1, 1, 0,  1, 1, 3, 20, 18},
+    {"1x1_stride2",       64, 48, 1, 2, 0,  1, 1, 3, 40, 38},
+    {"groups3",           48, 48, 3, 1, 1,  3, 1, 3, 16, 16},
+    {"depthwise",         48, 48, 3, 1, 1, 48, 1, 3, 30, 35},
+    {"depthwise_stride2", 64, 64, 3, 2, 1, 64, 1, 3, 40, 38},
+    {"channel_mult_x2",   24, 48, 5, 1, 2, 24, 1, 3, 24, 26},
 };
 /* clang-format on */
 
@@ -416,8 +417,9 @@ static void forward_allocates_nothing(void **state)
     static const layer_case steady[] = {
         {"3x3_dynamic", 16, 24, 3, 1, 1, 1, 4, 3, 12, 12},
         {"3x3_static", 16, 24, 3, 1, 1, 1, 1, 3, 12, 12},
-        {"depthwise", 16, 16, 3, 1, 1, 16, 4, 3, 12, 12},
-        {"pointwise", 16, 24, 1, 1, 0, 1, 4, 1, 12, 12},
+        {"depthwise", 64, 64, 3, 1, 1, 64, 4, 3, 24, 24},
+        {"pointwise_batch1", 64, 96, 1, 1, 0, 1, 4, 1, 16, 16},
+        {"small_single_thread", 4, 8, 3, 1, 1, 1, 4, 2, 6, 6},
     };
     for (size_t i = 0; i < COUNT(steady); ++i) {
         const layer_case *c = &steady[i];

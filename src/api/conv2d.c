@@ -464,6 +464,32 @@ dynconv_status dynconv_conv2d_reshape(dynconv_conv2d *layer, int64_t batch, int6
                                    workspace_size);
 }
 
+/* Below this much work per forward (multiply-adds of the convolution plus a weight for every
+ * float read or written), waking a worker costs more than it saves, and on a busy machine it may
+ * wait for a core for milliseconds: such forwards run in the calling thread alone. */
+#define DC_MIN_PARALLEL_WORK 1e6
+
+/* Threads a forward of the current shape really uses: the handle's count, or 1 for small work.
+ * Depends on the shape, never on timing, so a given shape always splits the same way. */
+static size_t forward_team(const dynconv_conv2d *l) {
+    const dc_conv_shape *s = &l->shape;
+    const double n = (double)l->batch;
+    const double macs = n * (double)s->out_channels * (double)(s->in_channels / s->groups) *
+                        (double)(s->kernel_h * s->kernel_w) * (double)(s->out_h * s->out_w);
+    const double floats = n * ((double)s->in_channels * (double)(s->height * s->width) +
+                               (double)s->out_channels * (double)(s->out_h * s->out_w));
+    return macs + 8.0 * floats < DC_MIN_PARALLEL_WORK ? 1 : l->threads;
+}
+
+/* Runs a task on the first `team` members: the whole pool, or the calling thread alone. */
+static void run_team(const dynconv_conv2d *l, size_t team, dc_pool_task fn, void *ctx) {
+    if (team == 1) {
+        fn(ctx, 0, 1);
+    } else {
+        dc_pool_run(l->pool, fn, ctx);
+    }
+}
+
 /* What the forward's tasks share. */
 typedef struct forward_ctx {
     const dynconv_conv2d *layer;
@@ -675,13 +701,14 @@ dynconv_status dc_conv2d_forward_named(const char *fn, dynconv_conv2d *layer, co
                                layer->fc1_bias, layer->fc2_weight, layer->fc2_bias},
                               false};
     forward_ctx ctx = ctx0;
+    const size_t team = forward_team(layer);
     /* Where to compute the attention. Per sample, just before its convolution, while the input
      * is large: pooling reads it, and the convolution then finds it in cache. For small images
      * (7x7, 14x14) the attention's fc1 weights outweigh an image, and reading them once for the
      * whole batch wins. The choice depends on the shape only, never on the thread count. */
     ctx.batch_attention = layer->kernels > 1 && 8 * layer->hidden > s->height * s->width;
     if (ctx.batch_attention) {
-        dc_pool_run(layer->pool, pool_all_task, &ctx);
+        run_team(layer, team, pool_all_task, &ctx);
         dc_attention_forward(&ctx.att, n, ws.pooled, layer->temperature, ws.hidden, ws.pi);
     }
     /* Each sample goes through pool -> attention -> aggregation -> convolution in one go, so its
@@ -689,21 +716,20 @@ dynconv_status dc_conv2d_forward_named(const char *fn, dynconv_conv2d *layer, co
      * while there are at least as many samples as threads (no synchronisation inside a sample);
      * the remaining samples (all of them at batch 1) are shared by all threads: pooling by
      * channels, aggregation by slices, convolution by bands of output rows. */
-    const size_t team = layer->threads;
     ctx.count = n - n % team;
     if (ctx.count > 0) {
-        dc_pool_run(layer->pool, samples_task, &ctx);
+        run_team(layer, team, samples_task, &ctx);
     }
     for (size_t i = ctx.count; i < n; ++i) {
         ctx.sample = i;
         if (layer->kernels > 1 && !ctx.batch_attention) {
-            dc_pool_run(layer->pool, pool_task, &ctx);
+            run_team(layer, team, pool_task, &ctx);
             sample_attention(&ctx, i);
         }
         if (layer->kernels > 1) {
-            dc_pool_run(layer->pool, aggregate_task, &ctx);
+            run_team(layer, team, aggregate_task, &ctx);
         }
-        dc_pool_run(layer->pool, rows_task, &ctx);
+        run_team(layer, team, rows_task, &ctx);
     }
     if (blas_threads != 1) {
         openblas_set_num_threads(blas_threads);
