@@ -54,6 +54,7 @@ static const bw_case cases[] = {
     {"groups2_stride2_dilation2",  false, CONV(4, 2, 3, 3, 2, 2, 2, 1, 2, 2, 2, 3, 2),       1.0f, 2, 7, 7, true, true, true},
     {"depthwise",                  false, CONV(3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 3, 3, 2),       1.0f, 2, 5, 5, true, true, true},
     {"channel_multiplier2",        false, CONV(2, 4, 3, 3, 1, 1, 1, 1, 1, 1, 2, 2, 2),       1.0f, 2, 5, 4, true, true, true},
+    {"depthwise_dilation2_pad_asym", false, CONV(3, 3, 3, 2, 1, 1, 2, 1, 2, 2, 3, 3, 2),     1.0f, 2, 7, 6, true, true, true},
     {"multiplier2_stride2_dil",    false, CONV(3, 6, 3, 2, 2, 1, 2, 1, 2, 2, 3, 3, 2),       1.0f, 2, 8, 7, true, true, true},
     {"pointwise_1x1",              false, CONV(4, 3, 1, 1, 1, 1, 0, 0, 1, 1, 1, 3, 2),       1.0f, 2, 4, 5, true, true, true},
     {"pointwise_1x1_stride2",      false, CONV(4, 3, 1, 1, 2, 2, 0, 0, 1, 1, 1, 3, 2),       1.0f, 2, 5, 5, true, true, true},

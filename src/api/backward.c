@@ -10,7 +10,7 @@
 
 #include <string.h>
 
-bool dc_plan_backward_workspace(const dynconv_conv2d *l, size_t batch, size_t col_floats,
+bool dc_plan_backward_workspace(const dynconv_conv2d *l, size_t batch, size_t scratch_floats,
                                 char *base, dc_backward_layout *out, size_t *bytes) {
     dc_arena arena = {base, 0, false};
     size_t pooled, hidden, pi, weights, biases = 0;
@@ -25,7 +25,7 @@ bool dc_plan_backward_workspace(const dynconv_conv2d *l, size_t batch, size_t co
     out->pi = dc_arena_take(&arena, pi);
     out->weights = dc_arena_take(&arena, weights);
     out->dbiases = l->bias != NULL ? dc_arena_take(&arena, biases) : NULL;
-    out->col = col_floats > 0 ? dc_arena_take(&arena, col_floats) : NULL;
+    out->col = scratch_floats > 0 ? dc_arena_take(&arena, scratch_floats) : NULL;
     out->dpi = dc_arena_take(&arena, pi);
     out->du = dc_arena_take(&arena, hidden);
     out->dpooled = dc_arena_take(&arena, pooled);
@@ -201,7 +201,9 @@ static dynconv_status backward_named(const char *fn, dynconv_conv2d *layer, cons
                                 grads->fc2_bias != NULL;
     dc_backward_layout ws;
     size_t unused;
-    dc_plan_backward_workspace(layer, n, dc_conv_col_floats(s), workspace, &ws, &unused);
+    size_t scratch = 0;
+    dc_conv_backward_scratch_floats(s, &scratch); /* checked by reshape */
+    dc_plan_backward_workspace(layer, n, scratch, workspace, &ws, &unused);
 
     const dc_attention att = {s->in_channels,    layer->hidden,   layer->kernels,
                               layer->fc1_weight, layer->fc1_bias, layer->fc2_weight,

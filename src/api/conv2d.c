@@ -428,7 +428,9 @@ dynconv_status dc_conv2d_reshape_named(const char *fn, dynconv_conv2d *layer, in
      * functions, so that inference is never refused for the sake of training. */
     dc_backward_layout bws;
     size_t bwd_bytes = 0;
-    const bool bwd_ok = dc_plan_backward_workspace(layer, n, col_floats, NULL, &bws, &bwd_bytes);
+    size_t bwd_scratch = 0;
+    const bool bwd_ok = dc_conv_backward_scratch_floats(&s, &bwd_scratch) &&
+                        dc_plan_backward_workspace(layer, n, bwd_scratch, NULL, &bws, &bwd_bytes);
     if (layer->backward_enabled && !bwd_ok) {
         return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW,
                        "%s: the backward workspace for batch %lld, %lld x %lld overflows", fn,

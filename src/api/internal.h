@@ -61,13 +61,14 @@ typedef struct dc_backward_layout {
     float *pooled, *hidden, *pi;  /* the recomputed attention */
     float *weights;               /* aggregated kernels W_n, then their gradients dW_n */
     float *dbiases;               /* db_n, [N, C_out] (only when the layer has a bias) */
-    float *col;                   /* im2col scratch of one sample and group */
+    float *col;                   /* conv backward scratch of one sample and group */
     float *dpi, *du, *dpooled;    /* attention gradients */
 } dc_backward_layout;
 
-/* Plans (base == NULL) or carves the backward workspace for `batch` samples and `col_floats`
- * of im2col scratch; false when a size overflows. */
-bool dc_plan_backward_workspace(const dynconv_conv2d *l, size_t batch, size_t col_floats,
+/* Plans (base == NULL) or carves the backward workspace for `batch` samples and
+ * `scratch_floats` of convolution scratch (dc_conv_backward_scratch_floats); false when a size
+ * overflows. */
+bool dc_plan_backward_workspace(const dynconv_conv2d *l, size_t batch, size_t scratch_floats,
                                 char *base, dc_backward_layout *out, size_t *bytes);
 
 /* Records a printf-style explanation for dynconv_last_error_message() and returns status. */

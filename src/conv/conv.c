@@ -437,6 +437,84 @@ static void single_channel_backward(const dc_conv_shape *s, size_t g_out, const 
     }
 }
 
+/* Slack after a padded plane: a tap's flat view reaches (kw-1)*dw floats past the last row. */
+static size_t padded_slack(const dc_conv_shape *s) { return (s->kernel_w - 1) * s->dilation_w; }
+
+static bool use_padded_plane(const dc_conv_shape *s) {
+    return s->in_channels == s->groups && s->stride_h == 1 && s->stride_w == 1 &&
+           !dc_conv_is_pointwise(s);
+}
+
+bool dc_conv_backward_scratch_floats(const dc_conv_shape *s, size_t *out) {
+    if (!use_padded_plane(s)) {
+        const size_t dims[4] = {s->in_channels / s->groups, s->kernel_h * s->kernel_w, s->out_h,
+                                s->out_w};
+        if (dc_conv_is_pointwise(s)) {
+            *out = 0;
+            return true;
+        }
+        return dc_product(dims, 4, out);
+    }
+    /* input and its gradient, each padded plane + slack, and dy on the padded width */
+    size_t hp, wp, plane, one, two, dy_floats;
+    if (!dc_add_size(s->height, 2 * s->pad_h, &hp) || !dc_add_size(s->width, 2 * s->pad_w, &wp) ||
+        !dc_mul_size(hp, wp, &plane) || !dc_add_size(plane, padded_slack(s), &one) ||
+        !dc_mul_size(one, 2, &two) || !dc_mul_size(s->out_h, wp, &dy_floats) ||
+        !dc_add_size(two, dy_floats, out)) {
+        return false;
+    }
+    return true;
+}
+
+/* Single-input-channel groups with stride 1: with the input zero-padded and dy laid out on the
+ * padded width (zeros in the extra columns), every tap is one flat dot product and one flat
+ * axpy over out_h * padded-width floats, which vectorise, instead of out_h short rows. The
+ * extra columns meet dy = 0, so they add exactly nothing. */
+static void padded_plane_backward(const dc_conv_shape *s, size_t g_out, const float *x,
+                                  const float *w, const float *dy, float *dw, float *dx,
+                                  float *scratch) {
+    const size_t wp = s->width + 2 * s->pad_w, hp = s->height + 2 * s->pad_h;
+    const size_t one = hp * wp + padded_slack(s), flat = s->out_h * wp;
+    float *xp = scratch, *dxp = scratch + one, *dyp = scratch + 2 * one;
+    memset(xp, 0, one * sizeof(float));
+    for (size_t r = 0; r < s->height; ++r) {
+        memcpy(xp + (r + s->pad_h) * wp + s->pad_w, x + r * s->width, s->width * sizeof(float));
+    }
+    if (dx != NULL) {
+        memset(dxp, 0, one * sizeof(float));
+    }
+    const size_t plane = s->out_h * s->out_w, taps = s->kernel_h * s->kernel_w;
+    for (size_t o = 0; o < g_out; ++o) {
+        memset(dyp, 0, flat * sizeof(float));
+        for (size_t r = 0; r < s->out_h; ++r) {
+            memcpy(dyp + r * wp, dy + o * plane + r * s->out_w, s->out_w * sizeof(float));
+        }
+        for (size_t ki = 0; ki < s->kernel_h; ++ki) {
+            for (size_t kj = 0; kj < s->kernel_w; ++kj) {
+                const size_t tap = o * taps + ki * s->kernel_w + kj;
+                const size_t at = ki * s->dilation_h * wp + kj * s->dilation_w;
+                const float wv = w[tap]; /* read before dw (which may alias w) is written */
+                if (dx != NULL) {
+                    float *d = dxp + at;
+                    for (size_t i = 0; i < flat; ++i) {
+                        d[i] += wv * dyp[i];
+                    }
+                }
+                dw[tap] = strided_dot(dyp, xp + at, flat, 1);
+            }
+        }
+    }
+    if (dx != NULL) {
+        for (size_t r = 0; r < s->height; ++r) {
+            const float *src = dxp + (r + s->pad_h) * wp + s->pad_w;
+            float *dst = dx + r * s->width;
+            for (size_t c = 0; c < s->width; ++c) {
+                dst[c] += src[c];
+            }
+        }
+    }
+}
+
 void dc_conv2d_sample_backward(const dc_conv_shape *s, const float *x, const float *w,
                                const float *dy, float *dw, float *dx, float *col) {
     const size_t g_in = s->in_channels / s->groups, g_out = s->out_channels / s->groups;
@@ -444,6 +522,14 @@ void dc_conv2d_sample_backward(const dc_conv_shape *s, const float *x, const flo
     const size_t depth = g_in * s->kernel_h * s->kernel_w;
     const bool pointwise = dc_conv_is_pointwise(s);
 
+    if (use_padded_plane(s)) {
+        for (size_t g = 0; g < s->groups; ++g) {
+            padded_plane_backward(s, g_out, x + g * in_plane, w + g * g_out * depth,
+                                  dy + g * g_out * plane, dw + g * g_out * depth,
+                                  dx != NULL ? dx + g * in_plane : NULL, col);
+        }
+        return;
+    }
     if (g_in == 1 && !pointwise) {
         for (size_t g = 0; g < s->groups; ++g) {
             single_channel_backward(s, g_out, x + g * in_plane, w + g * g_out * depth,

@@ -52,14 +52,19 @@ void dc_conv2d_sample(const dc_conv_shape *s, const float *x, const float *w, co
  * to the input positions they were copied from (padding entries are dropped). */
 void dc_col2im_add(const dc_conv_shape *s, const float *col, size_t c, float *x);
 
+/* Floats of scratch dc_conv2d_sample_backward needs: the im2col matrix of a group, or for a
+ * single-input-channel group with stride 1 (depthwise) the padded input, its gradient and the
+ * output gradient laid out on the padded width. False when that overflows. */
+bool dc_conv_backward_scratch_floats(const dc_conv_shape *s, size_t *out);
+
 /* Backward of dc_conv2d_sample for one sample, with y = conv(x, w) + b:
  *   dw [C_out, C_in/g, kh, kw]  = dL/dw, overwritten
  *   dx [C_in, H, W]             += dL/dx (skipped when dx is NULL)
  * from dy [C_out, out_h, out_w]. dw may alias w: for each group the input gradient is formed
  * from w before dw overwrites that group's slice, which lets the caller reuse one buffer for the
- * aggregated kernel and its gradient. col is scratch of dc_conv_col_floats floats. */
+ * aggregated kernel and its gradient. scratch holds dc_conv_backward_scratch_floats floats. */
 void dc_conv2d_sample_backward(const dc_conv_shape *s, const float *x, const float *w,
-                               const float *dy, float *dw, float *dx, float *col);
+                               const float *dy, float *dw, float *dx, float *scratch);
 
 /* The same, restricted to output rows [oh0, oh1) of every output channel (the rest of y is not
  * touched), so that threads can share one sample. The direct loops compute each output value
