@@ -207,23 +207,83 @@ def targets(rows, have_torch):
     return out
 
 
-def module_table(layers, lib, batch):
+def module_table(layers, cpu, batch):
+    """Stages on their own against the whole forward, all in CPU time (1 thread), which the
+    machine's load changes least."""
     mods = ["pool", "attention", "aggregate", "im2col", "gemm", "conv"]
     pipeline = ["pool", "attention", "aggregate", "conv"]
-    lines = [f"| layer (N={batch}, 1 thread) | " + " | ".join(f"{m} ms" for m in mods)
-             + " | pool+attention+aggregate+conv | forward ms |", "|" + "---|" * (len(mods) + 3)]
+    lines = [f"| layer (N={batch}, 1 thread, CPU ms) | " + " | ".join(mods)
+             + " | pool+attention+aggregate+conv | dynamic forward | static forward |",
+             "|" + "---|" * (len(mods) + 4)]
     found = False
     for layer in layers:
-        vals = {m: lib.get(f"module/{layer['name']}/b{batch}/{m}") for m in mods}
+        vals = {m: cpu.get(f"module/{layer['name']}/b{batch}/{m}") for m in mods}
         if all(v is None for v in vals.values()):
             continue
         found = True
         total = sum(vals[m] for m in pipeline if vals[m] is not None)
-        fwd = lib.get(f"layer/{layer['name']}/b{batch}/t1/dynamic")
+        fwd = cpu.get(f"layer/{layer['name']}/b{batch}/t1/dynamic")
+        stat = cpu.get(f"layer/{layer['name']}/b{batch}/t1/static")
         lines.append(f"| {layer['name']} | "
                      + " | ".join(fmt(vals[m], 3) if vals[m] is not None else "-" for m in mods)
-                     + f" | {fmt(total, 3)} | {fmt(fwd, 3)} |")
+                     + f" | {fmt(total, 3)} | {fmt(fwd, 3)} | {fmt(stat, 3)} |")
     return lines if found else []
+
+
+def limits(rows, layers, cpu, batch, sgemm_n):
+    """Facts from this run's figures next to each missed target: where the time goes."""
+    out = []
+    by_layer = {}
+    for r in rows:
+        by_layer.setdefault(r["layer"]["name"], []).append(r)
+    # Dynamic over static: the layers that pay most, and what mixing K kernels alone costs.
+    worst = sorted(by_layer.items(), key=lambda kv: -geomean([r["r_self"] for r in kv[1]]))[:3]
+    facts = []
+    for name, rs in worst:
+        agg = cpu.get(f"module/{name}/b{batch}/aggregate")
+        stat = cpu.get(f"layer/{name}/b{batch}/t1/static")
+        fact = f"{name} (dynamic / static {fmt(geomean([r['r_self'] for r in rs]))}x)"
+        if agg is not None and stat:
+            fact += (f": mixing the K kernels for N={batch} alone takes {fmt(agg, 2)} ms of CPU, "
+                     f"{fmt(100 * agg / stat, 0)}% of the static forward's {fmt(stat, 2)} ms")
+        facts.append(fact)
+    out.append("- **Dynamic / static.** Largest overheads: " + "; ".join(facts) + ". The "
+               "static layer skips the attention and the mixing; the dynamic one writes one "
+               "kernel set per sample, which costs most where kernels are large next to the "
+               "image (many channels, small spatial size).")
+    # Share of the sgemm rate: how fast the bare GEMMs of each shape are.
+    sg = cpu.get(f"sgemm/{sgemm_n}/t1")
+    if sg:
+        sg_rate = 2.0 * sgemm_n ** 3 / sg
+        facts = []
+        for layer in layers:
+            if not (layer["k"] == 3 and layer["groups"] == 1
+                    and min(layer["c_in"], layer["c_out"]) >= THREE_BY_THREE_MIN_CHANNELS):
+                continue
+            gemm = cpu.get(f"module/{layer['name']}/b{batch}/gemm")
+            im2col = cpu.get(f"module/{layer['name']}/b{batch}/im2col")
+            if gemm is None:
+                continue
+            o = (layer["size"] + 2 * layer["pad"] - layer["k"]) // layer["stride"] + 1
+            facts.append(
+                f"{layer['name']}: the GEMMs alone ([{layer['c_out']} x "
+                f"{layer['c_in'] * 9}] x [{layer['c_in'] * 9} x {o * o}] per sample) reach "
+                f"{fmt(100 * flops(layer, batch) / gemm / sg_rate, 0)}% of the sgemm rate"
+                + (f", im2col adds {fmt(100 * im2col / gemm, 0)}% to their time"
+                   if im2col is not None else ""))
+        if facts:
+            out.append("- **Share of the sgemm rate** (1 thread, CPU time, N=" + str(batch)
+                       + "): " + "; ".join(facts) + ". A 7x7 or 14x14 image makes the GEMM's "
+                       "N dimension 49 or 196 wide, too narrow for OpenBLAS to run at its "
+                       "square-matrix rate.")
+    slower = [r for r in rows if r.get("r_tdyn") is not None and r["r_tdyn"] <= 1.0]
+    if slower:
+        out.append("- **Cases where PyTorch's dynamic convolution was not slower:** "
+                   + ", ".join(f"{r['layer']['name']} N={r['batch']} {r['threads']}T "
+                               f"({fmt(r['r_tdyn'])}x"
+                               + (f", CPU time {fmt(r['c_r_tdyn'])}x" if r.get("c_r_tdyn")
+                                  else "") + ")" for r in slower) + ".")
+    return out
 
 
 def plot(rows, batches, threads, have_torch, path):
@@ -265,14 +325,19 @@ def plot(rows, batches, threads, have_torch, path):
                         xs.append(li - 0.4 + width * (ci + 0.5))
                         ys.append(r[key])
             ax.bar(xs, ys, width, label=f"N={b}, {t}T", color=colors[ci % len(colors)])
-        for i, (y, label) in enumerate(lines):
+        top = max(y for y, _ in lines)
+        for y, label in lines:
             ax.axhline(y, color="black", linestyle="--" if "target" in label else ":",
                        linewidth=1)
-            # First label above its line, the second below, so that close lines stay legible.
+            # The highest line's label above it, the others below theirs: close lines stay
+            # legible.
             ax.annotate(label, (len(names) - 0.45, y), fontsize=8, ha="right",
-                        va="bottom" if i == 0 else "top")
+                        va="bottom" if y == top else "top")
         if log:
             ax.set_yscale("log")
+            # Ticks at 1, 2, 5 times powers of ten: a panel spanning less than a decade still
+            # gets labels.
+            ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1, 2, 5)))
             ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(title, fontsize=10)
@@ -426,8 +491,10 @@ def main():
                "columns disagree, the machine's load decided the wall-clock figure.", ""]
         md += ["## Geometric means", ""] + geo + [""]
         md += ["## Every case", ""] + tab + [""]
-        mt = module_table(layers, lib, max(batches))
+        mt = module_table(layers, lib_cpu, max(batches))
         if mt:
+            md += ["## What limits the missed targets", ""]
+            md += limits(rows, layers, lib_cpu, max(batches), args.sgemm) + [""]
             md += ["## Where the time goes", "",
                    "Each stage of the generic pipeline on its own (internal layers, 1 BLAS "
                    "thread, whole batch): global average pool, the attention's fully connected "
@@ -435,8 +502,9 @@ def main():
                    "halves of the generic convolution path (im2col of every sample and group, "
                    "none for 1x1 layers; the GEMMs on an unfolded input), and `conv`, the "
                    "per-sample convolution as the library runs it for that shape (im2col + GEMM "
-                   "or a faster path). The forward column is the whole dynamic forward with 1 "
-                   "thread; it may order or fuse the stages differently.", ""] + mt + [""]
+                   "or a faster path). The forward columns are the whole forwards with 1 thread; "
+                   "they may order or fuse the stages differently. All in process CPU time, "
+                   "which leaves out the time other programs had the core.", ""] + mt + [""]
         if args.png:
             md += ["## Plot", "", f"![ratios]({os.path.basename(args.png)})", ""]
         for path in args.append:
