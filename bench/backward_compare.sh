@@ -91,6 +91,15 @@ cat "$out/context.txt" >&2
   echo "- Both run in one process and take turns within each of $reps repetitions of at least" \
        "${min_time} s; times are medians, speed-ups (PyTorch time / libdynconv time, above 1:"
   echo "  libdynconv is faster) medians of the per-repetition ratios."
+  echo "- What to expect: a backward does two GEMMs of the forward's size per sample and group"
+  echo "  (dL/dx through col2im, and dL/dW_n), plus the recomputed attention and kernel mixing"
+  echo "  and two batch-wide GEMMs for dL/dpi and the K kernels' gradients: about 2 to 2.5"
+  echo "  forwards for GEMM-bound layers (more for depthwise ones, whose forward has a path of"
+  echo "  its own). Against PyTorch it gains most where the batch-as-groups conv is weakest"
+  echo "  (many channels at a small image, depthwise layers) and is about even on large images."
+  echo "- A load average above the core count means other processes shared the cores: the"
+  echo "  absolute times are then inflated and noisy, and the speed-ups (turn by turn) are the"
+  echo "  figures to read."
   echo
   cat "$out/table.md"
   echo
