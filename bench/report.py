@@ -49,6 +49,7 @@ def read_gbench(paths):
     for the CPU time: the median aggregate, or when the file has the single runs, their median,
     except for the sgemm reference, whose best run is what the machine can reach."""
     context, wall, cpu, runs = None, {}, {}, {}
+    counters = {}
     for path in paths:
         with open(path) as f:
             data = json.load(f)
@@ -59,6 +60,8 @@ def read_gbench(paths):
                 sys.exit(f"report: {b['name']} failed: {b.get('error_message', '')}")
             name = re.sub(r"/(process_time|real_time)", "", b.get("run_name", b["name"]))
             times = (to_ms(b["real_time"], b["time_unit"]), to_ms(b["cpu_time"], b["time_unit"]))
+            if "workspace_bytes" in b and b.get("aggregate_name", "median") == "median":
+                counters[name + "#workspace"] = b["workspace_bytes"]
             if b.get("run_type") == "aggregate":
                 if b.get("aggregate_name") == "median" and not name.startswith("sgemm/"):
                     wall[name], cpu[name] = times
@@ -68,6 +71,7 @@ def read_gbench(paths):
         pick = min if name.startswith("sgemm/") else statistics.median
         wall.setdefault(name, pick(v[0] for v in values))
         cpu.setdefault(name, pick(v[1] for v in values))
+    wall.update(counters)  # "<run>#workspace": bytes, kept apart from the times by the '#'
     return context or {}, wall, cpu
 
 
@@ -103,7 +107,9 @@ def build_rows(layers, lib, torch, sgemm_n, lib_cpu, torch_cpu):
                 gflops = flops(layer, b) / (dyn * 1e-3) / 1e9
                 sg = lib.get(f"sgemm/{sgemm_n}/t{t}")
                 sg_gflops = None if sg is None else 2.0 * sgemm_n ** 3 / (sg * 1e-3) / 1e9
+                ws = lib.get(key + "/dynamic#workspace")
                 row = dict(layer=layer, batch=b, threads=t, dyn=dyn, stat=stat,
+                           ws_mb=None if ws is None else ws / 2 ** 20,
                            tdyn=tdyn, tstat=tstat, gflops=gflops,
                            r_tdyn=ratio(tdyn, dyn), r_tstat=ratio(tstat, dyn),
                            r_self=ratio(dyn, stat),
@@ -127,14 +133,14 @@ def build_rows(layers, lib, torch, sgemm_n, lib_cpu, torch_cpu):
 def table(rows):
     head = ("| layer | N | threads | lib dyn ms | lib static ms | torch dyn ms | torch static ms "
             "| lib dyn GFLOP/s | torch-dyn / lib | torch-static / lib | lib dyn / static "
-            "| % sgemm |")
-    lines = [head, "|" + "---|" * 12]
+            "| % sgemm | lib dyn workspace MiB |")
+    lines = [head, "|" + "---|" * 13]
     for r in rows:
         lines.append(
             f"| {r['layer']['name']} | {r['batch']} | {r['threads']} | {fmt(r['dyn'], 3)} "
             f"| {fmt(r['stat'], 3)} | {fmt(r['tdyn'], 3)} | {fmt(r['tstat'], 3)} "
             f"| {fmt(r['gflops'], 1)} | {fmt(r['r_tdyn'])} | {fmt(r['r_tstat'])} "
-            f"| {fmt(r['r_self'])} | {fmt(r['peak'], 0)} |")
+            f"| {fmt(r['r_self'])} | {fmt(r['peak'], 0)} | {fmt(r['ws_mb'], 2)} |")
     return lines
 
 
@@ -482,9 +488,9 @@ def main():
                "|---|---|---|---|"]
         md += [f"| {n} | {m} | {c or '-'} | **{v}** |" for n, m, c, v in tgt]
         md += ["| the steady-state forward allocates nothing; peak memory of the largest "
-               "layer close to the workspace formula | not measured by this tool (the "
-               "`workspace_bytes` counter of dynconv-bench gives the workspace size) | - | "
-               "not judged here |", "",
+               "layer close to the workspace formula | not measured by this tool; the "
+               "workspace each handle asks for is in the last column of the table of every "
+               "case | - | not judged here |", "",
                "The verdicts use wall-clock times, what a user waits for. The CPU-time column "
                "repeats the figure for the 1-thread cases with the process CPU time of both "
                "sides: it leaves out the time other programs had the core, so when the two "
