@@ -5,6 +5,14 @@
 #include <cblas.h>
 #include <string.h>
 
+/* Hot loops are built twice, for AVX2 and for baseline x86-64, and the dynamic loader picks one
+ * (the distribution's library cannot assume AVX2; valgrind runs either). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define DC_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define DC_CLONES
+#endif
+
 enum { DW_LANES = 8 }; /* depthwise output columns summed side by side: one AVX register */
 
 bool dc_conv_output_size(size_t in, size_t kernel, size_t stride, size_t pad, size_t dilation,
@@ -52,6 +60,7 @@ static void valid_range(size_t out, size_t in, size_t stride, size_t pad, size_t
 }
 
 /* Rows [oh0, oh1) of the im2col matrix: col [c*kh*kw, (oh1-oh0)*out_w]. */
+DC_CLONES
 static void im2col_rows(const dc_conv_shape *s, const float *x, size_t c, size_t oh0, size_t oh1,
                         float *col) {
     const size_t ow_n = s->out_w, plane = (oh1 - oh0) * ow_n;
@@ -273,11 +282,6 @@ static inline void depthwise_rows_stride(const dc_conv_shape *s, size_t sw, cons
 
 /* Built twice (AVX2 and baseline x86-64) and picked at load time. The project compiles as ISO C,
  * so there is no FMA contraction: both versions do the same operations and give the same bits. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define DC_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define DC_CLONES
-#endif
 DC_CLONES
 static void depthwise_rows(const dc_conv_shape *s, const float *p, const float *wc, float bias,
                            float *yc, size_t oh0, size_t oh1) {
