@@ -133,6 +133,8 @@ static const conv_case conv_cases[] = {
     {"fast_small_image_batch6",          16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 8,  6, 7, 7,  1.f, B_ALL},
     {"fast_small_image_depthwise_b12",   96, 96, 3, 3, 1, 1, 1, 1, 1, 1,96, 4,24, 12, 7, 7,  1.f, B_ALL},
     {"fast_small_image_pointwise_b4",    64,128, 1, 1, 1, 1, 0, 0, 1, 1, 1, 4,16,  4, 7, 7,  1.f, B_CONV},
+    /* K kernels over 8 MiB: each thread mixes a chunk of its samples in one pass */
+    {"fast_big_kernels_chunked_b4",     256,256, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4,64,  4, 5, 5,  1.f, B_ALL},
 };
 /* clang-format on */
 

@@ -465,13 +465,17 @@ DYNCONV_API dynconv_status dynconv_linear_init_parameters(const dynconv_linear_g
  *
  * The workspace (reshape's figure) for T threads, batch N, kernel_len = C_out*(C_in/g)*kh*kw,
  * every buffer rounded up to DYNCONV_WORKSPACE_ALIGNMENT bytes, in floats of 4 bytes:
- *   K > 1:  N*C_in + N*hidden + N*K  +  T * (kernel_len + C_out [with a bias] + scratch)
+ *   K > 1:  N*C_in + N*hidden + N*K  +  T * (B * (kernel_len + C_out [with a bias]) + scratch)
  *   K = 1:  T * scratch              (no attention; the kernel is used as it is)
+ *   B (kernels a thread mixes at once) = 1, except when the K kernels take more than 8 MiB,
+ *     the image is small (8*hidden > H*W: the attention of the whole batch comes first) and
+ *     N/T >= 2: then B = min(N/T, floor(32 MiB / (4*kernel_len))), at least 1;
  *   scratch = 0 for a pointwise kernel (1x1, stride 1, no padding);
  *             (H + 2*ph) * (W + 2*pw) + 8*sw for depthwise (groups == C_in: one padded input
  *             channel); otherwise (C_in/g)*kh*kw * H_out*W_out (the im2col matrix of a group).
- * It no longer grows with N * kernel_len: each sample's kernel is aggregated just before its
- * convolution, into its thread's slot.
+ * Each sample's kernel is aggregated just before its convolution, into its thread's slot, so the
+ * workspace does not hold N aggregated kernels; for large kernels B of them at a time (at most
+ * 32 MiB per thread), so that the K kernels are read from memory once per B samples.
  *
  * Interaction with the BLAS: libdynconv parallelises itself, so every BLAS call it makes must
  * run on one thread, or BLAS threads and the handle's threads would compete for the cores.

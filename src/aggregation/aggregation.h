@@ -25,4 +25,10 @@ void dc_aggregate_backward(size_t n, size_t k, size_t len, const float *pi, cons
 void dc_aggregate_range(size_t k, size_t len, const float *pi, const float *params, float *out,
                         size_t begin, size_t end);
 
+/* The same for `samples` samples at once: pi [samples, k], out [samples, len]; each sample's
+ * values are bitwise those dc_aggregate_range gives, but the K parameter rows are read from
+ * memory once for all the samples. */
+void dc_aggregate_samples(size_t k, size_t len, size_t samples, const float *pi,
+                          const float *params, float *out, size_t begin, size_t end);
+
 #endif

@@ -48,6 +48,7 @@ struct dynconv_conv2d {
     size_t backward_workspace_size;
 
     size_t threads;           /* team size of a forward, the caller included */
+    size_t chunk;             /* kernels a thread aggregates at once (set with the shape) */
     dc_pool *pool;            /* its threads - 1 workers */
 };
 
