@@ -15,6 +15,10 @@ for purpose in "$@"; do
     bench) packages+=(libbenchmark-dev) ;;
     plot) packages+=(python3 python3-matplotlib) ;;
     compare) packages+=(libbenchmark-dev python3 python3-torch python3-numpy python3-matplotlib) ;;
+    abi)   packages+=(abigail-tools) ;;
+    package) packages+=(dpkg-dev file) ;;          # with build: the .deb packages
+    valgrind) packages+=(valgrind) ;;
+    fuzz)  packages+=(clang-14 libclang-rt-14-dev) ;;
     *) echo "deps.sh: unknown purpose '$purpose'" >&2; exit 2 ;;
   esac
 done

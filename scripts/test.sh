@@ -25,3 +25,6 @@ ctest --test-dir build/sanitize --output-on-failure -j"$jobs"
 
 echo "== backward benchmark smoke run (builds and runs; measures nothing)"
 bench/backward_compare.sh --smoke
+
+echo "== ABI check against the committed baseline (abidiff)"
+scripts/abi-check.sh
