@@ -29,12 +29,19 @@
  *     (dynconv_last_error_message()).
  *
  * Thread safety
- *   - A handle is not safe for concurrent use: use one handle per thread. Distinct handles can be
- *     used from distinct threads at the same time.
- *   - Weights passed with DYNCONV_FLAG_BORROW_WEIGHTS may be shared read-only by any number of
- *     handles used concurrently; the caller must not modify them while a forward is running.
- *   - dynconv_version_*, dynconv_status_string and dynconv_last_error_message are always safe.
- *   - A caller-owned workspace must not be shared by handles that run at the same time.
+ *   Safe to share between threads running at the same time:
+ *   - distinct handles: any calls, including create and destroy, on different handles from
+ *     different threads at the same time;
+ *   - parameter arrays borrowed with DYNCONV_FLAG_BORROW_WEIGHTS, by any number of handles: the
+ *     library only reads them (the caller must not modify them while a forward using them runs);
+ *   - input arrays: forward only reads its input, so concurrent forwards may read one input;
+ *   - dynconv_version_*, dynconv_status_string, dynconv_blas_* and dynconv_last_error_message
+ *     (the message is per thread: a failure in one thread never changes another's).
+ *   Not safe to share:
+ *   - one handle: no two calls on the same handle may overlap (even two forwards, which share
+ *     the handle's workspace); a handle may pass from thread to thread with the caller's own
+ *     synchronisation in between;
+ *   - output, attention and caller-owned workspace buffers, between calls that overlap in time.
  */
 #ifndef DYNCONV_DYNCONV_H
 #define DYNCONV_DYNCONV_H
