@@ -211,8 +211,11 @@ DYNCONV_API dynconv_status dynconv_conv2d_reshape(dynconv_conv2d *layer, int64_t
  *   DYNCONV_FLAG_EXTERNAL_WORKSPACE), INVALID_STATE (no successful reshape yet),
  *   INSUFFICIENT_WORKSPACE (workspace_size below the reshape figure), MISALIGNED_WORKSPACE,
  *   INVALID_ARGUMENT (input, output, attention or workspace overlap).
- * NaN or Inf in the input propagate to the outputs as IEEE arithmetic dictates; they are not
- * reported as errors. forward never allocates memory. */
+ * Non-finite values in the input are not errors (the status is DYNCONV_OK) and never affect
+ * the other samples of the batch: a NaN anywhere in sample n makes its attention row and its
+ * whole output NaN; an Inf (or finite values whose sum overflows) makes some of them Inf or NaN.
+ * For finite inputs and weights the attention is a finite distribution at every accepted
+ * temperature (the softmax subtracts the row maximum first). forward never allocates memory. */
 DYNCONV_API dynconv_status dynconv_conv2d_forward(dynconv_conv2d *layer, const float *input,
                                                   float *output, float *attention,
                                                   void *workspace, size_t workspace_size);
@@ -260,7 +263,7 @@ DYNCONV_API dynconv_status dynconv_linear_reshape(dynconv_linear *layer, int64_t
                                                   size_t *workspace_size);
 
 /*   input [N, D_in] · output [N, D_out] (no overlap with input) · attention [N, K] or NULL
- * Workspace rules as for dynconv_conv2d_forward. */
+ * Workspace rules, errors and non-finite inputs as for dynconv_conv2d_forward. */
 DYNCONV_API dynconv_status dynconv_linear_forward(dynconv_linear *layer, const float *input,
                                                   float *output, float *attention,
                                                   void *workspace, size_t workspace_size);
