@@ -429,10 +429,11 @@ dynconv_status dc_conv2d_reshape_named(const char *fn, dynconv_conv2d *layer, in
     }
     if (!dc_conv_output_size(s.height, s.kernel_h, s.stride_h, s.pad_h, s.dilation_h, &s.out_h) ||
         !dc_conv_output_size(s.width, s.kernel_w, s.stride_w, s.pad_w, s.dilation_w, &s.out_w)) {
+        /* Printed as reach + 1: the extent itself may not fit in size_t. */
         return dc_fail(DYNCONV_ERROR_INVALID_SHAPE,
-                       "%s: the dilated kernel (%zu x %zu) is larger than the padded input "
+                       "%s: the dilated kernel (%zu+1 x %zu+1) is larger than the padded input "
                        "(%zu x %zu)",
-                       fn, s.dilation_h * (s.kernel_h - 1) + 1, s.dilation_w * (s.kernel_w - 1) + 1,
+                       fn, s.dilation_h * (s.kernel_h - 1), s.dilation_w * (s.kernel_w - 1),
                        padded_h, padded_w);
     }
 

@@ -16,6 +16,14 @@ dynconv_status dynconv_linear_create(const dynconv_linear_geometry *geometry,
         return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: %s is NULL", fn,
                        geometry == NULL ? "geometry" : weights == NULL ? "weights" : "out");
     }
+    /* Same order as dynconv_conv2d_create: required arrays are NULL_POINTER before any size
+     * is looked at. */
+    if (weights->weight == NULL || weights->fc1_weight == NULL || weights->fc2_weight == NULL) {
+        return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: weights->%s is NULL (required)", fn,
+                       weights->weight == NULL       ? "weight"
+                       : weights->fc1_weight == NULL ? "fc1_weight"
+                                                     : "fc2_weight");
+    }
     /* Named checks first so messages speak of features, not channels. */
     const struct {
         const char *name;

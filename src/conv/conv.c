@@ -18,11 +18,14 @@ enum { DW_LANES = 8 }; /* depthwise output columns summed side by side: one AVX 
 bool dc_conv_output_size(size_t in, size_t kernel, size_t stride, size_t pad, size_t dilation,
                          size_t *out) {
     const size_t padded = in + 2 * pad;
-    const size_t span = dilation * (kernel - 1) + 1; /* extent of the dilated kernel */
-    if (span > padded) {
+    /* Extent of the dilated kernel minus one. The caller checked that this product fits, but
+     * the extent itself may not: dilation * (kernel - 1) can be exactly SIZE_MAX, and adding
+     * one would wrap to 0 and accept any input. */
+    const size_t reach = dilation * (kernel - 1);
+    if (reach >= padded) {
         return false;
     }
-    *out = (padded - span) / stride + 1;
+    *out = (padded - reach - 1) / stride + 1;
     return true;
 }
 
