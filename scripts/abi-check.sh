@@ -31,7 +31,7 @@ soname=$(readelf -d "$lib" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
 
 # Paths and build directories stay out of the dump so that it is the same on every machine.
 current="$build/$soname.abi"
-abidw --headers-dir include/dynconv --no-corpus-path --no-comp-dir-path --short-locs \
+abidw --headers-dir include/dynconv --drop-private-types --no-corpus-path --no-comp-dir-path --short-locs \
       --type-id-style hash --drop-undefined-syms --out-file "$current" "$lib"
 
 baseline="abi/$soname.abi"
