@@ -1,5 +1,6 @@
 /* Failures the fuzz targets found, each as a named case that states the rule it broke. The raw
  * inputs are also kept in fuzz/corpus/ (regress-*), which ctest replays. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -64,10 +65,31 @@ static void linear_null_weight_is_reported_before_sizes(void **state) {
     assert_non_null(strstr(dynconv_last_error_message(), "weight"));
 }
 
+/* The linear create checked its size products before the temperature, so an infinite
+ * temperature with overflowing sizes was SIZE_OVERFLOW while conv2d says INVALID_ARGUMENT: the
+ * flags and the temperature are now checked first in both. */
+static void linear_temperature_is_checked_before_size_overflow(void **state) {
+    (void)state;
+    const dynconv_linear_geometry g = {.in_features = 1,
+                                       .out_features = INT64_C(288795532994073812),
+                                       .num_kernels = 46341, .hidden = 46341};
+    const dynconv_linear_weights w = {params, NULL, params, NULL, params, NULL};
+    dynconv_linear *layer = NULL;
+    assert_int_equal(dynconv_linear_create(&g, &w, INFINITY, 0, &layer),
+                     DYNCONV_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(dynconv_last_error_message(), "temperature"));
+    assert_int_equal(dynconv_linear_create(&g, &w, 1.0f, 1u << 7, &layer),
+                     DYNCONV_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(dynconv_linear_create(&g, &w, 1.0f, 0, &layer),
+                     DYNCONV_ERROR_SIZE_OVERFLOW);
+    assert_null(layer);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(dilated_extent_of_2_pow_64_is_invalid_shape),
         cmocka_unit_test(linear_null_weight_is_reported_before_sizes),
+        cmocka_unit_test(linear_temperature_is_checked_before_size_overflow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,14 +16,19 @@ dynconv_status dynconv_linear_create(const dynconv_linear_geometry *geometry,
         return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: %s is NULL", fn,
                        geometry == NULL ? "geometry" : weights == NULL ? "weights" : "out");
     }
-    /* Same order as dynconv_conv2d_create: required arrays are NULL_POINTER before any size
-     * is looked at. */
+    /* Same order as dynconv_conv2d_create: required arrays, flags and temperature before any
+     * size is looked at. */
     if (weights->weight == NULL || weights->fc1_weight == NULL || weights->fc2_weight == NULL) {
         return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: weights->%s is NULL (required)", fn,
                        weights->weight == NULL       ? "weight"
                        : weights->fc1_weight == NULL ? "fc1_weight"
                                                      : "fc2_weight");
     }
+    if ((flags & ~KNOWN_FLAGS) != 0) {
+        return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: unknown flags 0x%x", fn,
+                       (unsigned)(flags & ~KNOWN_FLAGS));
+    }
+    TRY(dc_check_temperature(fn, temperature));
     /* Named checks first so messages speak of features, not channels. */
     const struct {
         const char *name;
