@@ -204,7 +204,7 @@ typedef struct shape_model {
     u128 ws_floats; /* upper estimate of the workspace */
 } shape_model;
 
-static int model_reshape(const layer_model *m, shape_model *s) {
+static int model_reshape(const layer_model *m, shape_model *s, int threads) {
     const int64_t *g = m->g;
     if (s->n <= 0 || s->h <= 0 || s->w <= 0) {
         return ST_ARG;
@@ -240,13 +240,20 @@ static int model_reshape(const layer_model *m, shape_model *s) {
     if (n > INT_MAX || out_plane > INT_MAX) {
         return ST_OVERFLOW;
     }
-    /* The workspace layout is the library's business. An upper estimate (per-sample kernels,
-     * biases, pooled values, hidden units and attention, one im2col buffer, alignment): far
-     * below SIZE_MAX the library must accept the shape; close to it, either answer. Every term
-     * is below 2^31 here, so the sums fit easily in 128 bits. */
+    /* The workspace layout is the library's business. An upper estimate: per sample the pooled
+     * values, hidden units and attention; per thread an aggregated kernel and bias and one
+     * scratch (an im2col matrix, or a zero-padded input plane), plus alignment. Far below
+     * SIZE_MAX the library must accept the shape; close to it, either answer. Every factor is
+     * below 2^64 here, so the sums fit in 128 bits. */
     const u128 depth = m->kernel_len / cout;
-    const u128 per_sample = m->kernel_len + cout + cin + (u128)g[HIDDEN] + (u128)g[KERNELS];
-    s->ws_floats = n * per_sample + depth * out_plane + 16 * 64;
+    const u128 col = depth * out_plane;
+    const u128 huge = (u128)1 << 100; /* clamps the padded plane so the sums cannot wrap */
+    const u128 padded_plane = padded_h * padded_w; /* both < 2^64 */
+    const u128 plane = (padded_plane < huge ? padded_plane : huge) + 8 * (u128)g[SW];
+    const u128 scratch = col > plane ? col : plane;
+    const u128 per_thread = m->kernel_len + cout + scratch + 4 * 64;
+    s->ws_floats = n * (cin + (u128)g[HIDDEN] + (u128)g[KERNELS]) +
+                   (u128)threads * per_thread + 4 * 64;
     return s->ws_floats * 4 < ((u128)1 << 60) ? ST_OK : ST_OK_OR_OVERFLOW;
 }
 
@@ -474,7 +481,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         check_sentinel("forward before reshape", y, 4);
     }
 
-    want = model_reshape(&m, &s);
+    /* 1 to 3 threads per handle: the forward's thread paths are fuzzed too. */
+    const int threads = 1 + (forward_mode >> 4) % 3;
+    st = h.linear ? dynconv_linear_set_num_threads(h.lin, threads)
+                  : dynconv_conv2d_set_num_threads(h.conv, threads);
+    check("set_num_threads", st, ST_OK);
+
+    want = model_reshape(&m, &s, threads);
     if (want != ST_ARG && want != ST_SHAPE && want != ST_OVERFLOW && !external &&
         s.ws_floats > MAX_FLOATS * 16) {
         /* The handle would allocate a workspace this large; that is not what is tested. */
