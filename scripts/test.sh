@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quick start, part 2: build with warnings as errors and run the whole test suite, first as
-# released (optimised), then under AddressSanitizer + UndefinedBehaviorSanitizer.
+# released (optimised), then under AddressSanitizer + UndefinedBehaviorSanitizer; then check the
+# ABI against the committed baseline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test python bench
