@@ -489,7 +489,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
     want = model_reshape(&m, &s, threads);
     if (want != ST_ARG && want != ST_SHAPE && want != ST_OVERFLOW && !external &&
-        s.ws_floats > MAX_FLOATS * 16) {
+        s.ws_floats > MAX_FLOATS * 4) {
         /* The handle would allocate a workspace this large; that is not what is tested. */
         goto out;
     }

@@ -31,7 +31,8 @@
  * Thread safety
  *   Safe to share between threads running at the same time:
  *   - distinct handles: any calls, including create and destroy, on different handles from
- *     different threads at the same time;
+ *     different threads at the same time (a handle's own worker threads are internal to it;
+ *     section 7 says how to set the BLAS when several handles run forwards at once);
  *   - parameter arrays borrowed with DYNCONV_FLAG_BORROW_WEIGHTS, by any number of handles: the
  *     library only reads them (the caller must not modify them while a forward using them runs);
  *   - input arrays: forward only reads its input, so concurrent forwards may read one input;
