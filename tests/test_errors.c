@@ -615,6 +615,39 @@ static dynconv_status conv_forward_input_in_output(fx *f, const err_case *c)
     return done(f, dynconv_conv2d_forward(f->layer, f->x + c->value, f->x, f->att, NULL, 0));
 }
 
+/* Attention placed c->value floats after the start of the input (or of the output). */
+static dynconv_status conv_forward_attention_in_input(fx *f, const err_case *c)
+{
+    return done(f, dynconv_conv2d_forward(f->layer, f->x, f->y, f->x + c->value, NULL, 0));
+}
+
+static dynconv_status conv_forward_attention_in_output(fx *f, const err_case *c)
+{
+    return done(f, dynconv_conv2d_forward(f->layer, f->x, f->y, f->y + c->value, NULL, 0));
+}
+
+/* A workspace of the full size starting at the first aligned address inside the input (or the
+ * output): aligned and large enough, so only the overlap is wrong. */
+static void *aligned_inside(const void *p)
+{
+    const uintptr_t a = DYNCONV_WORKSPACE_ALIGNMENT;
+    return (void *)(((uintptr_t)p + a - 1) / a * a);
+}
+
+static dynconv_status conv_forward_workspace_in_input(fx *f, const err_case *c)
+{
+    (void)c;
+    return done(f, dynconv_conv2d_forward(f->ext, f->x, f->y, f->att, aligned_inside(f->x),
+                                          f->ws_size));
+}
+
+static dynconv_status conv_forward_workspace_in_output(fx *f, const err_case *c)
+{
+    (void)c;
+    return done(f, dynconv_conv2d_forward(f->ext, f->x, f->y, f->att, aligned_inside(f->y),
+                                          f->ws_size));
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Linear cases                                                                             */
 
@@ -925,6 +958,12 @@ static const err_case conv_cases[] = {
     VALUE("conv_forward_output_inside_input", ST_ARG, conv_forward_output_in_input, 5),
     VALUE("conv_forward_input_overlaps_output_by_one", ST_ARG, conv_forward_input_in_output,
           (int64_t)(CONV_N * 6 * CONV_H * (CONV_W - 2)) - 1),
+    VALUE("conv_forward_attention_is_input", ST_ARG, conv_forward_attention_in_input, 0),
+    VALUE("conv_forward_attention_overlaps_input_by_one", ST_ARG,
+          conv_forward_attention_in_input, (int64_t)(CONV_N * 4 * CONV_H * CONV_W) - 1),
+    VALUE("conv_forward_attention_inside_output", ST_ARG, conv_forward_attention_in_output, 3),
+    CASE("conv_forward_workspace_inside_input", ST_ARG, conv_forward_workspace_in_input),
+    CASE("conv_forward_workspace_inside_output", ST_ARG, conv_forward_workspace_in_output),
 };
 
 static const err_case linear_cases[] = {
