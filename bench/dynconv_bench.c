@@ -246,6 +246,13 @@ static void bm_module(dcb_state *st, void *arg) {
     const size_t depth = g_in * s.kernel_h * s.kernel_w, plane = s.out_h * s.out_w;
     const size_t in_plane = s.height * s.width, kernel_len = s.out_channels * depth;
 
+    /* im2col needs depth * plane floats; the convolution itself needs dc_conv_scratch_floats
+     * (for depthwise layers a padded input channel, which can be the larger of the two). */
+    size_t scratch = 0;
+    if (!dc_conv_scratch_floats(&s, &scratch)) {
+        dcb_skip_with_error(st, "scratch size overflows");
+        return;
+    }
     float *x = random_buffer(n * s.in_channels * in_plane, 1.0f);
     float *pooled = random_buffer(n * s.in_channels, 1.0f);
     float *hid = random_buffer(n * hidden, 1.0f);
@@ -254,7 +261,7 @@ static void bm_module(dcb_state *st, void *arg) {
     float *fc2 = random_buffer(k * hidden, 1.0f);
     float *params = random_buffer(k * kernel_len, 0.1f);
     float *mixed = random_buffer(n * kernel_len, 0.1f);
-    float *col = random_buffer(depth * plane, 1.0f);
+    float *col = random_buffer(depth * plane > scratch ? depth * plane : scratch, 1.0f);
     float *y = random_buffer(s.out_channels * plane, 1.0f);
     float *bias = random_buffer(s.out_channels, 0.1f);
     if (x == NULL || pooled == NULL || hid == NULL || pi == NULL || fc1 == NULL || fc2 == NULL ||
