@@ -467,12 +467,14 @@ DYNCONV_API dynconv_status dynconv_linear_init_parameters(const dynconv_linear_g
  * What the threads do: at batch N >= threads, each thread takes whole samples (pooling,
  * attention, its own aggregated kernel and im2col scratch, convolution); the last N % threads
  * samples (all of them at batch 1) are shared: pooled by channels, the kernel aggregated in
- * slices, then convolved in bands of output rows. Forwards of little work (under about 10^6
+ * slices, then convolved in bands of output rows (depthwise and one-group pointwise layers:
+ * each thread mixes and convolves its own output channels, in one step). Forwards of little work (under about 10^6
  * multiply-adds plus weighted input and output floats, e.g. a few channels of a 6x6 image) run
  * in the calling thread alone: waking a worker would cost more than it saves. Whole samples,
  * the attention and the depthwise path give bitwise the same result whatever the thread count;
- * a shared sample's GEMM is cut into bands, which the BLAS may round differently in the last
- * bits (the tests hold it within 1e-5 relative of the one-thread result).
+ * a shared sample's GEMM is cut into bands (of rows or channels), which the BLAS may round
+ * differently in the last bits (the tests hold it within 1e-5 relative of the one-thread
+ * result).
  *
  * The workspace (reshape's figure) for T threads, batch N, kernel_len = C_out*(C_in/g)*kh*kw,
  * every buffer rounded up to DYNCONV_WORKSPACE_ALIGNMENT bytes, in floats of 4 bytes:

@@ -630,6 +630,35 @@ static void samples_task(void *p, size_t index, size_t count) {
     }
 }
 
+/* One shared sample whose output channels can be computed apart (depthwise, pointwise): each
+ * thread mixes the kernel rows of its channels and convolves them, with no step in between that
+ * would need the other threads' rows. */
+static void channels_task(void *p, size_t index, size_t count) {
+    const forward_ctx *c = p;
+    const dynconv_conv2d *l = c->layer;
+    const dc_conv_shape *s = &l->shape;
+    const size_t i = c->sample, depth = l->kernel_len / s->out_channels;
+    size_t oc0, oc1;
+    share(s->out_channels, index, count, &oc0, &oc1);
+    const float *w = l->weight, *b = l->bias;
+    if (l->kernels > 1) {
+        const float *pi = c->ws->pi + i * l->kernels;
+        float *wt = slot_part(c->ws, 0, true, c->ws->weights_at);
+        dc_aggregate_range(l->kernels, l->kernel_len, pi, l->weight, wt, oc0 * depth,
+                           oc1 * depth);
+        w = wt;
+        b = NULL;
+        if (l->bias != NULL) {
+            float *bt = slot_part(c->ws, 0, true, c->ws->biases_at);
+            dc_aggregate_range(l->kernels, s->out_channels, pi, l->bias, bt, oc0, oc1);
+            b = bt;
+        }
+    }
+    dc_conv2d_channels(s, c->input + i * s->in_channels * s->height * s->width, w, b,
+                       c->output + i * s->out_channels * s->out_h * s->out_w,
+                       slot_part(c->ws, index, c->ws->has_col, c->ws->col_at), oc0, oc1);
+}
+
 /* One shared sample, step 1: each thread aggregates a slice of the kernel into slot 0. */
 static void aggregate_task(void *p, size_t index, size_t count) {
     const forward_ctx *c = p;
@@ -756,6 +785,10 @@ dynconv_status dc_conv2d_forward_named(const char *fn, dynconv_conv2d *layer, co
         if (layer->kernels > 1 && !ctx.batch_attention) {
             run_team(layer, team, pool_task, &ctx);
             sample_attention(&ctx, i);
+        }
+        if (dc_conv_channels_split(s)) {
+            run_team(layer, team, channels_task, &ctx);
+            continue;
         }
         if (layer->kernels > 1) {
             run_team(layer, team, aggregate_task, &ctx);

@@ -364,6 +364,47 @@ void dc_conv2d_rows(const dc_conv_shape *s, const float *x, const float *w, cons
     }
 }
 
+bool dc_conv_channels_split(const dc_conv_shape *s) {
+    return dc_conv_is_depthwise(s) || (dc_conv_is_pointwise(s) && s->groups == 1);
+}
+
+void dc_conv2d_channels(const dc_conv_shape *s, const float *x, const float *w, const float *b,
+                        float *y, float *col, size_t oc0, size_t oc1) {
+    const size_t g_out = s->out_channels / s->groups;
+    const size_t plane = s->out_h * s->out_w, in_plane = s->height * s->width;
+    const size_t depth = s->in_channels / s->groups * s->kernel_h * s->kernel_w;
+    if (oc0 >= oc1) {
+        return;
+    }
+    if (dc_conv_is_depthwise(s)) {
+        /* Each input channel is padded once for the output channels of the range it feeds. */
+        const size_t r1 = (s->out_h - 1) * s->stride_h + (s->kernel_h - 1) * s->dilation_h + 1;
+        size_t padded = SIZE_MAX;
+        for (size_t oc = oc0; oc < oc1; ++oc) {
+            const size_t ic = oc / g_out;
+            if (ic != padded) {
+                pad_rows(s, x + ic * in_plane, 0, r1, col, DW_LANES * s->stride_w);
+                padded = ic;
+            }
+            depthwise_rows(s, col, w + oc * depth, b != NULL ? b[oc] : 0.0f, y + oc * plane, 0,
+                           s->out_h);
+        }
+        return;
+    }
+    /* Pointwise, one group: rows [oc0, oc1) of W times the input, as it is. */
+    if (b != NULL) {
+        for (size_t oc = oc0; oc < oc1; ++oc) {
+            float *yc = y + oc * plane;
+            for (size_t i = 0; i < plane; ++i) {
+                yc[i] = b[oc];
+            }
+        }
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)(oc1 - oc0), (blasint)plane,
+                (blasint)depth, 1.0f, w + oc0 * depth, (blasint)depth, x, (blasint)plane,
+                b != NULL ? 1.0f : 0.0f, y + oc0 * plane, (blasint)plane);
+}
+
 void dc_conv2d_sample(const dc_conv_shape *s, const float *x, const float *w, const float *b,
                       float *y, float *col) {
     dc_conv2d_rows(s, x, w, b, y, col, 0, s->out_h);

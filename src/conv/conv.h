@@ -73,4 +73,15 @@ void dc_conv2d_sample_backward(const dc_conv_shape *s, const float *x, const flo
 void dc_conv2d_rows(const dc_conv_shape *s, const float *x, const float *w, const float *b,
                     float *y, float *col, size_t oh0, size_t oh1);
 
+/* True when output channels can be computed apart without repeating work: the depthwise loop,
+ * and a pointwise kernel of one group (no im2col shared by all channels). */
+bool dc_conv_channels_split(const dc_conv_shape *s);
+
+/* Output channels [oc0, oc1) of one sample (all rows), for the shapes dc_conv_channels_split
+ * accepts; w and b are the whole kernel and bias. The depthwise loop computes each value as
+ * dc_conv2d_sample does; the pointwise GEMM over a subset of rows may round differently in the
+ * last bits. col: dc_conv_scratch_floats floats. */
+void dc_conv2d_channels(const dc_conv_shape *s, const float *x, const float *w, const float *b,
+                        float *y, float *col, size_t oc0, size_t oc1);
+
 #endif
