@@ -30,7 +30,7 @@ void dc_aggregate_backward(size_t n, size_t k, size_t len, const float *pi, cons
  * eight-float tile of the K rows is read from memory once and reused from L1 for every sample.
  * Cloned for AVX2 like the other streaming loops; the project compiles as ISO C (no FMA
  * contraction), so both versions give the same bits. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(DYNCONV_PORTABLE)
 __attribute__((target_clones("avx2", "default")))
 #endif
 void dc_aggregate_samples(size_t k, size_t len, size_t samples, const float *pi,

@@ -6,7 +6,7 @@
 /* Streams the whole input: built for AVX2 as well as baseline x86-64 and picked at load time.
  * The eight partial sums are explicit, so both versions add in the same order (ISO C: no FMA
  * contraction, no reassociation) and give the same bits. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(DYNCONV_PORTABLE)
 __attribute__((target_clones("avx2", "default")))
 #endif
 void dc_global_avg_pool(const float *x, size_t n, size_t channels, size_t spatial, float *pooled) {

@@ -7,7 +7,7 @@
 
 /* Hot loops are built twice, for AVX2 and for baseline x86-64, and the dynamic loader picks one
  * (the distribution's library cannot assume AVX2; valgrind runs either). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(DYNCONV_PORTABLE)
 #define DC_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define DC_CLONES
