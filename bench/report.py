@@ -261,7 +261,7 @@ def limits(rows, layers, cpu, batch, sgemm_n):
     sg = cpu.get(f"sgemm/{sgemm_n}/t1")
     if sg:
         sg_rate = 2.0 * sgemm_n ** 3 / sg
-        facts = []
+        facts, narrow = [], []
         for layer in layers:
             if not (layer["k"] == 3 and layer["groups"] == 1
                     and min(layer["c_in"], layer["c_out"]) >= THREE_BY_THREE_MIN_CHANNELS):
@@ -271,17 +271,25 @@ def limits(rows, layers, cpu, batch, sgemm_n):
             if gemm is None:
                 continue
             o = (layer["size"] + 2 * layer["pad"] - layer["k"]) // layer["stride"] + 1
+            share = 100 * flops(layer, batch) / gemm / sg_rate
+            if share < 80.0:
+                narrow.append(f"{layer['name']} (N = {o * o})")
             facts.append(
                 f"{layer['name']}: the GEMMs alone ([{layer['c_out']} x "
                 f"{layer['c_in'] * 9}] x [{layer['c_in'] * 9} x {o * o}] per sample) reach "
-                f"{fmt(100 * flops(layer, batch) / gemm / sg_rate, 0)}% of the sgemm rate"
+                f"{fmt(share, 0)}% of the sgemm rate"
                 + (f", im2col adds {fmt(100 * im2col / gemm, 0)}% to their time"
                    if im2col is not None else ""))
         if facts:
             out.append("- **Share of the sgemm rate** (1 thread, CPU time, N=" + str(batch)
-                       + "): " + "; ".join(facts) + ". A 7x7 or 14x14 image makes the GEMM's "
-                       "N dimension 49 or 196 wide, too narrow for OpenBLAS to run at its "
-                       "square-matrix rate.")
+                       + "): " + "; ".join(facts) + "."
+                       + (" Where the bare GEMMs stay below 80% ("
+                          + ", ".join(narrow) + "), OpenBLAS itself does not reach its "
+                          "square-matrix rate on that shape, so a convolution built on those "
+                          "GEMMs cannot either." if narrow else "")
+                       + " Where they reach it, the forward loses the rest outside the GEMMs "
+                       "(im2col, mixing the kernels, and in wall-clock time the machine's "
+                       "load): the table below sets the stages beside the forwards.")
     slower = [r for r in rows if r.get("r_tdyn") is not None and r["r_tdyn"] <= 1.0]
     if slower:
         out.append("- **Cases where PyTorch's dynamic convolution was not slower:** "
