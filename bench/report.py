@@ -496,9 +496,10 @@ def main():
                "|---|---|---|---|"]
         md += [f"| {n} | {m} | {c or '-'} | **{v}** |" for n, m, c, v in tgt]
         md += ["| the steady-state forward allocates nothing; peak memory of the largest "
-               "layer close to the workspace formula | not measured by this tool; the "
-               "workspace each handle asks for is in the last column of the table of every "
-               "case | - | not judged here |", "",
+               "layer close to the workspace formula | not measured by this tool (the README's "
+               "performance and memory section has the peak memory; the workspace each handle "
+               "asks for is in the last column of the table of every case) | - | "
+               "not judged here |", "",
                "The verdicts use wall-clock times, what a user waits for. The CPU-time column "
                "repeats the figure for the 1-thread cases with the process CPU time of both "
                "sides: it leaves out the time other programs had the core, so when the two "
