@@ -389,8 +389,10 @@ static void usage(FILE *f) {
             "  --threads LIST   comma-separated thread counts (default 1,2)\n"
             "  --sgemm N        size of the square sgemm reference, 0 for none (default 2048)\n"
             "Benchmark names: layer/NAME/bB/tT/{dynamic,static}, module/NAME/bB/MODULE,\n"
-            "sgemm/N/tT. --benchmark_list_tests lists them. Exit status: 0, 1 when a benchmark\n"
-            "failed, 2 on bad usage or a bad list file.\n",
+            "sgemm/N/tT. --benchmark_list_tests lists them. Google Benchmark's flags include\n"
+            "--benchmark_filter, --benchmark_repetitions, --benchmark_min_time (seconds),\n"
+            "--benchmark_out=FILE with --benchmark_out_format=json. Exit status: 0, 1 when a\n"
+            "benchmark failed, 2 on bad usage or a bad list file.\n",
             DYNCONV_BENCH_DEFAULT_LAYERS);
 }
 
@@ -577,6 +579,13 @@ static bool add(const char *name, dcb_function fn, bench_case *c, const dcb_opti
 }
 
 int main(int argc, char **argv) {
+    /* Before Google Benchmark sees the arguments: it answers --help with its own flags only. */
+    for (int i = 1; i < argc; ++i) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+    }
     dcb_initialize(&argc, argv);
 
     const char *layers_path = DYNCONV_BENCH_DEFAULT_LAYERS;
@@ -586,10 +595,7 @@ int main(int argc, char **argv) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         bool ok = true;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (strcmp(a, "--layers") == 0 && v != NULL) {
+        if (strcmp(a, "--layers") == 0 && v != NULL) {
             layers_path = v;
         } else if (strcmp(a, "--batches") == 0 && v != NULL) {
             ok = parse_list(v, 4096, batches, &n_batches);
