@@ -8,7 +8,6 @@
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -20,91 +19,11 @@
 
 #include <dynconv/dynconv.h>
 
+#include "alloc_count.h"
 #include "testutil.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
-/* ---------------------------------------------------------------------------------------- */
-/* Counting allocations                                                                      */
-
-/* glibc supports replacing malloc and friends in the program; these forward to glibc's own
- * implementation and count the calls made while `counting` is set, from any thread (the
- * handle's workers and OpenBLAS's included). AddressSanitizer replaces them itself, so the
- * count is only available in builds without it. */
-#if defined(__SANITIZE_ADDRESS__)
-#define COUNTS_ALLOCATIONS 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define COUNTS_ALLOCATIONS 0
-#endif
-#endif
-#ifndef COUNTS_ALLOCATIONS
-#define COUNTS_ALLOCATIONS 1
-#endif
-
-static atomic_bool counting;
-static atomic_size_t allocations;
-
-#if COUNTS_ALLOCATIONS
-extern void *__libc_malloc(size_t size);
-extern void *__libc_calloc(size_t count, size_t size);
-extern void *__libc_realloc(void *ptr, size_t size);
-extern void *__libc_memalign(size_t alignment, size_t size);
-extern void __libc_free(void *ptr);
-
-static void count_one(void)
-{
-    if (atomic_load(&counting)) {
-        atomic_fetch_add(&allocations, 1);
-    }
-}
-
-void *malloc(size_t size)
-{
-    count_one();
-    return __libc_malloc(size);
-}
-
-void *calloc(size_t count, size_t size)
-{
-    count_one();
-    return __libc_calloc(count, size);
-}
-
-void *realloc(void *ptr, size_t size)
-{
-    count_one();
-    return __libc_realloc(ptr, size);
-}
-
-void free(void *ptr)
-{
-    __libc_free(ptr);
-}
-
-void *memalign(size_t alignment, size_t size)
-{
-    count_one();
-    return __libc_memalign(alignment, size);
-}
-
-void *aligned_alloc(size_t alignment, size_t size)
-{
-    count_one();
-    return __libc_memalign(alignment, size);
-}
-
-int posix_memalign(void **out, size_t alignment, size_t size)
-{
-    count_one();
-    void *p = __libc_memalign(alignment, size);
-    if (p == NULL) {
-        return ENOMEM;
-    }
-    *out = p;
-    return 0;
-}
-#endif
 
 /* ---------------------------------------------------------------------------------------- */
 /* Layers                                                                                    */
@@ -410,7 +329,7 @@ static void blas_thread_count_restored(void **state)
 static void forward_allocates_nothing(void **state)
 {
     (void)state;
-    if (!COUNTS_ALLOCATIONS) {
+    if (!tu_alloc_count_available()) {
         print_message("  allocations are not counted under AddressSanitizer\n");
         skip();
     }
@@ -439,19 +358,18 @@ static void forward_allocates_nothing(void **state)
             assert_int_equal(dynconv_conv2d_reshape(layer, c->n, c->h, c->w, NULL, NULL, NULL),
                              DYNCONV_OK);
             assert_int_equal(dynconv_conv2d_forward(layer, x, y, att, NULL, 0), DYNCONV_OK);
-            atomic_store(&allocations, 0);
-            atomic_store(&counting, true);
+            tu_alloc_count_begin();
             dynconv_status st = DYNCONV_OK;
             for (int r = 0; r < 5 && st == DYNCONV_OK; ++r) {
                 st = dynconv_conv2d_forward(layer, x, y, att, NULL, 0);
             }
-            atomic_store(&counting, false);
+            const size_t allocations = tu_alloc_count_end();
             assert_int_equal(st, DYNCONV_OK);
-            if (atomic_load(&allocations) != 0) {
+            if (allocations != 0) {
                 print_message("  %s, %d threads: %zu allocations in 5 forwards\n", c->name,
-                              threads, atomic_load(&allocations));
+                              threads, allocations);
             }
-            assert_int_equal(atomic_load(&allocations), 0);
+            assert_int_equal(allocations, 0);
             dynconv_conv2d_destroy(layer);
         }
         free(y);
@@ -464,19 +382,18 @@ static void forward_allocates_nothing(void **state)
 static void allocation_counter_sees_allocations(void **state)
 {
     (void)state;
-    if (!COUNTS_ALLOCATIONS) {
+    if (!tu_alloc_count_available()) {
         skip();
     }
-    atomic_store(&allocations, 0);
-    atomic_store(&counting, true);
+    tu_alloc_count_begin();
     void *volatile p = malloc(100);
     void *q = NULL;
     const int rc = posix_memalign(&q, 64, 100);
-    atomic_store(&counting, false);
+    const size_t allocations = tu_alloc_count_end();
     free(p);
     free(q);
     assert_int_equal(rc, 0);
-    assert_int_equal(atomic_load(&allocations), 2);
+    assert_int_equal(allocations, 2);
 }
 
 int main(void)
