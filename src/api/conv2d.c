@@ -237,13 +237,8 @@ static bool parameter_sizes(const dynconv_conv2d *l, const dynconv_conv2d_weight
            (w->fc2_bias == NULL || (sizes[5] = l->kernels, true));
 }
 
-dynconv_status dc_conv2d_create_named(const char *fn, const dynconv_conv2d_geometry *geometry,
-                                      const dynconv_conv2d_weights *weights, float temperature,
-                                      uint32_t flags, dynconv_conv2d **out) {
-    if (geometry == NULL || weights == NULL || out == NULL) {
-        return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: %s is NULL", fn,
-                       geometry == NULL ? "geometry" : weights == NULL ? "weights" : "out");
-    }
+dynconv_status dc_check_create_args(const char *fn, const dynconv_conv2d_weights *weights,
+                                    uint32_t flags, float temperature) {
     if (weights->weight == NULL || weights->fc1_weight == NULL || weights->fc2_weight == NULL) {
         return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: weights->%s is NULL (required)", fn,
                        weights->weight == NULL       ? "weight"
@@ -254,7 +249,17 @@ dynconv_status dc_conv2d_create_named(const char *fn, const dynconv_conv2d_geome
         return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: unknown flags 0x%x", fn,
                        (unsigned)(flags & ~KNOWN_FLAGS));
     }
-    TRY(dc_check_temperature(fn, temperature));
+    return dc_check_temperature(fn, temperature);
+}
+
+dynconv_status dc_conv2d_create_named(const char *fn, const dynconv_conv2d_geometry *geometry,
+                                      const dynconv_conv2d_weights *weights, float temperature,
+                                      uint32_t flags, dynconv_conv2d **out) {
+    if (geometry == NULL || weights == NULL || out == NULL) {
+        return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: %s is NULL", fn,
+                       geometry == NULL ? "geometry" : weights == NULL ? "weights" : "out");
+    }
+    TRY(dc_check_create_args(fn, weights, flags, temperature));
 
     dynconv_conv2d l;
     memset(&l, 0, sizeof l);

@@ -93,6 +93,16 @@ dynconv_status dc_conv2d_set_num_threads_named(const char *fn, dynconv_conv2d *l
 dynconv_status dc_conv2d_get_num_threads_named(const char *fn, const dynconv_conv2d *layer,
                                                int *threads);
 dynconv_status dc_check_temperature(const char *fn, float temperature);
+
+/* The checks both create functions make before looking at any size, in this order: the
+ * required parameter arrays, the flags, the temperature. */
+dynconv_status dc_check_create_args(const char *fn, const dynconv_conv2d_weights *weights,
+                                    uint32_t flags, float temperature);
+
+/* A linear geometry as the 1x1 convolution of a 1x1 image that implements it, after checking
+ * its sizes (> 0, products in range) with messages in the linear layer's own terms. */
+dynconv_status dc_linear_as_conv2d(const char *fn, const dynconv_linear_geometry *geometry,
+                                   dynconv_conv2d_geometry *out);
 /* Checks a geometry and fills the layer's shape, kernels, hidden and kernel_len. */
 dynconv_status dc_read_geometry(const char *fn, const dynconv_conv2d_geometry *g,
                                 dynconv_conv2d *l);

@@ -8,28 +8,8 @@
 #include <limits.h>
 #include <stdlib.h>
 
-dynconv_status dynconv_linear_create(const dynconv_linear_geometry *geometry,
-                                     const dynconv_linear_weights *weights, float temperature,
-                                     uint32_t flags, dynconv_linear **out) {
-    static const char fn[] = "dynconv_linear_create";
-    if (geometry == NULL || weights == NULL || out == NULL) {
-        return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: %s is NULL", fn,
-                       geometry == NULL ? "geometry" : weights == NULL ? "weights" : "out");
-    }
-    /* Same order as dynconv_conv2d_create: required arrays, flags and temperature before any
-     * size is looked at. */
-    if (weights->weight == NULL || weights->fc1_weight == NULL || weights->fc2_weight == NULL) {
-        return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: weights->%s is NULL (required)", fn,
-                       weights->weight == NULL       ? "weight"
-                       : weights->fc1_weight == NULL ? "fc1_weight"
-                                                     : "fc2_weight");
-    }
-    if ((flags & ~KNOWN_FLAGS) != 0) {
-        return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: unknown flags 0x%x", fn,
-                       (unsigned)(flags & ~KNOWN_FLAGS));
-    }
-    TRY(dc_check_temperature(fn, temperature));
-    /* Named checks first so messages speak of features, not channels. */
+dynconv_status dc_linear_as_conv2d(const char *fn, const dynconv_linear_geometry *geometry,
+                                   dynconv_conv2d_geometry *out) {
     const struct {
         const char *name;
         int64_t value;
@@ -43,7 +23,6 @@ dynconv_status dynconv_linear_create(const dynconv_linear_geometry *geometry,
                            sizes[i].name, (long long)sizes[i].value);
         }
     }
-    /* Products checked here as well, so an overflow is reported in the layer's own terms. */
     size_t kernel_len, all_kernels;
     if (!dc_mul_size((size_t)geometry->in_features, (size_t)geometry->out_features, &kernel_len) ||
         !dc_mul_size(kernel_len, (size_t)geometry->num_kernels, &all_kernels) ||
@@ -54,14 +33,28 @@ dynconv_status dynconv_linear_create(const dynconv_linear_geometry *geometry,
                        fn, (long long)geometry->in_features, (long long)geometry->out_features,
                        (long long)geometry->num_kernels);
     }
-    const dynconv_conv2d_geometry g = {
+    *out = (dynconv_conv2d_geometry){
         .in_channels = geometry->in_features, .out_channels = geometry->out_features,
         .kernel_h = 1, .kernel_w = 1, .stride_h = 1, .stride_w = 1, .pad_h = 0, .pad_w = 0,
         .dilation_h = 1, .dilation_w = 1, .groups = 1,
         .num_kernels = geometry->num_kernels, .hidden = geometry->hidden};
+    return DYNCONV_OK;
+}
+
+dynconv_status dynconv_linear_create(const dynconv_linear_geometry *geometry,
+                                     const dynconv_linear_weights *weights, float temperature,
+                                     uint32_t flags, dynconv_linear **out) {
+    static const char fn[] = "dynconv_linear_create";
+    if (geometry == NULL || weights == NULL || out == NULL) {
+        return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: %s is NULL", fn,
+                       geometry == NULL ? "geometry" : weights == NULL ? "weights" : "out");
+    }
     const dynconv_conv2d_weights w = {weights->weight,     weights->bias,
                                       weights->fc1_weight, weights->fc1_bias,
                                       weights->fc2_weight, weights->fc2_bias};
+    dynconv_conv2d_geometry g;
+    TRY(dc_check_create_args(fn, &w, flags, temperature));
+    TRY(dc_linear_as_conv2d(fn, geometry, &g));
     dynconv_linear *handle = malloc(sizeof *handle);
     if (handle == NULL) {
         return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY, "%s: cannot allocate the handle", fn);

@@ -187,24 +187,8 @@ dynconv_status dynconv_linear_init_parameters(const dynconv_linear_geometry *geo
     if (geometry == NULL) {
         return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: geometry is NULL", fn);
     }
-    const struct {
-        const char *name;
-        int64_t value;
-    } sizes[] = {{"in_features", geometry->in_features},
-                 {"out_features", geometry->out_features},
-                 {"num_kernels", geometry->num_kernels},
-                 {"hidden", geometry->hidden}};
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; ++i) {
-        if (sizes[i].value <= 0) {
-            return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: %s must be > 0, got %lld", fn,
-                           sizes[i].name, (long long)sizes[i].value);
-        }
-    }
-    const dynconv_conv2d_geometry g = {
-        .in_channels = geometry->in_features, .out_channels = geometry->out_features,
-        .kernel_h = 1, .kernel_w = 1, .stride_h = 1, .stride_w = 1, .pad_h = 0, .pad_w = 0,
-        .dilation_h = 1, .dilation_w = 1, .groups = 1,
-        .num_kernels = geometry->num_kernels, .hidden = geometry->hidden};
+    dynconv_conv2d_geometry g;
+    TRY(dc_linear_as_conv2d(fn, geometry, &g));
     return init_named(fn, &g, seed, flags, weight, bias, fc1_weight, fc1_bias, fc2_weight,
                       fc2_bias);
 }
