@@ -2,7 +2,7 @@
  * OpenBLAS set up its buffers), further backward calls make no allocation at all, through the
  * handle's own workspace or a caller-owned one, for the GEMM, depthwise and pointwise paths and
  * the linear layer. The program replaces malloc and friends to count the calls; under
- * AddressSanitizer (which replaces them itself) the test is skipped. */
+ * AddressSanitizer or valgrind (which replace them themselves) the test is skipped. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <setjmp.h>
@@ -122,7 +122,7 @@ static void backward_allocates_nothing(void **state)
 {
     (void)state;
     if (!tu_alloc_count_available()) {
-        print_message("  allocations are not counted under AddressSanitizer\n");
+        print_message("  allocations are not counted under AddressSanitizer or valgrind\n");
         skip();
     }
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {

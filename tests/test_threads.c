@@ -330,7 +330,7 @@ static void forward_allocates_nothing(void **state)
 {
     (void)state;
     if (!tu_alloc_count_available()) {
-        print_message("  allocations are not counted under AddressSanitizer\n");
+        print_message("  allocations are not counted under AddressSanitizer or valgrind\n");
         skip();
     }
     static const layer_case steady[] = {
