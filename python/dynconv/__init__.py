@@ -9,11 +9,12 @@ The package loads libdynconv.so.1 from the system's library path, or the file na
 DYNCONV_LIBRARY environment variable, and checks its major version on import.
 """
 
+from ._version import __version__
 from ._lib import DynconvError, library, version, version_number
 from .layer import Conv2d
 from .safetensors import SafetensorsError, load_file
 
 library()  # fail at import, with the reason, rather than at first use
 
-__all__ = ["Conv2d", "DynconvError", "SafetensorsError", "library", "load_file", "version",
+__all__ = ["__version__", "Conv2d", "DynconvError", "SafetensorsError", "library", "load_file", "version",
            "version_number"]
