@@ -100,7 +100,7 @@ class Conv2d:
 
     @classmethod
     def from_safetensors(cls, path, prefix="", **overrides):
-        """The layer saved under `prefix` in a safetensors file (as by tools/export_dynconv.py);
+        """The layer saved under `prefix` in a safetensors file (as by dynconv-export);
         keyword arguments (stride, padding, dilation, groups, temperature) override the file's
         metadata."""
         tensors, metadata = load_file(path)

@@ -1,7 +1,8 @@
-"""PyTorch module -> tools/export_dynconv.py -> `dynconv run` -> the same output as PyTorch."""
+"""PyTorch module -> dynconv.export -> `dynconv run` -> the same output as PyTorch."""
 
 import os
 import subprocess
+import sys
 import tempfile
 import unittest
 
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 
 import cases
-import export_dynconv
+from dynconv import export as exporter
 from reference_modules import TwoLayerNet
 
 CLI = os.environ.get("DYNCONV_CLI", os.path.join(cases.ROOT, "build", "release", "tools",
@@ -45,7 +46,7 @@ class RoundTrip(unittest.TestCase):
                 module, x, y, pi = cases.make(name)
                 cases.assert_nontrivial(self, y, pi, name)
                 weights = self.path(name + ".safetensors")
-                self.assertEqual(export_dynconv.export(module, weights), [""])
+                self.assertEqual(exporter.export(module, weights), [""])
                 got_y, got_pi = self.run_layer(weights, x.numpy())
                 cases.assert_close(self, got_y, y.numpy(), name + " output")
                 cases.assert_close(self, got_pi, pi.numpy(), name + " attention")
@@ -56,7 +57,7 @@ class RoundTrip(unittest.TestCase):
             with self.subTest(layer=name):
                 module, x, _, _ = cases.make(name)
                 weights = self.path(name + ".safetensors")
-                export_dynconv.export(module, weights)
+                exporter.export(module, weights)
                 x = x.clone().requires_grad_(True)
                 y = module(x)
                 gy = torch.randn_like(y)
@@ -78,7 +79,7 @@ class RoundTrip(unittest.TestCase):
     def test_threads_option(self):
         module, x, y, _ = cases.make("stride2")
         weights = self.path("layer.safetensors")
-        export_dynconv.export(module, weights)
+        exporter.export(module, weights)
         for threads in ("1", "2", "3"):
             got_y, _ = self.run_layer(weights, x.numpy(), "--threads", threads)
             cases.assert_close(self, got_y, y.numpy(), f"--threads {threads}")
@@ -86,7 +87,7 @@ class RoundTrip(unittest.TestCase):
     def test_temperature_override(self):
         module, x, _, _ = cases.make("basic_3x3")
         weights = self.path("layer.safetensors")
-        export_dynconv.export(module, weights)
+        exporter.export(module, weights)
         module.attention.temperature = 0.25
         with torch.no_grad():
             y, pi = module(x), module.attention(x)
@@ -98,7 +99,7 @@ class RoundTrip(unittest.TestCase):
         cases.seed("two_layers")
         model = TwoLayerNet().eval()
         weights = self.path("model.safetensors")
-        self.assertEqual(export_dynconv.export(model, weights), ["stem", "block.1"])
+        self.assertEqual(exporter.export(model, weights), ["stem", "block.1"])
         x = torch.randn(2, 3, 12, 12)
         with torch.no_grad():
             h = model.stem(x)
@@ -149,9 +150,8 @@ class RoundTrip(unittest.TestCase):
         cases.seed("exporter_cli")
         model = TwoLayerNet().eval()
         torch.save(model, self.path("model.pt"))
-        script = os.path.join(cases.ROOT, "tools", "export_dynconv.py")
-        env = dict(os.environ, PYTHONPATH=cases.HERE)
-        r = subprocess.run(["/usr/bin/python3", script, self.path("model.pt"),
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([cases.PACKAGE, cases.HERE]))
+        r = subprocess.run([sys.executable, "-m", "dynconv.export", self.path("model.pt"),
                             self.path("model.safetensors")], capture_output=True, text=True,
                            env=env, timeout=120)
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -166,7 +166,7 @@ class RoundTrip(unittest.TestCase):
         import dynconv
         module, x, y, pi = cases.make("dilation2")
         weights = self.path("layer.safetensors")
-        export_dynconv.export(module, weights)
+        exporter.export(module, weights)
         layer = dynconv.Conv2d.from_safetensors(weights)
         cases.assert_close(self, layer.forward(x.numpy()), y.numpy(), "package output")
         cases.assert_close(self, layer.attention, pi.numpy(), "package attention")
