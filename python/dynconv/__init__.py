@@ -21,5 +21,5 @@ try:
 except ImportError:
     pass  # raised again, with the reason, by the first call that needs the library
 
-__all__ = ["__version__", "Conv2d", "DynconvError", "SafetensorsError", "library", "load_file", "version",
-           "version_number"]
+__all__ = ["__version__", "Conv2d", "DynconvError", "SafetensorsError", "library", "load_file",
+           "version", "version_number"]
