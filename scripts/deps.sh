@@ -16,7 +16,11 @@ for purpose in "$@"; do
     plot) packages+=(python3 python3-matplotlib) ;;
     compare) packages+=(libbenchmark-dev python3 python3-torch python3-numpy python3-matplotlib) ;;
     abi)   packages+=(abigail-tools) ;;
-    package) packages+=(dpkg-dev file) ;;          # with build: the .deb packages
+    # Building the Debian packages (debian/control's Build-Depends), checking and installing
+    # them (scripts/package-test.sh): lintian, man-db for `man`, the consumers' compiler.
+    deb) packages+=(build-essential debhelper dpkg-dev fakeroot dh-python cmake pkgconf
+                    libopenblas-dev libjansson-dev libcmocka-dev python3 python3-numpy
+                    lintian man-db git) ;;
     valgrind) packages+=(valgrind) ;;
     fuzz)  packages+=(clang-14 libclang-rt-14-dev) ;;
     *) echo "deps.sh: unknown purpose '$purpose'" >&2; exit 2 ;;
