@@ -9,9 +9,12 @@ install(DIRECTORY include/dynconv DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPON
 
 # pkg-config: the prefix is found relative to the .pc file itself (${pcfiledir}), so the
 # installed tree stays valid when `cmake --install --prefix` or DESTDIR puts it elsewhere.
-# Absolute LIBDIR/INCLUDEDIR (e.g. from a distro build) are written as they are.
+# Absolute LIBDIR/INCLUDEDIR are written as they are. A distribution package, whose prefix
+# never moves, turns DYNCONV_PC_RELOCATABLE off: prefix=/usr then lets pkg-config drop the
+# system directories from the flags (-I/usr/include would change the compiler's search order).
+option(DYNCONV_PC_RELOCATABLE "dynconv.pc finds the prefix relative to itself" ON)
 set(DYNCONV_PC_DIR ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
-if(IS_ABSOLUTE "${DYNCONV_PC_DIR}")
+if(IS_ABSOLUTE "${DYNCONV_PC_DIR}" OR NOT DYNCONV_PC_RELOCATABLE)
   set(DYNCONV_PC_PREFIX "${CMAKE_INSTALL_PREFIX}")
 else()
   file(RELATIVE_PATH _dc_up "/__prefix__/${DYNCONV_PC_DIR}" "/__prefix__")

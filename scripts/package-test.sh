@@ -174,6 +174,10 @@ libs=$(pkg-config --libs dynconv)
 echo "pkg-config: $cflags $libs; version $(pkg-config --modversion dynconv)"
 [ "$(pkg-config --modversion dynconv)" = "$version" ] || fail "dynconv.pc has the wrong version"
 [ "$(pkg-config --variable=includedir dynconv)" = /usr/include ] || fail "dynconv.pc's includedir"
+for flag in $cflags $libs; do
+  case "$flag" in -I/usr/include | -I/usr/include/ | -L"$libdir" | -L"$libdir"/)
+    fail "pkg-config gives the system directory $flag" ;; esac
+done
 pkg-config --static --libs dynconv >/dev/null || fail "pkg-config --static (Requires.private openblas)"
 cons="$src/tests/package"
 uses_system_lib() {
