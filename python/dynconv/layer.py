@@ -133,6 +133,11 @@ class _Layer:
     def _setup(self, arrays, names, temperature, borrow, create):
         """Creates the handle from {slot: float32 array or None}; with borrow, the library
         reads the arrays in place (they must stay alive and contiguous: self keeps them)."""
+        if borrow:
+            for slot, a in arrays.items():
+                if a is not None and not np.may_share_memory(a, self._given[slot]):
+                    raise TypeError(f"{type(self).__name__}(borrow=True): {slot} would be "
+                                    "copied; borrowed arrays must be float32 and C-contiguous")
         weights = _lib.Weights(**{slot: _ptr(a) for slot, a in arrays.items()})
         handle = ctypes.c_void_p()
         function, fn = create
@@ -141,6 +146,7 @@ class _Layer:
                                 ctypes.byref(handle)))
         self._handle = handle
         self._borrowed = arrays if borrow else None
+        self._given = None
         self._param_shapes = {slot: a.shape for slot, a in arrays.items() if a is not None}
         self.names = {slot: (names or DEFAULT_NAMES)[slot] for slot in self._param_shapes}
         self.attention = None  # [N, K] of the last forward
@@ -244,6 +250,7 @@ class Conv2d(_Layer):
                  borrow=False):
         self._lib = _lib.library()
         given = dict(zip(_SLOTS, (weight, bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias)))
+        self._given = given if borrow else None
         if borrow:
             for slot, a in given.items():
                 if a is not None and not (isinstance(a, np.ndarray) and a.dtype == np.float32
@@ -380,6 +387,7 @@ class Linear(_Layer):
                  *, temperature=1.0, names=None, borrow=False):
         self._lib = _lib.library()
         given = dict(zip(_SLOTS, (weight, bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias)))
+        self._given = given if borrow else None
         if borrow:
             for slot, a in given.items():
                 if a is not None and not (isinstance(a, np.ndarray) and a.dtype == np.float32
