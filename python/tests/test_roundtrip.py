@@ -11,7 +11,7 @@ import torch
 
 import cases
 from dynconv import export as exporter
-from reference_modules import TwoLayerNet
+from reference_modules import DynamicLinearRef, TwoLayerNet
 
 CLI = os.environ.get("DYNCONV_CLI", os.path.join(cases.ROOT, "build", "release", "tools",
                                                  "dynconv"))
@@ -21,7 +21,9 @@ def run_cli(*args):
     return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=120)
 
 
-class RoundTrip(unittest.TestCase):
+class Files(unittest.TestCase):
+    """A temporary directory and `dynconv run` on files in it."""
+
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
         self.dir = self.tmp.name
@@ -40,6 +42,8 @@ class RoundTrip(unittest.TestCase):
         self.assertEqual(r.stderr, "")
         return np.load(self.path("y.npy")), np.load(self.path("pi.npy"))
 
+
+class RoundTrip(Files):
     def test_table(self):
         for name in cases.LAYERS:
             with self.subTest(layer=name):
@@ -137,12 +141,28 @@ class RoundTrip(unittest.TestCase):
             for p in module.parameters():
                 p.copy_(p.half().float())
             y_half = module(x)
-        layer = dynconv.Conv2d.from_safetensors(path, padding=1, temperature=1.0)
+        # A bare state_dict has no geometry: nothing is guessed, the missing keys are named.
+        with self.assertRaises(ValueError) as cm:
+            dynconv.Conv2d.from_safetensors(path, padding=1)
+        self.assertIn("'stride', 'dilation', 'groups', 'temperature'", str(cm.exception))
+        self.assertIn("stride=...", str(cm.exception))
+        np.save(self.path("x.npy"), x.numpy())
+        r = run_cli("run", "--weights", path, "--input", self.path("x.npy"), "--output",
+                    self.path("y.npy"), "--padding", "1")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no metadata 'stride', 'dilation', 'groups', 'temperature'", r.stderr)
+        self.assertFalse(os.path.exists(self.path("y.npy")))
+        layer = dynconv.Conv2d.from_safetensors(path, padding=1, stride=1, dilation=1, groups=1,
+                                                temperature=1.0)
         cases.assert_close(self, layer.forward(x.numpy()), y_half.numpy(), "F16 weights")
-        got_y, _ = self.run_layer(path, x.numpy(), "--padding", "1")
+        got_y, _ = self.run_layer(path, x.numpy(), "--padding", "1", "--stride", "1",
+                                  "--dilation", "1", "--groups", "1", "--temperature", "1")
         cases.assert_close(self, got_y, y_half.numpy(), "F16 weights, dynconv run")
-        with self.assertRaises(ValueError):
+        with self.assertRaises(ValueError) as cm:
             dynconv.Conv2d.from_safetensors(path, prefix="nothing")
+        self.assertIn("'' (no prefix)", str(cm.exception))
+        with self.assertRaises(TypeError):
+            dynconv.Conv2d.from_safetensors(path, paddin=1)  # a misspelt key is not ignored
         with self.assertRaises(dynconv.SafetensorsError):
             dynconv.load_file(__file__)
 
@@ -170,6 +190,55 @@ class RoundTrip(unittest.TestCase):
         layer = dynconv.Conv2d.from_safetensors(weights)
         cases.assert_close(self, layer.forward(x.numpy()), y.numpy(), "package output")
         cases.assert_close(self, layer.attention, pi.numpy(), "package attention")
+
+
+class LinearRoundTrip(Files):
+    def test_linear_layer(self):
+        import dynconv
+        for name, kwargs in (("linear_biases", dict(fc1_bias=True)),
+                             ("linear_no_bias", dict(bias=False, fc2_bias=False))):
+            with self.subTest(layer=name):
+                cases.seed(name)
+                module = DynamicLinearRef(12, 7, K=3, temperature=0.8, **kwargs)
+                with torch.no_grad():
+                    for p in module.attention.parameters():
+                        p.mul_(2.0)
+                x = torch.randn(5, 12) + torch.randn(5, 1)
+                x.requires_grad_(True)
+                y = module(x)
+                with torch.no_grad():
+                    pi = module.attention(x)
+                cases.assert_nontrivial(self, y.detach(), pi, name)
+                gy = torch.randn_like(y)
+                module.zero_grad()
+                y.backward(gy)
+                weights = self.path(name + ".safetensors")
+                self.assertEqual(exporter.export(module, weights), [""])
+                np.save(self.path("gy.npy"), gy.numpy())
+                grad_dir = self.path("grads_" + name)
+                os.mkdir(grad_dir)
+                got_y, got_pi = self.run_layer(weights, x.detach().numpy(), "--grad-output",
+                                               self.path("gy.npy"), "--grad-dir", grad_dir)
+                cases.assert_close(self, got_y, y.detach().numpy(), name + " output")
+                cases.assert_close(self, got_pi, pi.numpy(), name + " attention")
+                expected = {"gx.npy": x.grad}
+                expected.update({f"g_{n}.npy": p.grad for n, p in module.named_parameters()})
+                self.assertEqual(sorted(os.listdir(grad_dir)), sorted(expected))
+                for fname, want in expected.items():
+                    cases.assert_close(self, np.load(os.path.join(grad_dir, fname)),
+                                       want.numpy(), f"{name} {fname}")
+                # the package reads the same file
+                layer = dynconv.Linear.from_safetensors(weights)
+                cases.assert_close(self, layer(x.detach().numpy()), y.detach().numpy(),
+                                   name + " package output")
+                grads = layer.backward(x.detach().numpy(), gy.numpy())
+                self.assertEqual(sorted(grads), sorted(["input"] + [
+                    n for n, _ in module.named_parameters()]))
+                cases.assert_close(self, grads["input"], x.grad.numpy(), name + " package dx")
+                for n, p in module.named_parameters():
+                    cases.assert_close(self, grads[n], p.grad.numpy(), f"{name} package d{n}")
+                with self.assertRaises(ValueError):
+                    dynconv.Conv2d.from_safetensors(weights)  # not a convolution
 
 
 if __name__ == "__main__":
