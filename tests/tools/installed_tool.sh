@@ -18,6 +18,7 @@ runpath=$(readelf -d "$prefix/bin/dynconv" | sed -n 's/.*(R\(UN\)\{0,1\}PATH).*\
 unset LD_LIBRARY_PATH
 case "$mode" in
   rpath)
+    # shellcheck disable=SC2016  # a literal $ORIGIN
     case "$runpath" in
       '$ORIGIN/'*) echo "RUNPATH $runpath" ;;
       *) echo "installed dynconv has RUNPATH '$runpath', not one relative to \$ORIGIN" >&2; exit 1 ;;
