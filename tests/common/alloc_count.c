@@ -88,6 +88,10 @@ static int note_object(struct dl_phdr_info *info, size_t size, void *data)
     return 0;
 }
 
+static atomic_bool counting;
+static atomic_size_t counts[3]; /* libdynconv, the BLAS, others */
+
+#if COUNTS_ALLOCATIONS
 static owner owner_of_address(const void *address)
 {
     const uintptr_t a = (uintptr_t)address;
@@ -101,9 +105,6 @@ static owner owner_of_address(const void *address)
 
 /* ---------------------------------------------------------------------------------------- */
 /* Counting                                                                                  */
-
-static atomic_bool counting;
-static atomic_size_t counts[3]; /* indexed by OWNER_LIBRARY, OWNER_BLAS, OWNER_OTHER - 1 */
 
 static void count_for(owner who)
 {
@@ -152,7 +153,6 @@ static void count_one(void *return_address)
     }
 }
 
-#if COUNTS_ALLOCATIONS
 extern void *__libc_malloc(size_t size);
 extern void *__libc_calloc(size_t count, size_t size);
 extern void *__libc_realloc(void *ptr, size_t size);
