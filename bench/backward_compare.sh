@@ -47,13 +47,13 @@ else
 fi
 
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build/release -j"$(nproc)" --target dynconv >/dev/null
+cmake --build build/release -j"$(nproc)" --target dynconv dynconv_cli >/dev/null
 # Built against the tree's library directly: no install needed, nothing else to configure.
 cc -O2 -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla \
    -Wformat=2 -Werror -Iinclude bench/backward_bench.c -o "$out/backward_bench" \
    -Lbuild/release/src -ldynconv -Wl,-rpath,"$PWD/build/release/src"
 
-. scripts/openblas-env.sh
+DYNCONV_CLI=build/release/tools/dynconv . scripts/openblas-env.sh
 export OPENBLAS_NUM_THREADS=$threads
 
 if [ $smoke -eq 1 ]; then

@@ -44,11 +44,12 @@ py=/usr/bin/python3   # Debian's interpreter: the one that sees python3-torch
 
 echo "== building dynconv-bench"
 cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DDYNCONV_BUILD_BENCHMARKS=ON \
-      -DDYNCONV_BUILD_TESTS=OFF -DDYNCONV_BUILD_EXAMPLES=OFF -DDYNCONV_BUILD_TOOLS=OFF >/dev/null
-cmake --build build/bench -j"$(nproc)" --target dynconv-bench >/dev/null
+      -DDYNCONV_BUILD_TESTS=OFF -DDYNCONV_BUILD_EXAMPLES=OFF -DDYNCONV_BUILD_TOOLS=ON >/dev/null
+cmake --build build/bench -j"$(nproc)" --target dynconv-bench dynconv_cli >/dev/null
 
-# OPENBLAS_CORETYPE must be in the environment before OpenBLAS loads (both programs below).
-. scripts/openblas-env.sh
+# OPENBLAS_CORETYPE must be in the environment before OpenBLAS loads (both programs below);
+# it is set only when OpenBLAS fell back to a generic core (`dynconv info` tells).
+DYNCONV_CLI=build/bench/tools/dynconv . scripts/openblas-env.sh
 # PyTorch's OpenMP threads spin while idle by default; when other processes want the cores too,
 # that made its 2-thread runs 10 to 20 times slower than its 1-thread ones. Sleeping threads
 # measure PyTorch, not the machine's load. A policy the user chose is kept.

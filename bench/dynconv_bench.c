@@ -14,6 +14,7 @@
  * FLOPS counters count the convolution's multiply-adds only (2 * N * C_out * C_in/g * kh * kw *
  * H_out * W_out) for both variants, so that the dynamic layer's extra work shows as a lower rate.
  * Times are wall-clock: worker threads do work the calling thread's CPU time would not show. */
+#include "dcio.h"
 #include "shim.h"
 
 #include <dynconv/dynconv.h>
@@ -515,54 +516,31 @@ static bool read_layers(const char *path, layer_spec **out, size_t *count) {
 /* Context                                                                                  */
 /* ---------------------------------------------------------------------------------------- */
 
-static void cpu_model(char *buf, size_t size) {
-    snprintf(buf, size, "unknown");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (f == NULL) {
-        return;
-    }
-    char line[512];
-    while (fgets(line, sizeof line, f) != NULL) {
-        if (strncmp(line, "model name", 10) == 0) {
-            const char *colon = strchr(line, ':');
-            if (colon != NULL) {
-                colon += colon[1] == ' ' ? 2 : 1;
-                snprintf(buf, size, "%s", colon);
-                buf[strcspn(buf, "\n")] = '\0';
-            }
-            break;
-        }
-    }
-    fclose(f);
-}
-
-/* Records what decides the speed, and warns when OpenBLAS runs its SSE3 fallback on a CPU that
- * has much wider vectors. */
+/* Records what decides the speed, and warns when OpenBLAS runs one of its generic cores on a
+ * CPU that has much wider vectors (the rule is dcio_blas_better_core's, shared with
+ * `dynconv info` and scripts/openblas-env.sh). */
 static void describe_machine(void) {
-    char model[256];
-    cpu_model(model, sizeof model);
-    __builtin_cpu_init();
-    const bool avx2 = __builtin_cpu_supports("avx2");
-    const bool avx512 = __builtin_cpu_supports("avx512f");
+    dcio_cpu cpu;
+    dcio_cpu_detect(&cpu);
     const char *core = dynconv_blas_core();
-    dcb_add_context("cpu_model", model);
-    dcb_add_context("cpu_isa", avx512 ? "avx512f" : avx2 ? "avx2" : "baseline");
+    const char *better = dcio_blas_better_core(core, &cpu);
+    dcb_add_context("cpu_model", cpu.model);
+    dcb_add_context("cpu_isa", dcio_cpu_isa(&cpu));
     dcb_add_context("blas_config", dynconv_blas_config());
     dcb_add_context("blas_core", core);
+    dcb_add_context("blas_better_core", better != NULL ? better : "");
     dcb_add_context("thread_control",
                     "dynconv_conv2d_set_num_threads for the layers (their BLAS calls run on one "
                     "thread), openblas_set_num_threads for the stages alone and the sgemm");
     dcb_add_context("libdynconv_version", dynconv_version_string());
     const char *env = getenv("OPENBLAS_CORETYPE");
     dcb_add_context("OPENBLAS_CORETYPE", env != NULL ? env : "");
-    if (strcmp(core, "Prescott") == 0 && (avx2 || avx512)) {
-        printf("WARNING: OpenBLAS runs its SSE3 \"Prescott\" kernels on this %s CPU, several "
+    if (better != NULL) {
+        printf("WARNING: OpenBLAS runs its generic \"%s\" kernels on this %s CPU, several "
                "times slower than it can. Set OPENBLAS_CORETYPE=%s in the environment before "
                "starting the program (or source scripts/openblas-env.sh).\n",
-               avx512 ? "AVX-512" : "AVX2", avx512 ? "SkylakeX" : "Haswell");
+               core, cpu.avx512_skylakex ? "AVX-512" : "AVX2", better);
         fflush(stdout);
-        dcb_add_context("warning", "OpenBLAS runs Prescott kernels on a CPU with AVX2/AVX-512: "
-                                   "set OPENBLAS_CORETYPE");
     }
 }
 

@@ -403,13 +403,13 @@ def main():
 
     core = ctx.get("blas_core", "unknown")
     isa = ctx.get("cpu_isa", "")
+    better = ctx.get("blas_better_core", "")
     warn = None
-    if core == "Prescott" and isa in ("avx2", "avx512f"):
-        warn = ("WARNING: OpenBLAS ran its SSE3 \"Prescott\" kernels on a CPU with "
+    if better:
+        warn = (f"WARNING: OpenBLAS ran its generic \"{core}\" kernels on a CPU with "
                 f"{isa.upper()}: every BLAS-bound figure below is several times too low. Set "
-                f"OPENBLAS_CORETYPE={'SkylakeX' if isa == 'avx512f' else 'Haswell'} before "
-                "starting the programs (bench/compare.sh does it through "
-                "scripts/openblas-env.sh on AVX-512 machines).")
+                f"OPENBLAS_CORETYPE={better} before starting the programs (bench/compare.sh "
+                "does it through scripts/openblas-env.sh when OpenBLAS falls back).")
     sgemm = {t: lib.get(f"sgemm/{args.sgemm}/t{t}") for t in threads}
     sgemm_gf = {t: (None if v is None else 2.0 * args.sgemm ** 3 / (v * 1e-3) / 1e9)
                 for t, v in sgemm.items()}
@@ -418,7 +418,8 @@ def main():
         f"- Date: {args.date or ctx.get('date', '')}",
         f"- CPU: {ctx.get('cpu_model', 'unknown')} ({ctx.get('num_cpus', '?')} logical CPUs, "
         f"widest vector ISA: {isa or 'unknown'})",
-        f"- BLAS: {ctx.get('blas_config', 'unknown')}; core in use: **{core}**; "
+        f"- BLAS: {ctx.get('blas_config', 'unknown')}; core in use: **{core}** "
+        f"({'a generic fallback' if better else 'fit for the CPU'}); "
         f"OPENBLAS_CORETYPE={ctx.get('OPENBLAS_CORETYPE', '') or '(unset)'}",
         f"- libdynconv {ctx.get('libdynconv_version', '?')}; thread count set through "
         f"{ctx.get('thread_control', '?')}; threads measured: "

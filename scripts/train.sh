@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh build
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DDYNCONV_BUILD_TESTS=OFF >/dev/null
-cmake --build build/release -j"$(nproc)" --target train_dynamic_cnn >/dev/null
-. scripts/openblas-env.sh
+cmake --build build/release -j"$(nproc)" --target train_dynamic_cnn dynconv_cli >/dev/null
+DYNCONV_CLI=build/release/tools/dynconv . scripts/openblas-env.sh
 exec build/release/examples/train_dynamic_cnn "$@"

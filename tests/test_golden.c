@@ -1,4 +1,5 @@
-/* The library and the double-precision reference against PyTorch's results (golden/golden_cases.c).
+/* The library and the double-precision reference against PyTorch's results (tests/golden: the
+ * case table and its .npy files).
  *
  * One test per golden case, named after the case. Each test runs the layer through the public
  * API twice (with the handle's own workspace, then with a caller-owned one) and compares y and
@@ -218,6 +219,9 @@ static void test_linear_case(void **state)
 
 int main(void)
 {
+    if (!golden_load()) {
+        return 1;
+    }
     size_t count = golden_conv2d_case_count + golden_linear_case_count;
     golden_test *states = tu_alloc(count * sizeof *states);
     struct CMUnitTest *tests = tu_alloc(count * sizeof *tests);

@@ -123,6 +123,9 @@ static void test_linear_case(void **state)
 
 int main(void)
 {
+    if (!golden_load()) {
+        return 1;
+    }
     const size_t count = golden_conv2d_case_count + golden_linear_case_count;
     struct CMUnitTest *tests = tu_alloc(count * sizeof *tests);
     for (size_t i = 0; i < count; ++i) {

@@ -654,72 +654,35 @@ done:
 /* Platform report (dynconv info, and the head of dynconv bench)                            */
 /* ---------------------------------------------------------------------------------------- */
 
-typedef struct cpu_features {
-    bool sse42, avx, avx2, fma, avx512f;
-} cpu_features;
-
-static cpu_features detect_cpu(void) {
-    cpu_features f = {false, false, false, false, false};
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-    __builtin_cpu_init();
-    f.sse42 = __builtin_cpu_supports("sse4.2") != 0;
-    f.avx = __builtin_cpu_supports("avx") != 0;
-    f.avx2 = __builtin_cpu_supports("avx2") != 0;
-    f.fma = __builtin_cpu_supports("fma") != 0;
-    f.avx512f = __builtin_cpu_supports("avx512f") != 0;
-#endif
-    return f;
-}
-
-/* "model name" from /proc/cpuinfo, or "unknown". */
-static void cpu_model(char *buf, size_t size) {
-    snprintf(buf, size, "unknown");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (f == NULL) {
-        return;
-    }
-    char line[512];
-    while (fgets(line, sizeof line, f) != NULL) {
-        if (strncmp(line, "model name", 10) == 0) {
-            const char *colon = strchr(line, ':');
-            if (colon != NULL) {
-                colon++;
-                while (*colon == ' ' || *colon == '\t') {
-                    colon++;
-                }
-                snprintf(buf, size, "%s", colon);
-                buf[strcspn(buf, "\n")] = '\0';
-            }
-            break;
-        }
-    }
-    fclose(f);
-}
-
-/* Prints the BLAS lines; warns when OpenBLAS fell back to its slow SSE3 kernels although the
- * CPU has AVX2 or AVX-512 (unknown CPU model). */
+/* Prints the BLAS lines: which core OpenBLAS runs and who chose it. Warns (on stderr) when it
+ * runs a generic core although the CPU has AVX2 or AVX-512: OpenBLAS did not recognise the CPU,
+ * or OPENBLAS_CORETYPE asked for it. A core OpenBLAS chose for this CPU gets no advice. */
 static void print_blas(FILE *out) {
     const char *core = dynconv_blas_core();
-    const cpu_features f = detect_cpu();
+    dcio_cpu cpu;
+    dcio_cpu_detect(&cpu);
     const char *coretype = getenv("OPENBLAS_CORETYPE");
+    const bool forced = coretype != NULL && coretype[0] != '\0';
+    const char *better = dcio_blas_better_core(core, &cpu);
     fprintf(out, "BLAS:          %s\n", dynconv_blas_config());
-    fprintf(out, "BLAS core:     %s%s%s%s\n", core, coretype != NULL ? " (OPENBLAS_CORETYPE=" : "",
-            coretype != NULL ? coretype : "", coretype != NULL ? ")" : "");
+    if (forced) {
+        fprintf(out, "BLAS core:     %s (OPENBLAS_CORETYPE=%s)\n", core, coretype);
+    } else {
+        fprintf(out, "BLAS core:     %s (chosen by OpenBLAS)\n", core);
+    }
+    fprintf(out, "BLAS fallback: %s\n", better != NULL ? "yes" : "no");
+    if (better != NULL) {
+        fprintf(out, "BLAS suggested core: %s\n", better);
+    }
     fprintf(out, "BLAS threads:  %d\n", dynconv_blas_num_threads());
-    if (strcmp(core, "Prescott") == 0 && (f.avx2 || f.avx512f)) {
-        const char *better = f.avx512f ? "SkylakeX" : "Haswell";
-        if (coretype != NULL) {
-            fprintf(stderr,
-                    "warning: OPENBLAS_CORETYPE=%s selects OpenBLAS's SSE3 'Prescott' kernels on "
-                    "a CPU with %s: several times slower than OPENBLAS_CORETYPE=%s.\n",
-                    coretype, f.avx512f ? "AVX-512" : "AVX2", better);
-        } else {
-            fprintf(stderr,
-                    "warning: OpenBLAS runs its SSE3 'Prescott' kernels on a CPU with %s: it did "
-                    "not recognise this CPU and is several times slower than it could be. Set "
-                    "OPENBLAS_CORETYPE=%s in the environment before starting the program.\n",
-                    f.avx512f ? "AVX-512" : "AVX2", better);
-        }
+    if (better != NULL) {
+        fprintf(stderr,
+                "warning: OpenBLAS runs its generic '%s' kernels on a CPU with %s (%s), several "
+                "times slower than its '%s' kernels. Set OPENBLAS_CORETYPE=%s in the environment "
+                "before starting the program.\n",
+                core, cpu.avx512_skylakex ? "AVX-512" : "AVX2",
+                forced ? "OPENBLAS_CORETYPE asked for them" : "it did not recognise the CPU",
+                better, better);
     }
 }
 
@@ -743,8 +706,11 @@ static void info_help(void) {
     printf("usage: dynconv info\n"
            "\n"
            "Prints the library version, the BLAS it calls (configuration, kernel set, threads),\n"
-           "the threads a layer uses by default, and the CPU's model and vector features. Warns when OpenBLAS fell back to its\n"
-           "slow generic kernels on a CPU it did not recognise.\n");
+           "the threads a layer uses by default, and the CPU's model and vector features.\n"
+           "\"BLAS fallback: yes\" (with a warning on stderr) means OpenBLAS runs one of its\n"
+           "generic kernel sets (Prescott, ...) on a CPU with AVX2 or AVX-512, usually because it\n"
+           "did not recognise the CPU; \"BLAS suggested core:\" then names the OPENBLAS_CORETYPE\n"
+           "to set before the program starts.\n");
 }
 
 static int cmd_info(int argc, char **argv) {
@@ -758,19 +724,18 @@ static int cmd_info(int argc, char **argv) {
         info_help();
         return 0;
     }
-    char model[256];
-    cpu_model(model, sizeof model);
-    const cpu_features f = detect_cpu();
+    dcio_cpu cpu;
+    dcio_cpu_detect(&cpu);
     printf("libdynconv:    %s (built against %s)\n", dynconv_version_string(),
            DYNCONV_VERSION_STRING);
     print_blas(stdout);
-    printf("CPU:           %s\n", model);
+    printf("CPU:           %s\n", cpu.model);
     printf("CPUs online:   %ld\n", sysconf(_SC_NPROCESSORS_ONLN));
     printf("threads:       %d per layer by default (the CPUs this process may run on)\n",
            default_threads());
-    printf("CPU features:  sse4.2=%s avx=%s avx2=%s fma=%s avx512f=%s\n", f.sse42 ? "yes" : "no",
-           f.avx ? "yes" : "no", f.avx2 ? "yes" : "no", f.fma ? "yes" : "no",
-           f.avx512f ? "yes" : "no");
+    printf("CPU features:  sse4.2=%s avx=%s avx2=%s fma=%s avx512f=%s\n", cpu.sse42 ? "yes" : "no",
+           cpu.avx ? "yes" : "no", cpu.avx2 ? "yes" : "no", cpu.fma ? "yes" : "no",
+           cpu.avx512f ? "yes" : "no");
     return 0;
 }
 

@@ -28,6 +28,19 @@
  *   - Functions that fail leave a human-readable explanation in a thread-local buffer
  *     (dynconv_last_error_message()).
  *
+ * Memory
+ *   libdynconv allocates memory of its own only in create (the handle, its copy of the
+ *   weights), reshape, set_num_threads and prepare_backward (the handle's workspace, when it has
+ *   to grow); destroy frees it. forward and backward never
+ *   allocate, neither in the calling thread nor in the library's worker threads: a network can
+ *   run them in a loop with a fixed memory footprint.
+ *   The BLAS underneath is outside that promise, because its allocations are its own:
+ *   OpenBLAS allocates its GEMM buffers on first use and when its thread count grows, and
+ *   OpenBLAS 0.3.21's kernels for AVX-512 CPUs (its SkylakeX and Cooperlake cores) call malloc
+ *   and free inside every small-matrix sgemm. libdynconv does not steer around that path (it is
+ *   the BLAS's fastest for those shapes); the library's tests attribute every allocation to its
+ *   caller and require zero from libdynconv itself.
+ *
  * Thread safety
  *   Safe to share between threads running at the same time:
  *   - distinct handles: any calls, including create and destroy, on different handles from

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""Generate golden_cases.c: forward results of dynamic convolution and dynamic linear layers
-computed by PyTorch, for test_golden.c.
+"""Generate the golden data: forward results and gradients of dynamic convolution and dynamic
+linear layers computed by PyTorch, for test_golden.c and test_golden_backward.c. Every array goes
+to data/<kind>/<case>/<field>.npy (float32); golden_cases.c gets the table of the cases.
 
 Run from anywhere with Debian's system interpreter (it has python3-torch and python3-numpy):
 
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUTPUT = os.path.join(HERE, "golden_cases.c")
-SIZE_LIMIT = 2 * 1024 * 1024
+DATA = os.path.join(HERE, "data")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -260,7 +261,7 @@ def check(pi, y):
 
 
 # ------------------------------------------------------------------------------------------------
-# C emission
+# Drawing usable data
 # ------------------------------------------------------------------------------------------------
 
 MAX_ATTEMPTS = 20
@@ -310,154 +311,119 @@ def c_float(v):
     return s + "f"
 
 
-class Emitter:
-    def __init__(self):
-        self.chunks = []
-        self.idents = set()
+# ------------------------------------------------------------------------------------------------
+# Output: one .npy per array, and the C table of the cases
+# ------------------------------------------------------------------------------------------------
 
-    def array(self, ident, tensor, comment):
+class DataWriter:
+    """Writes data/<kind>/<case>/<field>.npy (float32, C order, as np.save writes it) and
+    remembers every file, so that files of cases that no longer exist can be removed."""
+
+    def __init__(self):
+        self.written = set()
+
+    def array(self, kind, case, field, tensor):
         if tensor is None:
-            return "NULL"
-        assert ident not in self.idents, ident
-        self.idents.add(ident)
-        values = tensor.detach().contiguous().view(-1).numpy().astype(np.float32)
-        lines = [f"/* {comment} */", f"static const float {ident}[{values.size}] = {{"]
-        per_line = 6
-        for i in range(0, values.size, per_line):
-            lines.append("    " + ", ".join(c_float(v) for v in values[i:i + per_line]) + ",")
-        lines.append("};")
-        self.chunks.append("\n".join(lines) + "\n")
-        return ident
+            return
+        path = os.path.join(DATA, kind, case, field + ".npy")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        values = np.ascontiguousarray(tensor.detach().numpy().astype("<f4"))
+        np.save(path, values, allow_pickle=False)
+        self.written.add(os.path.abspath(path))
+
+    def case(self, kind, name, x, p, y, pi, dy, dx, grads):
+        for field, t in [("x", x), ("y", y), ("pi", pi), ("dy", dy), ("dx", dx)]:
+            self.array(kind, name, field, t)
+        for key in PARAM_KEYS:
+            self.array(kind, name, key, p[key])
+            self.array(kind, name, "d" + key, grads[key])
+
+    def remove_stale(self):
+        for root, _, files in os.walk(DATA):
+            for f in files:
+                path = os.path.abspath(os.path.join(root, f))
+                if path not in self.written:
+                    os.remove(path)
+        for root, dirs, _ in os.walk(DATA, topdown=False):
+            for d in dirs:
+                full = os.path.join(root, d)
+                if not os.listdir(full):
+                    os.rmdir(full)
 
 
 def shape(t):
     return "[" + ", ".join(str(d) for d in t.shape) + "]"
 
 
-def emit_weights(em, prefix, p):
-    fields = []
-    for key in ("weight", "bias", "fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias"):
-        t = p[key]
-        ident = em.array(f"{prefix}__{key}", t, f"{key} {shape(t)}" if t is not None else "")
-        fields.append(f".{key} = {ident}")
-    return ("{ " + ", ".join(fields[:2]) + ",\n            " + ", ".join(fields[2:4])
-            + ",\n            " + ", ".join(fields[4:]) + " }")
-
-
-def emit_grads(em, prefix, grads):
-    fields = []
-    for key in PARAM_KEYS:
-        t = grads[key]
-        ident = em.array(f"{prefix}__d{key}", t, f"dL/d{key} {shape(t)}" if t is not None else "")
-        fields.append(f".{key} = {ident}")
-    return ("{ " + ", ".join(fields[:2]) + ",\n            " + ", ".join(fields[2:4])
-            + ",\n            " + ", ".join(fields[4:]) + " }")
-
-
-def c_temperature(t):
-    return c_float(np.float32(t))
+def c_bool(v):
+    return "true" if v else "false"
 
 
 def main():
     torch.set_num_threads(1)
-    em = Emitter()
+    data = DataWriter()
     conv_entries, linear_entries = [], []
     names = set()
 
     for c in CONV2D_CASES:
         name = c["name"]
-        # Array names are <prefix>__<field>: a case name must not contain "__".
-        assert name.isidentifier() and "__" not in name and name not in names, name
+        # A case name is a directory name and a test name.
+        assert name.isidentifier() and name not in names, name
         names.add(name)
         x, p, pi, y, rms, attempt, (dy, dx, grads) = generate("conv2d", make_conv2d,
                                                                conv2d_forward, c)
-        prefix = f"conv2d_{name}"
-        xi = em.array(prefix + "__x", x, f"conv2d {name}: x {shape(x)}")
-        wi = emit_weights(em, prefix, p)
-        yi = em.array(prefix + "__y", y, f"y {shape(y)}")
-        pii = em.array(prefix + "__pi", pi, f"pi {shape(pi)}")
-        dyi = em.array(prefix + "__dy", dy, f"dL/dy {shape(dy)}")
-        dxi = em.array(prefix + "__dx", dx, f"dL/dx {shape(dx)}")
-        gi = emit_grads(em, prefix, grads)
-        geometry = (f"{{ .in_channels = {c['c_in']}, .out_channels = {c['c_out']}, "
-                    f".kernel_h = {c['kh']}, .kernel_w = {c['kw']},\n            "
-                    f".stride_h = {c['sh']}, .stride_w = {c['sw']}, "
-                    f".pad_h = {c['ph']}, .pad_w = {c['pw']},\n            "
-                    f".dilation_h = {c['dh']}, .dilation_w = {c['dw']}, "
-                    f".groups = {c['groups']},\n            .num_kernels = {c['kernels']}, "
-                    f".hidden = {c['hidden']} }}")
+        data.case("conv2d", name, x, p, y, pi, dy, dx, grads)
         conv_entries.append(
-            "    {\n"
-            f"        .name = \"{name}\",\n"
-            f"        .geometry = {geometry},\n"
-            f"        .temperature = {c_temperature(c['temperature'])},\n"
-            f"        .batch = {c['n']}, .height = {c['h']}, .width = {c['w']},\n"
-            f"        .out_h = {y.shape[2]}, .out_w = {y.shape[3]},\n"
-            f"        .x = {xi},\n"
-            f"        .weights = {wi},\n"
-            f"        .y = {yi},\n"
-            f"        .pi = {pii},\n"
-            f"        .dy = {dyi},\n"
-            f"        .dx = {dxi},\n"
-            f"        .dweights = {gi},\n"
-            "    },\n")
+            f"    {{.name = \"{name}\",\n"
+            f"     .geometry = {{{c['c_in']}, {c['c_out']}, {c['kh']}, {c['kw']}, "
+            f"{c['sh']}, {c['sw']}, {c['ph']}, {c['pw']}, {c['dh']}, {c['dw']}, "
+            f"{c['groups']}, {c['kernels']}, {c['hidden']}}},\n"
+            f"     .temperature = {c_float(np.float32(c['temperature']))}, "
+            f".batch = {c['n']}, .height = {c['h']}, .width = {c['w']}, "
+            f".out_h = {y.shape[2]}, .out_w = {y.shape[3]},\n"
+            f"     .has_bias = {c_bool(c['bias'])}, .has_fc1_bias = {c_bool(c['fc1_bias'])}, "
+            f".has_fc2_bias = {c_bool(c['fc2_bias'])}}},\n")
         print(f"conv2d {name:28s} y {shape(y):16s} rms {rms:.3f} seed#{attempt} "
               f"pi[0] {np.array2string(pi[0].numpy(), precision=3)}")
 
     for c in LINEAR_CASES:
         name = c["name"]
-        # Array names are <prefix>__<field>: a case name must not contain "__".
-        assert name.isidentifier() and "__" not in name and name not in names, name
+        assert name.isidentifier() and name not in names, name
         names.add(name)
         x, p, pi, y, rms, attempt, (dy, dx, grads) = generate("linear", make_linear,
                                                                linear_forward, c)
-        prefix = name if name.startswith("linear_") else f"linear_{name}"
-        xi = em.array(prefix + "__x", x, f"linear {name}: x {shape(x)}")
-        wi = emit_weights(em, prefix, p)
-        yi = em.array(prefix + "__y", y, f"y {shape(y)}")
-        pii = em.array(prefix + "__pi", pi, f"pi {shape(pi)}")
-        dyi = em.array(prefix + "__dy", dy, f"dL/dy {shape(dy)}")
-        dxi = em.array(prefix + "__dx", dx, f"dL/dx {shape(dx)}")
-        gi = emit_grads(em, prefix, grads)
-        geometry = (f"{{ .in_features = {c['d_in']}, .out_features = {c['d_out']}, "
-                    f".num_kernels = {c['kernels']}, .hidden = {c['hidden']} }}")
+        data.case("linear", name, x, p, y, pi, dy, dx, grads)
         linear_entries.append(
-            "    {\n"
-            f"        .name = \"{name}\",\n"
-            f"        .geometry = {geometry},\n"
-            f"        .temperature = {c_temperature(c['temperature'])},\n"
-            f"        .batch = {c['n']},\n"
-            f"        .x = {xi},\n"
-            f"        .weights = {wi},\n"
-            f"        .y = {yi},\n"
-            f"        .pi = {pii},\n"
-            f"        .dy = {dyi},\n"
-            f"        .dx = {dxi},\n"
-            f"        .dweights = {gi},\n"
-            "    },\n")
+            f"    {{.name = \"{name}\",\n"
+            f"     .geometry = {{{c['d_in']}, {c['d_out']}, {c['kernels']}, {c['hidden']}}},\n"
+            f"     .temperature = {c_float(np.float32(c['temperature']))}, .batch = {c['n']},\n"
+            f"     .has_bias = {c_bool(c['bias'])}, .has_fc1_bias = {c_bool(c['fc1_bias'])}, "
+            f".has_fc2_bias = {c_bool(c['fc2_bias'])}}},\n")
         print(f"linear {name:28s} y {shape(y):16s} rms {rms:.3f} seed#{attempt} "
               f"pi[0] {np.array2string(pi[0].numpy(), precision=3)}")
 
+    data.remove_stale()
     out = [
         "/* Generated by tests/golden/generate_golden.py with PyTorch "
         f"{torch.__version__.split('+')[0]}. Do not edit by hand:\n"
-        " * change the generator and run it again (see tests/golden/README.md). */\n",
+        " * change the generator and run it again (see tests/golden/README.md).\n"
+        " * The cases; their arrays are in data/<kind>/<name>/<field>.npy (golden_load.c). */\n",
         "#include \"golden.h\"\n\n",
-        *em.chunks,
-        "\nconst golden_conv2d_case golden_conv2d_cases[] = {\n", *conv_entries, "};\n",
+        "/* geometry: in, out, kernel h, w, stride h, w, pad h, w, dilation h, w, groups, K, "
+        "hidden */\n",
+        "golden_conv2d_case golden_conv2d_cases[] = {\n", *conv_entries, "};\n",
         "const size_t golden_conv2d_case_count =\n"
         "    sizeof golden_conv2d_cases / sizeof golden_conv2d_cases[0];\n",
-        "\nconst golden_linear_case golden_linear_cases[] = {\n", *linear_entries, "};\n",
+        "\n/* geometry: in features, out features, K, hidden */\n",
+        "golden_linear_case golden_linear_cases[] = {\n", *linear_entries, "};\n",
         "const size_t golden_linear_case_count =\n"
         "    sizeof golden_linear_cases / sizeof golden_linear_cases[0];\n",
     ]
     text = "".join(out)
-    if len(text) > SIZE_LIMIT:
-        sys.exit(f"generate_golden.py: output is {len(text)} bytes, over {SIZE_LIMIT}")
     with open(OUTPUT, "w", encoding="ascii") as f:
         f.write(text)
-    print(f"wrote {OUTPUT}: {len(CONV2D_CASES)} conv2d and {len(LINEAR_CASES)} linear cases, "
-          f"{len(text)} bytes")
+    print(f"wrote {OUTPUT} ({len(CONV2D_CASES)} conv2d and {len(LINEAR_CASES)} linear cases) "
+          f"and {len(data.written)} arrays under {DATA}")
 
 
 if __name__ == "__main__":

@@ -82,6 +82,12 @@ def run(*args):
     return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=60)
 
 
+def run_env(*args, **env):
+    """run() with these variables added to the environment."""
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, **env))
+
+
 class Base(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
@@ -454,18 +460,28 @@ class Usage(unittest.TestCase):
     def test_info(self):
         r = run("info")
         self.assertEqual(r.returncode, 0, r.stderr)
-        for line in ("libdynconv:", "BLAS:", "BLAS core:", "BLAS threads:", "CPU features:"):
+        for line in ("libdynconv:", "BLAS:", "BLAS core:", "BLAS fallback:", "BLAS threads:",
+                     "CPU features:"):
             self.assertIn(line, r.stdout)
         with open("/proc/cpuinfo") as f:
             flags = f.read().split()
-        if "avx2" in flags or "avx512f" in flags:
-            # OpenBLAS honours a forced core type: its slow fallback must be flagged.
-            env = dict(os.environ, OPENBLAS_CORETYPE="Prescott")
-            r = subprocess.run([CLI, "info"], capture_output=True, text=True, env=env,
-                               timeout=60)
+        if "avx2" in flags and "fma" in flags:
+            # OpenBLAS honours a forced core type: its generic fallback must be flagged, with
+            # the core that fits the CPU.
+            better = "SkylakeX" if all(f in flags for f in (
+                "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd")) else "Haswell"
+            r = run_env("info", OPENBLAS_CORETYPE="Prescott")
             self.assertEqual(r.returncode, 0, r.stderr)
-            self.assertIn("BLAS core:     Prescott", r.stdout)
-            self.assertIn("warning: OPENBLAS_CORETYPE=Prescott", r.stderr)
+            self.assertIn("BLAS core:     Prescott (OPENBLAS_CORETYPE=Prescott)", r.stdout)
+            self.assertIn("BLAS fallback: yes", r.stdout)
+            self.assertIn("generic 'Prescott' kernels", r.stderr)
+            self.assertIn(f"Set OPENBLAS_CORETYPE={better}", r.stderr)
+            # A core fit for the CPU is never second-guessed.
+            r = run_env("info", OPENBLAS_CORETYPE="Haswell")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("BLAS core:     Haswell (OPENBLAS_CORETYPE=Haswell)", r.stdout)
+            self.assertIn("BLAS fallback: no", r.stdout)
+            self.assertNotIn("warning", r.stderr)
 
     def test_bench_runs_a_small_workload(self):
         with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:

@@ -649,6 +649,50 @@ static void pending_outputs_appear_only_on_commit(void **state) {
     assert_int_equal(rmdir(dir), 0);
 }
 
+/* OpenBLAS's core is replaced only when it is a generic fallback and the CPU can run better. */
+static void blas_core_advice(void **state) {
+    (void)state;
+    dcio_cpu sse = {0}, avx2 = {0}, avx512 = {0}, avx512f_only = {0};
+    sse.sse42 = true;
+    avx2 = sse;
+    avx2.avx = avx2.avx2 = avx2.fma = true;
+    avx512 = avx2;
+    avx512.avx512f = avx512.avx512_skylakex = true;
+    avx512f_only = avx2;
+    avx512f_only.avx512f = true; /* without BW/VL/DQ: SkylakeX's kernels would not run */
+    static const struct {
+        const char *name, *core;
+        int cpu; /* 0 sse, 1 avx2, 2 avx512, 3 avx512f only */
+        const char *want;
+    } cases[] = {
+        {"prescott_on_avx512", "Prescott", 2, "SkylakeX"},
+        {"prescott_on_avx2", "Prescott", 1, "Haswell"},
+        {"lower_case_name", "prescott", 1, "Haswell"},
+        {"core2_on_avx2", "Core2", 1, "Haswell"},
+        {"sandybridge_on_avx512", "Sandybridge", 2, "SkylakeX"},
+        {"prescott_on_avx512f_only", "Prescott", 3, "Haswell"},
+        {"prescott_on_sse_cpu", "Prescott", 0, NULL},
+        {"zen_recognised", "Zen", 1, NULL},
+        {"haswell_on_avx512_kept", "Haswell", 2, NULL},
+        {"cooperlake_recognised", "Cooperlake", 2, NULL},
+        {"skylakex_recognised", "SkylakeX", 2, NULL},
+        {"prefix_is_not_a_match", "Prescott2", 1, NULL},
+    };
+    const dcio_cpu *cpus[] = {&sse, &avx2, &avx512, &avx512f_only};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+        const char *got = dcio_blas_better_core(cases[i].core, cpus[cases[i].cpu]);
+        if ((got == NULL) != (cases[i].want == NULL) ||
+            (got != NULL && strcmp(got, cases[i].want) != 0)) {
+            fail_msg("%s: got %s, expected %s", cases[i].name, got ? got : "NULL",
+                     cases[i].want ? cases[i].want : "NULL");
+        }
+    }
+    dcio_cpu here;
+    dcio_cpu_detect(&here);
+    assert_true(here.model[0] != '\0');
+    assert_true(!here.avx512_skylakex || here.avx512f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(safetensors_round_trip),
@@ -666,6 +710,7 @@ int main(void) {
         cmocka_unit_test(npy_header_round_trip_every_rank),
         cmocka_unit_test(npy_headers_as_numpy_writes_them_and_not),
         cmocka_unit_test(pending_outputs_appear_only_on_commit),
+        cmocka_unit_test(blas_core_advice),
     };
     return cmocka_run_group_tests(tests, setup_layer, NULL);
 }

@@ -1,4 +1,5 @@
-/* dynconv_io: the file formats the command-line tool reads and writes.
+/* dynconv_io: the file formats the command-line tool reads and writes, and the description of
+ * the machine that the tools and the benchmarks report.
  *
  *   safetensors   the PyTorch ecosystem's weight file: 8-byte little-endian header length N,
  *                 N bytes of JSON, then the raw little-endian tensor data
@@ -207,5 +208,27 @@ size_t dcio_npy_header(const int64_t *shape, int rank, char *buf, size_t buf_siz
 /* Writes a float32 array as .npy under a temporary name (see dcio_pending). */
 bool dcio_npy_write_pending(const char *path, const int64_t *shape, int rank, const float *data,
                             dcio_pending *out, dcio_error *err);
+
+/* ---------------------------------------------------------------------------------------- */
+/* The machine (dynconv info, dynconv bench, dynconv-bench)                                 */
+/* ---------------------------------------------------------------------------------------- */
+
+typedef struct dcio_cpu {
+    char model[256]; /* "model name" of /proc/cpuinfo, or "unknown" */
+    bool sse42, avx, avx2, fma, avx512f;
+    bool avx512_skylakex; /* AVX-512 F, BW, VL, DQ and CD: what OpenBLAS's SkylakeX core needs */
+} dcio_cpu;
+
+void dcio_cpu_detect(dcio_cpu *cpu);
+
+/* "avx512f", "avx2" or "baseline": the widest vector ISA. */
+const char *dcio_cpu_isa(const dcio_cpu *cpu);
+
+/* When OpenBLAS runs one of its generic cores (Prescott, Core2, ...: what it falls back to on a
+ * CPU it does not recognise) although the CPU has AVX2 or AVX-512, the core that fits the CPU
+ * ("Haswell" or "SkylakeX"), to be set as OPENBLAS_CORETYPE before OpenBLAS loads. NULL when
+ * OpenBLAS runs a core it chose for this CPU (which is never second-guessed) or the CPU has
+ * nothing better. `core` is openblas_get_corename()'s answer (dynconv_blas_core()). */
+const char *dcio_blas_better_core(const char *core, const dcio_cpu *cpu);
 
 #endif
