@@ -17,10 +17,11 @@ for purpose in "$@"; do
     compare) packages+=(libbenchmark-dev python3 python3-torch python3-numpy python3-matplotlib) ;;
     abi)   packages+=(abigail-tools) ;;
     # Building the Debian packages (debian/control's Build-Depends), checking and installing
-    # them (scripts/package-test.sh): lintian, man-db for `man`, the consumers' compiler.
+    # them (scripts/package-test.sh): lintian, autopkgtest (debian/tests on the installed
+    # packages), man-db for `man`, git to copy the tree.
     deb) packages+=(build-essential debhelper dpkg-dev fakeroot dh-python cmake pkgconf
                     libopenblas-dev libjansson-dev libcmocka-dev python3 python3-numpy
-                    lintian man-db git) ;;
+                    lintian man-db git autopkgtest) ;;
     valgrind) packages+=(valgrind) ;;
     fuzz)  packages+=(clang-14 libclang-rt-14-dev) ;;
     *) echo "deps.sh: unknown purpose '$purpose'" >&2; exit 2 ;;

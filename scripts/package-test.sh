@@ -6,11 +6,11 @@
 #   2. lintian on the .changes (every package): any error or warning fails;
 #   3. checks the packages' metadata: dependencies, Multi-Arch, the symbols file and ldconfig
 #      trigger of libdynconv1, no RUNPATH in the installed program, the -dbgsym packages;
-#   4. `apt-get install -y ./*.deb` as root, then against /usr only: a C program built with
-#      pkg-config, a CMake project with find_package(dynconv), a program that dlopens
-#      libdynconv.so.1 (each runs a dynamic convolution and checks it against a direct
-#      computation), the Python module with Debian's /usr/bin/python3, `dynconv --help`,
-#      `dynconv-export --help` and both manual pages;
+#   4. `apt-get install -y ./*.deb` as root and debian/tests (autopkgtest, null runner); then,
+#      against /usr only: a C program built with pkg-config, a CMake project with
+#      find_package(dynconv), a program that dlopens libdynconv.so.1 (each runs a dynamic
+#      convolution and checks it against a direct computation), the Python module with
+#      Debian's /usr/bin/python3, `dynconv --help`, `dynconv-export --help`, both manual pages;
 #   5. `apt-get purge -y` of the packages and of what apt pulled in for them, and checks that
 #      libdynconv is gone.
 # The machine is left as it was, also when a step fails (except for the build dependencies,
@@ -169,6 +169,11 @@ installed_pkgs | comm -13 "$before" - | tr '\n' ' '; echo
 # Only what the packages installed may be used from here on.
 unset LD_LIBRARY_PATH PKG_CONFIG_PATH CMAKE_PREFIX_PATH DYNCONV_LIBRARY PYTHONPATH || true
 cd "$work"
+
+step "autopkgtest: debian/tests on the installed packages (null runner)"
+autopkgtest --no-built-binaries "$src" -- null >"$work/autopkgtest.log" 2>&1 ||
+  { tail -n 40 "$work/autopkgtest.log"; fail "autopkgtest failed"; }
+sed -n '/@@@@@@@@@@@@@@@@@@@@ summary/,$p' "$work/autopkgtest.log"
 
 step "consumer 1: pkg-config"
 cflags=$(pkg-config --cflags dynconv)
