@@ -273,9 +273,12 @@ def _default_paths(bias, attention="attention", first="fc1", second="fc2", fc1_b
 
 
 def _reset_kernels(weight, bias):
-    # Each of the K kernels as nn.Conv2d / nn.Linear initialise theirs.
+    # Each of the K kernels Kaiming-uniform for a ReLU (bound sqrt(6 / fan_in)), as kaijieshi7's
+    # and External-Attention's layers do. nn.Conv2d's gentler default (a = sqrt(5)) is too
+    # small here: the attention averages K kernels, which shrinks every layer's output (and
+    # gradient) further, and a deep DY-CNN then barely trains.
     for k in range(weight.shape[0]):
-        nn.init.kaiming_uniform_(weight[k], a=math.sqrt(5))
+        nn.init.kaiming_uniform_(weight[k], nonlinearity="relu")
     if bias is not None:
         fan_in = weight[0, 0].numel()
         bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
