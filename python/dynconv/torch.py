@@ -525,7 +525,10 @@ def convert(model, temperature=None):
     TArdelean's layers take the temperature as a forward argument: the converted layer
     accepts forward(x, temperature) too, and otherwise uses its own `temperature` attribute,
     which starts at `temperature` (default 1.0, their forward's default).
-    Layers whose attention holds anything else (a batch norm, say) raise ValueError."""
+    Layers whose attention holds anything else (a batch norm, say) raise ValueError.
+    Code that finds the layers by their class (kaijieshi7's ResNet.update_temperature looks for
+    Dynamic_conv2d instances) no longer finds them afterwards: use dynamic_layers(model),
+    set_temperature, set_temperature_schedule / step_temperature of this module instead."""
     top = _converted(model, "the model", temperature)
     if top is not None:
         return top
