@@ -38,6 +38,7 @@ import math
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from . import _lib
 from .layer import Conv2d as _Conv2dLayer
@@ -86,6 +87,7 @@ class _DynamicFunction(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable  # the library's backward is not itself differentiable: say so
     def backward(ctx, grad_output):
         x, *params = ctx.saved_tensors
         module = ctx.module
