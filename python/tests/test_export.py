@@ -58,6 +58,26 @@ class ExporterCommandLine(unittest.TestCase):
                            text=True, timeout=120)
         self.assert_one_line_error(r, 1, "no such file")
 
+    def test_exporter_works_without_the_library(self):
+        # The exporter needs PyTorch only; the package's first use of libdynconv says why it
+        # cannot load it.
+        cases.seed("no_library")
+        torch.save(TwoLayerNet(), self.path("model.pt"))
+        env = dict(os.environ, DYNCONV_LIBRARY=self.path("no-such-libdynconv.so"))
+        r = subprocess.run([sys.executable, "-m", "dynconv.export", self.path("model.pt"),
+                            self.path("m.safetensors")], capture_output=True, text=True,
+                           env=dict(env, PYTHONPATH=os.pathsep.join([cases.PACKAGE, cases.HERE])),
+                           timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        code = ("import dynconv, numpy as np\n"
+                "try:\n    dynconv.Conv2d(np.zeros((1, 1, 1, 1, 1)), np.ones((1, 1)), "
+                "np.ones((1, 1)))\nexcept ImportError as e:\n    print(e)\n")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=dict(env, PYTHONPATH=cases.PACKAGE), timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("no-such-libdynconv.so", r.stdout)
+        self.assertIn("DYNCONV_LIBRARY", r.stdout)
+
     def test_help_exits_0(self):
         r = run_exporter("--help")
         self.assertEqual(r.returncode, 0, r.stderr)
