@@ -116,7 +116,6 @@ class _DynamicBase(nn.Module):
     """The machinery both modules share: where each parameter lives (its state_dict name),
     where the temperature lives, the library handle built on the parameters."""
 
-    _layer_class = None
 
     def _init_common(self, paths, temperature_owner):
         # slot -> dotted parameter name ("attention.fc1.weight"), for the slots the layer has
@@ -298,7 +297,6 @@ class DynamicConv2d(_DynamicBase):
     """A dynamic convolution (Chen et al., CVPR 2020) computed by libdynconv; see the module
     docstring for its parameters. forward(x) takes x [N, C_in, H, W] float32 on the CPU."""
 
-    _layer_class = _Conv2dLayer
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, num_kernels=4, hidden=None, temperature=1.0):
@@ -371,7 +369,6 @@ class DynamicLinear(_DynamicBase):
     """A dynamic linear layer (dynamic perceptron) computed by libdynconv; forward(x) takes
     x [N, D_in] float32 on the CPU."""
 
-    _layer_class = _LinearLayer
 
     def __init__(self, in_features, out_features, bias=True, num_kernels=4, hidden=None,
                  temperature=1.0):
