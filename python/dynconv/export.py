@@ -41,6 +41,12 @@ import struct
 import sys
 import tempfile
 
+if __name__ == "__main__" and sys.path and sys.path[0] and \
+        os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    # Run as a file (python3 .../dynconv/export.py), Python puts the package's own directory
+    # first on the path, where dynconv/torch.py would then shadow PyTorch itself.
+    del sys.path[0]
+
 import numpy as np
 
 HYPER_KEYS = ("layer", "stride", "padding", "dilation", "groups", "temperature")

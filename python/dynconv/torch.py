@@ -38,6 +38,7 @@ import math
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from . import _lib
 from .layer import Conv2d as _Conv2dLayer
@@ -86,6 +87,7 @@ class _DynamicFunction(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable  # the library's backward is not itself differentiable: say so
     def backward(ctx, grad_output):
         x, *params = ctx.saved_tensors
         module = ctx.module
@@ -114,7 +116,6 @@ class _DynamicBase(nn.Module):
     """The machinery both modules share: where each parameter lives (its state_dict name),
     where the temperature lives, the library handle built on the parameters."""
 
-    _layer_class = None
 
     def _init_common(self, paths, temperature_owner):
         # slot -> dotted parameter name ("attention.fc1.weight"), for the slots the layer has
@@ -273,9 +274,12 @@ def _default_paths(bias, attention="attention", first="fc1", second="fc2", fc1_b
 
 
 def _reset_kernels(weight, bias):
-    # Each of the K kernels as nn.Conv2d / nn.Linear initialise theirs.
+    # Each of the K kernels Kaiming-uniform for a ReLU (bound sqrt(6 / fan_in)), as kaijieshi7's
+    # and External-Attention's layers do. nn.Conv2d's gentler default (a = sqrt(5)) is too
+    # small here: the attention averages K kernels, which shrinks every layer's output (and
+    # gradient) further, and a deep DY-CNN then barely trains.
     for k in range(weight.shape[0]):
-        nn.init.kaiming_uniform_(weight[k], a=math.sqrt(5))
+        nn.init.kaiming_uniform_(weight[k], nonlinearity="relu")
     if bias is not None:
         fan_in = weight[0, 0].numel()
         bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
@@ -293,7 +297,6 @@ class DynamicConv2d(_DynamicBase):
     """A dynamic convolution (Chen et al., CVPR 2020) computed by libdynconv; see the module
     docstring for its parameters. forward(x) takes x [N, C_in, H, W] float32 on the CPU."""
 
-    _layer_class = _Conv2dLayer
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, num_kernels=4, hidden=None, temperature=1.0):
@@ -366,7 +369,6 @@ class DynamicLinear(_DynamicBase):
     """A dynamic linear layer (dynamic perceptron) computed by libdynconv; forward(x) takes
     x [N, D_in] float32 on the CPU."""
 
-    _layer_class = _LinearLayer
 
     def __init__(self, in_features, out_features, bias=True, num_kernels=4, hidden=None,
                  temperature=1.0):
@@ -522,7 +524,10 @@ def convert(model, temperature=None):
     TArdelean's layers take the temperature as a forward argument: the converted layer
     accepts forward(x, temperature) too, and otherwise uses its own `temperature` attribute,
     which starts at `temperature` (default 1.0, their forward's default).
-    Layers whose attention holds anything else (a batch norm, say) raise ValueError."""
+    Layers whose attention holds anything else (a batch norm, say) raise ValueError.
+    Code that finds the layers by their class (kaijieshi7's ResNet.update_temperature looks for
+    Dynamic_conv2d instances) no longer finds them afterwards: use dynamic_layers(model),
+    set_temperature, set_temperature_schedule / step_temperature of this module instead."""
     top = _converted(model, "the model", temperature)
     if top is not None:
         return top

@@ -51,6 +51,33 @@ class ExporterCommandLine(unittest.TestCase):
                 r = run_exporter(*args)
                 self.assert_one_line_error(r, 2, "usage: dynconv-export")
 
+    def test_run_as_a_file(self):
+        # python3 python/dynconv/export.py: the package's torch.py must not shadow PyTorch
+        r = subprocess.run([sys.executable, os.path.join(cases.PACKAGE, "dynconv", "export.py"),
+                            self.path("missing.pt"), self.path("out")], capture_output=True,
+                           text=True, timeout=120)
+        self.assert_one_line_error(r, 1, "no such file")
+
+    def test_exporter_works_without_the_library(self):
+        # The exporter needs PyTorch only; the package's first use of libdynconv says why it
+        # cannot load it.
+        cases.seed("no_library")
+        torch.save(TwoLayerNet(), self.path("model.pt"))
+        env = dict(os.environ, DYNCONV_LIBRARY=self.path("no-such-libdynconv.so"))
+        r = subprocess.run([sys.executable, "-m", "dynconv.export", self.path("model.pt"),
+                            self.path("m.safetensors")], capture_output=True, text=True,
+                           env=dict(env, PYTHONPATH=os.pathsep.join([cases.PACKAGE, cases.HERE])),
+                           timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        code = ("import dynconv, numpy as np\n"
+                "try:\n    dynconv.Conv2d(np.zeros((1, 1, 1, 1, 1)), np.ones((1, 1)), "
+                "np.ones((1, 1)))\nexcept ImportError as e:\n    print(e)\n")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=dict(env, PYTHONPATH=cases.PACKAGE), timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("no-such-libdynconv.so", r.stdout)
+        self.assertIn("DYNCONV_LIBRARY", r.stdout)
+
     def test_help_exits_0(self):
         r = run_exporter("--help")
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -129,6 +156,15 @@ class Layouts(unittest.TestCase):
         layer = dynconv.Conv2d.from_safetensors(self.file)
         cases.assert_close(self, layer.forward(x.numpy()), y.numpy(), "tardelean output")
         cases.assert_close(self, layer.attention, pi.numpy(), "tardelean attention")
+        # and `dynconv run` reads the same file
+        cli = os.environ.get("DYNCONV_CLI", os.path.join(cases.ROOT, "build", "release",
+                                                         "tools", "dynconv"))
+        xp, yp = os.path.join(self.tmp.name, "x.npy"), os.path.join(self.tmp.name, "y.npy")
+        np.save(xp, x.numpy())
+        r = subprocess.run([cli, "run", "--weights", self.file, "--input", xp, "--output", yp],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual((r.returncode, r.stderr), (0, ""))
+        cases.assert_close(self, np.load(yp), y.numpy(), "tardelean output, dynconv run")
         with self.assertRaises(ValueError) as cm:
             exporter.export(module, self.file)
         self.assertIn("temperature", str(cm.exception))

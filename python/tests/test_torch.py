@@ -195,6 +195,23 @@ class Modules(unittest.TestCase):
             cases.assert_close(self, m(x, 3.0), ref(x), "forward(x, temperature)")
         self.assertEqual(m.temperature, 6.0)
 
+    def test_threads(self):
+        cases.seed("torch_threads")
+        m = DynamicConv2d(8, 8, 3, padding=1)
+        x = torch.randn(4, 8, 10, 10)
+        with torch.no_grad():
+            y1 = m(x)  # threads None: torch.get_num_threads(), 1 here
+            m.threads = 2
+            cases.assert_close(self, m(x), y1, "2 threads")
+        self.assertEqual(m._dc_layer.threads, 2)
+
+    def test_no_second_derivative(self):
+        m = DynamicLinear(4, 3)
+        x = torch.randn(2, 4, requires_grad=True)
+        (g,) = torch.autograd.grad(m(x).sum(), x, create_graph=True)
+        with self.assertRaises(RuntimeError):
+            g.sum().backward()  # refused, rather than silently zero
+
     def test_refusals(self):
         m = DynamicConv2d(4, 4, 3)
         with self.assertRaisesRegex(TypeError, "float32"):
