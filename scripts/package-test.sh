@@ -171,6 +171,8 @@ unset LD_LIBRARY_PATH PKG_CONFIG_PATH CMAKE_PREFIX_PATH DYNCONV_LIBRARY PYTHONPA
 cd "$work"
 
 step "autopkgtest: debian/tests on the installed packages (null runner)"
+# autopkgtest copies the tree it is given: without the build's files it is a small copy.
+(cd "$src" && debian/rules clean) >"$work/clean.log" 2>&1 || { cat "$work/clean.log"; fail "debian/rules clean"; }
 autopkgtest --no-built-binaries "$src" -- null >"$work/autopkgtest.log" 2>&1 ||
   { tail -n 40 "$work/autopkgtest.log"; fail "autopkgtest failed"; }
 sed -n '/@@@@@@@@@@@@@@@@@@@@ summary/,$p' "$work/autopkgtest.log"
