@@ -34,6 +34,9 @@ done
 
 start=$(date +%s)
 fail() { echo "package-test: FAILED: $*" >&2; exit 1; }
+# grep -q at the end of a pipeline may stop reading early: under pipefail the writer's SIGPIPE
+# would then fail the pipeline. This reads all of its input.
+has() { grep "$@" >/dev/null; }
 step() { echo "== $* ($(( $(date +%s) - start )) s)"; }
 
 if [ "$(id -u)" -eq 0 ]; then
@@ -60,7 +63,7 @@ dbgsym=("$runtime-dbgsym" dynconv-tools-dbgsym)
 installed_pkgs() { dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' 2>/dev/null |
                    awk '$1 ~ /^.i/ { print $2 }' | sort -u; }
 for p in "${packages[@]}" "${dbgsym[@]}"; do
-  if installed_pkgs | grep -x >/dev/null "$p"; then
+  if installed_pkgs | has -x "$p"; then
     fail "$p is installed on this machine; remove it first (apt-get purge ${packages[*]} ${dbgsym[*]})"
   fi
 done
@@ -135,30 +138,30 @@ done
 [ "$(field "$runtime" Multi-Arch)" = same ] || fail "$runtime is not Multi-Arch: same"
 [ "$(field libdynconv-dev Multi-Arch)" = same ] || fail "libdynconv-dev is not Multi-Arch: same"
 [ "$(field dynconv-tools Multi-Arch)" = foreign ] || fail "dynconv-tools is not Multi-Arch: foreign"
-field "$runtime" Depends | grep >/dev/null libopenblas || fail "$runtime does not depend on OpenBLAS"
-field libdynconv-dev Depends | grep >/dev/null "$runtime (= $debversion)" || fail "dev does not pin the runtime"
-field libdynconv-dev Depends | grep >/dev/null libopenblas-dev || fail "dev does not depend on libopenblas-dev"
-field dynconv-tools Depends | grep >/dev/null "$runtime (>= " || fail "tools do not depend on the runtime"
-field dynconv-tools Depends | grep >/dev/null libjansson || fail "tools do not depend on jansson"
-field python3-dynconv Depends | grep >/dev/null "$runtime (>= " || fail "python3-dynconv lacks the library"
-field python3-dynconv Depends | grep >/dev/null python3-numpy || fail "python3-dynconv lacks numpy"
+field "$runtime" Depends | has libopenblas || fail "$runtime does not depend on OpenBLAS"
+field libdynconv-dev Depends | has "$runtime (= $debversion)" || fail "dev does not pin the runtime"
+field libdynconv-dev Depends | has libopenblas-dev || fail "dev does not depend on libopenblas-dev"
+field dynconv-tools Depends | has "$runtime (>= " || fail "tools do not depend on the runtime"
+field dynconv-tools Depends | has libjansson || fail "tools do not depend on jansson"
+field python3-dynconv Depends | has "$runtime (>= " || fail "python3-dynconv lacks the library"
+field python3-dynconv Depends | has python3-numpy || fail "python3-dynconv lacks numpy"
 ctrl() { dpkg-deb --ctrl-tarfile "$(deb "$1")" | tar -xOf - "./$2" 2>/dev/null; }
 ctrl "$runtime" symbols >"$work/symbols" || fail "$runtime has no symbols file"
 head -n 2 "$work/symbols"
 grep -q "^libdynconv.so.$major $runtime #MINVER#" "$work/symbols" || fail "bad symbols file"
-ctrl "$runtime" triggers | grep -x >/dev/null 'activate-noawait ldconfig' || fail "no ldconfig trigger"
+ctrl "$runtime" triggers | has -x 'activate-noawait ldconfig' || fail "no ldconfig trigger"
 for script in preinst postinst prerm postrm; do
-  ! ctrl "$runtime" "$script" | grep >/dev/null ldconfig || fail "$runtime's $script calls ldconfig"
+  ! ctrl "$runtime" "$script" | has ldconfig || fail "$runtime's $script calls ldconfig"
 done
 unpacked="$work/unpacked"
 for p in "${packages[@]}"; do dpkg-deb -x "$(deb "$p")" "$unpacked"; done
-if readelf -d "$unpacked/usr/bin/dynconv" | grep -E >/dev/null 'RPATH|RUNPATH'; then
+if readelf -d "$unpacked/usr/bin/dynconv" | has -E 'RPATH|RUNPATH'; then
   fail "the packaged dynconv has an rpath: $(readelf -d "$unpacked/usr/bin/dynconv" | grep -E 'R(UN)?PATH')"
 fi
-readelf -d "$unpacked/usr/bin/dynconv" | grep >/dev/null 'FLAGS.*BIND_NOW' || fail "dynconv is not linked with -z now"
-readelf -d "$unpacked$libdir/libdynconv.so.$version" | grep >/dev/null 'FLAGS.*BIND_NOW' ||
+readelf -d "$unpacked/usr/bin/dynconv" | has 'FLAGS.*BIND_NOW' || fail "dynconv is not linked with -z now"
+readelf -d "$unpacked$libdir/libdynconv.so.$version" | has 'FLAGS.*BIND_NOW' ||
   fail "libdynconv is not linked with -z now"
-nm -D "$unpacked/usr/bin/dynconv" | grep >/dev/null '__printf_chk' || fail "dynconv is not built with fortify"
+nm -D "$unpacked/usr/bin/dynconv" | has '__printf_chk' || fail "dynconv is not built with fortify"
 echo "no RUNPATH in usr/bin/dynconv; BIND_NOW and fortify in place"
 
 step "apt-get install -y ./*.deb"
@@ -172,7 +175,8 @@ cd "$work"
 
 step "autopkgtest: debian/tests on the installed packages (null runner)"
 # autopkgtest copies the tree it is given: without the build's files it is a small copy.
-(cd "$src" && debian/rules clean) >"$work/clean.log" 2>&1 || { cat "$work/clean.log"; fail "debian/rules clean"; }
+(cd "$src" && debian/rules clean) >"$work/clean.log" 2>&1 ||
+  { cat "$work/clean.log"; fail "debian/rules clean"; }
 autopkgtest --no-built-binaries "$src" -- null >"$work/autopkgtest.log" 2>&1 ||
   { tail -n 40 "$work/autopkgtest.log"; fail "autopkgtest failed"; }
 sed -n '/@@@@@@@@@@@@@@@@@@@@ summary/,$p' "$work/autopkgtest.log"
@@ -210,13 +214,13 @@ cmake-consumer/cmake_consumer "CMake consumer"
 
 step "consumer 3: dlopen"
 cc -std=c11 -Wall -Wextra -Werror "$cons/dlopen_consumer.c" -o dlopen_consumer -ldl -lm
-! ldd dlopen_consumer | grep >/dev/null libdynconv || fail "the dlopen consumer is linked to libdynconv"
+! ldd dlopen_consumer | has libdynconv || fail "the dlopen consumer is linked to libdynconv"
 ./dlopen_consumer
 
 step "the Python module (/usr/bin/python3) and dynconv-export"
 /usr/bin/python3 -c "import dynconv; print(dynconv.__version__)" | tee python.out
 [ "$(cat python.out)" = "$version" ] || fail "dynconv.__version__ is not $version"
-/usr/bin/python3 - "$version" "$libdir" <<'EOF' || fail "the Python module does not run on the system library"
+/usr/bin/python3 - "$version" "$libdir" <<'EOF' || fail "the Python module does not run on /usr"
 import os, sys
 import dynconv
 version, libdir = sys.argv[1:]
@@ -226,7 +230,8 @@ path = [line.split()[-1] for line in open("/proc/self/maps") if "libdynconv.so" 
 assert os.path.realpath(path) == os.path.join(libdir, "libdynconv.so." + version), path
 print(f"dynconv {dynconv.__version__} from {os.path.dirname(dynconv.__file__)}, library {path}")
 EOF
-[ "$(command -v dynconv-export)" = /usr/bin/dynconv-export ] || fail "dynconv-export is not /usr/bin/dynconv-export"
+[ "$(command -v dynconv-export)" = /usr/bin/dynconv-export ] ||
+  fail "dynconv-export is not /usr/bin/dynconv-export"
 dynconv-export --help >export-help.txt || fail "dynconv-export --help failed"
 head -n 1 export-help.txt
 grep -q '^usage: dynconv-export' export-help.txt || fail "dynconv-export --help prints no usage"
@@ -245,7 +250,7 @@ uses_system_lib /usr/bin/dynconv
 step "manual pages"
 # Minimal images may tell dpkg to drop manual pages (path-exclude): read them from the package.
 man_excluded=0
-if grep -hs '^path-exclude' /etc/dpkg/dpkg.cfg /etc/dpkg/dpkg.cfg.d/* | grep >/dev/null '/usr/share/man'; then
+if grep -hs '^path-exclude' /etc/dpkg/dpkg.cfg /etc/dpkg/dpkg.cfg.d/* | has '/usr/share/man'; then
   man_excluded=1
 fi
 for page in dynconv dynconv-export; do
@@ -277,15 +282,16 @@ if [ -n "$leftover" ]; then
     { cat "$work/purge.log"; fail "apt-get purge failed"; }
 fi
 did_install=0
-[ -z "$(installed_pkgs | comm -13 "$before" -)" ] || fail "packages remain: $(installed_pkgs | comm -13 "$before" -)"
+leftover=$(installed_pkgs | comm -13 "$before" - | tr '\n' ' ')
+[ -z "$leftover" ] || fail "packages remain: $leftover"
 for p in "${packages[@]}" "${dbgsym[@]}"; do
-  ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -v >/dev/null '^unknown ok not-installed$' ||
+  ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | has -v '^unknown ok not-installed$' ||
     fail "dpkg still knows $p: $(dpkg-query -W -f='${Status}' "$p")"
 done
 ! ls "$libdir"/libdynconv* /usr/include/dynconv /usr/bin/dynconv /usr/bin/dynconv-export \
      /usr/lib/python3/dist-packages/dynconv /usr/share/man/man1/dynconv* >/dev/null 2>&1 ||
   fail "files remain after the purge"
-! ldconfig -p | grep >/dev/null libdynconv || fail "the loader's cache still lists libdynconv"
+! ldconfig -p | has libdynconv || fail "the loader's cache still lists libdynconv"
 ! /usr/bin/python3 -c "import dynconv" 2>/dev/null || fail "the Python module can still be imported"
 echo "libdynconv, its tools and its Python module are gone"
 
