@@ -6,7 +6,10 @@
  * Default: a ResNet-style 3x3 layer, 64 -> 64 channels, 56x56, K = 4 kernels, attention hidden
  * size C/4, batch 8. It prints the per-sample attention (every sample gets its own mixture of
  * kernels), checks one output channel against a direct double-precision loop, and times the
- * dynamic layer against the same layer with a single kernel (K = 1). */
+ * dynamic layer against the same layer with a single kernel (K = 1): the two run alternately,
+ * forward by forward, so that a change in the machine's load hits both alike, and the report
+ * gives each one's median, spread and CPU time, with the parameter count, weight memory and
+ * workspace of each. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdint.h>
@@ -71,7 +74,7 @@ static void usage(FILE *f) {
 }
 
 static options parse(int argc, char **argv) {
-    options o = {8, 64, 56, 4, 10};
+    options o = {8, 64, 56, 4, 21};
     for (int i = 1; i < argc; ++i) {
         long *target = NULL;
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -106,6 +109,7 @@ typedef struct layer_data {
     long kernels, hidden;
     float *weight, *bias, *fc1, *fc2;
     dynconv_conv2d *handle;
+    size_t workspace; /* bytes, as reshape reports it for this batch and size */
 } layer_data;
 
 static layer_data make_layer(const options *o, long kernels) {
@@ -117,10 +121,11 @@ static layer_data make_layer(const options *o, long kernels) {
                     random_array((size_t)(hidden * c), -3.0f / sqrtf((float)c), 3.0f / sqrtf((float)c)),
                     random_array((size_t)(kernels * hidden), -3.0f / sqrtf((float)hidden),
                                  3.0f / sqrtf((float)hidden)),
-                    NULL};
+                    NULL, 0};
     const dynconv_conv2d_weights weights = {d.weight, d.bias, d.fc1, NULL, d.fc2, NULL};
     check(dynconv_conv2d_create(&g, &weights, 1.0f, 0, &d.handle), "create");
-    check(dynconv_conv2d_reshape(d.handle, o->batch, o->size, o->size, NULL, NULL, NULL),
+    check(dynconv_conv2d_reshape(d.handle, o->batch, o->size, o->size, NULL, NULL,
+                                 &d.workspace),
           "reshape");
     return d;
 }
@@ -130,20 +135,38 @@ static void free_layer(layer_data *d) {
     free(d->weight), free(d->bias), free(d->fc1), free(d->fc2);
 }
 
-/* Median wall time of `repeats` forwards after one warm-up. */
-static double time_forward(const options *o, dynconv_conv2d *layer, const float *x, float *y,
-                           float *pi) {
+/* Parameters a layer computes with: K kernels with their biases and, for K > 1, the attention
+ * (fc1 and fc2 without biases here). With K = 1 the library skips the attention (there is
+ * nothing to choose), so its arrays do not count. */
+static double param_count(const options *o, const layer_data *d) {
+    const double c = (double)o->channels, k = (double)d->kernels;
+    const double attention = d->kernels > 1 ? (double)d->hidden * c + k * (double)d->hidden : 0;
+    return k * c * c * 9.0 + k * c + attention;
+}
+
+static double cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Wall and CPU (all of the process's threads) seconds of each timed forward. */
+typedef struct timing {
+    double *wall, *cpu;
+} timing;
+
+static void timed_forward(dynconv_conv2d *layer, const float *x, float *y, float *pi,
+                          timing *t, long r) {
+    const double w0 = now_seconds(), c0 = cpu_seconds();
     check(dynconv_conv2d_forward(layer, x, y, pi, NULL, 0), "forward");
-    double *times = malloc((size_t)o->repeats * sizeof *times);
-    for (long r = 0; r < o->repeats; ++r) {
-        const double t0 = now_seconds();
-        check(dynconv_conv2d_forward(layer, x, y, pi, NULL, 0), "forward");
-        times[r] = now_seconds() - t0;
-    }
-    qsort(times, (size_t)o->repeats, sizeof *times, compare_double);
-    const double median = times[o->repeats / 2];
-    free(times);
-    return median;
+    t->cpu[r] = cpu_seconds() - c0;
+    t->wall[r] = now_seconds() - w0;
+}
+
+/* Sorts in place; returns the median. */
+static double median(double *v, long n) {
+    qsort(v, (size_t)n, sizeof *v, compare_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 /* Largest difference between output channel 0 of sample 0 and a direct double-precision
@@ -207,7 +230,8 @@ int main(int argc, char **argv) {
     float *y = malloc((size_t)(n * c * s * s) * sizeof *y);
     float *pi = malloc((size_t)(n * k) * sizeof *pi);
     layer_data dyn = make_layer(&o, k);
-    const double t_dyn = time_forward(&o, dyn.handle, x, y, pi);
+    layer_data single = make_layer(&o, 1);
+    check(dynconv_conv2d_forward(dyn.handle, x, y, pi, NULL, 0), "forward");
 
     printf("\nattention per sample (softmax over the %ld kernels, T = 1):\n", k);
     for (long i = 0; i < n && i < 6; ++i) {
@@ -219,19 +243,54 @@ int main(int argc, char **argv) {
     }
     printf("check: sample 0, channel 0 against a direct double-precision loop: max |diff| = "
            "%.2e\n", check_channel0(&o, &dyn, x, y, pi));
-    free_layer(&dyn);
 
-    layer_data single = make_layer(&o, 1);
-    const double t_single = time_forward(&o, single.handle, x, y, NULL);
-    free_layer(&single);
+    /* Warm-up of both, then alternate: dynamic, single, dynamic, single, ... */
+    check(dynconv_conv2d_forward(single.handle, x, y, NULL, NULL, 0), "forward");
+    const long reps = o.repeats;
+    double *buf = malloc((size_t)(4 * reps) * sizeof *buf);
+    if (buf == NULL) {
+        fprintf(stderr, "dynconv-demo: out of memory\n");
+        return 1;
+    }
+    timing td = {buf, buf + reps}, ts = {buf + 2 * reps, buf + 3 * reps};
+    for (long r = 0; r < reps; ++r) {
+        timed_forward(dyn.handle, x, y, pi, &td, r);
+        timed_forward(single.handle, x, y, NULL, &ts, r);
+    }
+    const double md = median(td.wall, reps), ms = median(ts.wall, reps);
+    const double cd = median(td.cpu, reps), cs = median(ts.cpu, reps);
+    int threads = 0;
+    check(dynconv_conv2d_get_num_threads(dyn.handle, &threads), "get_num_threads");
 
     const double flops = 2.0 * (double)n * (double)c * (double)(s * s) * (double)c * 9.0;
-    printf("\nmedian of %ld forwards:\n", o.repeats);
-    printf("  dynamic layer (K = %ld): %8.3f ms  %6.1f GFLOP/s\n", k, 1e3 * t_dyn,
-           flops / t_dyn * 1e-9);
-    printf("  single kernel (K = 1):  %8.3f ms  %6.1f GFLOP/s\n", 1e3 * t_single,
-           flops / t_single * 1e-9);
-    printf("  cost of dynamic over single kernel: %.2fx\n", t_dyn / t_single);
+    printf("\n%ld forwards of each, alternating, %d thread(s) per layer; wall time median and\n"
+           "min - max, CPU time (all threads) median; weights and workspace in MiB:\n", reps,
+           threads);
+    printf("  %-23s %8s %19s %7s %7s %10s %7s %9s\n", "", "wall ms", "min - max ms", "CPU ms",
+           "GFLOP/s", "parameters", "weights", "workspace");
+    const layer_data *layers[2] = {&dyn, &single};
+    const double med[2] = {md, ms}, cpu[2] = {cd, cs};
+    const timing *tm[2] = {&td, &ts};
+    for (int i = 0; i < 2; ++i) {
+        char name[32];
+        snprintf(name, sizeof name, i == 0 ? "dynamic (K = %ld)" : "single kernel (K = %ld)",
+                 layers[i]->kernels);
+        const double params = param_count(&o, layers[i]);
+        printf("  %-23s %8.2f %8.2f - %8.2f %7.2f %7.1f %10.0f %7.2f %9.2f\n", name,
+               1e3 * med[i], 1e3 * tm[i]->wall[0], 1e3 * tm[i]->wall[reps - 1], 1e3 * cpu[i],
+               flops / med[i] * 1e-9, params, 4.0 * params / 1048576.0,
+               (double)layers[i]->workspace / 1048576.0);
+    }
+    printf("  cost of dynamic over single kernel: %.2fx wall (median), %.2fx CPU time\n",
+           md / ms, cd / cs);
+    if (tm[0]->wall[reps - 1] > 1.5 * tm[0]->wall[0] ||
+        tm[1]->wall[reps - 1] > 1.5 * tm[1]->wall[0]) {
+        printf("  note: the slowest forward took over 1.5x the fastest: the machine is busy, "
+               "the ratio is less certain\n  (more --repeats help)\n");
+    }
+    free(buf);
+    free_layer(&dyn);
+    free_layer(&single);
     free(x), free(y), free(pi);
     return 0;
 }

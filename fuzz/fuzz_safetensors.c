@@ -157,20 +157,49 @@ static void check_round_trip(const dcio_safetensors *st) {
     free(entries);
 }
 
-/* What dcio_layer_load accepts goes to the library; small layers also run once. */
-static void check_layer(const dcio_safetensors *st) {
-    dcio_layer layer, untouched;
-    memset(&layer, 0x5a, sizeof layer);
-    untouched = layer;
+/* One load attempt: on failure the output must be untouched and a message left. */
+static bool load_checked(const dcio_safetensors *st, const dcio_layer_options *o,
+                         dcio_layer *layer) {
+    dcio_layer untouched;
+    memset(layer, 0x5a, sizeof *layer);
+    untouched = *layer;
     dcio_error err;
     err.message[0] = '\0';
-    if (!dcio_layer_load(st, NULL, &layer, &err)) {
-        if (memcmp(&layer, &untouched, sizeof layer) != 0) {
-            die("a failed layer load wrote its output");
+    if (dcio_layer_load(st, o, layer, &err)) {
+        return true;
+    }
+    if (memcmp(layer, &untouched, sizeof *layer) != 0) {
+        die("a failed layer load wrote its output");
+    }
+    if (err.message[0] == '\0') {
+        die("a failed layer load left no message");
+    }
+    return false;
+}
+
+/* What dcio_layer_load accepts goes to the library; small layers also run once. The loader
+ * has no defaults, so a file without metadata is tried again with the geometry given (as on
+ * the command line), which keeps such inputs reaching the library. */
+static void check_layer(const dcio_safetensors *st) {
+    static const dcio_layer_options given = {NULL, true, true, true, true, true,
+                                             {1, 1},  {0, 0}, {1, 1}, 1, 1.0f};
+    static const dcio_layer_options given_linear = {NULL, false, false, false, false, true,
+                                                    {0, 0}, {0, 0}, {0, 0}, 0, 1.0f};
+    dcio_layer layer;
+    if (!load_checked(st, NULL, &layer) && !load_checked(st, &given, &layer) &&
+        !load_checked(st, &given_linear, &layer)) {
+        return;
+    }
+    if (layer.linear) {
+        const dynconv_linear_weights lw = dcio_layer_linear_weights(&layer);
+        dynconv_linear *lin = NULL;
+        if (dynconv_linear_create(&layer.linear_geometry, &lw, layer.temperature,
+                                  DYNCONV_FLAG_BORROW_WEIGHTS, &lin) != DYNCONV_OK &&
+            (lin != NULL || dynconv_last_error_message()[0] == '\0')) {
+            die("a failed create wrote *out or left no message");
         }
-        if (err.message[0] == '\0') {
-            die("a failed layer load left no message");
-        }
+        dynconv_linear_destroy(lin);
+        dcio_layer_free(&layer);
         return;
     }
     const dynconv_conv2d_geometry *g = &layer.geometry;

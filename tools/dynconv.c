@@ -1,4 +1,4 @@
-/* dynconv: the command-line tool. Runs a dynamic convolution layer saved from PyTorch
+/* dynconv: the command-line tool. Runs a dynamic convolution or linear layer saved from PyTorch
  * (safetensors) on a NumPy array, times the benchmark workload, and reports the platform.
  *
  * Exit codes: 0 success, 1 failure (bad file, invalid layer, I/O), 2 bad usage. Every message
@@ -159,20 +159,24 @@ static void run_help(void) {
         "                   [--stride S] [--padding P] [--dilation D] [--groups G]\n"
         "                   [--threads N] [--grad-output GY.npy --grad-dir DIR]\n"
         "\n"
-        "Runs one dynamic convolution layer saved from PyTorch on a NumPy array.\n"
+        "Runs one dynamic convolution or dynamic linear layer saved from PyTorch on a NumPy\n"
+        "array.\n"
         "\n"
         "  --weights FILE     safetensors file with the layer's tensors (state_dict names):\n"
-        "                     weight [K, C_out, C_in/g, kh, kw], bias [K, C_out] (optional),\n"
+        "                     weight [K, C_out, C_in/g, kh, kw] (a convolution) or\n"
+        "                     [K, D_out, D_in] (a linear layer), bias [K, C_out] (optional),\n"
         "                     attention.fc1.weight [hidden, C_in(, 1, 1)], attention.fc1.bias,\n"
         "                     attention.fc2.weight [K, hidden(, 1, 1)], attention.fc2.bias;\n"
         "                     or attention.net.0.* / attention.net.2.* for the attention\n"
         "  --prefix P         the layer's name in the file (e.g. layer1.0.conv1)\n"
-        "  --input FILE       x, float32 .npy of shape [N, C_in, H, W]\n"
-        "  --output FILE      y, float32 .npy of shape [N, C_out, H_out, W_out]\n"
+        "  --input FILE       x, float32 .npy of shape [N, C_in, H, W] (linear: [N, D_in])\n"
+        "  --output FILE      y, float32 .npy of shape [N, C_out, H_out, W_out] ([N, D_out])\n"
         "  --attention FILE   also write the attention pi, float32 .npy of shape [N, K]\n"
-        "  --temperature T    softmax temperature (default: the file's metadata, else 1)\n"
-        "  --stride, --padding, --dilation  \"a\" or \"a,b\" (default: metadata, else 1, 0, 1)\n"
-        "  --groups G         (default: metadata, else 1)\n"
+        "  --temperature T    softmax temperature\n"
+        "  --stride, --padding, --dilation  \"a\" or \"a,b\"; --groups G (convolutions only)\n"
+        "                     Each of these replaces the file's metadata (dynconv-export\n"
+        "                     writes it). There are no defaults: a file without them (saved\n"
+        "                     from a bare state_dict) needs all of them on the command line.\n"
         "  --threads N        threads of the layer (default 0: one per CPU available)\n"
         "  --grad-output FILE dL/dy, float32 .npy of the output's shape: also run the backward\n"
         "  --grad-dir DIR     (existing) directory for the gradients, with --grad-output:\n"
@@ -245,7 +249,7 @@ static bool run_backward(dynconv_conv2d *handle, const dcio_layer *layer, const 
 
 /* DIR/gx.npy and DIR/g_<name>.npy, pending. */
 static bool write_gradients(const char *dir, const dcio_layer *layer, const int64_t *x_shape,
-                            float *const *grads, dcio_pending *outs, size_t *nouts,
+                            int x_rank, float *const *grads, dcio_pending *outs, size_t *nouts,
                             dcio_error *err) {
     struct stat sb;
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
@@ -255,7 +259,7 @@ static bool write_gradients(const char *dir, const dcio_layer *layer, const int6
     }
     char path[4096];
     snprintf(path, sizeof path, "%s/gx.npy", dir);
-    if (!dcio_npy_write_pending(path, x_shape, 4, grads[0], &outs[(*nouts)++], err)) {
+    if (!dcio_npy_write_pending(path, x_shape, x_rank, grads[0], &outs[(*nouts)++], err)) {
         return false;
     }
     for (int s = 0; s < DCIO_LAYER_TENSORS; ++s) {
@@ -276,6 +280,159 @@ static bool write_gradients(const char *dir, const dcio_layer *layer, const int6
         }
     }
     return true;
+}
+
+/* The files of one `dynconv run`. */
+typedef struct run_files {
+    const char *weights, *input, *output, *attention, *grad_output, *grad_dir;
+} run_files;
+
+/* `dynconv run` on a dynamic linear layer: x [N, D_in] -> y [N, D_out] (and the backward).
+ * Returns the exit status; messages as for the convolution. */
+static int run_linear(const dcio_layer *layer, const run_files *f, long threads) {
+    int rc = EXIT_FAILURE;
+    dcio_error err;
+    loaded_file xf = {NULL, 0}, gyf = {NULL, 0};
+    dynconv_linear *handle = NULL;
+    float *x = NULL, *y = NULL, *pi = NULL, *gy = NULL, *grads[1 + DCIO_LAYER_TENSORS] = {NULL};
+    dcio_pending outs[3 + DCIO_LAYER_TENSORS];
+    size_t nouts = 0;
+    memset(outs, 0, sizeof outs);
+    const dynconv_linear_geometry *g = &layer->linear_geometry;
+    const dynconv_linear_weights w = dcio_layer_linear_weights(layer);
+    dynconv_status status = dynconv_linear_create(g, &w, layer->temperature,
+                                                  DYNCONV_FLAG_BORROW_WEIGHTS, &handle);
+    if (status != DYNCONV_OK) {
+        failure("%s: not a valid layer: %s (%s)", f->weights, dynconv_status_string(status),
+                dynconv_last_error_message());
+        goto done;
+    }
+    status = dynconv_linear_set_num_threads(handle, (int)threads);
+    if (status != DYNCONV_OK) {
+        failure("--threads %ld: %s (%s)", threads, dynconv_status_string(status),
+                dynconv_last_error_message());
+        goto done;
+    }
+    if (!dcio_read_file(f->input, MAX_FILE_BYTES, &xf.bytes, &xf.size, &err)) {
+        failure("%s", err.message);
+        goto done;
+    }
+    dcio_npy xn;
+    if (!dcio_npy_parse(xf.bytes, xf.size, &xn, &err)) {
+        failure("%s: %s", f->input, err.message);
+        goto done;
+    }
+    if (xn.rank != 2 || xn.shape[1] != g->in_features) {
+        char shape[160];
+        format_shape(xn.shape, xn.rank, shape, sizeof shape);
+        failure("%s: input of shape %s (%d dimensions); the linear layer of %s expects "
+                "[N, D_in = %lld]", f->input, shape, xn.rank, f->weights,
+                (long long)g->in_features);
+        goto done;
+    }
+    if (xn.numel == 0) {
+        failure("%s: input is empty (shape has a zero)", f->input);
+        goto done;
+    }
+    status = dynconv_linear_reshape(handle, xn.shape[0], NULL);
+    if (status != DYNCONV_OK) {
+        failure("%s: batch of %lld does not suit the layer of %s: %s (%s)", f->input,
+                (long long)xn.shape[0], f->weights, dynconv_status_string(status),
+                dynconv_last_error_message());
+        goto done;
+    }
+    const int64_t y_shape[2] = {xn.shape[0], g->out_features};
+    const int64_t pi_shape[2] = {xn.shape[0], g->num_kernels};
+    /* reshape has checked that these products fit. */
+    x = malloc(xn.numel * sizeof *x);
+    y = malloc((size_t)y_shape[0] * (size_t)y_shape[1] * sizeof *y);
+    pi = malloc((size_t)pi_shape[0] * (size_t)pi_shape[1] * sizeof *pi);
+    if (x == NULL || y == NULL || pi == NULL) {
+        failure("%s: out of memory for the input and output arrays", f->input);
+        goto done;
+    }
+    dcio_npy_to_f32(&xn, x);
+    status = dynconv_linear_forward(handle, x, y, pi, NULL, 0);
+    if (status != DYNCONV_OK) {
+        failure("%s: forward failed: %s (%s)", f->input, dynconv_status_string(status),
+                dynconv_last_error_message());
+        goto done;
+    }
+    if (f->grad_output != NULL) {
+        dcio_npy gn;
+        if (!dcio_read_file(f->grad_output, MAX_FILE_BYTES, &gyf.bytes, &gyf.size, &err)) {
+            failure("%s", err.message);
+            goto done;
+        }
+        if (!dcio_npy_parse(gyf.bytes, gyf.size, &gn, &err)) {
+            failure("%s: %s", f->grad_output, err.message);
+            goto done;
+        }
+        if (gn.rank != 2 || memcmp(gn.shape, y_shape, sizeof y_shape) != 0) {
+            char got[160], want[160];
+            format_shape(gn.shape, gn.rank, got, sizeof got);
+            format_shape(y_shape, 2, want, sizeof want);
+            failure("%s: gradient of shape %s; the output of the layer of %s on this input is "
+                    "%s", f->grad_output, got, f->weights, want);
+            goto done;
+        }
+        gy = malloc(gn.numel * sizeof *gy);
+        grads[0] = malloc(xn.numel * sizeof **grads);
+        bool ok = gy != NULL && grads[0] != NULL;
+        for (int s = 0; ok && s < DCIO_LAYER_TENSORS; ++s) {
+            if (layer->tensor[s] != NULL) {
+                grads[1 + s] = malloc(layer->numel[s] * sizeof **grads);
+                ok = grads[1 + s] != NULL;
+            }
+        }
+        if (!ok) {
+            failure("%s: out of memory for the gradients", f->grad_output);
+            goto done;
+        }
+        dcio_npy_to_f32(&gn, gy);
+        const dynconv_linear_gradients lg = {
+            grads[0], grads[1 + DCIO_LAYER_WEIGHT], grads[1 + DCIO_LAYER_BIAS],
+            grads[1 + DCIO_LAYER_FC1_WEIGHT], grads[1 + DCIO_LAYER_FC1_BIAS],
+            grads[1 + DCIO_LAYER_FC2_WEIGHT], grads[1 + DCIO_LAYER_FC2_BIAS]};
+        status = dynconv_linear_prepare_backward(handle, NULL);
+        if (status == DYNCONV_OK) {
+            status = dynconv_linear_backward(handle, x, gy, &lg, 0, NULL, 0);
+        }
+        if (status != DYNCONV_OK) {
+            failure("%s: backward failed: %s (%s)", f->grad_output,
+                    dynconv_status_string(status), dynconv_last_error_message());
+            goto done;
+        }
+    }
+    bool ok = dcio_npy_write_pending(f->output, y_shape, 2, y, &outs[nouts++], &err) &&
+              (f->attention == NULL ||
+               dcio_npy_write_pending(f->attention, pi_shape, 2, pi, &outs[nouts++], &err));
+    if (ok && f->grad_output != NULL) {
+        ok = write_gradients(f->grad_dir, layer, xn.shape, 2, grads, outs, &nouts, &err);
+    }
+    for (size_t i = 0; ok && i < nouts; ++i) {
+        ok = dcio_pending_commit(&outs[i], &err);
+    }
+    if (!ok) {
+        failure("%s", err.message);
+        goto done;
+    }
+    rc = 0;
+done:
+    for (size_t i = 0; i < sizeof outs / sizeof *outs; ++i) {
+        dcio_pending_discard(&outs[i]);
+    }
+    for (size_t i = 0; i < sizeof grads / sizeof *grads; ++i) {
+        free(grads[i]);
+    }
+    free(gy);
+    free(gyf.bytes);
+    free(x);
+    free(y);
+    free(pi);
+    dynconv_linear_destroy(handle);
+    free(xf.bytes);
+    return rc;
 }
 
 static int cmd_run(int argc, char **argv) {
@@ -381,6 +538,12 @@ static int cmd_run(int argc, char **argv) {
         failure("%s: %s", weights_path, err.message);
         goto done;
     }
+    if (layer.linear) {
+        const run_files files = {weights_path, input_path,       output_path,
+                                 attention_path, grad_output_path, grad_dir};
+        rc = run_linear(&layer, &files, threads);
+        goto done;
+    }
     const dynconv_conv2d_geometry *g = &layer.geometry;
     const dynconv_conv2d_weights w = dcio_layer_weights(&layer);
     dynconv_status status = dynconv_conv2d_create(g, &w, layer.temperature,
@@ -457,7 +620,7 @@ static int cmd_run(int argc, char **argv) {
               (attention_path == NULL ||
                dcio_npy_write_pending(attention_path, pi_shape, 2, pi, &outs[nouts++], &err));
     if (ok && grad_output_path != NULL) {
-        ok = write_gradients(grad_dir, &layer, xn.shape, grads, outs, &nouts, &err);
+        ok = write_gradients(grad_dir, &layer, xn.shape, 4, grads, outs, &nouts, &err);
     }
     for (size_t i = 0; ok && i < nouts; ++i) {
         ok = dcio_pending_commit(&outs[i], &err);

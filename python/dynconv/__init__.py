@@ -1,19 +1,26 @@
-"""libdynconv from Python (ctypes + numpy): dynamic convolution layers on numpy arrays.
+"""libdynconv from Python (ctypes + numpy): dynamic convolution and linear layers on numpy
+arrays, and (dynconv.torch, when PyTorch is installed) as torch.nn.Modules.
 
     import dynconv
-    layer = dynconv.Conv2d.from_safetensors("layer.safetensors")   # saved by export_dynconv.py
-    y = layer.forward(x)          # x: [N, C_in, H, W] float32
+    layer = dynconv.Conv2d.from_safetensors("layer.safetensors")   # saved by dynconv-export
+    y = layer.forward(x)          # x: [N, C_in, H, W], converted to float32
     pi = layer.attention          # [N, K]: the kernel mixture each sample got
+    grads = layer.backward(x, gy) # {"input": ..., "weight": ..., "attention.fc1.weight": ...}
 
 The package loads libdynconv.so.1 from the system's library path, or the file named by the
-DYNCONV_LIBRARY environment variable, and checks its major version on import.
+DYNCONV_LIBRARY environment variable, and checks its major version on import. When the library
+cannot be loaded, `import dynconv` still succeeds (so that dynconv.export, which only needs
+PyTorch, works), and the first use of the library raises ImportError with the reason.
 """
 
 from ._lib import DynconvError, library, version, version_number
-from .layer import Conv2d
+from .layer import Conv2d, Linear
 from .safetensors import SafetensorsError, load_file
 
-library()  # fail at import, with the reason, rather than at first use
+try:
+    library()  # load and check the version now, so that a mismatch shows up early
+except ImportError:
+    pass  # raised again, with the reason, by the first call that needs the library
 
-__all__ = ["Conv2d", "DynconvError", "SafetensorsError", "library", "load_file", "version",
+__all__ = ["Conv2d", "Linear", "DynconvError", "SafetensorsError", "library", "load_file", "version",
            "version_number"]

@@ -27,11 +27,19 @@ class Gradients(ctypes.Structure):
         "input", "weight", "bias", "fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias")]
 
 
+class LinearGeometry(ctypes.Structure):
+    _fields_ = [(name, _int64) for name in (
+        "in_features", "out_features", "num_kernels", "hidden")]
+
+
 class DynconvError(RuntimeError):
     """A libdynconv call failed: .status is the dynconv_status number, .message the library's
     explanation."""
 
     def __init__(self, function, status, status_string, message):
+        # The library's message already starts with the function's name: say it once.
+        if message.startswith(function + ":"):
+            message = message[len(function) + 1:].lstrip()
         super().__init__(f"{function}: {status_string}: {message}")
         self.function = function
         self.status = status
@@ -67,6 +75,27 @@ def _declare(lib):
                                                ctypes.c_void_p, ctypes.c_size_t]),
         "dynconv_conv2d_set_num_threads": (c_status, [handle, ctypes.c_int]),
         "dynconv_conv2d_get_num_threads": (c_status, [handle, ctypes.POINTER(ctypes.c_int)]),
+        "dynconv_conv2d_set_temperature_schedule": (c_status, [handle, ctypes.c_float,
+                                                               ctypes.c_float, _int64]),
+        "dynconv_conv2d_step_temperature": (c_status, [handle, _float_p]),
+        "dynconv_linear_create": (c_status, [ctypes.POINTER(LinearGeometry),
+                                             ctypes.POINTER(Weights), ctypes.c_float,
+                                             ctypes.c_uint32, ctypes.POINTER(handle)]),
+        "dynconv_linear_destroy": (None, [handle]),
+        "dynconv_linear_set_temperature": (c_status, [handle, ctypes.c_float]),
+        "dynconv_linear_get_temperature": (c_status, [handle, _float_p]),
+        "dynconv_linear_set_temperature_schedule": (c_status, [handle, ctypes.c_float,
+                                                               ctypes.c_float, _int64]),
+        "dynconv_linear_step_temperature": (c_status, [handle, _float_p]),
+        "dynconv_linear_reshape": (c_status, [handle, _int64, ctypes.POINTER(ctypes.c_size_t)]),
+        "dynconv_linear_forward": (c_status, [handle, _float_p, _float_p, _float_p,
+                                              ctypes.c_void_p, ctypes.c_size_t]),
+        "dynconv_linear_prepare_backward": (c_status, [handle, ctypes.POINTER(ctypes.c_size_t)]),
+        "dynconv_linear_backward": (c_status, [handle, _float_p, _float_p,
+                                               ctypes.POINTER(Gradients), ctypes.c_uint32,
+                                               ctypes.c_void_p, ctypes.c_size_t]),
+        "dynconv_linear_set_num_threads": (c_status, [handle, ctypes.c_int]),
+        "dynconv_linear_get_num_threads": (c_status, [handle, ctypes.POINTER(ctypes.c_int)]),
         "dynconv_blas_config": (ctypes.c_char_p, []),
         "dynconv_blas_core": (ctypes.c_char_p, []),
     }

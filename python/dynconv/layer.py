@@ -1,4 +1,10 @@
-"""The dynamic 2-D convolution layer on numpy arrays."""
+"""The dynamic 2-D convolution and dynamic linear layers on numpy arrays.
+
+dtype policy: parameters, inputs and output gradients may be any array of real numbers (float16,
+float32, float64, integers); they are converted to C-contiguous float32, the only type
+libdynconv computes in (so float64 data loses precision beyond float32's, silently by design).
+Complex, object, string and boolean arrays are refused with TypeError. Results are float32.
+"""
 
 import ctypes
 
@@ -7,10 +13,16 @@ import numpy as np
 from . import _lib
 from .safetensors import load_file
 
+# The state_dict names of the six parameter slots, as the common PyTorch layouts write them.
+_SLOTS = ("weight", "bias", "fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias")
 _FC_NAMES = (("attention.fc1.weight", "attention.fc1.bias",
               "attention.fc2.weight", "attention.fc2.bias"),
              ("attention.net.0.weight", "attention.net.0.bias",
               "attention.net.2.weight", "attention.net.2.bias"))
+DEFAULT_NAMES = dict(zip(_SLOTS, ("weight", "bias") + _FC_NAMES[0]))
+_GEOMETRY_KEYS = ("stride", "padding", "dilation", "groups", "temperature")
+
+FLAG_BORROW_WEIGHTS = 1
 
 
 def _pair(value, name, minimum):
@@ -33,7 +45,8 @@ def _as_float32(array, what, shape=None):
     """A C-contiguous float32 array: real numbers are converted, anything else is refused."""
     a = np.asarray(array)
     if a.dtype.kind not in "fiu":
-        raise TypeError(f"{what}: expected an array of real numbers, got dtype {a.dtype}")
+        raise TypeError(f"{what}: expected an array of real numbers (converted to float32), "
+                        f"got dtype {a.dtype}")
     a = np.ascontiguousarray(a, dtype=np.float32)
     if shape is not None and a.shape != tuple(shape):
         raise ValueError(f"{what}: expected shape {tuple(shape)}, got {a.shape}")
@@ -54,177 +67,150 @@ def _ptr(a):
     return None if a is None else a.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
 
 
-class Conv2d:
-    """A dynamic convolution: per sample, pi = softmax(fc2(relu(fc1(mean_hw(x)))) / T), then
-    y = conv2d(x, sum_k pi_k weight_k, sum_k pi_k bias_k).
+def _prefix_hint(tensors):
+    """The prefixes of a file that hold a dynamic layer, for the message of a bad prefix."""
+    found = []
+    for name in tensors:
+        if name == "weight" or name.endswith(".weight"):
+            base = name[:-len("weight")]
+            if any(base + fc[0] in tensors for fc in _FC_NAMES):
+                found.append(f"'{base}'" if base else "'' (no prefix)")
+    return ", ".join(found) if found else "none"
 
-    weight [K, C_out, C_in/groups, kh, kw]; bias [K, C_out] or None; fc1_weight [hidden, C_in]
-    (or [hidden, C_in, 1, 1]); fc1_bias [hidden] or None; fc2_weight [K, hidden] (or
-    [K, hidden, 1, 1]); fc2_bias [K] or None. The library keeps its own copy of the weights.
-    """
 
-    def __init__(self, weight, fc1_weight, fc2_weight, bias=None, fc1_bias=None, fc2_bias=None,
-                 stride=1, padding=0, dilation=1, groups=1, temperature=1.0):
-        self._lib = _lib.library()
-        self._handle = None
-        weight = _as_float32(weight, "weight")
-        if weight.ndim != 5:
-            raise ValueError(f"weight: expected [K, C_out, C_in/groups, kh, kw], got {weight.shape}")
-        k, c_out, _, kh, kw = weight.shape
-        fc1 = _as_float32(_matrix(fc1_weight, "fc1_weight"), "fc1_weight")
-        hidden, c_in = fc1.shape
-        fc2 = _as_float32(_matrix(fc2_weight, "fc2_weight"), "fc2_weight", (k, hidden))
-        arrays = {
-            "weight": weight, "fc1_weight": fc1, "fc2_weight": fc2,
-            "bias": None if bias is None else _as_float32(bias, "bias", (k, c_out)),
-            "fc1_bias": None if fc1_bias is None else _as_float32(fc1_bias, "fc1_bias", (hidden,)),
-            "fc2_bias": None if fc2_bias is None else _as_float32(fc2_bias, "fc2_bias", (k,)),
-        }
-        stride, padding, dilation = (_pair(stride, "stride", 1), _pair(padding, "padding", 0),
-                                     _pair(dilation, "dilation", 1))
-        geometry = _lib.Geometry(c_in, c_out, kh, kw, stride[0], stride[1], padding[0],
-                                 padding[1], dilation[0], dilation[1], int(groups), k, hidden)
-        weights = _lib.Weights(**{name: _ptr(a) for name, a in arrays.items()})
+def _read_layer(path, prefix, rank):
+    """(tensors by slot, names by slot, metadata lookup) of the layer under `prefix`."""
+    tensors, metadata = load_file(path)
+    dotted = prefix + "." if prefix and not prefix.endswith(".") else (prefix or "")
+    if dotted + "weight" not in tensors:
+        raise ValueError(f"{path}: no tensor '{dotted}weight' (prefix {prefix!r}); the "
+                         f"prefixes holding a dynamic layer are: {_prefix_hint(tensors)}")
+    schemes = [s for s in _FC_NAMES if dotted + s[0] in tensors]
+    if len(schemes) != 1:
+        raise ValueError(f"{path}: expected exactly one of '{dotted}{_FC_NAMES[0][0]}' and "
+                         f"'{dotted}{_FC_NAMES[1][0]}'")
+    names = dict(zip(_SLOTS, ("weight", "bias") + schemes[0]))
+    known = {dotted + n for n in names.values()}
+    extra = [n for n in tensors if n.startswith(dotted + "attention.") and n not in known]
+    if extra:
+        raise ValueError(f"{path}: unexpected tensor '{extra[0]}' in the attention")
+    out = {}
+    for slot, name in names.items():
+        t = tensors.get(dotted + name)
+        if t is not None and t.dtype.kind != "f":
+            raise ValueError(f"{path}: tensor '{dotted + name}' has dtype {t.dtype}; only "
+                             "floating-point tensors (converted to float32) can be used")
+        out[slot] = t
+    if out["weight"].ndim != rank:
+        kind = {5: "a convolution", 3: "a linear layer"}.get(out["weight"].ndim, "no layer")
+        raise ValueError(f"{path}: tensor '{dotted}weight' has shape {out['weight'].shape}: "
+                         f"the weight of {kind}")
+
+    def meta(key):
+        return metadata.get(dotted + key, metadata.get(key))
+
+    kind = meta("layer")
+    want = "conv2d" if rank == 5 else "linear"
+    if kind is not None and kind != want:
+        raise ValueError(f"{path}: metadata 'layer' = {kind!r} but the layer's weight is that "
+                         f"of a {want}")
+    return out, names, meta
+
+
+class _Layer:
+    """What both layers share: the handle, threads, temperature (and its schedule), close."""
+
+    _prefix = None  # "dynconv_conv2d" or "dynconv_linear"
+    _handle = None
+
+    def _fn(self, name):
+        return f"{self._prefix}_{name}", getattr(self._lib, f"{self._prefix}_{name}")
+
+    def _call(self, name, *args):
+        function, fn = self._fn(name)
+        _lib.check(function, fn(*args))
+
+    def _setup(self, arrays, names, temperature, borrow, create):
+        """Creates the handle from {slot: float32 array or None}; with borrow, the library
+        reads the arrays in place (they must stay alive and contiguous: self keeps them)."""
+        if borrow:
+            for slot, a in arrays.items():
+                if a is not None and not np.may_share_memory(a, self._given[slot]):
+                    raise TypeError(f"{type(self).__name__}(borrow=True): {slot} would be "
+                                    "copied; borrowed arrays must be float32 and C-contiguous")
+        weights = _lib.Weights(**{slot: _ptr(a) for slot, a in arrays.items()})
         handle = ctypes.c_void_p()
-        _lib.check("dynconv_conv2d_create",
-                   self._lib.dynconv_conv2d_create(ctypes.byref(geometry), ctypes.byref(weights),
-                                                   float(temperature), 0, ctypes.byref(handle)))
+        function, fn = create
+        _lib.check(function, fn(ctypes.byref(self._geometry), ctypes.byref(weights),
+                                float(temperature), FLAG_BORROW_WEIGHTS if borrow else 0,
+                                ctypes.byref(handle)))
         self._handle = handle
-        # parameter shapes in the library's layout, for the gradients
-        self._param_shapes = {name: a.shape for name, a in arrays.items() if a is not None}
-        self.in_channels, self.out_channels, self.num_kernels, self.hidden = c_in, c_out, k, hidden
-        self.kernel_size, self.stride, self.padding, self.dilation = (kh, kw), stride, padding, dilation
-        self.groups = int(groups)
+        self._borrowed = arrays if borrow else None
+        self._given = None
+        self._param_shapes = {slot: a.shape for slot, a in arrays.items() if a is not None}
+        self.names = {slot: (names or DEFAULT_NAMES)[slot] for slot in self._param_shapes}
         self.attention = None  # [N, K] of the last forward
         self._shape = None
-
-    @classmethod
-    def from_safetensors(cls, path, prefix="", **overrides):
-        """The layer saved under `prefix` in a safetensors file (as by tools/export_dynconv.py);
-        keyword arguments (stride, padding, dilation, groups, temperature) override the file's
-        metadata."""
-        tensors, metadata = load_file(path)
-        dotted = prefix + "." if prefix and not prefix.endswith(".") else (prefix or "")
-
-        def tensor(name, required):
-            t = tensors.get(dotted + name)
-            if t is None and required:
-                raise ValueError(f"{path}: no tensor '{dotted + name}'")
-            if t is not None and t.dtype.kind != "f":
-                raise ValueError(f"{path}: tensor '{dotted + name}' has dtype {t.dtype}; only "
-                                 "floating-point tensors (converted to float32) can be used")
-            return t
-
-        schemes = [s for s in _FC_NAMES if dotted + s[0] in tensors]
-        if len(schemes) != 1:
-            raise ValueError(f"{path}: expected exactly one of '{dotted}{_FC_NAMES[0][0]}' and "
-                             f"'{dotted}{_FC_NAMES[1][0]}'")
-        names = schemes[0]
-        known = {dotted + n for n in names}
-        extra = [n for n in tensors if n.startswith(dotted + "attention.") and n not in known]
-        if extra:
-            raise ValueError(f"{path}: unexpected tensor '{extra[0]}' in the attention")
-
-        def meta(key, default):
-            return overrides.get(key, metadata.get(dotted + key, metadata.get(key, default)))
-
-        return cls(tensor("weight", True), tensor(names[0], True), tensor(names[2], True),
-                   bias=tensor("bias", False), fc1_bias=tensor(names[1], False),
-                   fc2_bias=tensor(names[3], False), stride=meta("stride", 1),
-                   padding=meta("padding", 0), dilation=meta("dilation", 1),
-                   groups=int(meta("groups", 1)), temperature=float(meta("temperature", 1.0)))
+        self._backward_ready = False
 
     @property
     def threads(self):
         """Threads a forward uses; assign 0 for one per CPU available (the default)."""
         t = ctypes.c_int()
-        _lib.check("dynconv_conv2d_get_num_threads",
-                   self._lib.dynconv_conv2d_get_num_threads(self._live(), ctypes.byref(t)))
+        self._call("get_num_threads", self._live(), ctypes.byref(t))
         return t.value
 
     @threads.setter
     def threads(self, value):
-        _lib.check("dynconv_conv2d_set_num_threads",
-                   self._lib.dynconv_conv2d_set_num_threads(self._live(), int(value)))
+        self._call("set_num_threads", self._live(), int(value))
 
     @property
     def temperature(self):
+        """The softmax temperature T (finite, > 0); assigning one ends a schedule."""
         t = ctypes.c_float()
-        _lib.check("dynconv_conv2d_get_temperature",
-                   self._lib.dynconv_conv2d_get_temperature(self._live(), ctypes.byref(t)))
+        self._call("get_temperature", self._live(), ctypes.byref(t))
         return t.value
 
     @temperature.setter
     def temperature(self, value):
-        _lib.check("dynconv_conv2d_set_temperature",
-                   self._lib.dynconv_conv2d_set_temperature(self._live(), float(value)))
+        self._call("set_temperature", self._live(), float(value))
+
+    def set_temperature_schedule(self, t0, t1, steps):
+        """T moves linearly from t0 to t1 over `steps` calls of step_temperature (the paper:
+        30 -> 1 over the first epochs, one step per iteration); T = t0 now."""
+        self._call("set_temperature_schedule", self._live(), float(t0), float(t1), int(steps))
+
+    def step_temperature(self):
+        """Advances the schedule by one step; returns the new T."""
+        t = ctypes.c_float()
+        self._call("step_temperature", self._live(), ctypes.byref(t))
+        return t.value
 
     def _live(self):
         if self._handle is None:
-            raise ValueError("the layer has been closed")
+            raise ValueError(f"{type(self).__name__}: the layer has been closed")
         return self._handle
 
-    def output_shape(self, input_shape):
-        n, _, h, w = input_shape
-        out = [n, self.out_channels]
-        for size, k, s, p, d in zip((h, w), self.kernel_size, self.stride, self.padding,
-                                    self.dilation):
-            out.append((size + 2 * p - d * (k - 1) - 1) // s + 1)
-        return tuple(out)
-
-    def forward(self, x):
-        """y [N, C_out, H_out, W_out] for x [N, C_in, H, W] (converted to C-contiguous float32
-        when it is not). The attention [N, K] is kept in self.attention."""
-        x = _as_float32(x, "input")
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"input: expected [N, {self.in_channels}, H, W], got {x.shape}")
-        handle = self._live()
-        if self._shape != x.shape:
-            oh, ow = ctypes.c_int64(), ctypes.c_int64()
-            _lib.check("dynconv_conv2d_reshape",
-                       self._lib.dynconv_conv2d_reshape(handle, x.shape[0], x.shape[2],
-                                                        x.shape[3], ctypes.byref(oh),
-                                                        ctypes.byref(ow), None))
-            self._shape = x.shape
-        y = np.empty(self.output_shape(x.shape), dtype=np.float32)
-        attention = np.empty((x.shape[0], self.num_kernels), dtype=np.float32)
-        _lib.check("dynconv_conv2d_forward",
-                   self._lib.dynconv_conv2d_forward(handle, _ptr(x), _ptr(y), _ptr(attention),
-                                                    None, 0))
-        self.attention = attention
-        return y
-
-    __call__ = forward
-
-    def backward(self, x, grad_output):
-        """Gradients of L for dL/dy = grad_output at input x (the layer's current weights and
-        temperature): a dict with "input" [N, C_in, H, W] and, for every parameter the layer
-        has, "weight", "bias", "fc1_weight" [hidden, C_in], "fc1_bias", "fc2_weight"
-        [K, hidden], "fc2_bias"."""
-        x = _as_float32(x, "input")
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"input: expected [N, {self.in_channels}, H, W], got {x.shape}")
-        gy = _as_float32(grad_output, "grad_output", self.output_shape(x.shape))
-        handle = self._live()
-        if self._shape != x.shape:
-            _lib.check("dynconv_conv2d_reshape",
-                       self._lib.dynconv_conv2d_reshape(handle, x.shape[0], x.shape[2],
-                                                        x.shape[3], None, None, None))
-            self._shape = x.shape
-        _lib.check("dynconv_conv2d_prepare_backward",
-                   self._lib.dynconv_conv2d_prepare_backward(handle, None))
+    def _gradients(self, x, gy):
+        """Runs the backward on the current shape: {"input": dx, state_dict name: grad}."""
         grads = {"input": np.empty(x.shape, dtype=np.float32)}
-        for name, shape in self._param_shapes.items():
-            grads[name] = np.empty(shape, dtype=np.float32)
-        struct = _lib.Gradients(**{name: _ptr(a) for name, a in grads.items()})
-        _lib.check("dynconv_conv2d_backward",
-                   self._lib.dynconv_conv2d_backward(handle, _ptr(x), _ptr(gy),
-                                                     ctypes.byref(struct), 0, None, 0))
+        by_slot = {slot: np.empty(shape, dtype=np.float32)
+                   for slot, shape in self._param_shapes.items()}
+        struct = _lib.Gradients(input=_ptr(grads["input"]),
+                                **{slot: _ptr(a) for slot, a in by_slot.items()})
+        handle = self._live()
+        if not self._backward_ready:
+            self._call("prepare_backward", handle, None)
+            self._backward_ready = True
+        self._call("backward", handle, _ptr(x), _ptr(gy), ctypes.byref(struct), 0, None, 0)
+        for slot, g in by_slot.items():
+            grads[self.names[slot]] = g.reshape(self._name_shapes[slot])
         return grads
 
     def close(self):
+        """Frees the library's handle (also done when the object is collected)."""
         if self._handle is not None:
-            self._lib.dynconv_conv2d_destroy(self._handle)
+            getattr(self._lib, f"{self._prefix}_destroy")(self._handle)
             self._handle = None
 
     def __enter__(self):
@@ -238,3 +224,250 @@ class Conv2d:
             self.close()
         except Exception:
             pass
+
+    def __call__(self, x, out=None):
+        return self.forward(x, out)
+
+
+class Conv2d(_Layer):
+    """A dynamic convolution: per sample, pi = softmax(fc2(relu(fc1(mean_hw(x)))) / T), then
+    y = conv2d(x, sum_k pi_k weight_k, sum_k pi_k bias_k).
+
+    weight [K, C_out, C_in/groups, kh, kw]; bias [K, C_out] or None; fc1_weight [hidden, C_in]
+    (or [hidden, C_in, 1, 1]); fc1_bias [hidden] or None; fc2_weight [K, hidden] (or
+    [K, hidden, 1, 1]); fc2_bias [K] or None. Arrays are converted to float32 (see the module's
+    dtype policy). The library keeps its own copy of the weights, unless borrow=True: then it
+    reads the float32 C-contiguous arrays given (which must be so already) in place, so that
+    changing them changes the layer. `names` maps the slots (weight, bias, fc1_weight, ...) to
+    the state_dict names under which backward() returns the gradients (default: weight, bias,
+    attention.fc1.weight, ...).
+    """
+
+    _prefix = "dynconv_conv2d"
+
+    def __init__(self, weight, fc1_weight, fc2_weight, bias=None, fc1_bias=None, fc2_bias=None,
+                 *, stride=1, padding=0, dilation=1, groups=1, temperature=1.0, names=None,
+                 borrow=False):
+        self._lib = _lib.library()
+        given = dict(zip(_SLOTS, (weight, bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias)))
+        self._given = given if borrow else None
+        if borrow:
+            for slot, a in given.items():
+                if a is not None and not (isinstance(a, np.ndarray) and a.dtype == np.float32
+                                          and a.flags.c_contiguous):
+                    raise TypeError(f"Conv2d(borrow=True): {slot} must be a C-contiguous "
+                                    "float32 numpy array (borrowed arrays are not converted)")
+        weight = _as_float32(weight, "weight")
+        if weight.ndim != 5:
+            raise ValueError(f"weight: expected [K, C_out, C_in/groups, kh, kw], got "
+                             f"{weight.shape}")
+        k, c_out, _, kh, kw = weight.shape
+        fc1 = _as_float32(_matrix(fc1_weight, "fc1_weight"), "fc1_weight")
+        hidden, c_in = fc1.shape
+        fc2 = _as_float32(_matrix(fc2_weight, "fc2_weight"), "fc2_weight", (k, hidden))
+        arrays = {
+            "weight": weight, "fc1_weight": fc1, "fc2_weight": fc2,
+            "bias": None if bias is None else _as_float32(bias, "bias", (k, c_out)),
+            "fc1_bias": None if fc1_bias is None else _as_float32(fc1_bias, "fc1_bias",
+                                                                  (hidden,)),
+            "fc2_bias": None if fc2_bias is None else _as_float32(fc2_bias, "fc2_bias", (k,)),
+        }
+        # gradients come back in the shapes the parameters were given in ([h, C, 1, 1] stays)
+        self._name_shapes = {slot: np.shape(given[slot]) for slot in _SLOTS
+                             if given[slot] is not None}
+        stride, padding, dilation = (_pair(stride, "stride", 1), _pair(padding, "padding", 0),
+                                     _pair(dilation, "dilation", 1))
+        self._geometry = _lib.Geometry(c_in, c_out, kh, kw, stride[0], stride[1], padding[0],
+                                       padding[1], dilation[0], dilation[1], int(groups), k,
+                                       hidden)
+        self._setup(arrays, names, temperature, borrow, self._fn("create"))
+        self.in_channels, self.out_channels, self.num_kernels, self.hidden = c_in, c_out, k, hidden
+        self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
+        self.dilation, self.groups = dilation, int(groups)
+
+    @classmethod
+    def from_safetensors(cls, path, prefix="", *, stride=None, padding=None, dilation=None,
+                         groups=None, temperature=None):
+        """The convolution saved under `prefix` in a safetensors file (as by dynconv-export).
+        stride, padding, dilation, groups and temperature come from the file's metadata; a
+        keyword argument replaces the file's value. There are no defaults: a file without
+        them (saved from a bare state_dict) needs every missing one as a keyword argument,
+        and the ValueError names those missing."""
+        tensors, names, meta = _read_layer(path, prefix, 5)
+        given = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups,
+                 "temperature": temperature}
+        values = {k: given[k] if given[k] is not None else meta(k) for k in _GEOMETRY_KEYS}
+        missing = [k for k in _GEOMETRY_KEYS if values[k] is None]
+        if missing:
+            raise ValueError(f"{path}: no metadata {', '.join(repr(k) for k in missing)} for "
+                             f"the convolution under prefix {prefix!r} (a file saved from a "
+                             "bare state_dict has none): pass "
+                             f"{', '.join(k + '=...' for k in missing)}, or save the file with "
+                             "dynconv-export")
+        return cls(tensors["weight"], tensors["fc1_weight"], tensors["fc2_weight"],
+                   bias=tensors["bias"], fc1_bias=tensors["fc1_bias"],
+                   fc2_bias=tensors["fc2_bias"], stride=values["stride"],
+                   padding=values["padding"], dilation=values["dilation"],
+                   groups=int(values["groups"]), temperature=float(values["temperature"]),
+                   names=names)
+
+    def output_shape(self, input_shape):
+        n, _, h, w = input_shape
+        out = [n, self.out_channels]
+        for size, k, s, p, d in zip((h, w), self.kernel_size, self.stride, self.padding,
+                                    self.dilation):
+            out.append((size + 2 * p - d * (k - 1) - 1) // s + 1)
+        return tuple(out)
+
+    def _input(self, x):
+        x = _as_float32(x, "input")
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"input: expected [N, {self.in_channels}, H, W], got {x.shape}")
+        return x
+
+    def _reshape(self, shape):
+        if self._shape != shape:
+            self._call("reshape", self._live(), shape[0], shape[2], shape[3], None, None, None)
+            self._shape = shape
+
+    def forward(self, x, out=None):
+        """y [N, C_out, H_out, W_out] for x [N, C_in, H, W] (converted to C-contiguous float32
+        when it is not). The attention [N, K] is kept in self.attention. `out`, when given,
+        is a C-contiguous float32 array of y's shape to write into."""
+        x = self._input(x)
+        self._reshape(x.shape)
+        shape = self.output_shape(x.shape)
+        if out is None:
+            y = np.empty(shape, dtype=np.float32)
+        else:
+            y = out
+            if not (isinstance(y, np.ndarray) and y.dtype == np.float32 and
+                    y.flags.c_contiguous and y.shape == shape):
+                raise ValueError(f"out: expected a C-contiguous float32 array of shape {shape}")
+        attention = np.empty((x.shape[0], self.num_kernels), dtype=np.float32)
+        self._call("forward", self._live(), _ptr(x), _ptr(y), _ptr(attention), None, 0)
+        self.attention = attention
+        return y
+
+    def backward(self, x, grad_output):
+        """Gradients of L for dL/dy = grad_output at input x (the layer's current weights and
+        temperature): a dict with "input" [N, C_in, H, W] and, under its state_dict name and
+        in the shape it was given in, every parameter the layer has (e.g. "weight",
+        "attention.fc1.weight" [hidden, C_in, 1, 1])."""
+        x = self._input(x)
+        gy = _as_float32(grad_output, "grad_output", self.output_shape(x.shape))
+        self._reshape(x.shape)
+        return self._gradients(x, gy)
+
+    def __repr__(self):
+        if self._handle is None:
+            return "dynconv.Conv2d(closed)"
+        extra = "".join(f", {name}={value}" for name, value, default in (
+            ("stride", self.stride, (1, 1)), ("padding", self.padding, (0, 0)),
+            ("dilation", self.dilation, (1, 1)), ("groups", self.groups, 1))
+            if value != default)
+        return (f"dynconv.Conv2d({self.in_channels}, {self.out_channels}, "
+                f"kernel_size={self.kernel_size}{extra}, num_kernels={self.num_kernels}, "
+                f"hidden={self.hidden}, bias={'bias' in self._param_shapes}, "
+                f"temperature={self.temperature:g})")
+
+
+class Linear(_Layer):
+    """A dynamic linear layer (dynamic perceptron): per sample, pi = softmax(fc2(relu(fc1(x)))
+    / T), y = (sum_k pi_k weight_k) x + sum_k pi_k bias_k.
+
+    weight [K, D_out, D_in]; bias [K, D_out] or None; fc1_weight [hidden, D_in]; fc1_bias
+    [hidden] or None; fc2_weight [K, hidden]; fc2_bias [K] or None. Conversions, borrow and
+    names as for Conv2d.
+    """
+
+    _prefix = "dynconv_linear"
+
+    def __init__(self, weight, fc1_weight, fc2_weight, bias=None, fc1_bias=None, fc2_bias=None,
+                 *, temperature=1.0, names=None, borrow=False):
+        self._lib = _lib.library()
+        given = dict(zip(_SLOTS, (weight, bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias)))
+        self._given = given if borrow else None
+        if borrow:
+            for slot, a in given.items():
+                if a is not None and not (isinstance(a, np.ndarray) and a.dtype == np.float32
+                                          and a.flags.c_contiguous):
+                    raise TypeError(f"Linear(borrow=True): {slot} must be a C-contiguous "
+                                    "float32 numpy array (borrowed arrays are not converted)")
+        weight = _as_float32(weight, "weight")
+        if weight.ndim != 3:
+            raise ValueError(f"weight: expected [K, D_out, D_in], got {weight.shape}")
+        k, d_out, d_in = weight.shape
+        fc1 = _as_float32(fc1_weight, "fc1_weight")
+        if fc1.ndim != 2 or fc1.shape[1] != d_in:
+            raise ValueError(f"fc1_weight: expected [hidden, D_in = {d_in}], got {fc1.shape}")
+        hidden = fc1.shape[0]
+        arrays = {
+            "weight": weight, "fc1_weight": fc1,
+            "fc2_weight": _as_float32(fc2_weight, "fc2_weight", (k, hidden)),
+            "bias": None if bias is None else _as_float32(bias, "bias", (k, d_out)),
+            "fc1_bias": None if fc1_bias is None else _as_float32(fc1_bias, "fc1_bias",
+                                                                  (hidden,)),
+            "fc2_bias": None if fc2_bias is None else _as_float32(fc2_bias, "fc2_bias", (k,)),
+        }
+        self._name_shapes = {slot: np.shape(given[slot]) for slot in _SLOTS
+                             if given[slot] is not None}
+        self._geometry = _lib.LinearGeometry(d_in, d_out, k, hidden)
+        self._setup(arrays, names, temperature, borrow, self._fn("create"))
+        self.in_features, self.out_features, self.num_kernels, self.hidden = d_in, d_out, k, hidden
+
+    @classmethod
+    def from_safetensors(cls, path, prefix="", *, temperature=None):
+        """The linear layer saved under `prefix` in a safetensors file; the temperature comes
+        from the metadata or the keyword argument (required when the file has none)."""
+        tensors, names, meta = _read_layer(path, prefix, 3)
+        t = temperature if temperature is not None else meta("temperature")
+        if t is None:
+            raise ValueError(f"{path}: no metadata 'temperature' for the linear layer under "
+                             f"prefix {prefix!r}: pass temperature=..., or save the file with "
+                             "dynconv-export")
+        return cls(tensors["weight"], tensors["fc1_weight"], tensors["fc2_weight"],
+                   bias=tensors["bias"], fc1_bias=tensors["fc1_bias"],
+                   fc2_bias=tensors["fc2_bias"], temperature=float(t), names=names)
+
+    def _input(self, x):
+        x = _as_float32(x, "input")
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"input: expected [N, {self.in_features}], got {x.shape}")
+        return x
+
+    def _reshape(self, shape):
+        if self._shape != shape:
+            self._call("reshape", self._live(), shape[0], None)
+            self._shape = shape
+
+    def forward(self, x, out=None):
+        """y [N, D_out] for x [N, D_in]; the attention [N, K] is kept in self.attention."""
+        x = self._input(x)
+        self._reshape(x.shape)
+        shape = (x.shape[0], self.out_features)
+        if out is None:
+            y = np.empty(shape, dtype=np.float32)
+        else:
+            y = out
+            if not (isinstance(y, np.ndarray) and y.dtype == np.float32 and
+                    y.flags.c_contiguous and y.shape == shape):
+                raise ValueError(f"out: expected a C-contiguous float32 array of shape {shape}")
+        attention = np.empty((x.shape[0], self.num_kernels), dtype=np.float32)
+        self._call("forward", self._live(), _ptr(x), _ptr(y), _ptr(attention), None, 0)
+        self.attention = attention
+        return y
+
+    def backward(self, x, grad_output):
+        """{"input": dL/dx [N, D_in], state_dict name: gradient} as for Conv2d.backward."""
+        x = self._input(x)
+        gy = _as_float32(grad_output, "grad_output", (x.shape[0], self.out_features))
+        self._reshape(x.shape)
+        return self._gradients(x, gy)
+
+    def __repr__(self):
+        if self._handle is None:
+            return "dynconv.Linear(closed)"
+        return (f"dynconv.Linear({self.in_features}, {self.out_features}, "
+                f"num_kernels={self.num_kernels}, hidden={self.hidden}, "
+                f"bias={'bias' in self._param_shapes}, temperature={self.temperature:g})")

@@ -9,8 +9,8 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(ROOT, "python"))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+PACKAGE = os.path.join(ROOT, "python")
+sys.path.insert(0, PACKAGE)
 
 from reference_modules import DynamicConv2dFC, DynamicConvNet  # noqa: E402
 

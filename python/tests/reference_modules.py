@@ -110,3 +110,75 @@ class TwoLayerNet(nn.Module):
 
     def forward(self, x):
         return self.block(self.stem(x))
+
+
+class ScoresAttention(nn.Module):
+    """TArdelean/DynamicConvolution's attention layout: attention.to_scores = Sequential(Linear,
+    ReLU, Linear), both with biases; the temperature is an argument of forward."""
+
+    def __init__(self, channels, hidden, k):
+        super().__init__()
+        self.to_scores = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(),
+                                       nn.Linear(hidden, k))
+
+    def forward(self, x, temperature=1.0):
+        return F.softmax(self.to_scores(x.mean((2, 3))) / temperature, dim=-1)
+
+
+class KernelsDynamicConv(nn.Module):
+    """TArdelean-style DynamicConvolution: kernels_weights [K, C_out, C_in/g, kh, kw],
+    kernels_bias [K, C_out], stride/padding/dilation in conv_args, hidden = max(1, C_in //
+    reduce), forward(x, temperature)."""
+
+    def __init__(self, k, reduce, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, groups=1, bias=True):
+        super().__init__()
+        kh, kw = _pair(kernel_size)
+        self.groups = groups
+        self.conv_args = {"stride": stride, "padding": padding, "dilation": dilation}
+        self.attention = ScoresAttention(in_channels, max(1, in_channels // reduce), k)
+        self.kernels_weights = nn.Parameter(
+            torch.randn(k, out_channels, in_channels // groups, kh, kw) * 0.3)
+        if bias:
+            self.kernels_bias = nn.Parameter(torch.randn(k, out_channels) * 0.3)
+        else:
+            self.register_parameter("kernels_bias", None)
+
+    def forward(self, x, temperature=1.0):
+        args = self.conv_args
+        return dynamic_conv_forward(x, self.attention(x, temperature), self.kernels_weights,
+                                    self.kernels_bias, _pair(args["stride"]),
+                                    _pair(args["padding"]), _pair(args["dilation"]), self.groups)
+
+
+class LinearAttention(nn.Module):
+    """The attention of a dynamic linear layer: fc1 / fc2 linear layers on the input itself."""
+
+    def __init__(self, features, hidden, k, temperature, fc1_bias=False, fc2_bias=True):
+        super().__init__()
+        self.fc1 = nn.Linear(features, hidden, bias=fc1_bias)
+        self.fc2 = nn.Linear(hidden, k, bias=fc2_bias)
+        self.temperature = temperature
+
+    def forward(self, x):
+        return F.softmax(self.fc2(F.relu(self.fc1(x))) / self.temperature, dim=1)
+
+
+class DynamicLinearRef(nn.Module):
+    """Dynamic perceptron: weight [K, D_out, D_in], bias [K, D_out]; y = (sum_k pi_k W_k) x +
+    sum_k pi_k b_k, written with einsum (no aggregated-matrix GEMM as in the library)."""
+
+    def __init__(self, in_features, out_features, bias=True, K=4, hidden=None, temperature=1.0,
+                 fc1_bias=False, fc2_bias=True):
+        super().__init__()
+        hidden = hidden or int(in_features * 0.25) + 1
+        self.attention = LinearAttention(in_features, hidden, K, temperature, fc1_bias, fc2_bias)
+        self.weight = nn.Parameter(torch.randn(K, out_features, in_features) * 0.3)
+        self.bias = nn.Parameter(torch.randn(K, out_features) * 0.3) if bias else None
+
+    def forward(self, x):
+        pi = self.attention(x)
+        y = torch.einsum("nk,koi,ni->no", pi, self.weight, x)
+        if self.bias is not None:
+            y = y + pi @ self.bias
+        return y

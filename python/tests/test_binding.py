@@ -20,12 +20,16 @@ def layer_from_module(module):
         return None if p is None else p.detach().numpy()
 
     temperature = getattr(att, "temperature", getattr(att, "temprature", 1.0))
+    prefixes = ("attention." + names[0], "attention." + names[1])
+    state_names = {"weight": "weight", "bias": "bias",
+                   "fc1_weight": prefixes[0] + ".weight", "fc1_bias": prefixes[0] + ".bias",
+                   "fc2_weight": prefixes[1] + ".weight", "fc2_bias": prefixes[1] + ".bias"}
     return dynconv.Conv2d(
         module.weight.detach().numpy(), get(names[0] + ".weight"), get(names[1] + ".weight"),
         bias=None if module.bias is None else module.bias.detach().numpy(),
         fc1_bias=get(names[0] + ".bias"), fc2_bias=get(names[1] + ".bias"),
         stride=module.stride, padding=module.padding, dilation=module.dilation,
-        groups=module.groups, temperature=temperature)
+        groups=module.groups, temperature=temperature, names=state_names)
 
 
 class Binding(unittest.TestCase):
@@ -59,21 +63,12 @@ class Binding(unittest.TestCase):
                 module.zero_grad()
                 y.backward(gy)
                 grads = layer_from_module(module).backward(x.detach().numpy(), gy.numpy())
-                att = module.attention
-                fc = ("fc1", "fc2") if hasattr(att, "fc1") else ("net.0", "net.2")
-                params = dict(module.named_parameters())
+                # the gradients come under the state_dict's names, in its shapes
                 want = {"input": x.grad}
-                for key, pname in (("weight", "weight"), ("bias", "bias"),
-                                   ("fc1_weight", f"attention.{fc[0]}.weight"),
-                                   ("fc1_bias", f"attention.{fc[0]}.bias"),
-                                   ("fc2_weight", f"attention.{fc[1]}.weight"),
-                                   ("fc2_bias", f"attention.{fc[1]}.bias")):
-                    if pname in params:
-                        want[key] = params[pname].grad
+                want.update({name: p.grad for name, p in module.named_parameters()})
                 self.assertEqual(sorted(grads), sorted(want))
                 for key, g in want.items():
-                    cases.assert_close(self, grads[key], g.numpy().reshape(grads[key].shape),
-                                       f"{name} d{key}")
+                    cases.assert_close(self, grads[key], g.numpy(), f"{name} d{key}")
 
     def test_temperature(self):
         module, x, _, _ = cases.make("groups2")
@@ -134,6 +129,80 @@ class Binding(unittest.TestCase):
         layer.close()
         with self.assertRaises(ValueError):
             layer.forward(np.zeros((1, 4, 5, 5), np.float32))
+
+
+class Polish(unittest.TestCase):
+    def small(self, **kwargs):
+        rng = np.random.default_rng(3)
+        w = rng.standard_normal((2, 4, 2, 3, 3)).astype(np.float32)
+        fc1 = rng.standard_normal((2, 4)).astype(np.float32)
+        fc2 = rng.standard_normal((2, 2)).astype(np.float32)
+        return w, fc1, fc2
+
+    def test_messages_name_the_function_once(self):
+        w, fc1, fc2 = self.small()
+        with self.assertRaises(dynconv.DynconvError) as cm:
+            dynconv.Conv2d(w, fc1, fc2, groups=3)
+        text = str(cm.exception)
+        self.assertTrue(text.startswith("dynconv_conv2d_create: invalid argument: "), text)
+        self.assertEqual(text.count("dynconv_conv2d_create"), 1, text)
+        layer = dynconv.Conv2d(w, fc1, fc2, groups=2)
+        with self.assertRaises(dynconv.DynconvError) as cm:
+            layer.temperature = float("nan")
+        self.assertEqual(str(cm.exception).count("dynconv_conv2d_set_temperature"), 1)
+
+    def test_unknown_keywords_are_refused(self):
+        w, fc1, fc2 = self.small()
+        for kwargs in ({"strides": 2}, {"pading": 1}, {"temprature": 2.0}):
+            with self.subTest(kwargs=kwargs), self.assertRaises(TypeError):
+                dynconv.Conv2d(w, fc1, fc2, groups=2, **kwargs)
+        with self.assertRaises(TypeError):
+            dynconv.Linear(w[:, :, :, 0, 0], fc1[:, :2], fc2, stride=1)
+
+    def test_dtype_policy(self):
+        w, fc1, fc2 = self.small()
+        layer = dynconv.Conv2d(w.astype(np.float64), fc1, fc2.astype(np.float16), groups=2)
+        x = np.random.default_rng(4).standard_normal((2, 4, 5, 5))
+        y = layer(x)  # float64 in, converted
+        self.assertEqual(y.dtype, np.float32)
+        cases.assert_close(self, y, layer(x.astype(np.float32)), "float64 input converted")
+        with self.assertRaisesRegex(TypeError, "converted to float32"):
+            layer(x.astype(np.complex128))
+        with self.assertRaisesRegex(TypeError, "converted to float32"):
+            layer(x > 0)
+
+    def test_repr(self):
+        w, fc1, fc2 = self.small()
+        layer = dynconv.Conv2d(w, fc1, fc2, groups=2, padding=1, temperature=3.0)
+        self.assertEqual(repr(layer), "dynconv.Conv2d(4, 4, kernel_size=(3, 3), padding=(1, 1), "
+                                      "groups=2, num_kernels=2, hidden=2, bias=False, "
+                                      "temperature=3)")
+        layer.close()
+        self.assertEqual(repr(layer), "dynconv.Conv2d(closed)")
+        lin = dynconv.Linear(w[:, :, 0, 0, 0][:, :, None].repeat(4, 2), fc1, fc2, bias=w[:, :, 0, 0, 0])
+        self.assertEqual(repr(lin), "dynconv.Linear(4, 4, num_kernels=2, hidden=2, bias=True, "
+                                    "temperature=1)")
+
+    def test_temperature_schedule(self):
+        w, fc1, fc2 = self.small()
+        layer = dynconv.Conv2d(w, fc1, fc2, groups=2)
+        layer.set_temperature_schedule(30.0, 1.0, 2)
+        self.assertEqual(layer.temperature, 30.0)
+        self.assertEqual([layer.step_temperature() for _ in range(3)], [15.5, 1.0, 1.0])
+        layer.temperature = 2.0
+        with self.assertRaises(dynconv.DynconvError) as cm:
+            layer.step_temperature()  # assigning T ended the schedule
+        self.assertEqual(cm.exception.status, 6)  # DYNCONV_ERROR_INVALID_STATE
+
+    def test_borrowed_weights_are_read_in_place(self):
+        w, fc1, fc2 = self.small()
+        layer = dynconv.Conv2d(w, fc1, fc2, groups=2, borrow=True)
+        x = np.random.default_rng(5).standard_normal((1, 4, 5, 5)).astype(np.float32)
+        y1 = layer(x).copy()
+        w *= 2.0  # the layer sees it: its output doubles (no bias)
+        cases.assert_close(self, layer(x), 2 * y1, "after changing the borrowed weight")
+        with self.assertRaisesRegex(TypeError, "borrow"):
+            dynconv.Conv2d(w.astype(np.float64), fc1, fc2, groups=2, borrow=True)
 
 
 if __name__ == "__main__":

@@ -37,11 +37,18 @@ def layer_tensors():
     }
 
 
-def safetensors(tensors, metadata=None, header_edit=None, pad=True):
-    """Bytes of a safetensors file; header_edit(header dict) may corrupt the header."""
+# The geometry every file states unless a test says otherwise (the tool has no defaults).
+GEOMETRY = {"stride": "1", "padding": "0", "dilation": "1", "groups": "1", "temperature": "1"}
+NO_METADATA = object()
+
+
+def safetensors(tensors, metadata=None, header_edit=None, pad=True, drop=()):
+    """Bytes of a safetensors file with GEOMETRY updated by `metadata` (NO_METADATA: no
+    metadata at all); header_edit(header dict) may corrupt the header."""
     header, body = {}, b""
-    if metadata is not None:
-        header["__metadata__"] = metadata
+    if metadata is not NO_METADATA:
+        header["__metadata__"] = {k: v for k, v in dict(GEOMETRY, **(metadata or {})).items()
+                                  if k not in drop}
     for name, (shape, values) in tensors.items():
         raw = struct.pack(f"<{len(values)}f", *values)
         header[name] = {"dtype": "F32", "shape": shape,
@@ -125,6 +132,25 @@ class GoodFiles(Base):
         os.umask(umask)
         self.assertEqual(os.stat(self.y).st_mode & 0o777, 0o666 & ~umask)  # as any new file
 
+    def test_geometry_from_the_command_line(self):
+        # A file without metadata (saved from a bare state_dict) runs only when every key is
+        # given; the refusal names the missing ones.
+        bare = self.write("bare.safetensors", safetensors(layer_tensors(), NO_METADATA))
+        self.assert_fails(bare, self.x, "@wno metadata 'stride', 'padding', 'dilation', "
+                          "'groups', 'temperature'", "@wdynconv-export")
+        self.assert_fails(bare, self.x, "@wno metadata 'dilation', 'temperature'",
+                          extra=("--stride", "1", "--padding", "1", "--groups", "1"))
+        r = run("run", "--weights", bare, "--input", self.x, "--output", self.y, "--stride",
+                "1", "--padding", "1", "--dilation", "1", "--groups", "1", "--temperature", "1")
+        self.assertEqual((r.returncode, r.stderr), (0, ""))
+        with open(self.y, "rb") as f:
+            self.assertIn(b"'shape': (2, 6, 5, 5)", f.read())
+        os.unlink(self.y)
+        # a partial file: only the missing key is asked for
+        partial = self.write("partial.safetensors",
+                             safetensors(layer_tensors(), {"padding": "1"}, drop=("dilation",)))
+        self.assert_fails(partial, self.x, "@wno metadata 'dilation' for the convolution")
+
     def test_failed_run_keeps_the_previous_output(self):
         with open(self.y, "wb") as f:
             f.write(b"previous")
@@ -133,6 +159,61 @@ class GoodFiles(Base):
         self.assertEqual(r.returncode, 1)
         with open(self.y, "rb") as f:
             self.assertEqual(f.read(), b"previous")
+
+
+def linear_tensors():
+    """A dynamic linear layer: D_in CIN, D_out COUT, K, hidden HID."""
+    return {
+        "weight": ([K, COUT, CIN], floats(K * COUT * CIN, 1)),
+        "bias": ([K, COUT], floats(K * COUT, 2)),
+        "attention.fc1.weight": ([HID, CIN], floats(HID * CIN, 3)),
+        "attention.fc2.weight": ([K, HID], floats(K * HID, 4)),
+        "attention.fc2.bias": ([K], floats(K, 5)),
+    }
+
+
+class LinearLayer(Base):
+    def setUp(self):
+        super().setUp()
+        self.linear = self.write("linear.safetensors",
+                                 safetensors(linear_tensors(), {"layer": "linear"},
+                                             drop=("stride", "padding", "dilation", "groups")))
+        self.x2 = self.write("x2.npy", npy([3, CIN]))
+
+    def test_runs_with_gradients(self):
+        gy = self.write("gy.npy", npy([3, COUT]))
+        pi = os.path.join(self.tmp.name, "pi.npy")
+        r = run("run", "--weights", self.linear, "--input", self.x2, "--output", self.y,
+                "--attention", pi, "--grad-output", gy, "--grad-dir", self.tmp.name)
+        self.assertEqual((r.returncode, r.stderr), (0, ""))
+        with open(self.y, "rb") as f:
+            self.assertIn(b"'shape': (3, 6)", f.read())
+        with open(pi, "rb") as f:
+            self.assertIn(b"'shape': (3, 3)", f.read())
+        names = sorted(n for n in os.listdir(self.tmp.name) if n.startswith("g"))
+        self.assertEqual(names, ["g_attention.fc1.weight.npy", "g_attention.fc2.bias.npy",
+                                 "g_attention.fc2.weight.npy", "g_bias.npy", "g_weight.npy",
+                                 "gx.npy", "gy.npy"])
+        with open(os.path.join(self.tmp.name, "gx.npy"), "rb") as f:
+            self.assertIn(b"'shape': (3, 4)", f.read())
+
+    def test_errors(self):
+        self.assert_fails(self.linear, self.x, "[N, D_in = 4]", "linear layer")
+        self.assert_fails(self.linear, self.write("x3.npy", npy([3, CIN + 1])), "D_in = 4")
+        self.assert_fails(self.linear, self.x2, "@wno stride, padding", extra=("--stride", "2"))
+        bare = self.write("bare.safetensors", safetensors(linear_tensors(), NO_METADATA))
+        self.assert_fails(bare, self.x2, "@wno metadata 'temperature' for the linear layer")
+        r = run("run", "--weights", bare, "--input", self.x2, "--output", self.y,
+                "--temperature", "2")
+        self.assertEqual((r.returncode, r.stderr), (0, ""))
+        os.unlink(self.y)
+        gy = self.write("gy.npy", npy([3, COUT + 1]))
+        r = run("run", "--weights", self.linear, "--input", self.x2, "--output", self.y,
+                "--grad-output", gy, "--grad-dir", self.tmp.name)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(gy + ": gradient of shape [3, 7]", r.stderr)
+        self.assertFalse(os.path.exists(self.y))
+        self.assertFalse(os.path.exists(os.path.join(self.tmp.name, "gx.npy")))
 
 
 class Gradients(Base):

@@ -1,7 +1,7 @@
 /* The file readers of the tools (dynconv_io) on memory buffers: valid files read back exactly,
  * every truncation and a sweep of corrupted header bytes fail cleanly (under ASan in the
  * sanitizer build), dtype conversions give exact values, and the layer loader takes sizes from
- * shapes and hyper-parameters from metadata or overrides. */
+ * shapes and hyper-parameters from metadata or overrides, never from defaults. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <setjmp.h>
@@ -311,12 +311,13 @@ static void layer_from_shapes_and_metadata(void **state) {
     }
 }
 
-static void layer_prefix_overrides_and_defaults(void **state) {
+static void layer_prefix_and_overrides(void **state) {
     (void)state;
     /* per-layer metadata wins over the plain key; overrides win over both */
-    const char *keys[] = {"groups", "stride", "conv.stride", "temperature"};
-    const char *values[] = {"2", "3", "2", "4"};
-    image im = layer_image("conv.", 0, keys, values, 4);
+    const char *keys[] = {"groups", "stride", "conv.stride", "temperature", "padding",
+                          "conv.dilation"};
+    const char *values[] = {"2", "3", "2", "4", "0", "1,2"};
+    image im = layer_image("conv.", 0, keys, values, 6);
     dcio_safetensors *st = NULL;
     dcio_error err;
     assert_true(dcio_st_parse(im.bytes, im.size, &st, &err));
@@ -324,9 +325,10 @@ static void layer_prefix_overrides_and_defaults(void **state) {
     dcio_layer_options o = {0};
     o.prefix = "conv";
     assert_true(dcio_layer_load(st, &o, &layer, &err));
+    assert_false(layer.linear);
     assert_int_equal(layer.geometry.stride_h, 2);
-    assert_int_equal(layer.geometry.pad_h, 0);      /* default */
-    assert_int_equal(layer.geometry.dilation_w, 1); /* default */
+    assert_int_equal(layer.geometry.pad_h, 0);
+    assert_int_equal(layer.geometry.dilation_w, 2);
     assert_true(layer.temperature == 4.0f);
     assert_string_equal(layer.name[DCIO_LAYER_FC2_BIAS], "conv.attention.fc2.bias");
     dcio_layer_free(&layer);
@@ -349,10 +351,121 @@ static void layer_prefix_overrides_and_defaults(void **state) {
     free(im.bytes);
 }
 
+static void layer_without_metadata_is_refused(void **state) {
+    (void)state;
+    /* A file saved from a bare state_dict: no key is guessed, every missing one is named. */
+    image im = layer_image("", 0, NULL, NULL, 0);
+    dcio_safetensors *st = NULL;
+    dcio_error err;
+    assert_true(dcio_st_parse(im.bytes, im.size, &st, &err));
+    dcio_layer layer, before;
+    memset(&layer, 0xCD, sizeof layer);
+    memcpy(&before, &layer, sizeof layer);
+    assert_false(dcio_layer_load(st, NULL, &layer, &err));
+    assert_memory_equal(&layer, &before, sizeof layer);
+    assert_non_null(strstr(err.message, "'stride', 'padding', 'dilation', 'groups', "
+                                        "'temperature'"));
+    /* some given: only the others are named */
+    dcio_layer_options o = {0};
+    o.set_stride = o.set_groups = true;
+    o.stride[0] = o.stride[1] = 1;
+    o.groups = 2;
+    assert_false(dcio_layer_load(st, &o, &layer, &err));
+    assert_non_null(strstr(err.message, "no metadata 'padding', 'dilation', 'temperature'"));
+    assert_null(strstr(err.message, "'stride'"));
+    /* all given: loads */
+    o.set_padding = o.set_dilation = o.set_temperature = true;
+    o.padding[0] = 1;
+    o.padding[1] = 0;
+    o.dilation[0] = o.dilation[1] = 1;
+    o.temperature = 2.0f;
+    if (!dcio_layer_load(st, &o, &layer, &err)) {
+        fail_msg("%s", err.message);
+    }
+    assert_true(layer.geometry.pad_h == 1 && layer.geometry.pad_w == 0 &&
+                layer.geometry.groups == 2 && layer.temperature == 2.0f);
+    dcio_layer_free(&layer);
+    dcio_st_free(st);
+    free(im.bytes);
+}
+
+static void linear_layer_from_shapes(void **state) {
+    (void)state;
+    /* weight [K, D_out, D_in] = [3, 4, 6], fc1 [hidden, D_in] = [2, 6] */
+    const int64_t w3[] = {K, COUT, CIN}, fc1_2[] = {HID, CIN};
+    static float wl[K * COUT * CIN];
+    fill(wl, sizeof wl / sizeof *wl, -4.0f);
+    const dcio_st_entry e[] = {{"fc.weight", 3, w3, wl},
+                               {"fc.bias", 2, bias_shape, bias},
+                               {"fc.attention.fc1.weight", 2, fc1_2, fc1},
+                               {"fc.attention.fc2.weight", 2, fc2_shape, fc2},
+                               {"fc.attention.fc2.bias", 1, fc2b_shape, fc2b}};
+    const char *keys[] = {"fc.temperature", "fc.layer"}, *values[] = {"0.5", "linear"};
+    image im = serialize(e, 5, keys, values, 2);
+    dcio_safetensors *st = NULL;
+    dcio_error err;
+    assert_true(dcio_st_parse(im.bytes, im.size, &st, &err));
+    dcio_layer layer;
+    dcio_layer_options o = {0};
+    o.prefix = "fc";
+    if (!dcio_layer_load(st, &o, &layer, &err)) {
+        fail_msg("%s", err.message);
+    }
+    assert_true(layer.linear);
+    assert_int_equal(layer.linear_geometry.in_features, CIN);
+    assert_int_equal(layer.linear_geometry.out_features, COUT);
+    assert_int_equal(layer.linear_geometry.num_kernels, K);
+    assert_int_equal(layer.linear_geometry.hidden, HID);
+    assert_int_equal(layer.geometry.in_channels, 0);
+    assert_true(layer.temperature == 0.5f);
+    const dynconv_linear_weights w = dcio_layer_linear_weights(&layer);
+    assert_memory_equal(w.weight, wl, sizeof wl);
+    assert_memory_equal(w.fc2_bias, fc2b, sizeof fc2b);
+    assert_null(w.fc1_bias);
+    dcio_layer_free(&layer);
+    /* a convolution's option does not apply */
+    o.set_padding = true;
+    assert_false(dcio_layer_load(st, &o, &layer, &err));
+    assert_non_null(strstr(err.message, "linear layer"));
+    dcio_st_free(st);
+    free(im.bytes);
+
+    /* no temperature: named; "layer" disagreeing with the weight's rank: refused */
+    const char *k2[] = {"layer"}, *v2[] = {"conv2d"};
+    const dcio_st_entry e2[] = {{"weight", 3, w3, wl},
+                                {"attention.fc1.weight", 2, fc1_2, fc1},
+                                {"attention.fc2.weight", 2, fc2_shape, fc2}};
+    im = serialize(e2, 3, NULL, NULL, 0);
+    assert_true(dcio_st_parse(im.bytes, im.size, &st, &err));
+    assert_false(dcio_layer_load(st, NULL, &layer, &err));
+    assert_non_null(strstr(err.message, "no metadata 'temperature' for the linear layer"));
+    dcio_st_free(st);
+    free(im.bytes);
+    im = serialize(e2, 3, k2, v2, 1);
+    assert_true(dcio_st_parse(im.bytes, im.size, &st, &err));
+    assert_false(dcio_layer_load(st, NULL, &layer, &err));
+    assert_non_null(strstr(err.message, "metadata 'layer' = \"conv2d\""));
+    dcio_st_free(st);
+    free(im.bytes);
+    /* fc1 must take D_in inputs */
+    const int64_t fc1_bad[] = {HID, CIN - 1};
+    const dcio_st_entry e3[] = {{"weight", 3, w3, wl},
+                                {"attention.fc1.weight", 2, fc1_bad, fc1},
+                                {"attention.fc2.weight", 2, fc2_shape, fc2}};
+    const char *k3[] = {"temperature"}, *v3[] = {"1"};
+    im = serialize(e3, 3, k3, v3, 1);
+    assert_true(dcio_st_parse(im.bytes, im.size, &st, &err));
+    assert_false(dcio_layer_load(st, NULL, &layer, &err));
+    assert_non_null(strstr(err.message, "D_in = 5"));
+    dcio_st_free(st);
+    free(im.bytes);
+}
+
 static void layer_inconsistencies_are_named(void **state) {
     (void)state;
-    const char *keys[] = {"groups"}, *one[] = {"1"}, *bad[] = {"x"};
-    image im = layer_image("", 0, keys, one, 1);
+    const char *keys[] = {"groups", "stride", "padding", "dilation", "temperature"};
+    const char *one[] = {"1", "1", "0", "1", "1"}, *bad[] = {"x", "1", "0", "1", "1"};
+    image im = layer_image("", 0, keys, one, 5);
     dcio_safetensors *st = NULL;
     dcio_error err;
     dcio_layer layer;
@@ -362,7 +475,7 @@ static void layer_inconsistencies_are_named(void **state) {
     dcio_st_free(st);
     free(im.bytes);
 
-    im = layer_image("", 0, keys, bad, 1);
+    im = layer_image("", 0, keys, bad, 5);
     assert_true(dcio_st_parse(im.bytes, im.size, &st, &err));
     assert_false(dcio_layer_load(st, NULL, &layer, &err));
     assert_non_null(strstr(err.message, "'groups'"));
@@ -375,8 +488,8 @@ static void layer_inconsistencies_are_named(void **state) {
     const dcio_st_entry e[] = {{"weight", 5, weight_shape, weight},
                                {"attention.fc1.weight", 4, fc1_shape4, fc1},
                                {"attention.fc2.weight", 2, fc2_bad, fc2_data}};
-    const char *g2[] = {"2"};
-    im = serialize(e, 3, keys, g2, 1);
+    const char *g2[] = {"2", "1", "0", "1", "1"};
+    im = serialize(e, 3, keys, g2, 5);
     assert_true(dcio_st_parse(im.bytes, im.size, &st, &err));
     assert_false(dcio_layer_load(st, NULL, &layer, &err));
     assert_non_null(strstr(err.message, "'attention.fc2.weight' has hidden = 3"));
@@ -589,7 +702,9 @@ int main(void) {
         cmocka_unit_test(safetensors_refuses_what_it_cannot_convert),
         cmocka_unit_test(safetensors_malformed_headers),
         cmocka_unit_test(layer_from_shapes_and_metadata),
-        cmocka_unit_test(layer_prefix_overrides_and_defaults),
+        cmocka_unit_test(layer_prefix_and_overrides),
+        cmocka_unit_test(layer_without_metadata_is_refused),
+        cmocka_unit_test(linear_layer_from_shapes),
         cmocka_unit_test(layer_inconsistencies_are_named),
         cmocka_unit_test(parse_pair_and_temperature),
         cmocka_unit_test(npy_header_round_trip_every_rank),

@@ -125,7 +125,8 @@ bool dcio_st_serialize(const dcio_st_entry *entries, size_t count, const char *c
 /* ---------------------------------------------------------------------------------------- */
 
 /* Tensor names, after the prefix (state_dict of the common PyTorch re-implementations):
- *   weight                 [K, C_out, C_in/g, kh, kw]                      required
+ *   weight                 [K, C_out, C_in/g, kh, kw]   (convolution)          required
+ *                          [K, D_out, D_in]             (dynamic linear layer)
  *   bias                   [K, C_out]                                      optional
  *   attention.fc1.weight   [hidden, C_in] or [hidden, C_in, 1, 1]          required
  *   attention.fc1.bias     [hidden]                                        optional
@@ -133,11 +134,16 @@ bool dcio_st_serialize(const dcio_st_entry *entries, size_t count, const char *c
  *   attention.fc2.bias     [K]                                             optional
  * or, for the attention, attention.net.0.{weight,bias} and attention.net.2.{weight,bias}
  * (an nn.Sequential of conv 1x1, ReLU, conv 1x1). Any other tensor under <prefix>attention.
- * is refused (a batch norm there would otherwise be silently ignored). The hyper-parameters
- * come from the "__metadata__" strings stride, padding, dilation ("a" or "a,b"), groups and
- * temperature (defaults 1, 0, 1, 1, 1), looked up first as "<prefix>.key" (files with several
- * layers) and then as "key", unless overridden in dcio_layer_options. The checks of the
- * geometry itself (kernel larger than the input, ...) are left to dynconv_conv2d_create. */
+ * is refused (a batch norm there would otherwise be silently ignored). The rank of `weight`
+ * says whether the layer is a convolution (5) or a linear layer (3).
+ * The hyper-parameters come from the "__metadata__" strings stride, padding, dilation ("a" or
+ * "a,b"), groups and temperature (a linear layer has only temperature), looked up first as
+ * "<prefix>.key" (files with several layers) and then as "key", unless overridden in
+ * dcio_layer_options. There are no defaults: a key neither in the file nor overridden (a file
+ * saved from a bare state_dict has none) is an error naming every missing key, since guessing
+ * stride 1 / padding 0 would silently compute another layer. An optional metadata key "layer"
+ * ("conv2d" or "linear") must agree with the rank of `weight`. The checks of the geometry
+ * itself (kernel larger than the input, ...) are left to the library's create functions. */
 typedef struct dcio_layer_options {
     const char *prefix; /* NULL or "": none; "layer1.conv" and "layer1.conv." are the same */
     bool set_stride, set_padding, set_dilation, set_groups, set_temperature;
@@ -149,7 +155,9 @@ enum { DCIO_LAYER_WEIGHT, DCIO_LAYER_BIAS, DCIO_LAYER_FC1_WEIGHT, DCIO_LAYER_FC1
        DCIO_LAYER_FC2_WEIGHT, DCIO_LAYER_FC2_BIAS, DCIO_LAYER_TENSORS };
 
 typedef struct dcio_layer {
-    dynconv_conv2d_geometry geometry;
+    bool linear;                              /* a dynamic linear layer, else a convolution */
+    dynconv_conv2d_geometry geometry;         /* a convolution's (zeroed for a linear layer) */
+    dynconv_linear_geometry linear_geometry;  /* a linear layer's (zeroed for a convolution) */
     float temperature;
     /* malloc'ed float32 copies in the order of the enum above; optional ones may be NULL */
     float *tensor[DCIO_LAYER_TENSORS];
@@ -161,8 +169,9 @@ typedef struct dcio_layer {
 
 bool dcio_layer_load(const dcio_safetensors *st, const dcio_layer_options *options,
                      dcio_layer *out, dcio_error *err);
-/* The weights struct pointing into the layer's arrays. */
+/* The weights struct pointing into the layer's arrays (of a convolution, of a linear layer). */
 dynconv_conv2d_weights dcio_layer_weights(const dcio_layer *layer);
+dynconv_linear_weights dcio_layer_linear_weights(const dcio_layer *layer);
 void dcio_layer_free(dcio_layer *layer);
 
 /* Parses "a" or "a,b" (decimal, no sign) into v[2] ("a" means a,a); min is the smallest value

@@ -1,6 +1,7 @@
-/* A dynamic convolution layer from the tensors of a safetensors file, by PyTorch state_dict
- * names. The sizes come from the tensors' shapes, the rest from the file's metadata (or the
- * caller's overrides); every inconsistency is reported with the tensor names involved. */
+/* A dynamic layer (convolution or linear) from the tensors of a safetensors file, by PyTorch
+ * state_dict names. The sizes come from the tensors' shapes, the rest from the file's metadata
+ * (or the caller's overrides), never from defaults; every inconsistency is reported with the
+ * tensor names or metadata keys involved. */
 #include "dcio_internal.h"
 
 #include <errno.h>
@@ -86,6 +87,14 @@ dynconv_conv2d_weights dcio_layer_weights(const dcio_layer *layer) {
     return w;
 }
 
+dynconv_linear_weights dcio_layer_linear_weights(const dcio_layer *layer) {
+    dynconv_linear_weights w = {
+        layer->tensor[DCIO_LAYER_WEIGHT],     layer->tensor[DCIO_LAYER_BIAS],
+        layer->tensor[DCIO_LAYER_FC1_WEIGHT], layer->tensor[DCIO_LAYER_FC1_BIAS],
+        layer->tensor[DCIO_LAYER_FC2_WEIGHT], layer->tensor[DCIO_LAYER_FC2_BIAS]};
+    return w;
+}
+
 static void format_shape(const dcio_st_tensor *t, char *buf, size_t size) {
     size_t at = 0;
     at += (size_t)snprintf(buf, size, "[");
@@ -164,10 +173,9 @@ static const char *layer_metadata(const dcio_safetensors *st, const char *prefix
     return v != NULL ? v : dcio_st_metadata(st, key);
 }
 
-/* A metadata pair, or the override, or the default. */
+/* A metadata pair, or the override (the caller has checked that one of them exists). */
 static bool hyper_pair(const dcio_safetensors *st, const char *prefix, const char *key, bool set,
-                       const int64_t *given, int64_t min, int64_t def, int64_t v[2],
-                       dcio_error *err) {
+                       const int64_t *given, int64_t min, int64_t v[2], dcio_error *err) {
     if (set) {
         v[0] = given[0];
         v[1] = given[1];
@@ -175,8 +183,8 @@ static bool hyper_pair(const dcio_safetensors *st, const char *prefix, const cha
     }
     const char *text = layer_metadata(st, prefix, key);
     if (text == NULL) {
-        v[0] = v[1] = def;
-        return true;
+        dcio_fail(err, "no metadata '%s'", key);
+        return false;
     }
     if (!dcio_parse_pair(text, min, v)) {
         dcio_fail(err, "metadata '%s%s' = \"%.40s\" is not \"a\" or \"a,b\" with integers >= "
@@ -262,13 +270,18 @@ bool dcio_layer_load(const dcio_safetensors *st, const dcio_layer_options *optio
         }
     }
 
-    /* Sizes from shapes. */
+    /* Sizes from shapes: a rank-5 weight is a convolution's, a rank-3 one a linear layer's. */
     char s1[96], s2[96];
     format_shape(w, s1, sizeof s1);
-    if (w->rank != 5 || w->shape[0] <= 0 || w->shape[1] <= 0 || w->shape[2] <= 0 ||
-        w->shape[3] <= 0 || w->shape[4] <= 0) {
-        dcio_fail(err, "tensor '%s' has shape %s; expected [K, C_out, C_in/groups, kh, kw] with "
-                       "positive sizes", w->name, s1);
+    const bool linear = w->rank == 3;
+    bool positive = w->rank == 5 || w->rank == 3;
+    for (int i = 0; positive && i < w->rank; ++i) {
+        positive = w->shape[i] > 0;
+    }
+    if (!positive) {
+        dcio_fail(err, "tensor '%s' has shape %s; expected [K, C_out, C_in/groups, kh, kw] (a "
+                       "convolution) or [K, D_out, D_in] (a linear layer) with positive sizes",
+                  w->name, s1);
         return false;
     }
     const int64_t k = w->shape[0], c_out = w->shape[1], cin_g = w->shape[2];
@@ -316,35 +329,76 @@ bool dcio_layer_load(const dcio_safetensors *st, const dcio_layer_options *optio
                   (long long)k);
         return false;
     }
+    if (linear && c_in != cin_g) {
+        dcio_fail(err, "'%s' has D_in = %lld columns but the linear layer's '%s' %s has "
+                       "D_in = %lld", fc1->name, (long long)c_in, w->name, s1, (long long)cin_g);
+        return false;
+    }
 
-    /* Hyper-parameters: overrides, else metadata, else defaults. */
-    int64_t stride[2], padding[2], dilation[2], groups[2];
-    if (!hyper_pair(st, lk.prefix, "stride", o->set_stride, o->stride, 1, 1, stride, err) ||
-        !hyper_pair(st, lk.prefix, "padding", o->set_padding, o->padding, 0, 0, padding, err) ||
-        !hyper_pair(st, lk.prefix, "dilation", o->set_dilation, o->dilation, 1, 1, dilation, err)) {
+    /* What the file says it holds, when it says so, must be what the shapes show. */
+    const char *kind = layer_metadata(st, lk.prefix, "layer");
+    if (kind != NULL && strcmp(kind, linear ? "linear" : "conv2d") != 0) {
+        dcio_fail(err, "metadata 'layer' = \"%.40s\" but '%s' %s is the weight of a %s",
+                  kind, w->name, s1, linear ? "linear layer" : "convolution");
         return false;
     }
-    const int64_t given_groups[2] = {o->groups, o->groups};
-    if (!hyper_pair(st, lk.prefix, "groups", o->set_groups, given_groups, 1, 1, groups, err)) {
+
+    /* Hyper-parameters: overrides, else metadata; every key missing from both is named. */
+    static const char *const conv_keys[] = {"stride", "padding", "dilation", "groups",
+                                            "temperature"};
+    const bool set[] = {o->set_stride, o->set_padding, o->set_dilation, o->set_groups,
+                        o->set_temperature};
+    if (linear && (o->set_stride || o->set_padding || o->set_dilation || o->set_groups)) {
+        dcio_fail(err, "'%s' %s is the weight of a dynamic linear layer, which has no stride, "
+                       "padding, dilation or groups", w->name, s1);
         return false;
     }
-    if (groups[0] != groups[1]) {
-        dcio_fail(err, "metadata 'groups' must be a single integer");
+    char missing[160] = "";
+    size_t missing_len = 0;
+    int nmissing = 0;
+    for (int i = linear ? 4 : 0; i < 5; ++i) {
+        if (!set[i] && layer_metadata(st, lk.prefix, conv_keys[i]) == NULL) {
+            missing_len += (size_t)snprintf(missing + missing_len, sizeof missing - missing_len,
+                                            "%s'%s'", nmissing++ > 0 ? ", " : "", conv_keys[i]);
+        }
+    }
+    if (nmissing > 0) {
+        dcio_fail(err, "no metadata %s for the %s '%s' (a file saved from a bare state_dict "
+                       "has none): give %s explicitly, or save the file with dynconv-export",
+                  missing, linear ? "linear layer" : "convolution", w->name,
+                  nmissing > 1 ? "them" : "it");
         return false;
     }
-    float temperature = 1.0f;
+    int64_t stride[2] = {1, 1}, padding[2] = {0, 0}, dilation[2] = {1, 1}, groups[2] = {1, 1};
+    if (!linear) {
+        if (!hyper_pair(st, lk.prefix, "stride", o->set_stride, o->stride, 1, stride, err) ||
+            !hyper_pair(st, lk.prefix, "padding", o->set_padding, o->padding, 0, padding, err) ||
+            !hyper_pair(st, lk.prefix, "dilation", o->set_dilation, o->dilation, 1, dilation,
+                        err)) {
+            return false;
+        }
+        const int64_t given_groups[2] = {o->groups, o->groups};
+        if (!hyper_pair(st, lk.prefix, "groups", o->set_groups, given_groups, 1, groups, err)) {
+            return false;
+        }
+        if (groups[0] != groups[1]) {
+            dcio_fail(err, "metadata 'groups' must be a single integer");
+            return false;
+        }
+    }
+    float temperature;
     if (o->set_temperature) {
         temperature = o->temperature;
     } else {
         const char *text = layer_metadata(st, lk.prefix, "temperature");
-        if (text != NULL && !dcio_parse_temperature(text, &temperature)) {
+        if (!dcio_parse_temperature(text, &temperature)) {
             dcio_fail(err, "metadata 'temperature' = \"%.40s\" is not a finite number > 0",
                       text);
             return false;
         }
     }
     const int64_t g = groups[0];
-    if (c_in % g != 0 || c_in / g != cin_g) {
+    if (!linear && (c_in % g != 0 || c_in / g != cin_g)) {
         char hint[96] = "";
         if (c_in % cin_g == 0) {
             snprintf(hint, sizeof hint, "; set groups = %lld (metadata 'groups' or --groups)",
@@ -357,7 +411,7 @@ bool dcio_layer_load(const dcio_safetensors *st, const dcio_layer_options *optio
                   (long long)g, hint);
         return false;
     }
-    if (c_out % g != 0) {
+    if (!linear && c_out % g != 0) {
         dcio_fail(err, "groups = %lld does not divide C_out = %lld of '%s'", (long long)g,
                   (long long)c_out, w->name);
         return false;
@@ -386,12 +440,19 @@ bool dcio_layer_load(const dcio_safetensors *st, const dcio_layer_options *optio
             return false;
         }
     }
-    const dynconv_conv2d_geometry geometry = {
-        .in_channels = c_in, .out_channels = c_out, .kernel_h = w->shape[3],
-        .kernel_w = w->shape[4], .stride_h = stride[0], .stride_w = stride[1],
-        .pad_h = padding[0], .pad_w = padding[1], .dilation_h = dilation[0],
-        .dilation_w = dilation[1], .groups = g, .num_kernels = k, .hidden = hidden};
-    result.geometry = geometry;
+    result.linear = linear;
+    if (linear) {
+        const dynconv_linear_geometry lg = {.in_features = c_in, .out_features = c_out,
+                                            .num_kernels = k, .hidden = hidden};
+        result.linear_geometry = lg;
+    } else {
+        const dynconv_conv2d_geometry geometry = {
+            .in_channels = c_in, .out_channels = c_out, .kernel_h = w->shape[3],
+            .kernel_w = w->shape[4], .stride_h = stride[0], .stride_w = stride[1],
+            .pad_h = padding[0], .pad_w = padding[1], .dilation_h = dilation[0],
+            .dilation_w = dilation[1], .groups = g, .num_kernels = k, .hidden = hidden};
+        result.geometry = geometry;
+    }
     result.temperature = temperature;
     *out = result;
     return true;

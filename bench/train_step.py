@@ -1,0 +1,200 @@
+#!/usr/bin/python3
+"""Times one training step (forward + loss + backward) of a DY-ResNet-18 on the CPU: the model as
+kaijieshi7's re-implementation builds it (every 3x3 convolution and every 1x1 downsample is a
+dynamic convolution, K = 4, no kernel bias; the 7x7 stem and the classifier are static; batch
+norm after each convolution), stock PyTorch against the same model after dynconv.torch.convert.
+
+    DYNCONV_LIBRARY=build/release/src/libdynconv.so.1 PYTHONPATH=python \\
+        /usr/bin/python3 bench/train_step.py [--batch 16] [--size 64] [--threads 1 2] [--repeats 7]
+
+Each thread count runs in a fresh process with OMP_NUM_THREADS and OPENBLAS_NUM_THREADS set to
+it and torch.set_num_threads(it), so that PyTorch, its BLAS and libdynconv all use that many.
+Inside a process the two variants alternate step by step (after two warm-up steps each), so
+that a change of machine load hits both; reported: the median step time, its spread (min-max),
+the CPU time per step, and the ratio of the medians. The stock forward is the usual one: the
+attention, the K kernels mixed with one torch.mm, one grouped F.conv2d over the batch folded
+into the channels.
+"""
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def build(size_classes=100):
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Attention(nn.Module):
+        """kaijieshi7's attention2d: pool, fc1 (1x1, no bias), ReLU, fc2 (1x1), softmax / T."""
+
+        def __init__(self, in_planes, k, temperature):
+            super().__init__()
+            hidden = k if in_planes == 3 else int(in_planes * 0.25) + 1
+            self.fc1 = nn.Conv2d(in_planes, hidden, 1, bias=False)
+            self.fc2 = nn.Conv2d(hidden, k, 1, bias=True)
+            self.temperature = temperature
+
+        def forward(self, x):
+            z = self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1)))).flatten(1)
+            return F.softmax(z / self.temperature, 1)
+
+    class StockDynamicConv2d(nn.Module):
+        """The batch-as-groups formulation of kaijieshi7's Dynamic_conv2d."""
+
+        def __init__(self, in_planes, out_planes, kernel_size, stride=1, padding=0, k=4,
+                     temperature=34.0):
+            super().__init__()
+            self.stride, self.padding, self.groups = stride, padding, 1
+            self.dilation = 1
+            self.attention = Attention(in_planes, k, temperature)
+            self.weight = nn.Parameter(torch.empty(k, out_planes, in_planes, kernel_size,
+                                                   kernel_size))
+            for i in range(k):
+                nn.init.kaiming_uniform_(self.weight[i], nonlinearity="relu")
+            self.bias = None
+
+        def forward(self, x):
+            n, c, h, w = x.shape
+            pi = self.attention(x)
+            k = self.weight.shape[0]
+            agg = torch.mm(pi, self.weight.view(k, -1)).view(-1, *self.weight.shape[2:])
+            y = F.conv2d(x.reshape(1, -1, h, w), agg, None, self.stride, self.padding, 1, n)
+            return y.view(n, -1, y.shape[-2], y.shape[-1])
+
+    class Block(nn.Module):
+        def __init__(self, inplanes, planes, stride):
+            super().__init__()
+            self.conv1 = StockDynamicConv2d(inplanes, planes, 3, stride, 1)
+            self.bn1 = nn.BatchNorm2d(planes)
+            self.conv2 = StockDynamicConv2d(planes, planes, 3, 1, 1)
+            self.bn2 = nn.BatchNorm2d(planes)
+            self.downsample = None
+            if stride != 1 or inplanes != planes:
+                self.downsample = nn.Sequential(StockDynamicConv2d(inplanes, planes, 1, stride),
+                                                nn.BatchNorm2d(planes))
+
+        def forward(self, x):
+            out = F.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            identity = x if self.downsample is None else self.downsample(x)
+            return F.relu(out + identity)
+
+    class DyResNet18(nn.Module):
+        def __init__(self, classes):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+            self.bn1 = nn.BatchNorm2d(64)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+            layers, inplanes = [], 64
+            for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+                layers.append(nn.Sequential(Block(inplanes, planes, stride),
+                                            Block(planes, planes, 1)))
+                inplanes = planes
+            self.layer1, self.layer2, self.layer3, self.layer4 = layers
+            self.fc = nn.Linear(512, classes)
+
+        def forward(self, x):
+            x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    return DyResNet18(size_classes)
+
+
+def one_thread_count(args):
+    """Runs in the child process: times both variants at args.threads."""
+    import torch
+    import torch.nn.functional as F
+
+    from dynconv.torch import convert
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    stock = build()
+    converted = convert(copy.deepcopy(stock))
+    x = torch.randn(args.batch, 3, args.size, args.size)
+    labels = torch.randint(0, 100, (args.batch,))
+
+    def step(model):
+        model.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), labels)
+        loss.backward()
+
+    times = {"stock": [], "dynconv": []}
+    cpu = {"stock": [], "dynconv": []}
+    for _ in range(2):
+        step(stock)
+        step(converted)
+    for _ in range(args.repeats):
+        for name, model in (("stock", stock), ("dynconv", converted)):
+            w0, c0 = time.perf_counter(), time.process_time()
+            step(model)
+            times[name].append(time.perf_counter() - w0)
+            cpu[name].append(time.process_time() - c0)
+    # The two compute the same function: check it once, so that a fast wrong result cannot pass.
+    with torch.no_grad():
+        stock.eval()
+        converted.eval()
+        a, b = stock(x), converted(x)
+    err = float((a - b).abs().max() / (a.abs().max() + 1e-12))
+    out = {"threads": args.threads, "batch": args.batch, "size": args.size,
+           "max_relative_difference": err}
+    for name in times:
+        out[name] = {"median_ms": 1e3 * statistics.median(times[name]),
+                     "min_ms": 1e3 * min(times[name]), "max_ms": 1e3 * max(times[name]),
+                     "cpu_ms": 1e3 * statistics.median(cpu[name])}
+    out["speedup"] = out["stock"]["median_ms"] / out["dynconv"]["median_ms"]
+    print(json.dumps(out))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--size", type=int, default=64, help="input height and width")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        args.threads = args.threads[0]
+        one_thread_count(args)
+        return 0
+    results = []
+    for t in args.threads:
+        env = dict(os.environ, OMP_NUM_THREADS=str(t), OPENBLAS_NUM_THREADS=str(t))
+        r = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "--threads",
+                            str(t), "--batch", str(args.batch), "--size", str(args.size),
+                            "--repeats", str(args.repeats)], capture_output=True, text=True,
+                           env=env)
+        if r.returncode != 0:
+            sys.stderr.write(r.stderr)
+            return 1
+        results.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    print(f"DY-ResNet-18 training step (forward + backward), batch {args.batch}, "
+          f"{args.size}x{args.size} input, {args.repeats} interleaved steps per variant")
+    print(f"{'threads':>7}  {'stock ms (min-max)':>24}  {'dynconv ms (min-max)':>24}  "
+          f"{'CPU ms stock/dynconv':>20}  speedup")
+    for r in results:
+        s, d = r["stock"], r["dynconv"]
+        print(f"{r['threads']:>7}  {s['median_ms']:>8.0f} ({s['min_ms']:.0f}-{s['max_ms']:.0f})"
+              f"{'':>6}  {d['median_ms']:>8.0f} ({d['min_ms']:.0f}-{d['max_ms']:.0f}){'':>6}  "
+              f"{s['cpu_ms']:>9.0f}/{d['cpu_ms']:<9.0f}  {r['speedup']:.2f}x   "
+              f"(outputs agree to {r['max_relative_difference']:.1e})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
