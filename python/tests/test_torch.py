@@ -195,6 +195,41 @@ class Modules(unittest.TestCase):
             cases.assert_close(self, m(x, 3.0), ref(x), "forward(x, temperature)")
         self.assertEqual(m.temperature, 6.0)
 
+    def test_one_module_twice_in_a_graph(self):
+        # The same layer on two input sizes in one forward: each backward reshapes the handle
+        # to its own input.
+        cases.seed("torch_twice")
+        args = dict(in_planes=4, out_planes=4, kernel_size=3, padding=1, K=3)
+        ref = DynamicConv2dFC(temperature=1.0, **args)
+        scale_attention(ref)
+        ours = ours_from_reference_args(args, 1.0)
+        ours.load_state_dict(ref.state_dict())
+        a, b = torch.randn(2, 4, 6, 6), torch.randn(3, 4, 9, 7)
+        grads = []
+        for m in (ref, ours):
+            m.zero_grad()
+            (m(a).square().mean() + m(b).sum()).backward()
+            grads.append({n: p.grad.clone() for n, p in m.named_parameters()})
+        for n in grads[0]:
+            cases.assert_close(self, grads[1][n], grads[0][n], f"shared layer d{n}")
+
+    def test_export_of_a_module(self):
+        from dynconv import export as exporter
+        cases.seed("torch_export_module")
+        m = DynamicConv2d(4, 6, 3, stride=2, padding=1, num_kernels=3, temperature=1.7)
+        scale_attention(m)
+        path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"dynconv-m-{os.getpid()}.st")
+        try:
+            exporter.export(m, path)
+            layer = dynconv.Conv2d.from_safetensors(path)
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
+        x = torch.randn(2, 4, 9, 9)
+        with torch.no_grad():
+            cases.assert_close(self, layer(x.numpy()), m(x), "exported module")
+        self.assertAlmostEqual(layer.temperature, 1.7, places=6)
+
     def test_threads(self):
         cases.seed("torch_threads")
         m = DynamicConv2d(8, 8, 3, padding=1)
