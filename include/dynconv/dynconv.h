@@ -8,7 +8,7 @@
  *   4. dynamic linear   - the same lifecycle for the dynamic perceptron
  *   5. run-time         - which BLAS does the work, and on which kernels
  *   6. training         - backward passes, temperature annealing, parameter initialisation
- *   7. threads          - how many threads a forward uses
+ *   7. threads          - thread pools shared by handles; how many threads a forward uses
  *
  * What a dynamic layer computes, per sample n (float32, NCHW, row-major):
  *   s      = mean over (h, w) of x[n]                  squeeze: global average pool, [C_in]
@@ -31,8 +31,10 @@
  * Thread safety
  *   Safe to share between threads running at the same time:
  *   - distinct handles: any calls, including create and destroy, on different handles from
- *     different threads at the same time (a handle's own worker threads are internal to it;
- *     section 7 says how to set the BLAS when several handles run forwards at once);
+ *     different threads at the same time, also when they share a thread pool (section 7: the
+ *     pool serializes their parallel steps; the library never changes the BLAS's state during
+ *     a call);
+ *   - thread pools: one pool may serve any number of handles used from any threads at once;
  *   - parameter arrays borrowed with DYNCONV_FLAG_BORROW_WEIGHTS, by any number of handles: the
  *     library only reads them (the caller must not modify them while a forward using them runs);
  *   - input arrays: forward only reads its input, so concurrent forwards may read one input;
@@ -309,9 +311,10 @@ DYNCONV_API int dynconv_blas_num_threads(void);
  * the gradient of the forward that the same layer state would compute. Step a temperature
  * schedule after the backward of an iteration, not between its forward and backward.
  *
- * Threads: backward runs in the calling thread, not on the handle's team of section 7; its
- * GEMMs use the BLAS's own threads (OPENBLAS_NUM_THREADS), and it leaves the BLAS's thread count
- * as it finds it. The result does not depend on the handle's thread count. */
+ * Threads: backward runs in the calling thread, not on the handle's pool of section 7; its
+ * GEMMs use the BLAS's thread count as the process has it (one, once a pool with workers has
+ * started: see section 7), and it never changes that count. The result does not depend on the
+ * handle's thread count. */
 
 /* Flags of the backward functions (bitwise OR; unknown bits are rejected). */
 enum {
@@ -456,13 +459,60 @@ DYNCONV_API dynconv_status dynconv_linear_init_parameters(const dynconv_linear_g
 /* 7. Threads                                                                                 */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Largest thread count a handle accepts. */
+/* Largest thread count a handle or a pool accepts. */
 #define DYNCONV_MAX_THREADS 1024
 
-/* Number of threads a forward of this handle uses: the calling thread plus threads - 1 worker
- * threads that the handle owns. 0 selects the default, the number of CPUs the process may run
- * on (its affinity mask, e.g. as restricted by taskset), which is also what a new handle starts
- * with. threads == 1 runs everything in the calling thread.
+/* Thread pools (since 1.1). Handles never own threads: a forward runs on the threads of a pool
+ * that any number of handles share, so 64 live handles hold no more threads than one.
+ *   - The default pool: a handle given no pool uses the process's default pool, created when the
+ *     first handle needs it (thread-safely), with as many threads as the process may run on (its
+ *     affinity mask when the pool starts), and released when the last handle using it is
+ *     destroyed (or moved to another pool): no thread of the library outlives its handles.
+ *   - Your own pools: dynconv_threadpool_create, then dynconv_conv2d_set_threadpool /
+ *     dynconv_linear_set_threadpool on the handles that should run on it.
+ * A pool of T threads starts T - 1 workers: the thread that calls forward is the T-th. The pool
+ * may be used by several handles from several threads at the same time: their parallel steps
+ * take turns on the workers (one step at a time, serialized inside the pool), so the threads
+ * running never outnumber the pool's, and each forward gives the result it gives alone. A
+ * forward that runs on one thread (set_num_threads(layer, 1), or little work, see below) never
+ * touches the pool and never waits for it. */
+typedef struct dynconv_threadpool dynconv_threadpool;
+
+/* Creates a pool of num_threads threads (0: as many as the process may run on; 1: no worker,
+ * every forward runs in its calling thread), starting its num_threads - 1 workers now; they
+ * sleep between forwards. flags must be 0 (none are defined yet).
+ * Errors: NULL_POINTER (out), INVALID_ARGUMENT (num_threads < 0 or > DYNCONV_MAX_THREADS;
+ * unknown flags), OUT_OF_MEMORY (a thread could not be started). *out is unchanged on error. */
+DYNCONV_API dynconv_status dynconv_threadpool_create(int num_threads, uint32_t flags,
+                                                     dynconv_threadpool **out);
+
+/* Releases the caller's reference. Handles still using the pool keep it alive: its workers are
+ * joined when the last of them is destroyed or given another pool. NULL is ignored. Must not
+ * overlap another call that uses the same pool through this pointer. */
+DYNCONV_API void dynconv_threadpool_destroy(dynconv_threadpool *pool);
+
+/* The pool's size (the calling thread included). Errors: NULL_POINTER. */
+DYNCONV_API dynconv_status dynconv_threadpool_get_num_threads(const dynconv_threadpool *pool,
+                                                              int *threads);
+
+/* Moves the handle to `pool` (NULL: the default pool, created now if it does not exist). The
+ * handle's thread count (set_num_threads) is kept and capped at the new pool's size; on a
+ * shaped handle the workspace may change as with set_num_threads (the own workspace grows
+ * here; a caller-owned one must be re-sized to what reshape now reports). The handle holds a
+ * reference to the pool, so the caller may destroy its own reference at any time.
+ * Errors: NULL_POINTER (layer), OUT_OF_MEMORY (workspace, or the default pool's threads);
+ * on error the handle keeps its pool. */
+DYNCONV_API dynconv_status dynconv_conv2d_set_threadpool(dynconv_conv2d *layer,
+                                                         dynconv_threadpool *pool);
+DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
+                                                         dynconv_threadpool *pool);
+
+/* Number of threads a forward of this handle may use: at most that many of its pool's threads
+ * (the calling thread plus threads - 1 of the pool's workers). 0, the default, selects all of
+ * the pool's threads (the default pool: every CPU the process may run on). A count above the
+ * pool's size is accepted and capped at it. threads == 1 runs everything in the calling thread.
+ * The result of a forward depends only on the count it really uses, min(threads, pool size),
+ * never on which pool provides the threads.
  *
  * What the threads do: at batch N >= threads, each thread takes whole samples (pooling,
  * attention, its own aggregated kernel and im2col scratch, convolution); the last N % threads
@@ -476,7 +526,8 @@ DYNCONV_API dynconv_status dynconv_linear_init_parameters(const dynconv_linear_g
  * differently in the last bits (the tests hold it within 1e-5 relative of the one-thread
  * result).
  *
- * The workspace (reshape's figure) for T threads, batch N, kernel_len = C_out*(C_in/g)*kh*kw,
+ * The workspace (reshape's figure) for T threads (the count really used), batch N,
+ * kernel_len = C_out*(C_in/g)*kh*kw,
  * every buffer rounded up to DYNCONV_WORKSPACE_ALIGNMENT bytes, in floats of 4 bytes:
  *   K > 1:  N*C_in + N*hidden + N*K  +  T * (B * (kernel_len + C_out [with a bias]) + scratch)
  *   K = 1:  T * scratch              (no attention; the kernel is used as it is)
@@ -490,25 +541,31 @@ DYNCONV_API dynconv_status dynconv_linear_init_parameters(const dynconv_linear_g
  * workspace does not hold N aggregated kernels; for large kernels B of them at a time (at most
  * 32 MiB per thread), so that the K kernels are read from memory once per B samples.
  *
- * Interaction with the BLAS: libdynconv parallelises itself, so every BLAS call it makes must
- * run on one thread, or BLAS threads and the handle's threads would compete for the cores.
- * OpenBLAS 0.3.21 only has a process-wide thread count: a forward sets it to 1 on entry and
- * restores the previous value on return. Other BLAS calls the program makes meanwhile (from
- * other threads) therefore run single-threaded during a forward; programs that run forwards of
- * several handles concurrently should set the BLAS to one thread themselves once
- * (OPENBLAS_NUM_THREADS=1 or openblas_set_num_threads(1)), so that these save/restore pairs
- * cannot interleave, and share the cores between the handles with this function.
+ * Interaction with the BLAS: libdynconv parallelises itself, so every BLAS call it makes from a
+ * pool's threads must run on one thread, or BLAS threads and pool threads would compete for the
+ * cores (OpenBLAS 0.3.21 also serializes multi-threaded calls made from several threads at
+ * once). OpenBLAS only has a process-wide thread count, which libdynconv changes once: when the
+ * first pool with workers starts (the default pool of a handle on a machine with more than one
+ * CPU, or dynconv_threadpool_create with num_threads > 1), it sets OpenBLAS to one thread, and
+ * never touches the setting again (no forward or backward changes it, so concurrent handles
+ * cannot race on it). From then on the program's own BLAS calls, and the library's backward
+ * (which runs in the calling thread), are single-threaded too; a program that wants
+ * multi-threaded BLAS calls of its own may raise the count again afterwards
+ * (openblas_set_num_threads), at the price of BLAS threads competing with the pool's during
+ * forwards. A process that only ever uses one-thread pools keeps its BLAS setting.
  *
- * Worker threads are created here (and by create), never by reshape or forward; they sleep
- * between forwards. The workspace holds one slot per thread (see reshape), so on a handle that
+ * Threads are started only by dynconv_threadpool_create and by the creation of the default
+ * pool (in a create or set_threadpool call), never by reshape, forward or set_num_threads.
+ * The workspace holds one slot per thread (see reshape), so on a handle that
  * is already shaped the workspace size may change: the handle's own workspace is grown here; a
  * caller-owned one must be re-sized (reshape reports the new size).
  * Errors: NULL_POINTER, INVALID_ARGUMENT (threads < 0 or > DYNCONV_MAX_THREADS),
- * OUT_OF_MEMORY (the workspace or a thread could not be created; the handle is unchanged). */
+ * OUT_OF_MEMORY (the workspace could not be grown; the handle is unchanged). */
 DYNCONV_API dynconv_status dynconv_conv2d_set_num_threads(dynconv_conv2d *layer, int threads);
 DYNCONV_API dynconv_status dynconv_linear_set_num_threads(dynconv_linear *layer, int threads);
 
-/* The thread count in force (after 0 has been resolved to the CPU count). */
+/* The thread count set (0 resolved to the size of the handle's pool); a forward uses
+ * min(this, pool size) threads. */
 DYNCONV_API dynconv_status dynconv_conv2d_get_num_threads(const dynconv_conv2d *layer,
                                                           int *threads);
 DYNCONV_API dynconv_status dynconv_linear_get_num_threads(const dynconv_linear *layer,

@@ -5,10 +5,8 @@
 #include "aggregation.h"
 #include "attention.h"
 #include "conv.h"
-#include "pool.h"
 #include "tensor.h"
-
-#include <cblas.h>
+#include "threadpool.h"
 
 #include <limits.h>
 #include <math.h>
@@ -302,16 +300,18 @@ dynconv_status dc_conv2d_create_named(const char *fn, const dynconv_conv2d_geome
         }
     }
 
-    /* Default: as many threads as the process may run on. */
-    l.threads = dc_available_cpus();
-    l.pool = dc_pool_create(l.threads);
-    if (l.pool == NULL) {
+    /* Default: every thread of the process's default pool (one per CPU the process may run on);
+     * the handle itself starts no thread. */
+    dynconv_status st = dc_threadpool_acquire(fn, NULL, &l.threadpool);
+    if (st != DYNCONV_OK) {
         dc_aligned_free(l.owned);
-        return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY, "%s: cannot start %zu threads", fn, l.threads);
+        return st;
     }
+    l.threads = l.threadpool->threads;
+    l.threads_requested = 0;
     dynconv_conv2d *handle = malloc(sizeof *handle);
     if (handle == NULL) {
-        dc_pool_destroy(l.pool);
+        dc_threadpool_release(l.threadpool);
         dc_aligned_free(l.owned);
         return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY, "%s: cannot allocate the handle", fn);
     }
@@ -330,27 +330,24 @@ void dynconv_conv2d_destroy(dynconv_conv2d *layer) {
     if (layer == NULL) {
         return;
     }
-    dc_pool_destroy(layer->pool);
+    dc_threadpool_release(layer->threadpool);
     dc_aligned_free(layer->own_workspace);
     dc_aligned_free(layer->owned);
     free(layer);
 }
 
-dynconv_status dc_conv2d_set_num_threads_named(const char *fn, dynconv_conv2d *layer,
-                                               int threads) {
-    if (layer == NULL) {
-        return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: layer is NULL", fn);
-    }
-    if (threads < 0 || threads > DYNCONV_MAX_THREADS) {
-        return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT,
-                       "%s: threads must be in [0, %d] (0: all available CPUs), got %d", fn,
-                       DYNCONV_MAX_THREADS, threads);
-    }
-    const size_t team = threads == 0 ? dc_available_cpus() : (size_t)threads;
+/* Threads a forward uses: the request (0: all), capped at the pool's size. */
+static size_t team_for(size_t requested, const dynconv_threadpool *pool) {
+    return requested == 0 || requested > pool->threads ? pool->threads : requested;
+}
+
+/* Makes `team` the handle's forward team. The workspace holds one slot per member, so on a
+ * shaped handle its size changes: the own workspace is grown first. Nothing changes on
+ * failure. */
+static dynconv_status set_team(const char *fn, dynconv_conv2d *layer, size_t team) {
     if (team == layer->threads) {
         return DYNCONV_OK;
     }
-    /* Everything that can fail happens before the handle changes. */
     size_t ws_bytes = 0;
     if (layer->shaped) {
         workspace_layout ws;
@@ -364,18 +361,48 @@ dynconv_status dc_conv2d_set_num_threads_named(const char *fn, dynconv_conv2d *l
         }
         TRY(grow_own_workspace(fn, layer, ws_bytes));
     }
-    dc_pool *pool = dc_pool_create(team);
-    if (pool == NULL) {
-        return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY, "%s: cannot start %zu threads", fn, team);
-    }
-    dc_pool_destroy(layer->pool);
-    layer->pool = pool;
     layer->threads = team;
     if (layer->shaped) {
         layer->workspace_size = ws_bytes;
         layer->chunk = kernel_chunk(layer, &layer->shape, layer->batch, team);
     }
     return DYNCONV_OK;
+}
+
+dynconv_status dc_conv2d_set_num_threads_named(const char *fn, dynconv_conv2d *layer,
+                                               int threads) {
+    if (layer == NULL) {
+        return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: layer is NULL", fn);
+    }
+    if (threads < 0 || threads > DYNCONV_MAX_THREADS) {
+        return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT,
+                       "%s: threads must be in [0, %d] (0: all of the pool's threads), got %d",
+                       fn, DYNCONV_MAX_THREADS, threads);
+    }
+    TRY(set_team(fn, layer, team_for((size_t)threads, layer->threadpool)));
+    layer->threads_requested = (size_t)threads;
+    return DYNCONV_OK;
+}
+
+dynconv_status dc_conv2d_set_threadpool_named(const char *fn, dynconv_conv2d *layer,
+                                              dynconv_threadpool *pool) {
+    if (layer == NULL) {
+        return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: layer is NULL", fn);
+    }
+    dynconv_threadpool *next = NULL;
+    TRY(dc_threadpool_acquire(fn, pool, &next));
+    const dynconv_status st = set_team(fn, layer, team_for(layer->threads_requested, next));
+    if (st != DYNCONV_OK) {
+        dc_threadpool_release(next);
+        return st;
+    }
+    dc_threadpool_release(layer->threadpool);
+    layer->threadpool = next;
+    return DYNCONV_OK;
+}
+
+dynconv_status dynconv_conv2d_set_threadpool(dynconv_conv2d *layer, dynconv_threadpool *pool) {
+    return dc_conv2d_set_threadpool_named(__func__, layer, pool);
 }
 
 dynconv_status dynconv_conv2d_set_num_threads(dynconv_conv2d *layer, int threads) {
@@ -388,7 +415,9 @@ dynconv_status dc_conv2d_get_num_threads_named(const char *fn, const dynconv_con
         return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: %s is NULL", fn,
                        layer == NULL ? "layer" : "threads");
     }
-    *threads = (int)layer->threads;
+    /* The request, as set (it may exceed the pool: forwards then use the whole pool). */
+    *threads = (int)(layer->threads_requested == 0 ? layer->threadpool->threads
+                                                   : layer->threads_requested);
     return DYNCONV_OK;
 }
 
@@ -527,12 +556,13 @@ static size_t forward_team(const dynconv_conv2d *l) {
     return macs + 8.0 * floats < DC_MIN_PARALLEL_WORK ? 1 : l->threads;
 }
 
-/* Runs a task on the first `team` members: the whole pool, or the calling thread alone. */
+/* Runs a task on the first `team` threads of the handle's pool, or on the calling thread
+ * alone (which then never waits for another handle's use of the pool). */
 static void run_team(const dynconv_conv2d *l, size_t team, dc_pool_task fn, void *ctx) {
     if (team == 1) {
         fn(ctx, 0, 1);
     } else {
-        dc_pool_run(l->pool, fn, ctx);
+        dc_threadpool_run(l->threadpool, team, fn, ctx);
     }
 }
 
@@ -753,13 +783,8 @@ dynconv_status dc_conv2d_forward_named(const char *fn, dynconv_conv2d *layer, co
     dc_conv_scratch_floats(s, &scratch); /* checked by reshape */
     plan_workspace(layer, n, layer->threads, layer->chunk, scratch, workspace, &ws, &unused);
 
-    /* The library runs its own threads (or only the caller's) and each BLAS call inside them must
-     * be single-threaded, else the two kinds of threads compete for the cores. OpenBLAS only has
-     * a process-wide setting: it is set for this forward and put back afterwards. */
-    const int blas_threads = openblas_get_num_threads();
-    if (blas_threads != 1) {
-        openblas_set_num_threads(1);
-    }
+    /* The BLAS's thread count is never touched here (it is process-wide, and another handle
+     * may be running): the first pool with workers set it to 1 (threadpool.c). */
     const forward_ctx ctx0 = {layer,
                               input,
                               output,
@@ -799,9 +824,6 @@ dynconv_status dc_conv2d_forward_named(const char *fn, dynconv_conv2d *layer, co
             run_team(layer, team, aggregate_task, &ctx);
         }
         run_team(layer, team, rows_task, &ctx);
-    }
-    if (blas_threads != 1) {
-        openblas_set_num_threads(blas_threads);
     }
 
     if (attention != NULL) {

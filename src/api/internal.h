@@ -5,7 +5,7 @@
 #include <dynconv/dynconv.h>
 
 #include "conv.h"
-#include "pool.h"
+#include "threadpool.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -47,10 +47,30 @@ struct dynconv_conv2d {
     bool backward_size_ok;    /* false when the backward workspace size overflows */
     size_t backward_workspace_size;
 
-    size_t threads;           /* team size of a forward, the caller included */
+    size_t threads;           /* team size of a forward, the caller included: the request,
+                               * capped at the pool's size */
+    size_t threads_requested; /* set_num_threads's argument; 0: all of the pool's threads */
     size_t chunk;             /* kernels a thread aggregates at once (set with the shape) */
-    dc_pool *pool;            /* its threads - 1 workers */
+    dynconv_threadpool *threadpool; /* shared, never owned: the handle holds a reference */
 };
+
+/* A public thread pool: a dc_pool shared by reference. The pool is freed when the last
+ * reference goes (its creator's, dynconv_threadpool_destroy, and one per handle using it). */
+struct dynconv_threadpool {
+    dc_pool *pool;
+    size_t threads;           /* its size, the calling thread of a run included */
+    size_t refs;              /* guarded by the registry lock of threadpool.c */
+};
+
+/* Takes a reference to `pool`, or with pool == NULL to the process's default pool (created here
+ * when it does not exist: as many threads as the process may run on). *out receives the pool.
+ * Errors: OUT_OF_MEMORY (the default pool's threads could not be started). */
+dynconv_status dc_threadpool_acquire(const char *fn, dynconv_threadpool *pool,
+                                     dynconv_threadpool **out);
+/* Drops a reference taken by dc_threadpool_acquire (or the creator's); NULL is ignored. */
+void dc_threadpool_release(dynconv_threadpool *pool);
+/* dc_pool_run on the pool's threads (serialized with other callers of the same pool). */
+void dc_threadpool_run(dynconv_threadpool *pool, size_t team, dc_pool_task fn, void *ctx);
 
 /* The linear handle: a 1x1 convolution of 1x1 images. */
 struct dynconv_linear {
@@ -92,6 +112,8 @@ dynconv_status dc_conv2d_set_num_threads_named(const char *fn, dynconv_conv2d *l
                                                int threads);
 dynconv_status dc_conv2d_get_num_threads_named(const char *fn, const dynconv_conv2d *layer,
                                                int *threads);
+dynconv_status dc_conv2d_set_threadpool_named(const char *fn, dynconv_conv2d *layer,
+                                              dynconv_threadpool *pool);
 dynconv_status dc_check_temperature(const char *fn, float temperature);
 
 /* The checks both create functions make before looking at any size, in this order: the
