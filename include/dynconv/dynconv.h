@@ -94,8 +94,9 @@ typedef enum dynconv_status {
     /* A required pointer argument was NULL. */
     DYNCONV_ERROR_NULL_POINTER = 1,
     /* A size is zero or negative where it must be positive (or negative where it may be zero),
-     * groups does not divide the channels, the temperature is not a finite number > 0, an
-     * unknown flag is set, or input and output buffers overlap. */
+     * groups does not divide the channels, the temperature is not a finite number > 0, or
+     * input and output buffers overlap. (Unknown flags were reported with this status before
+     * 1.1; they now get DYNCONV_ERROR_UNSUPPORTED.) */
     DYNCONV_ERROR_INVALID_ARGUMENT = 2,
     /* The shapes are individually valid but do not fit together: the dilated kernel is larger
      * than the padded input, so the output would be empty. */
@@ -110,7 +111,11 @@ typedef enum dynconv_status {
     /* The caller's workspace is smaller than the size reported by reshape. */
     DYNCONV_ERROR_INSUFFICIENT_WORKSPACE = 7,
     /* The caller's workspace is not aligned to DYNCONV_WORKSPACE_ALIGNMENT bytes. */
-    DYNCONV_ERROR_MISALIGNED_WORKSPACE = 8
+    DYNCONV_ERROR_MISALIGNED_WORKSPACE = 8,
+    /* (since 1.1) A flag bit or an option this version does not know: the request may be valid
+     * for a later version, but this one cannot honour it. Every function taking flags reports
+     * unknown bits with this status. */
+    DYNCONV_ERROR_UNSUPPORTED = 9
 } dynconv_status;
 
 /* Short constant description of a status ("invalid argument", ...); never NULL, also for values
@@ -129,7 +134,7 @@ DYNCONV_API const char *dynconv_last_error_message(void);
 /* Opaque layer handle. */
 typedef struct dynconv_conv2d dynconv_conv2d;
 
-/* Flags for the create functions (bitwise OR; unknown bits are rejected). */
+/* Flags for the create functions (bitwise OR; unknown bits: DYNCONV_ERROR_UNSUPPORTED). */
 enum {
     /* Keep pointers to the caller's parameter arrays instead of copying them. The arrays must
      * stay valid and unchanged (while a forward runs) until the handle is destroyed. Lets many
@@ -173,8 +178,9 @@ typedef struct dynconv_conv2d_weights {
     const float *fc2_bias;
 } dynconv_conv2d_weights;
 
-/* Creates a layer. Checks the geometry (sizes, groups, overflow of every parameter count) and
- * the temperature (finite, > 0), then copies the weights (unless DYNCONV_FLAG_BORROW_WEIGHTS).
+/* Creates a layer. Checks the flags (unknown bits: UNSUPPORTED), the geometry (sizes, groups,
+ * overflow of every parameter count) and the temperature (finite, > 0), then copies the weights
+ * (unless DYNCONV_FLAG_BORROW_WEIGHTS).
  * On success *out receives the handle; on error *out is left unchanged. */
 DYNCONV_API dynconv_status dynconv_conv2d_create(const dynconv_conv2d_geometry *geometry,
                                                  const dynconv_conv2d_weights *weights,
@@ -316,7 +322,7 @@ DYNCONV_API int dynconv_blas_num_threads(void);
  * started: see section 7), and it never changes that count. The result does not depend on the
  * handle's thread count. */
 
-/* Flags of the backward functions (bitwise OR; unknown bits are rejected). */
+/* Flags of the backward functions (bitwise OR; unknown bits: DYNCONV_ERROR_UNSUPPORTED). */
 enum {
     /* Add the gradients into the caller's buffers (e.g. over micro-batches) instead of
      * overwriting them (the default). Applies to every buffer, grad_input included. */
@@ -369,8 +375,8 @@ DYNCONV_API dynconv_status dynconv_conv2d_prepare_backward(dynconv_conv2d *layer
  *                dynconv_conv2d_prepare_backward must have enabled
  * Errors, checked in this order before anything is written:
  *   NULL_POINTER (layer, input, grad_output or gradients NULL; workspace NULL on a handle
- *   created with DYNCONV_FLAG_EXTERNAL_WORKSPACE), INVALID_ARGUMENT (unknown flags; a gradient
- *   requested for an optional parameter the layer does not have), INVALID_STATE (no reshape
+ *   created with DYNCONV_FLAG_EXTERNAL_WORKSPACE), UNSUPPORTED (unknown flags), INVALID_ARGUMENT
+ *   (a gradient requested for an optional parameter the layer does not have), INVALID_STATE (no reshape
  *   yet; own workspace not enabled by dynconv_conv2d_prepare_backward), SIZE_OVERFLOW,
  *   INSUFFICIENT_WORKSPACE, MISALIGNED_WORKSPACE, INVALID_ARGUMENT (overlapping buffers).
  * Never allocates memory. */
@@ -439,8 +445,8 @@ enum {
  *   fc1_bias, fc2_bias  zero
  * Every pointer may be NULL to skip that array; each array has its own random stream, so
  * skipping one does not change the others. The same seed and geometry give the same values.
- * Errors: NULL_POINTER (geometry), INVALID_ARGUMENT (invalid geometry as for create, unknown
- * flags), SIZE_OVERFLOW. On error nothing is written. */
+ * Errors: NULL_POINTER (geometry), UNSUPPORTED (unknown flags), INVALID_ARGUMENT (invalid
+ * geometry as for create), SIZE_OVERFLOW. On error nothing is written. */
 DYNCONV_API dynconv_status dynconv_conv2d_init_parameters(const dynconv_conv2d_geometry *geometry,
                                                           uint64_t seed, uint32_t flags,
                                                           float *weight, float *bias,
@@ -481,8 +487,9 @@ typedef struct dynconv_threadpool dynconv_threadpool;
 /* Creates a pool of num_threads threads (0: as many as the process may run on; 1: no worker,
  * every forward runs in its calling thread), starting its num_threads - 1 workers now; they
  * sleep between forwards. flags must be 0 (none are defined yet).
- * Errors: NULL_POINTER (out), INVALID_ARGUMENT (num_threads < 0 or > DYNCONV_MAX_THREADS;
- * unknown flags), OUT_OF_MEMORY (a thread could not be started). *out is unchanged on error. */
+ * Errors: NULL_POINTER (out), INVALID_ARGUMENT (num_threads < 0 or > DYNCONV_MAX_THREADS),
+ * UNSUPPORTED (a flag bit set), OUT_OF_MEMORY (a thread could not be started). *out is
+ * unchanged on error. */
 DYNCONV_API dynconv_status dynconv_threadpool_create(int num_threads, uint32_t flags,
                                                      dynconv_threadpool **out);
 

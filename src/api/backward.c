@@ -109,7 +109,7 @@ static dynconv_status backward_named(const char *fn, dynconv_conv2d *layer, cons
                        fn);
     }
     if ((flags & ~(uint32_t)DYNCONV_BACKWARD_ACCUMULATE) != 0) {
-        return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: unknown flags 0x%x", fn,
+        return dc_fail(DYNCONV_ERROR_UNSUPPORTED, "%s: unknown flags 0x%x", fn,
                        (unsigned)(flags & ~(uint32_t)DYNCONV_BACKWARD_ACCUMULATE));
     }
     if ((grads->bias != NULL && layer->bias == NULL) ||

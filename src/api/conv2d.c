@@ -244,7 +244,7 @@ dynconv_status dc_check_create_args(const char *fn, const dynconv_conv2d_weights
                                                      : "fc2_weight");
     }
     if ((flags & ~KNOWN_FLAGS) != 0) {
-        return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: unknown flags 0x%x", fn,
+        return dc_fail(DYNCONV_ERROR_UNSUPPORTED, "%s: unknown flags 0x%x", fn,
                        (unsigned)(flags & ~KNOWN_FLAGS));
     }
     return dc_check_temperature(fn, temperature);

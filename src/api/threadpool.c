@@ -117,7 +117,7 @@ dynconv_status dynconv_threadpool_create(int num_threads, uint32_t flags,
                        DYNCONV_MAX_THREADS, num_threads);
     }
     if (flags != 0) {
-        return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: unknown flags 0x%x", fn,
+        return dc_fail(DYNCONV_ERROR_UNSUPPORTED, "%s: unknown flags 0x%x", fn,
                        (unsigned)flags);
     }
     const size_t threads = num_threads == 0 ? dc_available_cpus() : (size_t)num_threads;

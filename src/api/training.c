@@ -126,7 +126,7 @@ static dynconv_status init_named(const char *fn, const dynconv_conv2d_geometry *
                                  float *bias, float *fc1_weight, float *fc1_bias,
                                  float *fc2_weight, float *fc2_bias) {
     if ((flags & ~(uint32_t)DYNCONV_INIT_BIAS_UNIFORM) != 0) {
-        return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: unknown flags 0x%x", fn,
+        return dc_fail(DYNCONV_ERROR_UNSUPPORTED, "%s: unknown flags 0x%x", fn,
                        (unsigned)(flags & ~(uint32_t)DYNCONV_INIT_BIAS_UNIFORM));
     }
     dynconv_conv2d l;
