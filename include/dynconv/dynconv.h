@@ -73,12 +73,12 @@ extern "C" {
 /* ------------------------------------------------------------------------------------------ */
 
 #define DYNCONV_VERSION_MAJOR 1
-#define DYNCONV_VERSION_MINOR 0
+#define DYNCONV_VERSION_MINOR 1
 #define DYNCONV_VERSION_PATCH 0
 /* MAJOR * 10000 + MINOR * 100 + PATCH, comparable with dynconv_version_number(). */
 #define DYNCONV_VERSION_NUMBER \
     (DYNCONV_VERSION_MAJOR * 10000 + DYNCONV_VERSION_MINOR * 100 + DYNCONV_VERSION_PATCH)
-#define DYNCONV_VERSION_STRING "1.0.0"
+#define DYNCONV_VERSION_STRING "1.1.0"
 
 /* Version of the library actually loaded at run time (may differ from the header's). */
 DYNCONV_API unsigned dynconv_version_number(void);
