@@ -4,7 +4,7 @@
 
 #include <dynconv/dynconv.h>
 
-#include "conv.h"
+#include "exec.h"
 #include "threadpool.h"
 
 #include <stdbool.h>
@@ -23,9 +23,8 @@
 
 /* The conv2d handle (the linear handle wraps one). */
 struct dynconv_conv2d {
-    dc_conv_shape shape;      /* geometry; spatial fields valid once shaped */
-    size_t kernels, hidden;
-    size_t kernel_len;        /* floats of one kernel set: C_out * C_in/g * kh * kw */
+    dc_layer core;            /* geometry (spatial fields valid once shaped) and parameters,
+                               * as the execution layer sees them */
     float temperature;
     uint32_t flags;
 
@@ -34,8 +33,7 @@ struct dynconv_conv2d {
     float t0, t1;
     int64_t steps, step;
 
-    const float *weight, *bias, *fc1_weight, *fc1_bias, *fc2_weight, *fc2_bias;
-    float *owned;             /* copies of the parameters, unless borrowed */
+    float *owned;             /* copies of the parameters (core's arrays), unless borrowed */
 
     bool shaped;
     size_t batch;
@@ -69,28 +67,11 @@ dynconv_status dc_threadpool_acquire(const char *fn, dynconv_threadpool *pool,
                                      dynconv_threadpool **out);
 /* Drops a reference taken by dc_threadpool_acquire (or the creator's); NULL is ignored. */
 void dc_threadpool_release(dynconv_threadpool *pool);
-/* dc_pool_run on the pool's threads (serialized with other callers of the same pool). */
-void dc_threadpool_run(dynconv_threadpool *pool, size_t team, dc_pool_task fn, void *ctx);
 
 /* The linear handle: a 1x1 convolution of 1x1 images. */
 struct dynconv_linear {
     dynconv_conv2d *conv;
 };
-
-/* Buffers a backward carves out of its workspace, always in this order. */
-typedef struct dc_backward_layout {
-    float *pooled, *hidden, *pi;  /* the recomputed attention */
-    float *weights;               /* aggregated kernels W_n, then their gradients dW_n */
-    float *dbiases;               /* db_n, [N, C_out] (only when the layer has a bias) */
-    float *col;                   /* conv backward scratch of one sample and group */
-    float *dpi, *du, *dpooled;    /* attention gradients */
-} dc_backward_layout;
-
-/* Plans (base == NULL) or carves the backward workspace for `batch` samples and
- * `scratch_floats` of convolution scratch (dc_conv_backward_scratch_floats); false when a size
- * overflows. */
-bool dc_plan_backward_workspace(const dynconv_conv2d *l, size_t batch, size_t scratch_floats,
-                                char *base, dc_backward_layout *out, size_t *bytes);
 
 /* Records a printf-style explanation for dynconv_last_error_message() and returns status. */
 #if defined(__GNUC__)
@@ -128,6 +109,10 @@ dynconv_status dc_linear_as_conv2d(const char *fn, const dynconv_linear_geometry
 /* Checks a geometry and fills the layer's shape, kernels, hidden and kernel_len. */
 dynconv_status dc_read_geometry(const char *fn, const dynconv_conv2d_geometry *g,
                                 dynconv_conv2d *l);
+/* A size that must be > 0, converted to size_t (INVALID_ARGUMENT, SIZE_OVERFLOW). */
+dynconv_status dc_check_positive(const char *fn, const char *name, int64_t v, size_t *out);
+/* A GEMM extent or leading dimension: OpenBLAS takes int (SIZE_OVERFLOW above INT_MAX). */
+dynconv_status dc_check_blas_fits(const char *fn, const char *what, size_t v);
 /* Checks a caller-owned workspace against `needed` bytes and its alignment. */
 dynconv_status dc_check_workspace(const char *fn, const void *workspace, size_t size,
                                   size_t needed);

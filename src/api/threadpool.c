@@ -101,10 +101,6 @@ void dc_threadpool_release(dynconv_threadpool *pool) {
     free_pool(dead);
 }
 
-void dc_threadpool_run(dynconv_threadpool *pool, size_t team, dc_pool_task fn, void *ctx) {
-    dc_pool_run(pool->pool, team, fn, ctx);
-}
-
 dynconv_status dynconv_threadpool_create(int num_threads, uint32_t flags,
                                          dynconv_threadpool **out) {
     static const char fn[] = "dynconv_threadpool_create";

@@ -1,0 +1,43 @@
+/* Inside the execution layer: how the forward's and the backward's workspaces are carved. */
+#ifndef DYNCONV_SRC_EXEC_PLAN_H
+#define DYNCONV_SRC_EXEC_PLAN_H
+
+#include "exec.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Buffers a forward carves out of the workspace, always in this order: the attention's, for the
+ * whole batch (absent when K = 1: there is no attention to compute), then one slot per thread
+ * holding that thread's aggregated kernel and bias (absent when K = 1: the kernel is used as it
+ * is) and its im2col scratch (absent for the pointwise and depthwise paths). */
+typedef struct workspace_layout {
+    float *pooled, *hidden, *pi;
+    char *slots;              /* first thread's slot */
+    size_t slot_bytes;        /* distance between two threads' slots */
+    size_t weights_at, biases_at, col_at; /* offsets inside a slot */
+    bool has_weights, has_biases, has_col;
+} workspace_layout;
+
+/* Buffers a backward carves out of its workspace, always in this order. */
+typedef struct dc_backward_layout {
+    float *pooled, *hidden, *pi;  /* the recomputed attention */
+    float *weights;               /* aggregated kernels W_n, then their gradients dW_n */
+    float *dbiases;               /* db_n, [N, C_out] (only when the layer has a bias) */
+    float *col;                   /* conv backward scratch of one sample and group */
+    float *dpi, *du, *dpooled;    /* attention gradients */
+} dc_backward_layout;
+
+/* Carves (base != NULL) or only sizes the backward workspace; false when a size overflows. */
+bool dc_plan_backward_layout(const dc_layer *l, size_t batch, char *base,
+                             dc_backward_layout *out, size_t *bytes);
+
+/* Carves (base != NULL) or only sizes the forward workspace of `threads` slots of `chunk`
+ * kernels each; false when a size overflows. */
+bool dc_plan_forward_layout(const dc_layer *l, size_t batch, size_t threads, size_t chunk,
+                            char *base, workspace_layout *out, size_t *bytes);
+
+/* Whether the attention of the whole batch comes before the convolutions (small images). */
+bool dc_attention_per_batch(const dc_layer *l, const dc_conv_shape *s);
+
+#endif
