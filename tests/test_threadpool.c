@@ -7,7 +7,8 @@
  *   - one pool used by several handles from several threads at once: every forward gives
  *     bitwise what it gives alone;
  *   - the BLAS: set to one thread once, when the first pool with workers starts, and never
- *     changed by a forward afterwards.
+ *     changed by a forward afterwards;
+ *   - a forked child's own handles get a default pool of their own.
  * Worker threads only record what they saw; the main thread makes the cmocka assertions. */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include <dirent.h>
@@ -21,7 +22,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -31,6 +34,15 @@
 #include "testutil.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ThreadSanitizer cannot run a child that starts threads after a multi-threaded fork. */
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
 
 /* Threads of this process, as the kernel lists them. */
 static int process_threads(void)
@@ -552,6 +564,51 @@ static void blas_set_once(void **state)
     free_conv(&c);
 }
 
+/* The parent holds a handle (so the default pool and its workers exist) when it forks; the
+ * child's new handle must not inherit that pool, whose workers the child does not have (its
+ * forward would wait for them forever), but start its own. */
+static void forked_child_starts_its_own_pool(void **state)
+{
+    (void)state;
+#ifdef UNDER_TSAN
+    print_message("  ThreadSanitizer does not support threads in a forked child\n");
+    skip();
+#endif
+    conv_layer c;
+    make_conv(&c, 4, 31);
+    float *want = tu_alloc(c.ylen * sizeof(float));
+    dynconv_conv2d *parent = conv_handle(&c, NULL, 2);
+    assert_int_equal(dynconv_conv2d_forward(parent, c.x, want, NULL, NULL, 0), DYNCONV_OK);
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(60); /* a hang becomes a failure */
+        float *y = malloc(c.ylen * sizeof(float));
+        dynconv_conv2d *child = NULL;
+        const dynconv_conv2d_weights w = {c.weight, c.bias, c.fc1, NULL, c.fc2, NULL};
+        int rc = y == NULL ||
+                 dynconv_conv2d_create(&c.g, &w, 0.8f, DYNCONV_FLAG_BORROW_WEIGHTS, &child) ||
+                 dynconv_conv2d_set_num_threads(child, 2) ||
+                 dynconv_conv2d_reshape(child, c.n, c.h, c.w, NULL, NULL, NULL) ||
+                 dynconv_conv2d_forward(child, c.x, y, NULL, NULL, 0) ||
+                 memcmp(y, want, c.ylen * sizeof(float)) != 0;
+        dynconv_conv2d_destroy(child);
+        _exit(rc);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    /* the parent's pool still works */
+    float *y = tu_alloc(c.ylen * sizeof(float));
+    assert_int_equal(dynconv_conv2d_forward(parent, c.x, y, NULL, NULL, 0), DYNCONV_OK);
+    assert_memory_equal(y, want, c.ylen * sizeof(float));
+    dynconv_conv2d_destroy(parent);
+    free(y);
+    free(want);
+    free_conv(&c);
+}
+
 int main(void)
 {
     /* handles_own_no_threads counts the process's threads: it runs first, before any other
@@ -563,6 +620,7 @@ int main(void)
         cmocka_unit_test(callers_share_a_created_pool),
         cmocka_unit_test(callers_share_the_default_pool),
         cmocka_unit_test(blas_set_once),
+        cmocka_unit_test(forked_child_starts_its_own_pool),
     };
     return cmocka_run_group_tests_name("threadpool", tests, NULL, NULL);
 }

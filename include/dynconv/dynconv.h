@@ -481,9 +481,9 @@ DYNCONV_API dynconv_status dynconv_linear_init_parameters(const dynconv_linear_g
  * take turns on the workers (one step at a time, serialized inside the pool), so the threads
  * running never outnumber the pool's, and each forward gives the result it gives alone. A
  * forward that runs on one thread (set_num_threads(layer, 1), or little work, see below) never
- * touches the pool and never waits for it. Workers do not survive fork(): a child process must
- * not run forwards on pools (the default one included) created before the fork, but may create
- * new handles once the parent's have been destroyed (the default pool then starts afresh). */
+ * touches the pool and never waits for it. Threads do not survive fork(): a child process must
+ * not use the handles and pools it inherits (as with 1.0's per-handle threads), but the handles
+ * it creates itself get a default pool of their own, started in the child. */
 typedef struct dynconv_threadpool dynconv_threadpool;
 
 /* Creates a pool of num_threads threads (0: as many as the process may run on; 1: no worker,

@@ -16,6 +16,21 @@ static pthread_mutex_t registry = PTHREAD_MUTEX_INITIALIZER;
 static dynconv_threadpool *default_pool; /* NULL until a handle needs it, and once unused */
 
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+/* A forked child has none of the parent's threads: the default pool it inherits would wait for
+ * workers that do not exist. The registry is held across fork() (so the child's copy is
+ * consistent), and the child forgets the inherited default pool (its memory is left as it is:
+ * handles copied from the parent still point at it) so that its own handles start a new one. */
+static void before_fork(void) { pthread_mutex_lock(&registry); }
+static void after_fork_parent(void) { pthread_mutex_unlock(&registry); }
+static void after_fork_child(void) {
+    default_pool = NULL;
+    pthread_mutex_unlock(&registry);
+}
+static void register_fork_handlers(void) {
+    pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+}
 
 /* The library's parallelism is its pools: each BLAS call made from a pool's threads must run
  * on one thread, or BLAS threads and pool threads compete for the cores (and OpenBLAS 0.3.21
@@ -68,6 +83,7 @@ static void free_pool(dynconv_threadpool *p) {
 
 dynconv_status dc_threadpool_acquire(const char *fn, dynconv_threadpool *pool,
                                      dynconv_threadpool **out) {
+    pthread_once(&fork_once, register_fork_handlers);
     pthread_mutex_lock(&registry);
     if (pool == NULL) {
         if (default_pool == NULL) {
