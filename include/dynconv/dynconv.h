@@ -180,7 +180,9 @@ typedef struct dynconv_conv2d_weights {
 
 /* Creates a layer. Checks the flags (unknown bits: UNSUPPORTED), the geometry (sizes, groups,
  * overflow of every parameter count) and the temperature (finite, > 0), then copies the weights
- * (unless DYNCONV_FLAG_BORROW_WEIGHTS).
+ * (unless DYNCONV_FLAG_BORROW_WEIGHTS). The handle runs on the process's default thread pool
+ * (section 7), which this call starts when no handle uses it yet (OUT_OF_MEMORY if its threads
+ * cannot be started); dynconv_conv2d_set_threadpool moves it to another.
  * On success *out receives the handle; on error *out is left unchanged. */
 DYNCONV_API dynconv_status dynconv_conv2d_create(const dynconv_conv2d_geometry *geometry,
                                                  const dynconv_conv2d_weights *weights,
