@@ -8,6 +8,8 @@
  *     bitwise what it gives alone;
  *   - the BLAS: set to one thread once, when the first pool with workers starts, and never
  *     changed by a forward afterwards;
+ *   - backward shares its per-sample work on the pool: bitwise the same gradients on 1, 2 and 3
+ *     threads, with one convolution scratch per thread in its workspace;
  *   - a forked child's own handles get a default pool of their own.
  * Worker threads only record what they saw; the main thread makes the cmocka assertions. */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
@@ -564,6 +566,56 @@ static void blas_set_once(void **state)
     free_conv(&c);
 }
 
+/* Backward on 1, 2 and 3 threads of a pool of 3: whole samples per thread, so every gradient
+ * is bitwise the same; the workspace grows by one convolution scratch per thread. */
+static void backward_thread_count_invariant(void **state)
+{
+    (void)state;
+    conv_layer c;
+    make_conv(&c, 5, 41);
+    dynconv_threadpool *pool = NULL;
+    assert_int_equal(dynconv_threadpool_create(3, 0, &pool), DYNCONV_OK);
+    const size_t xlen = (size_t)(c.n * 16 * c.h * c.w);
+    const size_t lens[7] = {xlen, 4 * 24 * 16 * 9, 4 * 24, 4 * 16, 0, 4 * 4, 0};
+    float *dy = tu_alloc(c.ylen * sizeof(float));
+    tu_rng rng;
+    tu_rng_seed(&rng, 42);
+    tu_fill_uniform(&rng, dy, c.ylen, -1.f, 1.f);
+    float *g[3][7];
+    size_t previous = 0;
+    for (int t = 0; t < 3; ++t) {
+        for (int i = 0; i < 7; ++i) {
+            g[t][i] = lens[i] > 0 ? tu_alloc(lens[i] * sizeof(float)) : NULL;
+        }
+        dynconv_conv2d *layer = conv_handle(&c, pool, t + 1);
+        size_t bytes = 0;
+        assert_int_equal(dynconv_conv2d_prepare_backward(layer, &bytes), DYNCONV_OK);
+        assert_true(bytes > previous);
+        previous = bytes;
+        const dynconv_conv2d_gradients gr = {g[t][0], g[t][1], g[t][2], g[t][3],
+                                             NULL,    g[t][5], NULL};
+        assert_int_equal(dynconv_conv2d_backward(layer, c.x, dy, &gr, 0, NULL, 0), DYNCONV_OK);
+        dynconv_conv2d_destroy(layer);
+    }
+    assert_true(tu_nontrivial_f(g[0][0], xlen));
+    assert_true(tu_nontrivial_f(g[0][1], lens[1]));
+    for (int t = 1; t < 3; ++t) {
+        for (int i = 0; i < 7; ++i) {
+            if (lens[i] > 0) {
+                assert_memory_equal(g[t][i], g[0][i], lens[i] * sizeof(float));
+            }
+        }
+    }
+    for (int t = 0; t < 3; ++t) {
+        for (int i = 0; i < 7; ++i) {
+            free(g[t][i]);
+        }
+    }
+    free(dy);
+    dynconv_threadpool_destroy(pool);
+    free_conv(&c);
+}
+
 /* The parent holds a handle (so the default pool and its workers exist) when it forks; the
  * child's new handle must not inherit that pool, whose workers the child does not have (its
  * forward would wait for them forever), but start its own. */
@@ -620,6 +672,7 @@ int main(void)
         cmocka_unit_test(callers_share_a_created_pool),
         cmocka_unit_test(callers_share_the_default_pool),
         cmocka_unit_test(blas_set_once),
+        cmocka_unit_test(backward_thread_count_invariant),
         cmocka_unit_test(forked_child_starts_its_own_pool),
     };
     return cmocka_run_group_tests_name("threadpool", tests, NULL, NULL);

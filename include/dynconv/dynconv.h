@@ -319,10 +319,13 @@ DYNCONV_API int dynconv_blas_num_threads(void);
  * the gradient of the forward that the same layer state would compute. Step a temperature
  * schedule after the backward of an iteration, not between its forward and backward.
  *
- * Threads: backward runs in the calling thread, not on the handle's pool of section 7; its
- * GEMMs use the BLAS's thread count as the process has it (one, once a pool with workers has
- * started: see section 7), and it never changes that count. The result does not depend on the
- * handle's thread count. */
+ * Threads (since 1.1): the per-sample convolution backward (dW_n and dx[n], the bulk of the
+ * work) runs on the handle's pool and thread count of section 7, whole samples per thread (one
+ * thread when the work is small, as for forward); the attention's backward and the two GEMMs
+ * over the batch run in the calling thread. Its BLAS calls run on one thread like the
+ * forward's (section 7), and it never changes the BLAS's thread count. The result does not
+ * depend on the handle's thread count: bitwise the same on any number of threads. (1.0 ran
+ * backward in the calling thread alone, on the BLAS's own threads.) */
 
 /* Flags of the backward functions (bitwise OR; unknown bits: DYNCONV_ERROR_UNSUPPORTED). */
 enum {
@@ -352,8 +355,9 @@ typedef struct dynconv_conv2d_gradients {
 } dynconv_conv2d_gradients;
 
 /* Workspace size in bytes that dynconv_conv2d_backward needs for the shape fixed by the last
- * successful reshape (it holds all N aggregated kernels and the attention gradients; a forward
- * needs one kernel per thread instead, see section 7). Allocates
+ * successful reshape (it holds all N aggregated kernels, the attention gradients and one
+ * convolution scratch per thread of the handle: it grows with set_num_threads and
+ * set_threadpool; a forward needs one kernel per thread instead, see section 7). Allocates
  * nothing. Errors: NULL_POINTER, INVALID_STATE (no reshape yet), SIZE_OVERFLOW. */
 DYNCONV_API dynconv_status dynconv_conv2d_backward_workspace_size(const dynconv_conv2d *layer,
                                                                   size_t *workspace_size);
@@ -559,8 +563,8 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  * first pool with workers starts (the default pool of a handle on a machine with more than one
  * CPU, or dynconv_threadpool_create with num_threads > 1), it sets OpenBLAS to one thread, and
  * never touches the setting again (no forward or backward changes it, so concurrent handles
- * cannot race on it). From then on the program's own BLAS calls, and the library's backward
- * (which runs in the calling thread), are single-threaded too; a program that wants
+ * cannot race on it). From then on the program's own BLAS calls are single-threaded too (the
+ * library's backward shares its work on the pool instead, see section 6); a program that wants
  * multi-threaded BLAS calls of its own may raise the count again afterwards
  * (openblas_set_num_threads), at the price of BLAS threads competing with the pool's during
  * forwards. A process that only ever uses one-thread pools keeps its BLAS setting.
@@ -568,8 +572,9 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  * Threads are started only by dynconv_threadpool_create and by the creation of the default
  * pool (in a create or set_threadpool call), never by reshape, forward or set_num_threads.
  * The workspace holds one slot per thread (see reshape), so on a handle that
- * is already shaped the workspace size may change: the handle's own workspace is grown here; a
- * caller-owned one must be re-sized (reshape reports the new size).
+ * is already shaped the workspace size may change, and the backward's with it: the handle's own
+ * workspace is grown here; a caller-owned one must be re-sized (reshape and
+ * dynconv_conv2d_backward_workspace_size report the new sizes).
  * Errors: NULL_POINTER, INVALID_ARGUMENT (threads < 0 or > DYNCONV_MAX_THREADS),
  * OUT_OF_MEMORY (the workspace could not be grown; the handle is unchanged). */
 DYNCONV_API dynconv_status dynconv_conv2d_set_num_threads(dynconv_conv2d *layer, int threads);

@@ -170,7 +170,8 @@ static dynconv_status backward_named(const char *fn, dynconv_conv2d *layer, cons
     const dc_exec_grads g = {grads->input,    grads->weight,     grads->bias,
                              grads->fc1_weight, grads->fc1_bias, grads->fc2_weight,
                              grads->fc2_bias};
-    dc_exec_backward(&layer->core, n, layer->temperature, input, grad_output, &g,
+    dc_exec_backward(&layer->core, n, layer->temperature, layer->threads,
+                     layer->threadpool->pool, input, grad_output, &g,
                      (flags & DYNCONV_BACKWARD_ACCUMULATE) != 0, workspace);
     return DYNCONV_OK;
 }

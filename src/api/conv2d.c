@@ -137,18 +137,29 @@ static dynconv_status set_team(const char *fn, dynconv_conv2d *layer, size_t tea
     if (team == layer->threads) {
         return DYNCONV_OK;
     }
-    size_t ws_bytes = 0, chunk = 1;
+    size_t ws_bytes = 0, chunk = 1, bwd_bytes = 0;
+    bool bwd_ok = false;
     if (layer->shaped) {
         if (!dc_plan_forward(&layer->core, layer->batch, team, &chunk, &ws_bytes)) {
             return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW,
                            "%s: the workspace for %zu threads overflows", fn, team);
         }
-        TRY(grow_own_workspace(fn, layer, ws_bytes));
+        /* The backward's workspace holds one convolution scratch per thread too. */
+        bwd_ok = dc_plan_backward(&layer->core, layer->batch, team, &bwd_bytes);
+        if (layer->backward_enabled && !bwd_ok) {
+            return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW,
+                           "%s: the backward workspace for %zu threads overflows", fn, team);
+        }
+        TRY(grow_own_workspace(fn, layer,
+                               layer->backward_enabled && bwd_bytes > ws_bytes ? bwd_bytes
+                                                                               : ws_bytes));
     }
     layer->threads = team;
     if (layer->shaped) {
         layer->workspace_size = ws_bytes;
         layer->chunk = chunk;
+        layer->backward_size_ok = bwd_ok;
+        layer->backward_workspace_size = bwd_ok ? bwd_bytes : 0;
     }
     return DYNCONV_OK;
 }
@@ -283,7 +294,7 @@ dynconv_status dc_conv2d_reshape_named(const char *fn, dynconv_conv2d *layer, in
     /* The backward size is only recorded here: an overflow there is reported by the backward
      * functions, so that inference is never refused for the sake of training. */
     size_t bwd_bytes = 0;
-    const bool bwd_ok = dc_plan_backward(&next, n, &bwd_bytes);
+    const bool bwd_ok = dc_plan_backward(&next, n, layer->threads, &bwd_bytes);
     if (layer->backward_enabled && !bwd_ok) {
         return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW,
                        "%s: the backward workspace for batch %lld, %lld x %lld overflows", fn,

@@ -25,8 +25,9 @@ typedef struct dc_layer {
 bool dc_plan_forward(const dc_layer *l, size_t batch, size_t threads, size_t *chunk,
                      size_t *bytes);
 
-/* The backward workspace for `batch` samples, in bytes; false when a size overflows. */
-bool dc_plan_backward(const dc_layer *l, size_t batch, size_t *bytes);
+/* The backward workspace for `batch` samples on `threads` threads, in bytes; false when a size
+ * overflows. */
+bool dc_plan_backward(const dc_layer *l, size_t batch, size_t threads, size_t *bytes);
 
 /* One forward of `batch` samples on the first `threads` threads of `pool` (the calling thread
  * included; a forward of little work runs on the calling thread alone), with the chunk
@@ -40,9 +41,11 @@ typedef struct dc_exec_grads {
     float *input, *weight, *bias, *fc1_weight, *fc1_bias, *fc2_weight, *fc2_bias;
 } dc_exec_grads;
 
-/* One backward of `batch` samples in the calling thread. */
-void dc_exec_backward(const dc_layer *l, size_t batch, float temperature, const float *input,
-                      const float *grad_output, const dc_exec_grads *grads, bool accumulate,
-                      void *workspace);
+/* One backward of `batch` samples. The per-sample convolution backward (the bulk of the work)
+ * is shared by the first `threads` threads of `pool`, whole samples per thread, so the result
+ * does not depend on the thread count; the rest runs in the calling thread. */
+void dc_exec_backward(const dc_layer *l, size_t batch, float temperature, size_t threads,
+                      dc_pool *pool, const float *input, const float *grad_output,
+                      const dc_exec_grads *grads, bool accumulate, void *workspace);
 
 #endif

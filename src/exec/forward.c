@@ -11,33 +11,6 @@
 
 #include <string.h>
 
-/* Below this much work per forward (multiply-adds of the convolution plus a weight for every
- * float read or written), waking a worker costs more than it saves, and on a busy machine it may
- * wait for a core for milliseconds: such forwards run in the calling thread alone. */
-#define DC_MIN_PARALLEL_WORK 1e6
-
-/* Threads a forward of the current shape really uses: the handle's count, or 1 for small work.
- * Depends on the shape, never on timing, so a given shape always splits the same way. */
-static size_t forward_team(const dc_layer *l, size_t batch, size_t threads) {
-    const dc_conv_shape *s = &l->shape;
-    const double n = (double)batch;
-    const double macs = n * (double)s->out_channels * (double)(s->in_channels / s->groups) *
-                        (double)(s->kernel_h * s->kernel_w) * (double)(s->out_h * s->out_w);
-    const double floats = n * ((double)s->in_channels * (double)(s->height * s->width) +
-                               (double)s->out_channels * (double)(s->out_h * s->out_w));
-    return macs + 8.0 * floats < DC_MIN_PARALLEL_WORK ? 1 : threads;
-}
-
-/* Runs a task on the first `team` threads of the pool, or on the calling thread alone (which
- * then never waits for another handle's use of the pool). */
-static void run_team(dc_pool *pool, size_t team, dc_pool_task fn, void *ctx) {
-    if (team == 1) {
-        fn(ctx, 0, 1);
-    } else {
-        dc_pool_run(pool, team, fn, ctx);
-    }
-}
-
 /* What the forward's tasks share. */
 typedef struct forward_ctx {
     const dc_layer *layer;
@@ -58,13 +31,6 @@ static float *slot_part(const workspace_layout *ws, size_t thread, bool present,
     return present ? (float *)(void *)(ws->slots + thread * ws->slot_bytes + offset) : NULL;
 }
 
-/* [begin, end) of `total` items for member `index` of a team of `count`: contiguous, sizes
- * differing by at most one. */
-static void share(size_t total, size_t index, size_t count, size_t *begin, size_t *end) {
-    *begin = total / count * index + (index < total % count ? index : total % count);
-    *end = *begin + total / count + (index < total % count ? 1 : 0);
-}
-
 /* The squeeze of the shared sample: its channels' averages, split between threads. */
 static void pool_task(void *p, size_t index, size_t count) {
     const forward_ctx *c = p;
@@ -72,7 +38,7 @@ static void pool_task(void *p, size_t index, size_t count) {
     const size_t spatial = s->height * s->width;
     const size_t row0 = c->sample * s->in_channels;
     size_t r0, r1;
-    share(s->in_channels, index, count, &r0, &r1);
+    dc_exec_share(s->in_channels, index, count, &r0, &r1);
     if (r1 > r0) {
         dc_global_avg_pool(c->input + (row0 + r0) * spatial, r1 - r0, 1, spatial,
                            c->ws->pooled + row0 + r0);
@@ -85,7 +51,7 @@ static void pool_all_task(void *p, size_t index, size_t count) {
     const dc_conv_shape *s = &c->layer->shape;
     const size_t spatial = s->height * s->width;
     size_t r0, r1;
-    share(c->batch * s->in_channels, index, count, &r0, &r1);
+    dc_exec_share(c->batch * s->in_channels, index, count, &r0, &r1);
     if (r1 > r0) {
         dc_global_avg_pool(c->input + r0 * spatial, r1 - r0, 1, spatial, c->ws->pooled + r0);
     }
@@ -110,7 +76,7 @@ static void samples_task(void *p, size_t index, size_t count) {
     float *wt = slot_part(c->ws, index, c->ws->has_weights, c->ws->weights_at);
     float *bt = slot_part(c->ws, index, c->ws->has_biases, c->ws->biases_at);
     size_t i0, i1;
-    share(c->count, index, count, &i0, &i1);
+    dc_exec_share(c->count, index, count, &i0, &i1);
     for (size_t i = i0; i < i1; i += c->chunk) {
         const size_t chunk = i1 - i < c->chunk ? i1 - i : c->chunk;
         if (l->kernels > 1) {
@@ -149,7 +115,7 @@ static void channels_task(void *p, size_t index, size_t count) {
     const dc_conv_shape *s = &l->shape;
     const size_t i = c->sample, depth = l->kernel_len / s->out_channels;
     size_t oc0, oc1;
-    share(s->out_channels, index, count, &oc0, &oc1);
+    dc_exec_share(s->out_channels, index, count, &oc0, &oc1);
     const float *w = l->weight, *b = l->bias;
     if (l->kernels > 1) {
         const float *pi = c->ws->pi + i * l->kernels;
@@ -175,7 +141,7 @@ static void aggregate_task(void *p, size_t index, size_t count) {
     const dc_layer *l = c->layer;
     const float *pi = c->ws->pi + c->sample * l->kernels;
     size_t k0, k1;
-    share(l->kernel_len, index, count, &k0, &k1);
+    dc_exec_share(l->kernel_len, index, count, &k0, &k1);
     dc_aggregate_range(l->kernels, l->kernel_len, pi, l->weight,
                        slot_part(c->ws, 0, true, c->ws->weights_at), k0, k1);
     if (index == 0 && l->bias != NULL) {
@@ -197,7 +163,7 @@ static void rows_task(void *p, size_t index, size_t count) {
         b = slot_part(c->ws, 0, c->ws->has_biases, c->ws->biases_at);
     }
     size_t oh0, oh1;
-    share(s->out_h, index, count, &oh0, &oh1);
+    dc_exec_share(s->out_h, index, count, &oh0, &oh1);
     dc_conv2d_rows(s, c->input + i * s->in_channels * s->height * s->width, w, b,
                    c->output + i * s->out_channels * s->out_h * s->out_w,
                    slot_part(c->ws, index, c->ws->has_col, c->ws->col_at), oh0, oh1);
@@ -225,10 +191,10 @@ void dc_exec_forward(const dc_layer *l, size_t batch, float temperature, size_t 
                                l->fc2_weight, l->fc2_bias},
                               false};
     forward_ctx ctx = ctx0;
-    const size_t team = forward_team(l, n, threads);
+    const size_t team = dc_exec_team(l, n, threads);
     ctx.batch_attention = dc_attention_per_batch(l, s);
     if (ctx.batch_attention) {
-        run_team(pool, team, pool_all_task, &ctx);
+        dc_exec_run(pool, team, pool_all_task, &ctx);
         dc_attention_forward(&ctx.att, n, ws.pooled, temperature, ws.hidden, ws.pi);
     }
     /* Each sample goes through pool -> attention -> aggregation -> convolution in one go, so its
@@ -238,22 +204,22 @@ void dc_exec_forward(const dc_layer *l, size_t batch, float temperature, size_t 
      * channels, aggregation by slices, convolution by bands of output rows. */
     ctx.count = n - n % team;
     if (ctx.count > 0) {
-        run_team(pool, team, samples_task, &ctx);
+        dc_exec_run(pool, team, samples_task, &ctx);
     }
     for (size_t i = ctx.count; i < n; ++i) {
         ctx.sample = i;
         if (l->kernels > 1 && !ctx.batch_attention) {
-            run_team(pool, team, pool_task, &ctx);
+            dc_exec_run(pool, team, pool_task, &ctx);
             sample_attention(&ctx, i);
         }
         if (dc_conv_channels_split(s)) {
-            run_team(pool, team, channels_task, &ctx);
+            dc_exec_run(pool, team, channels_task, &ctx);
             continue;
         }
         if (l->kernels > 1) {
-            run_team(pool, team, aggregate_task, &ctx);
+            dc_exec_run(pool, team, aggregate_task, &ctx);
         }
-        run_team(pool, team, rows_task, &ctx);
+        dc_exec_run(pool, team, rows_task, &ctx);
     }
 
     if (attention != NULL) {

@@ -107,12 +107,17 @@ bool dc_plan_forward(const dc_layer *l, size_t batch, size_t threads, size_t *ch
     return true;
 }
 
-bool dc_plan_backward_layout(const dc_layer *l, size_t batch, char *base,
+bool dc_plan_backward_layout(const dc_layer *l, size_t batch, size_t threads, char *base,
                              dc_backward_layout *out, size_t *bytes) {
-    size_t scratch_floats;
-    if (!dc_conv_backward_scratch_floats(&l->shape, &scratch_floats)) {
+    /* One convolution scratch per thread, each starting on a cache line. */
+    const size_t line = DC_ALIGNMENT / sizeof(float);
+    size_t scratch_floats, stride, all_scratch = 0;
+    if (!dc_conv_backward_scratch_floats(&l->shape, &scratch_floats) ||
+        !dc_add_size(scratch_floats, line - 1, &stride) ||
+        !dc_mul_size(stride / line * line, threads, &all_scratch)) {
         return false;
     }
+    stride = stride / line * line;
     dc_arena arena = {base, 0, false};
     size_t pooled, hidden, pi, weights, biases = 0;
     if (!dc_mul_size(batch, l->shape.in_channels, &pooled) ||
@@ -126,7 +131,8 @@ bool dc_plan_backward_layout(const dc_layer *l, size_t batch, char *base,
     out->pi = dc_arena_take(&arena, pi);
     out->weights = dc_arena_take(&arena, weights);
     out->dbiases = l->bias != NULL ? dc_arena_take(&arena, biases) : NULL;
-    out->col = scratch_floats > 0 ? dc_arena_take(&arena, scratch_floats) : NULL;
+    out->col = scratch_floats > 0 ? dc_arena_take(&arena, all_scratch) : NULL;
+    out->col_stride = stride;
     out->dpi = dc_arena_take(&arena, pi);
     out->du = dc_arena_take(&arena, hidden);
     out->dpooled = dc_arena_take(&arena, pooled);
@@ -134,7 +140,7 @@ bool dc_plan_backward_layout(const dc_layer *l, size_t batch, char *base,
     return !arena.overflow;
 }
 
-bool dc_plan_backward(const dc_layer *l, size_t batch, size_t *bytes) {
+bool dc_plan_backward(const dc_layer *l, size_t batch, size_t threads, size_t *bytes) {
     dc_backward_layout unused;
-    return dc_plan_backward_layout(l, batch, NULL, &unused, bytes);
+    return dc_plan_backward_layout(l, batch, threads, NULL, &unused, bytes);
 }
