@@ -616,6 +616,15 @@ static void backward_thread_count_invariant(void **state)
     free_conv(&c);
 }
 
+/* What the forking test keeps across fork(), in static storage: the child ends with _exit and
+ * cannot free what it inherited (the parent's handle would join workers the child does not
+ * have), and memory checkers count blocks reachable from static storage as still reachable. */
+static struct {
+    conv_layer c;
+    float *want, *y;
+    dynconv_conv2d *parent, *child;
+} forked;
+
 /* The parent holds a handle (so the default pool and its workers exist) when it forks; the
  * child's new handle must not inherit that pool, whose workers the child does not have (its
  * forward would wait for them forever), but start its own. */
@@ -626,25 +635,25 @@ static void forked_child_starts_its_own_pool(void **state)
     print_message("  ThreadSanitizer does not support threads in a forked child\n");
     skip();
 #endif
-    conv_layer c;
-    make_conv(&c, 4, 31);
-    float *want = tu_alloc(c.ylen * sizeof(float));
-    dynconv_conv2d *parent = conv_handle(&c, NULL, 2);
-    assert_int_equal(dynconv_conv2d_forward(parent, c.x, want, NULL, NULL, 0), DYNCONV_OK);
+    conv_layer *c = &forked.c;
+    make_conv(c, 4, 31);
+    forked.want = tu_alloc(c->ylen * sizeof(float));
+    forked.y = tu_alloc(c->ylen * sizeof(float));
+    forked.parent = conv_handle(c, NULL, 2);
+    assert_int_equal(dynconv_conv2d_forward(forked.parent, c->x, forked.want, NULL, NULL, 0),
+                     DYNCONV_OK);
     const pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         alarm(60); /* a hang becomes a failure */
-        float *y = malloc(c.ylen * sizeof(float));
-        dynconv_conv2d *child = NULL;
-        const dynconv_conv2d_weights w = {c.weight, c.bias, c.fc1, NULL, c.fc2, NULL};
-        int rc = y == NULL ||
-                 dynconv_conv2d_create(&c.g, &w, 0.8f, DYNCONV_FLAG_BORROW_WEIGHTS, &child) ||
-                 dynconv_conv2d_set_num_threads(child, 2) ||
-                 dynconv_conv2d_reshape(child, c.n, c.h, c.w, NULL, NULL, NULL) ||
-                 dynconv_conv2d_forward(child, c.x, y, NULL, NULL, 0) ||
-                 memcmp(y, want, c.ylen * sizeof(float)) != 0;
-        dynconv_conv2d_destroy(child);
+        const dynconv_conv2d_weights w = {c->weight, c->bias, c->fc1, NULL, c->fc2, NULL};
+        int rc = dynconv_conv2d_create(&c->g, &w, 0.8f, DYNCONV_FLAG_BORROW_WEIGHTS,
+                                       &forked.child) ||
+                 dynconv_conv2d_set_num_threads(forked.child, 2) ||
+                 dynconv_conv2d_reshape(forked.child, c->n, c->h, c->w, NULL, NULL, NULL) ||
+                 dynconv_conv2d_forward(forked.child, c->x, forked.y, NULL, NULL, 0) ||
+                 memcmp(forked.y, forked.want, c->ylen * sizeof(float)) != 0;
+        dynconv_conv2d_destroy(forked.child);
         _exit(rc);
     }
     int status = 0;
@@ -652,13 +661,13 @@ static void forked_child_starts_its_own_pool(void **state)
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
     /* the parent's pool still works */
-    float *y = tu_alloc(c.ylen * sizeof(float));
-    assert_int_equal(dynconv_conv2d_forward(parent, c.x, y, NULL, NULL, 0), DYNCONV_OK);
-    assert_memory_equal(y, want, c.ylen * sizeof(float));
-    dynconv_conv2d_destroy(parent);
-    free(y);
-    free(want);
-    free_conv(&c);
+    assert_int_equal(dynconv_conv2d_forward(forked.parent, c->x, forked.y, NULL, NULL, 0),
+                     DYNCONV_OK);
+    assert_memory_equal(forked.y, forked.want, c->ylen * sizeof(float));
+    dynconv_conv2d_destroy(forked.parent);
+    free(forked.y);
+    free(forked.want);
+    free_conv(c);
 }
 
 int main(void)
