@@ -151,8 +151,8 @@ static void usage(void)
 {
     fprintf(stderr, "usage: backward_bench --layers FILE [--batch N] [--threads T] "
                     "[--repeats R] [--min-time SECONDS] [--filter SUBSTRING]\n"
-                    "  --threads: the handle's forward threads; backward's GEMMs use the BLAS's "
-                    "(OPENBLAS_NUM_THREADS)\n");
+                    "  --threads: the handle's threads, for the forward and the backward's "
+                    "per-sample work (libdynconv >= 1.1; 1.0's backward used the BLAS's)\n");
     exit(2);
 }
 

@@ -98,7 +98,8 @@ class Dynconv:
         self.layer = ctypes.c_void_p()
         self.check(lib.dynconv_conv2d_create(ctypes.byref(g), ctypes.byref(weights),
                                              ctypes.c_float(1.0), 0, ctypes.byref(self.layer)))
-        # The forward's own threads; the backward's GEMMs run on OpenBLAS's.
+        # The handle's threads: the forward's, and (libdynconv >= 1.1) the backward's per-sample
+        # work; 1.0's backward ran its GEMMs on OpenBLAS's threads instead.
         self.check(lib.dynconv_conv2d_set_num_threads(self.layer, threads))
         oh, ow = ctypes.c_int64(), ctypes.c_int64()
         n, _, h, wd = x.shape

@@ -98,9 +98,11 @@ static float *random_buffer(size_t n, float scale) {
 /* Threads                                                                                  */
 /* ---------------------------------------------------------------------------------------- */
 
-/* Stages called on their own and the sgemm run on the BLAS's threads; set before every such
+/* Stages called on their own and the sgemm run on the BLAS's threads; set before every
  * benchmark, so none inherits another's setting. A layer's forward uses its handle's threads
- * (dynconv_conv2d_set_num_threads) and one BLAS thread per call, whatever is set here. */
+ * (dynconv_conv2d_set_num_threads, on the default pool) and expects one BLAS thread per call,
+ * the setting the library makes when its first pool starts (it never changes it back, so the
+ * layer benchmarks set it again after an sgemm benchmark on two threads). */
 static void set_blas_threads(int threads) { openblas_set_num_threads(threads); }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -188,6 +190,7 @@ static void bm_layer(dcb_state *st, void *arg) {
         fail(st, "create", status);
         goto done;
     }
+    set_blas_threads(1);
     /* Before reshape: the workspace holds one slot per thread. */
     status = dynconv_conv2d_set_num_threads(layer, c->threads);
     if (status != DYNCONV_OK) {

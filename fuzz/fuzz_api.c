@@ -142,7 +142,7 @@ enum { CIN, COUT, KH, KW, SH, SW, PH, PW, DH, DW, GROUPS, KERNELS, HIDDEN };
 static int model_create(layer_model *m, float temperature, uint32_t flags, bool has_bias) {
     if ((flags & ~(uint32_t)(DYNCONV_FLAG_BORROW_WEIGHTS | DYNCONV_FLAG_EXTERNAL_WORKSPACE)) !=
         0) {
-        return ST_ARG;
+        return DYNCONV_ERROR_UNSUPPORTED;
     }
     if (!(temperature > 0.0f) || isinf(temperature)) {
         return ST_ARG;

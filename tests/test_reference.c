@@ -19,6 +19,9 @@
 #include "reference.h"
 #include "testutil.h"
 
+/* The pool every handle of this test runs on (created in main). */
+static dynconv_threadpool *pool3;
+
 /* Which optional parameter arrays a case passes (the others are NULL). */
 enum {
     B_NONE = 0,
@@ -263,6 +266,7 @@ static void run_conv_case(void **state)
     for (int threads = 1; threads <= 3; ++threads) {
         dynconv_conv2d *layer = NULL;
         assert_int_equal(dynconv_conv2d_create(&g, &wt, c->t, 0, &layer), DYNCONV_OK);
+        assert_int_equal(dynconv_conv2d_set_threadpool(layer, pool3), DYNCONV_OK);
         assert_int_equal(dynconv_conv2d_set_num_threads(layer, threads), DYNCONV_OK);
         int64_t got_oh = 0, got_ow = 0;
         size_t ws = 0;
@@ -327,6 +331,7 @@ static void run_linear_case(void **state)
     for (int threads = 1; threads <= 2; ++threads) {
         dynconv_linear *layer = NULL;
         assert_int_equal(dynconv_linear_create(&g, &wt, c->t, 0, &layer), DYNCONV_OK);
+        assert_int_equal(dynconv_linear_set_threadpool(layer, pool3), DYNCONV_OK);
         assert_int_equal(dynconv_linear_set_num_threads(layer, threads), DYNCONV_OK);
         assert_int_equal(dynconv_linear_reshape(layer, c->n, NULL), DYNCONV_OK);
         assert_int_equal(dynconv_linear_forward(layer, x, y, att, NULL, 0), DYNCONV_OK);
@@ -364,7 +369,14 @@ int main(void)
         tests[n_conv + i] = (struct CMUnitTest){linear_cases[i].name, run_linear_case, NULL,
                                                 NULL, (void *)&linear_cases[i]};
     }
+    /* Three threads whatever the machine: the default pool has one per CPU, and a thread count
+     * above the pool's size is capped at it, which would leave the 3-way splits untested. */
+    if (dynconv_threadpool_create(3, 0, &pool3) != DYNCONV_OK) {
+        fprintf(stderr, "cannot create a pool of 3 threads: %s\n", dynconv_last_error_message());
+        return 1;
+    }
     const int failed = _cmocka_run_group_tests("reference", tests, n_conv + n_lin, NULL, NULL);
+    dynconv_threadpool_destroy(pool3);
     free(tests);
     return failed;
 }

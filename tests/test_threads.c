@@ -1,7 +1,8 @@
 /* Threads and the steady state: the thread-count API and its errors, the workspace growing with
  * the thread count, exact results for every thread count (small integers, K = 1, so that every
- * summation order gives the same float), the BLAS's thread count put back after a forward, and
- * forwards that allocate nothing once the handle is shaped. */
+ * summation order gives the same float), the BLAS's thread count left alone by a forward, and
+ * forwards that allocate nothing once the handle is shaped. The thread pools themselves are
+ * tested in test_threadpool.c. */
 #define _POSIX_C_SOURCE 200809L /* posix_memalign */
 #include <errno.h>
 #include <malloc.h>
@@ -155,9 +156,14 @@ static void exact_for_every_thread_count(void **state)
     float *y = tu_alloc(ylen * sizeof(float));
     float att[8];
 
+    /* Four threads whatever the machine (the default pool has one per CPU, and a count above a
+     * pool's size is capped at it). */
+    dynconv_threadpool *pool = NULL;
+    assert_int_equal(dynconv_threadpool_create(4, 0, &pool), DYNCONV_OK);
     for (int threads = 1; threads <= 4; ++threads) {
         for (int64_t n = 1; n <= c->n; ++n) {
             dynconv_conv2d *layer = create(&d, 0);
+            assert_int_equal(dynconv_conv2d_set_threadpool(layer, pool), DYNCONV_OK);
             assert_int_equal(dynconv_conv2d_set_num_threads(layer, threads), DYNCONV_OK);
             assert_int_equal(dynconv_conv2d_reshape(layer, n, c->h, c->w, NULL, NULL, NULL),
                              DYNCONV_OK);
@@ -173,6 +179,7 @@ static void exact_for_every_thread_count(void **state)
             dynconv_conv2d_destroy(layer);
         }
     }
+    dynconv_threadpool_destroy(pool);
     free(y);
     free(want);
     free(x);
@@ -256,7 +263,11 @@ static void workspace_follows_thread_count(void **state)
     float *y1 = tu_alloc(ylen * sizeof(float));
     float *y3 = tu_alloc(ylen * sizeof(float));
 
+    /* three threads whatever the machine's CPUs */
+    dynconv_threadpool *pool = NULL;
+    assert_int_equal(dynconv_threadpool_create(3, 0, &pool), DYNCONV_OK);
     dynconv_conv2d *layer = create(&d, DYNCONV_FLAG_EXTERNAL_WORKSPACE);
+    assert_int_equal(dynconv_conv2d_set_threadpool(layer, pool), DYNCONV_OK);
     assert_int_equal(dynconv_conv2d_set_num_threads(layer, 1), DYNCONV_OK);
     size_t ws1 = 0, ws3 = 0;
     assert_int_equal(dynconv_conv2d_reshape(layer, c->n, c->h, c->w, NULL, NULL, &ws1),
@@ -278,6 +289,8 @@ static void workspace_follows_thread_count(void **state)
 
     /* the handle's own workspace grows with the thread count, in set_num_threads */
     dynconv_conv2d *own = create(&d, 0);
+    assert_int_equal(dynconv_conv2d_set_threadpool(own, pool), DYNCONV_OK);
+    dynconv_threadpool_destroy(pool); /* the handles keep it */
     assert_int_equal(dynconv_conv2d_set_num_threads(own, 1), DYNCONV_OK);
     assert_int_equal(dynconv_conv2d_reshape(own, c->n, c->h, c->w, NULL, NULL, NULL),
                      DYNCONV_OK);
@@ -295,8 +308,9 @@ static void workspace_follows_thread_count(void **state)
     free_layer_data(&d);
 }
 
-/* The forward asks OpenBLAS for one thread while it runs and puts the count back. */
-static void blas_thread_count_restored(void **state)
+/* A forward leaves OpenBLAS's process-wide thread count as it is (test_threadpool.c checks
+ * that the first pool with workers set it to one). */
+static void blas_thread_count_untouched(void **state)
 {
     (void)state;
     const layer_case *c = &dynamic_case;
@@ -391,7 +405,7 @@ int main(void)
     }
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(thread_count_api);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(workspace_follows_thread_count);
-    tests[n++] = (struct CMUnitTest)cmocka_unit_test(blas_thread_count_restored);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(blas_thread_count_untouched);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(forward_allocates_nothing);
     return _cmocka_run_group_tests("threads", tests, n, NULL, NULL);
 }

@@ -8,7 +8,7 @@
  *   4. dynamic linear   - the same lifecycle for the dynamic perceptron
  *   5. run-time         - which BLAS does the work, and on which kernels
  *   6. training         - backward passes, temperature annealing, parameter initialisation
- *   7. threads          - how many threads a forward uses
+ *   7. threads          - thread pools shared by handles; how many threads a forward uses
  *
  * What a dynamic layer computes, per sample n (float32, NCHW, row-major):
  *   s      = mean over (h, w) of x[n]                  squeeze: global average pool, [C_in]
@@ -44,8 +44,10 @@
  * Thread safety
  *   Safe to share between threads running at the same time:
  *   - distinct handles: any calls, including create and destroy, on different handles from
- *     different threads at the same time (a handle's own worker threads are internal to it;
- *     section 7 says how to set the BLAS when several handles run forwards at once);
+ *     different threads at the same time, also when they share a thread pool (section 7: the
+ *     pool serializes their parallel steps; the library never changes the BLAS's state during
+ *     a call);
+ *   - thread pools: one pool may serve any number of handles used from any threads at once;
  *   - parameter arrays borrowed with DYNCONV_FLAG_BORROW_WEIGHTS, by any number of handles: the
  *     library only reads them (the caller must not modify them while a forward using them runs);
  *   - input arrays: forward only reads its input, so concurrent forwards may read one input;
@@ -84,12 +86,12 @@ extern "C" {
 /* ------------------------------------------------------------------------------------------ */
 
 #define DYNCONV_VERSION_MAJOR 1
-#define DYNCONV_VERSION_MINOR 0
+#define DYNCONV_VERSION_MINOR 1
 #define DYNCONV_VERSION_PATCH 0
 /* MAJOR * 10000 + MINOR * 100 + PATCH, comparable with dynconv_version_number(). */
 #define DYNCONV_VERSION_NUMBER \
     (DYNCONV_VERSION_MAJOR * 10000 + DYNCONV_VERSION_MINOR * 100 + DYNCONV_VERSION_PATCH)
-#define DYNCONV_VERSION_STRING "1.0.0"
+#define DYNCONV_VERSION_STRING "1.1.0"
 
 /* Version of the library actually loaded at run time (may differ from the header's). */
 DYNCONV_API unsigned dynconv_version_number(void);
@@ -105,8 +107,9 @@ typedef enum dynconv_status {
     /* A required pointer argument was NULL. */
     DYNCONV_ERROR_NULL_POINTER = 1,
     /* A size is zero or negative where it must be positive (or negative where it may be zero),
-     * groups does not divide the channels, the temperature is not a finite number > 0, an
-     * unknown flag is set, or input and output buffers overlap. */
+     * groups does not divide the channels, the temperature is not a finite number > 0, or
+     * input and output buffers overlap. (Unknown flags were reported with this status before
+     * 1.1; they now get DYNCONV_ERROR_UNSUPPORTED.) */
     DYNCONV_ERROR_INVALID_ARGUMENT = 2,
     /* The shapes are individually valid but do not fit together: the dilated kernel is larger
      * than the padded input, so the output would be empty. */
@@ -121,7 +124,11 @@ typedef enum dynconv_status {
     /* The caller's workspace is smaller than the size reported by reshape. */
     DYNCONV_ERROR_INSUFFICIENT_WORKSPACE = 7,
     /* The caller's workspace is not aligned to DYNCONV_WORKSPACE_ALIGNMENT bytes. */
-    DYNCONV_ERROR_MISALIGNED_WORKSPACE = 8
+    DYNCONV_ERROR_MISALIGNED_WORKSPACE = 8,
+    /* (since 1.1) A flag bit or an option this version does not know: the request may be valid
+     * for a later version, but this one cannot honour it. Every function taking flags reports
+     * unknown bits with this status. */
+    DYNCONV_ERROR_UNSUPPORTED = 9
 } dynconv_status;
 
 /* Short constant description of a status ("invalid argument", ...); never NULL, also for values
@@ -140,7 +147,7 @@ DYNCONV_API const char *dynconv_last_error_message(void);
 /* Opaque layer handle. */
 typedef struct dynconv_conv2d dynconv_conv2d;
 
-/* Flags for the create functions (bitwise OR; unknown bits are rejected). */
+/* Flags for the create functions (bitwise OR; unknown bits: DYNCONV_ERROR_UNSUPPORTED). */
 enum {
     /* Keep pointers to the caller's parameter arrays instead of copying them. The arrays must
      * stay valid and unchanged (while a forward runs) until the handle is destroyed. Lets many
@@ -184,8 +191,11 @@ typedef struct dynconv_conv2d_weights {
     const float *fc2_bias;
 } dynconv_conv2d_weights;
 
-/* Creates a layer. Checks the geometry (sizes, groups, overflow of every parameter count) and
- * the temperature (finite, > 0), then copies the weights (unless DYNCONV_FLAG_BORROW_WEIGHTS).
+/* Creates a layer. Checks the flags (unknown bits: UNSUPPORTED), the geometry (sizes, groups,
+ * overflow of every parameter count) and the temperature (finite, > 0), then copies the weights
+ * (unless DYNCONV_FLAG_BORROW_WEIGHTS). The handle runs on the process's default thread pool
+ * (section 7), which this call starts when no handle uses it yet (OUT_OF_MEMORY if its threads
+ * cannot be started); dynconv_conv2d_set_threadpool moves it to another.
  * On success *out receives the handle; on error *out is left unchanged. */
 DYNCONV_API dynconv_status dynconv_conv2d_create(const dynconv_conv2d_geometry *geometry,
                                                  const dynconv_conv2d_weights *weights,
@@ -322,11 +332,15 @@ DYNCONV_API int dynconv_blas_num_threads(void);
  * the gradient of the forward that the same layer state would compute. Step a temperature
  * schedule after the backward of an iteration, not between its forward and backward.
  *
- * Threads: backward runs in the calling thread, not on the handle's team of section 7; its
- * GEMMs use the BLAS's own threads (OPENBLAS_NUM_THREADS), and it leaves the BLAS's thread count
- * as it finds it. The result does not depend on the handle's thread count. */
+ * Threads (since 1.1): the per-sample convolution backward (dW_n and dx[n], the bulk of the
+ * work) runs on the handle's pool and thread count of section 7, whole samples per thread (one
+ * thread when the work is small, as for forward); the attention's backward and the two GEMMs
+ * over the batch run in the calling thread. Its BLAS calls run on one thread like the
+ * forward's (section 7), and it never changes the BLAS's thread count. The result does not
+ * depend on the handle's thread count: bitwise the same on any number of threads. (1.0 ran
+ * backward in the calling thread alone, on the BLAS's own threads.) */
 
-/* Flags of the backward functions (bitwise OR; unknown bits are rejected). */
+/* Flags of the backward functions (bitwise OR; unknown bits: DYNCONV_ERROR_UNSUPPORTED). */
 enum {
     /* Add the gradients into the caller's buffers (e.g. over micro-batches) instead of
      * overwriting them (the default). Applies to every buffer, grad_input included. */
@@ -354,8 +368,9 @@ typedef struct dynconv_conv2d_gradients {
 } dynconv_conv2d_gradients;
 
 /* Workspace size in bytes that dynconv_conv2d_backward needs for the shape fixed by the last
- * successful reshape (it holds all N aggregated kernels and the attention gradients; a forward
- * needs one kernel per thread instead, see section 7). Allocates
+ * successful reshape (it holds all N aggregated kernels, the attention gradients and one
+ * convolution scratch per thread of the handle: it grows with set_num_threads and
+ * set_threadpool; a forward needs one kernel per thread instead, see section 7). Allocates
  * nothing. Errors: NULL_POINTER, INVALID_STATE (no reshape yet), SIZE_OVERFLOW. */
 DYNCONV_API dynconv_status dynconv_conv2d_backward_workspace_size(const dynconv_conv2d *layer,
                                                                   size_t *workspace_size);
@@ -379,8 +394,8 @@ DYNCONV_API dynconv_status dynconv_conv2d_prepare_backward(dynconv_conv2d *layer
  *                dynconv_conv2d_prepare_backward must have enabled
  * Errors, checked in this order before anything is written:
  *   NULL_POINTER (layer, input, grad_output or gradients NULL; workspace NULL on a handle
- *   created with DYNCONV_FLAG_EXTERNAL_WORKSPACE), INVALID_ARGUMENT (unknown flags; a gradient
- *   requested for an optional parameter the layer does not have), INVALID_STATE (no reshape
+ *   created with DYNCONV_FLAG_EXTERNAL_WORKSPACE), UNSUPPORTED (unknown flags), INVALID_ARGUMENT
+ *   (a gradient requested for an optional parameter the layer does not have), INVALID_STATE (no reshape
  *   yet; own workspace not enabled by dynconv_conv2d_prepare_backward), SIZE_OVERFLOW,
  *   INSUFFICIENT_WORKSPACE, MISALIGNED_WORKSPACE, INVALID_ARGUMENT (overlapping buffers).
  * Never allocates memory. */
@@ -449,8 +464,8 @@ enum {
  *   fc1_bias, fc2_bias  zero
  * Every pointer may be NULL to skip that array; each array has its own random stream, so
  * skipping one does not change the others. The same seed and geometry give the same values.
- * Errors: NULL_POINTER (geometry), INVALID_ARGUMENT (invalid geometry as for create, unknown
- * flags), SIZE_OVERFLOW. On error nothing is written. */
+ * Errors: NULL_POINTER (geometry), UNSUPPORTED (unknown flags), INVALID_ARGUMENT (invalid
+ * geometry as for create), SIZE_OVERFLOW. On error nothing is written. */
 DYNCONV_API dynconv_status dynconv_conv2d_init_parameters(const dynconv_conv2d_geometry *geometry,
                                                           uint64_t seed, uint32_t flags,
                                                           float *weight, float *bias,
@@ -469,13 +484,63 @@ DYNCONV_API dynconv_status dynconv_linear_init_parameters(const dynconv_linear_g
 /* 7. Threads                                                                                 */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Largest thread count a handle accepts. */
+/* Largest thread count a handle or a pool accepts. */
 #define DYNCONV_MAX_THREADS 1024
 
-/* Number of threads a forward of this handle uses: the calling thread plus threads - 1 worker
- * threads that the handle owns. 0 selects the default, the number of CPUs the process may run
- * on (its affinity mask, e.g. as restricted by taskset), which is also what a new handle starts
- * with. threads == 1 runs everything in the calling thread.
+/* Thread pools (since 1.1). Handles never own threads: a forward runs on the threads of a pool
+ * that any number of handles share, so 64 live handles hold no more threads than one.
+ *   - The default pool: a handle given no pool uses the process's default pool, created when the
+ *     first handle needs it (thread-safely), with as many threads as the process may run on (its
+ *     affinity mask when the pool starts), and released when the last handle using it is
+ *     destroyed (or moved to another pool): no thread of the library outlives its handles.
+ *   - Your own pools: dynconv_threadpool_create, then dynconv_conv2d_set_threadpool /
+ *     dynconv_linear_set_threadpool on the handles that should run on it.
+ * A pool of T threads starts T - 1 workers: the thread that calls forward is the T-th. The pool
+ * may be used by several handles from several threads at the same time: their parallel steps
+ * take turns on the workers (one step at a time, serialized inside the pool), so the threads
+ * running never outnumber the pool's, and each forward gives the result it gives alone. A
+ * forward that runs on one thread (set_num_threads(layer, 1), or little work, see below) never
+ * touches the pool and never waits for it. Threads do not survive fork(): a child process must
+ * not use the handles and pools it inherits (as with 1.0's per-handle threads), but the handles
+ * it creates itself get a default pool of their own, started in the child. */
+typedef struct dynconv_threadpool dynconv_threadpool;
+
+/* Creates a pool of num_threads threads (0: as many as the process may run on; 1: no worker,
+ * every forward runs in its calling thread), starting its num_threads - 1 workers now; they
+ * sleep between forwards. flags must be 0 (none are defined yet).
+ * Errors: NULL_POINTER (out), INVALID_ARGUMENT (num_threads < 0 or > DYNCONV_MAX_THREADS),
+ * UNSUPPORTED (a flag bit set), OUT_OF_MEMORY (a thread could not be started). *out is
+ * unchanged on error. */
+DYNCONV_API dynconv_status dynconv_threadpool_create(int num_threads, uint32_t flags,
+                                                     dynconv_threadpool **out);
+
+/* Releases the caller's reference. Handles still using the pool keep it alive: its workers are
+ * joined when the last of them is destroyed or given another pool. NULL is ignored. Must not
+ * overlap another call that uses the same pool through this pointer. */
+DYNCONV_API void dynconv_threadpool_destroy(dynconv_threadpool *pool);
+
+/* The pool's size (the calling thread included). Errors: NULL_POINTER. */
+DYNCONV_API dynconv_status dynconv_threadpool_get_num_threads(const dynconv_threadpool *pool,
+                                                              int *threads);
+
+/* Moves the handle to `pool` (NULL: the default pool, created now if it does not exist). The
+ * handle's thread count (set_num_threads) is kept and capped at the new pool's size; on a
+ * shaped handle the workspace may change as with set_num_threads (the own workspace grows
+ * here; a caller-owned one must be re-sized to what reshape now reports). The handle holds a
+ * reference to the pool, so the caller may destroy its own reference at any time.
+ * Errors: NULL_POINTER (layer), OUT_OF_MEMORY (workspace, or the default pool's threads);
+ * on error the handle keeps its pool. */
+DYNCONV_API dynconv_status dynconv_conv2d_set_threadpool(dynconv_conv2d *layer,
+                                                         dynconv_threadpool *pool);
+DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
+                                                         dynconv_threadpool *pool);
+
+/* Number of threads a forward of this handle may use: at most that many of its pool's threads
+ * (the calling thread plus threads - 1 of the pool's workers). 0, the default, selects all of
+ * the pool's threads (the default pool: every CPU the process may run on). A count above the
+ * pool's size is accepted and capped at it. threads == 1 runs everything in the calling thread.
+ * The result of a forward depends only on the count it really uses, min(threads, pool size),
+ * never on which pool provides the threads.
  *
  * What the threads do: at batch N >= threads, each thread takes whole samples (pooling,
  * attention, its own aggregated kernel and im2col scratch, convolution); the last N % threads
@@ -489,7 +554,8 @@ DYNCONV_API dynconv_status dynconv_linear_init_parameters(const dynconv_linear_g
  * differently in the last bits (the tests hold it within 1e-5 relative of the one-thread
  * result).
  *
- * The workspace (reshape's figure) for T threads, batch N, kernel_len = C_out*(C_in/g)*kh*kw,
+ * The workspace (reshape's figure) for T threads (the count really used), batch N,
+ * kernel_len = C_out*(C_in/g)*kh*kw,
  * every buffer rounded up to DYNCONV_WORKSPACE_ALIGNMENT bytes, in floats of 4 bytes:
  *   K > 1:  N*C_in + N*hidden + N*K  +  T * (B * (kernel_len + C_out [with a bias]) + scratch)
  *   K = 1:  T * scratch              (no attention; the kernel is used as it is)
@@ -503,25 +569,32 @@ DYNCONV_API dynconv_status dynconv_linear_init_parameters(const dynconv_linear_g
  * workspace does not hold N aggregated kernels; for large kernels B of them at a time (at most
  * 32 MiB per thread), so that the K kernels are read from memory once per B samples.
  *
- * Interaction with the BLAS: libdynconv parallelises itself, so every BLAS call it makes must
- * run on one thread, or BLAS threads and the handle's threads would compete for the cores.
- * OpenBLAS 0.3.21 only has a process-wide thread count: a forward sets it to 1 on entry and
- * restores the previous value on return. Other BLAS calls the program makes meanwhile (from
- * other threads) therefore run single-threaded during a forward; programs that run forwards of
- * several handles concurrently should set the BLAS to one thread themselves once
- * (OPENBLAS_NUM_THREADS=1 or openblas_set_num_threads(1)), so that these save/restore pairs
- * cannot interleave, and share the cores between the handles with this function.
+ * Interaction with the BLAS: libdynconv parallelises itself, so every BLAS call it makes from a
+ * pool's threads must run on one thread, or BLAS threads and pool threads would compete for the
+ * cores (OpenBLAS 0.3.21 also serializes multi-threaded calls made from several threads at
+ * once). OpenBLAS only has a process-wide thread count, which libdynconv changes once: when the
+ * first pool with workers starts (the default pool of a handle on a machine with more than one
+ * CPU, or dynconv_threadpool_create with num_threads > 1), it sets OpenBLAS to one thread, and
+ * never touches the setting again (no forward or backward changes it, so concurrent handles
+ * cannot race on it). From then on the program's own BLAS calls are single-threaded too (the
+ * library's backward shares its work on the pool instead, see section 6); a program that wants
+ * multi-threaded BLAS calls of its own may raise the count again afterwards
+ * (openblas_set_num_threads), at the price of BLAS threads competing with the pool's during
+ * forwards. A process that only ever uses one-thread pools keeps its BLAS setting.
  *
- * Worker threads are created here (and by create), never by reshape or forward; they sleep
- * between forwards. The workspace holds one slot per thread (see reshape), so on a handle that
- * is already shaped the workspace size may change: the handle's own workspace is grown here; a
- * caller-owned one must be re-sized (reshape reports the new size).
+ * Threads are started only by dynconv_threadpool_create and by the creation of the default
+ * pool (in a create or set_threadpool call), never by reshape, forward or set_num_threads.
+ * The workspace holds one slot per thread (see reshape), so on a handle that
+ * is already shaped the workspace size may change, and the backward's with it: the handle's own
+ * workspace is grown here; a caller-owned one must be re-sized (reshape and
+ * dynconv_conv2d_backward_workspace_size report the new sizes).
  * Errors: NULL_POINTER, INVALID_ARGUMENT (threads < 0 or > DYNCONV_MAX_THREADS),
- * OUT_OF_MEMORY (the workspace or a thread could not be created; the handle is unchanged). */
+ * OUT_OF_MEMORY (the workspace could not be grown; the handle is unchanged). */
 DYNCONV_API dynconv_status dynconv_conv2d_set_num_threads(dynconv_conv2d *layer, int threads);
 DYNCONV_API dynconv_status dynconv_linear_set_num_threads(dynconv_linear *layer, int threads);
 
-/* The thread count in force (after 0 has been resolved to the CPU count). */
+/* The thread count set (0 resolved to the size of the handle's pool); a forward uses
+ * min(this, pool size) threads. */
 DYNCONV_API dynconv_status dynconv_conv2d_get_num_threads(const dynconv_conv2d *layer,
                                                           int *threads);
 DYNCONV_API dynconv_status dynconv_linear_get_num_threads(const dynconv_linear *layer,

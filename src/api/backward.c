@@ -1,37 +1,9 @@
-/* Backward pass of the dynamic layers: argument checks, workspace protocol, and the pipeline
- *   recompute attention -> aggregate -> per-sample conv backward (dW_n, dx) -> dpi and the
- *   kernel gradients (two GEMMs over the batch) -> attention backward -> pooling backward. */
+/* Backward pass of the dynamic layers: argument checks and the workspace protocol; the
+ * pipeline itself is the execution layer's (src/exec/backward.c). */
 #include "internal.h"
 
-#include "aggregation.h"
-#include "attention.h"
-#include "conv.h"
+#include "exec.h"
 #include "tensor.h"
-
-#include <string.h>
-
-bool dc_plan_backward_workspace(const dynconv_conv2d *l, size_t batch, size_t scratch_floats,
-                                char *base, dc_backward_layout *out, size_t *bytes) {
-    dc_arena arena = {base, 0, false};
-    size_t pooled, hidden, pi, weights, biases = 0;
-    if (!dc_mul_size(batch, l->shape.in_channels, &pooled) ||
-        !dc_mul_size(batch, l->hidden, &hidden) || !dc_mul_size(batch, l->kernels, &pi) ||
-        !dc_mul_size(batch, l->kernel_len, &weights) ||
-        (l->bias != NULL && !dc_mul_size(batch, l->shape.out_channels, &biases))) {
-        return false;
-    }
-    out->pooled = dc_arena_take(&arena, pooled);
-    out->hidden = dc_arena_take(&arena, hidden);
-    out->pi = dc_arena_take(&arena, pi);
-    out->weights = dc_arena_take(&arena, weights);
-    out->dbiases = l->bias != NULL ? dc_arena_take(&arena, biases) : NULL;
-    out->col = scratch_floats > 0 ? dc_arena_take(&arena, scratch_floats) : NULL;
-    out->dpi = dc_arena_take(&arena, pi);
-    out->du = dc_arena_take(&arena, hidden);
-    out->dpooled = dc_arena_take(&arena, pooled);
-    *bytes = arena.used;
-    return !arena.overflow;
-}
 
 static dynconv_status backward_size(const char *fn, const dynconv_conv2d *layer,
                                     size_t *workspace_size) {
@@ -42,7 +14,7 @@ static dynconv_status backward_size(const char *fn, const dynconv_conv2d *layer,
     if (!layer->backward_size_ok) {
         return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW,
                        "%s: the backward workspace size for batch %zu, %zu x %zu overflows", fn,
-                       layer->batch, layer->shape.height, layer->shape.width);
+                       layer->batch, layer->core.shape.height, layer->core.shape.width);
     }
     *workspace_size = layer->backward_workspace_size;
     return DYNCONV_OK;
@@ -109,16 +81,16 @@ static dynconv_status backward_named(const char *fn, dynconv_conv2d *layer, cons
                        fn);
     }
     if ((flags & ~(uint32_t)DYNCONV_BACKWARD_ACCUMULATE) != 0) {
-        return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: unknown flags 0x%x", fn,
+        return dc_fail(DYNCONV_ERROR_UNSUPPORTED, "%s: unknown flags 0x%x", fn,
                        (unsigned)(flags & ~(uint32_t)DYNCONV_BACKWARD_ACCUMULATE));
     }
-    if ((grads->bias != NULL && layer->bias == NULL) ||
-        (grads->fc1_bias != NULL && layer->fc1_bias == NULL) ||
-        (grads->fc2_bias != NULL && layer->fc2_bias == NULL)) {
+    if ((grads->bias != NULL && layer->core.bias == NULL) ||
+        (grads->fc1_bias != NULL && layer->core.fc1_bias == NULL) ||
+        (grads->fc2_bias != NULL && layer->core.fc2_bias == NULL)) {
         return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT,
                        "%s: gradients->%s is given but the layer has no such parameter", fn,
-                       grads->bias != NULL && layer->bias == NULL           ? "bias"
-                       : grads->fc1_bias != NULL && layer->fc1_bias == NULL ? "fc1_bias"
+                       grads->bias != NULL && layer->core.bias == NULL           ? "bias"
+                       : grads->fc1_bias != NULL && layer->core.fc1_bias == NULL ? "fc1_bias"
                                                                             : "fc2_bias");
     }
     if (!layer->shaped) {
@@ -140,18 +112,18 @@ static dynconv_status backward_named(const char *fn, dynconv_conv2d *layer, cons
     }
 
     /* Sizes were checked by reshape (every product below is at most a checked one). */
-    const dc_conv_shape *s = &layer->shape;
-    const size_t n = layer->batch, K = layer->kernels;
+    const dc_conv_shape *s = &layer->core.shape;
+    const size_t n = layer->batch, K = layer->core.kernels;
     const size_t in_plane = s->height * s->width, out_plane = s->out_h * s->out_w;
     const size_t in_floats = s->in_channels * in_plane, out_floats = s->out_channels * out_plane;
     const size_t F = sizeof(float);
     const grad_buffer out[7] = {
         {"input", grads->input, n * in_floats * F},
-        {"weight", grads->weight, K * layer->kernel_len * F},
+        {"weight", grads->weight, K * layer->core.kernel_len * F},
         {"bias", grads->bias, K * s->out_channels * F},
-        {"fc1_weight", grads->fc1_weight, layer->hidden * s->in_channels * F},
-        {"fc1_bias", grads->fc1_bias, layer->hidden * F},
-        {"fc2_weight", grads->fc2_weight, K * layer->hidden * F},
+        {"fc1_weight", grads->fc1_weight, layer->core.hidden * s->in_channels * F},
+        {"fc1_bias", grads->fc1_bias, layer->core.hidden * F},
+        {"fc2_weight", grads->fc2_weight, K * layer->core.hidden * F},
         {"fc2_bias", grads->fc2_bias, K * F}};
     const struct {
         const char *name;
@@ -160,12 +132,12 @@ static dynconv_status backward_named(const char *fn, dynconv_conv2d *layer, cons
     } in[9] = {{"input", input, n * in_floats * F},
                {"grad_output", grad_output, n * out_floats * F},
                {"workspace", workspace, needed},
-               {"weight", layer->weight, K * layer->kernel_len * F},
-               {"bias", layer->bias, K * s->out_channels * F},
-               {"fc1_weight", layer->fc1_weight, layer->hidden * s->in_channels * F},
-               {"fc1_bias", layer->fc1_bias, layer->hidden * F},
-               {"fc2_weight", layer->fc2_weight, K * layer->hidden * F},
-               {"fc2_bias", layer->fc2_bias, K * F}};
+               {"weight", layer->core.weight, K * layer->core.kernel_len * F},
+               {"bias", layer->core.bias, K * s->out_channels * F},
+               {"fc1_weight", layer->core.fc1_weight, layer->core.hidden * s->in_channels * F},
+               {"fc1_bias", layer->core.fc1_bias, layer->core.hidden * F},
+               {"fc2_weight", layer->core.fc2_weight, K * layer->core.hidden * F},
+               {"fc2_bias", layer->core.fc2_bias, K * F}};
     for (size_t i = 0; i < 7; ++i) {
         if (out[i].ptr == NULL) {
             continue;
@@ -195,64 +167,12 @@ static dynconv_status backward_named(const char *fn, dynconv_conv2d *layer, cons
     }
 
     /* Everything is checked: from here on only the outputs and the workspace are written. */
-    const int accumulate = (flags & DYNCONV_BACKWARD_ACCUMULATE) != 0;
-    const bool attention_path = grads->input != NULL || grads->fc1_weight != NULL ||
-                                grads->fc1_bias != NULL || grads->fc2_weight != NULL ||
-                                grads->fc2_bias != NULL;
-    dc_backward_layout ws;
-    size_t unused;
-    size_t scratch = 0;
-    dc_conv_backward_scratch_floats(s, &scratch); /* checked by reshape */
-    dc_plan_backward_workspace(layer, n, scratch, workspace, &ws, &unused);
-
-    const dc_attention att = {s->in_channels,    layer->hidden,   layer->kernels,
-                              layer->fc1_weight, layer->fc1_bias, layer->fc2_weight,
-                              layer->fc2_bias};
-    dc_global_avg_pool(input, n, s->in_channels, in_plane, ws.pooled);
-    dc_attention_forward(&att, n, ws.pooled, layer->temperature, ws.hidden, ws.pi);
-    dc_aggregate(n, K, layer->kernel_len, ws.pi, layer->weight, ws.weights);
-
-    if (grads->input != NULL && !accumulate) {
-        memset(grads->input, 0, n * in_floats * F);
-    }
-    for (size_t i = 0; i < n; ++i) {
-        /* Overwrites W_n with dW_n: W_n is dead once this sample's dx is formed. */
-        float *wn = ws.weights + i * layer->kernel_len;
-        dc_conv2d_sample_backward(s, input + i * in_floats, wn, grad_output + i * out_floats, wn,
-                                  grads->input != NULL ? grads->input + i * in_floats : NULL,
-                                  ws.col);
-    }
-    if (layer->bias != NULL) {
-        for (size_t r = 0; r < n * s->out_channels; ++r) {
-            const float *g = grad_output + r * out_plane;
-            float acc = 0.0f;
-            for (size_t p = 0; p < out_plane; ++p) {
-                acc += g[p];
-            }
-            ws.dbiases[r] = acc;
-        }
-    }
-
-    float *dpi = attention_path ? ws.dpi : NULL;
-    if (dpi != NULL) {
-        memset(dpi, 0, n * K * F);
-    }
-    dc_aggregate_backward(n, K, layer->kernel_len, ws.pi, layer->weight, ws.weights,
-                          grads->weight, accumulate, dpi);
-    if (layer->bias != NULL) {
-        dc_aggregate_backward(n, K, s->out_channels, ws.pi, layer->bias, ws.dbiases,
-                              grads->bias, accumulate, dpi);
-    }
-    if (!attention_path) {
-        return DYNCONV_OK;
-    }
-    const dc_attention_grads ag = {grads->fc1_weight, grads->fc1_bias, grads->fc2_weight,
-                                   grads->fc2_bias, accumulate};
-    dc_attention_backward(&att, n, ws.pooled, ws.hidden, ws.pi, layer->temperature, dpi, ws.du,
-                          &ag, grads->input != NULL ? ws.dpooled : NULL);
-    if (grads->input != NULL) {
-        dc_global_avg_pool_backward(ws.dpooled, n, s->in_channels, in_plane, grads->input);
-    }
+    const dc_exec_grads g = {grads->input,    grads->weight,     grads->bias,
+                             grads->fc1_weight, grads->fc1_bias, grads->fc2_weight,
+                             grads->fc2_bias};
+    dc_exec_backward(&layer->core, n, layer->temperature, layer->threads,
+                     layer->threadpool->pool, input, grad_output, &g,
+                     (flags & DYNCONV_BACKWARD_ACCUMULATE) != 0, workspace);
     return DYNCONV_OK;
 }
 

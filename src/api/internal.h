@@ -4,8 +4,8 @@
 
 #include <dynconv/dynconv.h>
 
-#include "conv.h"
-#include "pool.h"
+#include "exec.h"
+#include "threadpool.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -23,9 +23,8 @@
 
 /* The conv2d handle (the linear handle wraps one). */
 struct dynconv_conv2d {
-    dc_conv_shape shape;      /* geometry; spatial fields valid once shaped */
-    size_t kernels, hidden;
-    size_t kernel_len;        /* floats of one kernel set: C_out * C_in/g * kh * kw */
+    dc_layer core;            /* geometry (spatial fields valid once shaped) and parameters,
+                               * as the execution layer sees them */
     float temperature;
     uint32_t flags;
 
@@ -34,8 +33,7 @@ struct dynconv_conv2d {
     float t0, t1;
     int64_t steps, step;
 
-    const float *weight, *bias, *fc1_weight, *fc1_bias, *fc2_weight, *fc2_bias;
-    float *owned;             /* copies of the parameters, unless borrowed */
+    float *owned;             /* copies of the parameters (core's arrays), unless borrowed */
 
     bool shaped;
     size_t batch;
@@ -47,30 +45,33 @@ struct dynconv_conv2d {
     bool backward_size_ok;    /* false when the backward workspace size overflows */
     size_t backward_workspace_size;
 
-    size_t threads;           /* team size of a forward, the caller included */
+    size_t threads;           /* team size of a forward, the caller included: the request,
+                               * capped at the pool's size */
+    size_t threads_requested; /* set_num_threads's argument; 0: all of the pool's threads */
     size_t chunk;             /* kernels a thread aggregates at once (set with the shape) */
-    dc_pool *pool;            /* its threads - 1 workers */
+    dynconv_threadpool *threadpool; /* shared, never owned: the handle holds a reference */
 };
+
+/* A public thread pool: a dc_pool shared by reference. The pool is freed when the last
+ * reference goes (its creator's, dynconv_threadpool_destroy, and one per handle using it). */
+struct dynconv_threadpool {
+    dc_pool *pool;
+    size_t threads;           /* its size, the calling thread of a run included */
+    size_t refs;              /* guarded by the registry lock of threadpool.c */
+};
+
+/* Takes a reference to `pool`, or with pool == NULL to the process's default pool (created here
+ * when it does not exist: as many threads as the process may run on). *out receives the pool.
+ * Errors: OUT_OF_MEMORY (the default pool's threads could not be started). */
+dynconv_status dc_threadpool_acquire(const char *fn, dynconv_threadpool *pool,
+                                     dynconv_threadpool **out);
+/* Drops a reference taken by dc_threadpool_acquire (or the creator's); NULL is ignored. */
+void dc_threadpool_release(dynconv_threadpool *pool);
 
 /* The linear handle: a 1x1 convolution of 1x1 images. */
 struct dynconv_linear {
     dynconv_conv2d *conv;
 };
-
-/* Buffers a backward carves out of its workspace, always in this order. */
-typedef struct dc_backward_layout {
-    float *pooled, *hidden, *pi;  /* the recomputed attention */
-    float *weights;               /* aggregated kernels W_n, then their gradients dW_n */
-    float *dbiases;               /* db_n, [N, C_out] (only when the layer has a bias) */
-    float *col;                   /* conv backward scratch of one sample and group */
-    float *dpi, *du, *dpooled;    /* attention gradients */
-} dc_backward_layout;
-
-/* Plans (base == NULL) or carves the backward workspace for `batch` samples and
- * `scratch_floats` of convolution scratch (dc_conv_backward_scratch_floats); false when a size
- * overflows. */
-bool dc_plan_backward_workspace(const dynconv_conv2d *l, size_t batch, size_t scratch_floats,
-                                char *base, dc_backward_layout *out, size_t *bytes);
 
 /* Records a printf-style explanation for dynconv_last_error_message() and returns status. */
 #if defined(__GNUC__)
@@ -92,6 +93,8 @@ dynconv_status dc_conv2d_set_num_threads_named(const char *fn, dynconv_conv2d *l
                                                int threads);
 dynconv_status dc_conv2d_get_num_threads_named(const char *fn, const dynconv_conv2d *layer,
                                                int *threads);
+dynconv_status dc_conv2d_set_threadpool_named(const char *fn, dynconv_conv2d *layer,
+                                              dynconv_threadpool *pool);
 dynconv_status dc_check_temperature(const char *fn, float temperature);
 
 /* The checks both create functions make before looking at any size, in this order: the
@@ -106,6 +109,10 @@ dynconv_status dc_linear_as_conv2d(const char *fn, const dynconv_linear_geometry
 /* Checks a geometry and fills the layer's shape, kernels, hidden and kernel_len. */
 dynconv_status dc_read_geometry(const char *fn, const dynconv_conv2d_geometry *g,
                                 dynconv_conv2d *l);
+/* A size that must be > 0, converted to size_t (INVALID_ARGUMENT, SIZE_OVERFLOW). */
+dynconv_status dc_check_positive(const char *fn, const char *name, int64_t v, size_t *out);
+/* A GEMM extent or leading dimension: OpenBLAS takes int (SIZE_OVERFLOW above INT_MAX). */
+dynconv_status dc_check_blas_fits(const char *fn, const char *what, size_t v);
 /* Checks a caller-owned workspace against `needed` bytes and its alignment. */
 dynconv_status dc_check_workspace(const char *fn, const void *workspace, size_t size,
                                   size_t needed);

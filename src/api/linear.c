@@ -123,3 +123,10 @@ dynconv_status dynconv_linear_get_num_threads(const dynconv_linear *layer, int *
     }
     return dc_conv2d_get_num_threads_named(__func__, layer->conv, threads);
 }
+
+dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer, dynconv_threadpool *pool) {
+    if (layer == NULL) {
+        return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: layer is NULL", __func__);
+    }
+    return dc_conv2d_set_threadpool_named(__func__, layer->conv, pool);
+}

@@ -126,20 +126,20 @@ static dynconv_status init_named(const char *fn, const dynconv_conv2d_geometry *
                                  float *bias, float *fc1_weight, float *fc1_bias,
                                  float *fc2_weight, float *fc2_bias) {
     if ((flags & ~(uint32_t)DYNCONV_INIT_BIAS_UNIFORM) != 0) {
-        return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: unknown flags 0x%x", fn,
+        return dc_fail(DYNCONV_ERROR_UNSUPPORTED, "%s: unknown flags 0x%x", fn,
                        (unsigned)(flags & ~(uint32_t)DYNCONV_INIT_BIAS_UNIFORM));
     }
     dynconv_conv2d l;
     memset(&l, 0, sizeof l);
     TRY(dc_read_geometry(fn, geometry, &l));
     size_t n_weight, n_bias, n_fc1, n_fc2;
-    if (!dc_mul_size(l.kernels, l.kernel_len, &n_weight) ||
-        !dc_mul_size(l.kernels, l.shape.out_channels, &n_bias) ||
-        !dc_mul_size(l.hidden, l.shape.in_channels, &n_fc1) ||
-        !dc_mul_size(l.kernels, l.hidden, &n_fc2)) {
+    if (!dc_mul_size(l.core.kernels, l.core.kernel_len, &n_weight) ||
+        !dc_mul_size(l.core.kernels, l.core.shape.out_channels, &n_bias) ||
+        !dc_mul_size(l.core.hidden, l.core.shape.in_channels, &n_fc1) ||
+        !dc_mul_size(l.core.kernels, l.core.hidden, &n_fc2)) {
         return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW, "%s: parameter sizes overflow", fn);
     }
-    const size_t fan_in = l.kernel_len / l.shape.out_channels; /* C_in/g * kh * kw */
+    const size_t fan_in = l.core.kernel_len / l.core.shape.out_channels; /* C_in/g * kh * kw */
     const double bound = 1.0 / sqrt((double)fan_in);
     if (weight != NULL) {
         fill_uniform(weight, n_weight, bound, rng_for(seed, 0));
@@ -154,16 +154,16 @@ static dynconv_status init_named(const char *fn, const dynconv_conv2d_geometry *
     /* Kaiming-normal, fan_out mode, ReLU gain sqrt(2): fan_out of a 1x1 layer is its output
      * count. */
     if (fc1_weight != NULL) {
-        fill_normal(fc1_weight, n_fc1, sqrt(2.0 / (double)l.hidden), rng_for(seed, 2));
+        fill_normal(fc1_weight, n_fc1, sqrt(2.0 / (double)l.core.hidden), rng_for(seed, 2));
     }
     if (fc1_bias != NULL) {
-        memset(fc1_bias, 0, l.hidden * sizeof(float));
+        memset(fc1_bias, 0, l.core.hidden * sizeof(float));
     }
     if (fc2_weight != NULL) {
-        fill_normal(fc2_weight, n_fc2, sqrt(2.0 / (double)l.kernels), rng_for(seed, 3));
+        fill_normal(fc2_weight, n_fc2, sqrt(2.0 / (double)l.core.kernels), rng_for(seed, 3));
     }
     if (fc2_bias != NULL) {
-        memset(fc2_bias, 0, l.kernels * sizeof(float));
+        memset(fc2_bias, 0, l.core.kernels * sizeof(float));
     }
     return DYNCONV_OK;
 }

@@ -1,5 +1,5 @@
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
-#include "pool.h"
+#include "threadpool.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -8,12 +8,14 @@
 #include <unistd.h>
 
 struct dc_pool {
-    size_t size;                /* team size, caller included */
+    size_t size;                /* pool size, caller included */
     pthread_t *workers;         /* size - 1 */
     size_t started;             /* workers actually running */
-    pthread_mutex_t lock;
+    pthread_mutex_t run_lock;   /* held by the caller of a run for its whole duration */
+    pthread_mutex_t lock;       /* guards everything below */
     pthread_cond_t wake, done;
     unsigned long generation;   /* bumped for every task, so a worker runs each task once */
+    size_t team;                /* members of the current task, caller included */
     size_t pending;             /* workers still running the current task */
     bool quit;
     dc_pool_task fn;
@@ -41,10 +43,14 @@ static void *worker_main(void *p) {
             break;
         }
         seen = pool->generation;
+        if (index >= pool->team) {
+            continue; /* not a member of this task */
+        }
         const dc_pool_task fn = pool->fn;
         void *ctx = pool->ctx;
+        const size_t team = pool->team;
         pthread_mutex_unlock(&pool->lock);
-        fn(ctx, index, pool->size);
+        fn(ctx, index, team);
         pthread_mutex_lock(&pool->lock);
         if (--pool->pending == 0) {
             pthread_cond_signal(&pool->done);
@@ -67,13 +73,20 @@ dc_pool *dc_pool_create(size_t threads) {
         return pool;
     }
     pool->workers = calloc(threads - 1, sizeof *pool->workers);
-    if (pool->workers == NULL || pthread_mutex_init(&pool->lock, NULL) != 0) {
+    if (pool->workers == NULL || pthread_mutex_init(&pool->run_lock, NULL) != 0) {
+        free(pool->workers);
+        free(pool);
+        return NULL;
+    }
+    if (pthread_mutex_init(&pool->lock, NULL) != 0) {
+        pthread_mutex_destroy(&pool->run_lock);
         free(pool->workers);
         free(pool);
         return NULL;
     }
     if (pthread_cond_init(&pool->wake, NULL) != 0) {
         pthread_mutex_destroy(&pool->lock);
+        pthread_mutex_destroy(&pool->run_lock);
         free(pool->workers);
         free(pool);
         return NULL;
@@ -81,6 +94,7 @@ dc_pool *dc_pool_create(size_t threads) {
     if (pthread_cond_init(&pool->done, NULL) != 0) {
         pthread_cond_destroy(&pool->wake);
         pthread_mutex_destroy(&pool->lock);
+        pthread_mutex_destroy(&pool->run_lock);
         free(pool->workers);
         free(pool);
         return NULL;
@@ -120,6 +134,7 @@ void dc_pool_destroy(dc_pool *pool) {
         pthread_cond_destroy(&pool->done);
         pthread_cond_destroy(&pool->wake);
         pthread_mutex_destroy(&pool->lock);
+        pthread_mutex_destroy(&pool->run_lock);
     }
     free(pool->workers);
     free(pool);
@@ -127,26 +142,35 @@ void dc_pool_destroy(dc_pool *pool) {
 
 size_t dc_pool_size(const dc_pool *pool) { return pool->size; }
 
-void dc_pool_run(dc_pool *pool, dc_pool_task fn, void *ctx) {
-    if (pool->size == 1) {
+void dc_pool_run(dc_pool *pool, size_t team, dc_pool_task fn, void *ctx) {
+    if (team <= 1 || pool->size == 1) {
+        /* The caller alone: no worker is involved, so no other run is waited for. */
         fn(ctx, 0, 1);
         return;
     }
+    if (team > pool->size) {
+        team = pool->size;
+    }
+    /* One task at a time: a second caller waits here until the workers are free, so two
+     * handles sharing the pool never run more threads than the pool has. */
+    pthread_mutex_lock(&pool->run_lock);
     pthread_mutex_lock(&pool->lock);
     pool->fn = fn;
     pool->ctx = ctx;
-    pool->pending = pool->size - 1;
+    pool->team = team;
+    pool->pending = team - 1;
     pool->generation++;
     pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->lock);
 
-    fn(ctx, 0, pool->size);
+    fn(ctx, 0, team);
 
     pthread_mutex_lock(&pool->lock);
     while (pool->pending > 0) {
         pthread_cond_wait(&pool->done, &pool->lock);
     }
     pthread_mutex_unlock(&pool->lock);
+    pthread_mutex_unlock(&pool->run_lock);
 }
 
 size_t dc_available_cpus(void) {

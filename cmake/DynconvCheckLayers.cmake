@@ -1,0 +1,42 @@
+# cmake -DSRC=<dir> -DLAYERS=<a;b;...> -DALLOWED_<layer>=<layers it may include> \
+#       -P DynconvCheckLayers.cmake
+# The layering of src/ by its includes: every quoted include of a file in SRC/<layer>/ must be a
+# bare file name (no directory: "../conv/conv.h" would climb around the include paths the build
+# gives each layer) naming a header of the layer itself or of a layer it depends on
+# (ALLOWED_<layer>, the transitive dependencies src/CMakeLists.txt declares). Fails listing
+# every offending line.
+cmake_minimum_required(VERSION 3.25)
+set(_errors)
+foreach(_layer IN LISTS LAYERS)
+  set(_allowed ${_layer} ${ALLOWED_${_layer}})
+  file(GLOB _files "${SRC}/${_layer}/*.c" "${SRC}/${_layer}/*.h")
+  foreach(_f IN LISTS _files)
+    file(STRINGS "${_f}" _lines REGEX "^[ \t]*#[ \t]*include[ \t]*\"")
+    get_filename_component(_fname "${_f}" NAME)
+    foreach(_l IN LISTS _lines)
+      string(REGEX MATCH "\"([^\"]*)\"" _ "${_l}")
+      set(_inc "${CMAKE_MATCH_1}")
+      if(_inc MATCHES "[/\\\\]")
+        list(APPEND _errors "  ${_layer}/${_fname}: #include \"${_inc}\" climbs out of the layer's include path (name the header alone)")
+        continue()
+      endif()
+      set(_found "")
+      foreach(_a IN LISTS _allowed)
+        if(EXISTS "${SRC}/${_a}/${_inc}")
+          set(_found "${_a}")
+          break()
+        endif()
+      endforeach()
+      if(NOT _found)
+        string(REPLACE ";" ", " _list "${_allowed}")
+        list(APPEND _errors "  ${_layer}/${_fname}: #include \"${_inc}\" is not a header of ${_list} (the layers ${_layer} may use)")
+      endif()
+    endforeach()
+  endforeach()
+endforeach()
+if(_errors)
+  string(REPLACE ";" "\n" _msg "${_errors}")
+  message(FATAL_ERROR "layering violations under ${SRC}:\n${_msg}")
+endif()
+list(LENGTH LAYERS _n)
+message(STATUS "${SRC}: the includes of ${_n} layers respect the layering")

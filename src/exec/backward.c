@@ -1,0 +1,104 @@
+/* The backward pipeline: recompute the attention -> aggregate -> per-sample conv backward
+ * (dW_n, dx) -> dpi and the kernel gradients (two GEMMs over the batch) -> attention backward
+ * -> pooling backward. In the calling thread; arguments were checked by the API layer. */
+#include "exec.h"
+#include "plan.h"
+
+#include "aggregation.h"
+#include "attention.h"
+#include "conv.h"
+
+#include <string.h>
+
+/* What the per-sample convolution backward's task needs. */
+typedef struct samples_ctx {
+    const dc_layer *layer;
+    size_t batch;
+    const float *input, *grad_output;
+    float *grad_input;        /* dL/dx, or NULL */
+    const dc_backward_layout *ws;
+} samples_ctx;
+
+/* Whole samples per thread, each with its own scratch: sample i's dW_i and dx_i are the same
+ * whichever thread computes them. */
+static void samples_task(void *p, size_t index, size_t count) {
+    const samples_ctx *c = p;
+    const dc_layer *l = c->layer;
+    const dc_conv_shape *s = &l->shape;
+    const size_t in_floats = s->in_channels * s->height * s->width;
+    const size_t out_floats = s->out_channels * s->out_h * s->out_w;
+    float *col = c->ws->col != NULL ? c->ws->col + index * c->ws->col_stride : NULL;
+    size_t i0, i1;
+    dc_exec_share(c->batch, index, count, &i0, &i1);
+    for (size_t i = i0; i < i1; ++i) {
+        /* Overwrites W_n with dW_n: W_n is dead once this sample's dx is formed. */
+        float *wn = c->ws->weights + i * l->kernel_len;
+        dc_conv2d_sample_backward(s, c->input + i * in_floats, wn,
+                                  c->grad_output + i * out_floats, wn,
+                                  c->grad_input != NULL ? c->grad_input + i * in_floats : NULL,
+                                  col);
+    }
+}
+
+void dc_exec_backward(const dc_layer *layer, size_t batch, float temperature, size_t threads,
+                      dc_pool *pool, const float *input, const float *grad_output,
+                      const dc_exec_grads *grads, bool accumulate, void *workspace) {
+    /* Sizes were checked by reshape (every product below is at most a checked one). */
+    const dc_conv_shape *s = &layer->shape;
+    const size_t n = batch, K = layer->kernels;
+    const size_t in_plane = s->height * s->width, out_plane = s->out_h * s->out_w;
+    const size_t in_floats = s->in_channels * in_plane;
+    const size_t F = sizeof(float);
+    const bool attention_path = grads->input != NULL || grads->fc1_weight != NULL ||
+                                grads->fc1_bias != NULL || grads->fc2_weight != NULL ||
+                                grads->fc2_bias != NULL;
+    dc_backward_layout ws;
+    size_t unused;
+    dc_plan_backward_layout(layer, n, threads, workspace, &ws, &unused); /* checked by reshape */
+
+    const dc_attention att = {s->in_channels,    layer->hidden,   layer->kernels,
+                              layer->fc1_weight, layer->fc1_bias, layer->fc2_weight,
+                              layer->fc2_bias};
+    dc_global_avg_pool(input, n, s->in_channels, in_plane, ws.pooled);
+    dc_attention_forward(&att, n, ws.pooled, temperature, ws.hidden, ws.pi);
+    dc_aggregate(n, K, layer->kernel_len, ws.pi, layer->weight, ws.weights);
+
+    if (grads->input != NULL && !accumulate) {
+        memset(grads->input, 0, n * in_floats * F);
+    }
+    const samples_ctx ctx = {layer, n, input, grad_output, grads->input, &ws};
+    /* Fewer threads than samples would leave some idle: at most one per sample. */
+    const size_t team = dc_exec_team(layer, n, threads < n ? threads : n);
+    dc_exec_run(pool, team, samples_task, (void *)&ctx);
+    if (layer->bias != NULL) {
+        for (size_t r = 0; r < n * s->out_channels; ++r) {
+            const float *g = grad_output + r * out_plane;
+            float acc = 0.0f;
+            for (size_t p = 0; p < out_plane; ++p) {
+                acc += g[p];
+            }
+            ws.dbiases[r] = acc;
+        }
+    }
+
+    float *dpi = attention_path ? ws.dpi : NULL;
+    if (dpi != NULL) {
+        memset(dpi, 0, n * K * F);
+    }
+    dc_aggregate_backward(n, K, layer->kernel_len, ws.pi, layer->weight, ws.weights,
+                          grads->weight, accumulate, dpi);
+    if (layer->bias != NULL) {
+        dc_aggregate_backward(n, K, s->out_channels, ws.pi, layer->bias, ws.dbiases,
+                              grads->bias, accumulate, dpi);
+    }
+    if (!attention_path) {
+        return;
+    }
+    const dc_attention_grads ag = {grads->fc1_weight, grads->fc1_bias, grads->fc2_weight,
+                                   grads->fc2_bias, accumulate};
+    dc_attention_backward(&att, n, ws.pooled, ws.hidden, ws.pi, temperature, dpi, ws.du,
+                          &ag, grads->input != NULL ? ws.dpooled : NULL);
+    if (grads->input != NULL) {
+        dc_global_avg_pool_backward(ws.dpooled, n, s->in_channels, in_plane, grads->input);
+    }
+}

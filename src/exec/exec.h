@@ -1,0 +1,51 @@
+/* Execution layer: the workspace planner and the forward and backward pipelines, with the
+ * forward's scheduling on a thread pool. Below the API layer (which checks every argument and
+ * owns the handles): nothing here validates, fails at run time or allocates. */
+#ifndef DYNCONV_SRC_EXEC_H
+#define DYNCONV_SRC_EXEC_H
+
+#include "conv.h"
+#include "threadpool.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* A dynamic layer as the passes see it: its geometry (spatial fields set for the current
+ * shape), K, the attention's hidden size and the parameter arrays (optional ones NULL). */
+typedef struct dc_layer {
+    dc_conv_shape shape;
+    size_t kernels, hidden;
+    size_t kernel_len;        /* floats of one kernel set: C_out * C_in/g * kh * kw */
+    const float *weight, *bias, *fc1_weight, *fc1_bias, *fc2_weight, *fc2_bias;
+} dc_layer;
+
+/* The forward workspace for `batch` samples on `threads` threads, in bytes (never 0), and the
+ * kernels a thread aggregates at once (*chunk, to pass to dc_exec_forward); false when a size
+ * overflows. The formula is the header's (section 7). */
+bool dc_plan_forward(const dc_layer *l, size_t batch, size_t threads, size_t *chunk,
+                     size_t *bytes);
+
+/* The backward workspace for `batch` samples on `threads` threads, in bytes; false when a size
+ * overflows. */
+bool dc_plan_backward(const dc_layer *l, size_t batch, size_t threads, size_t *bytes);
+
+/* One forward of `batch` samples on the first `threads` threads of `pool` (the calling thread
+ * included; a forward of little work runs on the calling thread alone), with the chunk
+ * dc_plan_forward gave for this batch and thread count. attention may be NULL. */
+void dc_exec_forward(const dc_layer *l, size_t batch, float temperature, size_t threads,
+                     size_t chunk, dc_pool *pool, const float *input, float *output,
+                     float *attention, void *workspace);
+
+/* Where backward writes (the public gradients struct, field for field); NULL skips one. */
+typedef struct dc_exec_grads {
+    float *input, *weight, *bias, *fc1_weight, *fc1_bias, *fc2_weight, *fc2_bias;
+} dc_exec_grads;
+
+/* One backward of `batch` samples. The per-sample convolution backward (the bulk of the work)
+ * is shared by the first `threads` threads of `pool`, whole samples per thread, so the result
+ * does not depend on the thread count; the rest runs in the calling thread. */
+void dc_exec_backward(const dc_layer *l, size_t batch, float temperature, size_t threads,
+                      dc_pool *pool, const float *input, const float *grad_output,
+                      const dc_exec_grads *grads, bool accumulate, void *workspace);
+
+#endif

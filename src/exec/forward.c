@@ -1,0 +1,236 @@
+/* The forward pipeline and its scheduler: pool -> attention -> aggregation -> per-sample
+ * convolution, on the first `threads` threads of a pool. Arguments were checked by the API
+ * layer; nothing here fails or allocates. */
+#include "exec.h"
+#include "plan.h"
+
+#include "aggregation.h"
+#include "attention.h"
+#include "conv.h"
+#include "threadpool.h"
+
+#include <string.h>
+
+/* What the forward's tasks share. */
+typedef struct forward_ctx {
+    const dc_layer *layer;
+    size_t batch;             /* samples of this forward */
+    size_t chunk;             /* kernels a thread aggregates at once */
+    float temperature;
+    const float *input;
+    float *output;
+    const workspace_layout *ws;
+    size_t count;             /* samples [0, count) are split between threads whole */
+    size_t sample;            /* the sample that all threads share (pool_task, aggregate_task,
+                               * rows_task) */
+    dc_attention att;
+    bool batch_attention;     /* attention of the whole batch first (else per sample) */
+} forward_ctx;
+
+static float *slot_part(const workspace_layout *ws, size_t thread, bool present, size_t offset) {
+    return present ? (float *)(void *)(ws->slots + thread * ws->slot_bytes + offset) : NULL;
+}
+
+/* The squeeze of the shared sample: its channels' averages, split between threads. */
+static void pool_task(void *p, size_t index, size_t count) {
+    const forward_ctx *c = p;
+    const dc_conv_shape *s = &c->layer->shape;
+    const size_t spatial = s->height * s->width;
+    const size_t row0 = c->sample * s->in_channels;
+    size_t r0, r1;
+    dc_exec_share(s->in_channels, index, count, &r0, &r1);
+    if (r1 > r0) {
+        dc_global_avg_pool(c->input + (row0 + r0) * spatial, r1 - r0, 1, spatial,
+                           c->ws->pooled + row0 + r0);
+    }
+}
+
+/* The squeeze of the whole batch: all (sample, channel) rows, split between threads. */
+static void pool_all_task(void *p, size_t index, size_t count) {
+    const forward_ctx *c = p;
+    const dc_conv_shape *s = &c->layer->shape;
+    const size_t spatial = s->height * s->width;
+    size_t r0, r1;
+    dc_exec_share(c->batch * s->in_channels, index, count, &r0, &r1);
+    if (r1 > r0) {
+        dc_global_avg_pool(c->input + r0 * spatial, r1 - r0, 1, spatial, c->ws->pooled + r0);
+    }
+}
+
+/* pi of sample i from its pooled input, one sample at a time, so that pi does not depend on how
+ * the batch is shared between threads (a BLAS product over several samples may round
+ * differently). */
+static void sample_attention(const forward_ctx *c, size_t i) {
+    const dc_layer *l = c->layer;
+    dc_attention_forward(&c->att, 1, c->ws->pooled + i * l->shape.in_channels, c->temperature,
+                         c->ws->hidden + i * l->hidden, c->ws->pi + i * l->kernels);
+}
+
+static void samples_task(void *p, size_t index, size_t count) {
+    const forward_ctx *c = p;
+    const dc_layer *l = c->layer;
+    const dc_conv_shape *s = &l->shape;
+    const size_t in_len = s->in_channels * s->height * s->width;
+    const size_t out_len = s->out_channels * s->out_h * s->out_w;
+    float *col = slot_part(c->ws, index, c->ws->has_col, c->ws->col_at);
+    float *wt = slot_part(c->ws, index, c->ws->has_weights, c->ws->weights_at);
+    float *bt = slot_part(c->ws, index, c->ws->has_biases, c->ws->biases_at);
+    size_t i0, i1;
+    dc_exec_share(c->count, index, count, &i0, &i1);
+    for (size_t i = i0; i < i1; i += c->chunk) {
+        const size_t chunk = i1 - i < c->chunk ? i1 - i : c->chunk;
+        if (l->kernels > 1) {
+            if (!c->batch_attention) {
+                /* The attention right before the convolution (chunk == 1 here): the input, just
+                 * read by the pooling, is still in cache when the convolution reads it again. */
+                dc_global_avg_pool(c->input + i * in_len, 1, s->in_channels,
+                                   s->height * s->width, c->ws->pooled + i * s->in_channels);
+                sample_attention(c, i);
+            }
+            const float *pi = c->ws->pi + i * l->kernels;
+            dc_aggregate_samples(l->kernels, l->kernel_len, chunk, pi, l->weight, wt, 0,
+                                 l->kernel_len);
+            if (bt != NULL) {
+                dc_aggregate_samples(l->kernels, s->out_channels, chunk, pi, l->bias, bt, 0,
+                                     s->out_channels);
+            }
+        }
+        for (size_t j = 0; j < chunk; ++j) {
+            /* K = 1: pi is exactly 1, so the kernel is used as it is, with no arithmetic. */
+            const float *w = l->kernels > 1 ? wt + j * l->kernel_len : l->weight;
+            const float *b = l->kernels > 1 ? (bt != NULL ? bt + j * s->out_channels : NULL)
+                                            : l->bias;
+            dc_conv2d_sample(s, c->input + (i + j) * in_len, w, b,
+                             c->output + (i + j) * out_len, col);
+        }
+    }
+}
+
+/* One shared sample whose output channels can be computed apart (depthwise, pointwise): each
+ * thread mixes the kernel rows of its channels and convolves them, with no step in between that
+ * would need the other threads' rows. */
+static void channels_task(void *p, size_t index, size_t count) {
+    const forward_ctx *c = p;
+    const dc_layer *l = c->layer;
+    const dc_conv_shape *s = &l->shape;
+    const size_t i = c->sample, depth = l->kernel_len / s->out_channels;
+    size_t oc0, oc1;
+    dc_exec_share(s->out_channels, index, count, &oc0, &oc1);
+    const float *w = l->weight, *b = l->bias;
+    if (l->kernels > 1) {
+        const float *pi = c->ws->pi + i * l->kernels;
+        float *wt = slot_part(c->ws, 0, true, c->ws->weights_at);
+        dc_aggregate_range(l->kernels, l->kernel_len, pi, l->weight, wt, oc0 * depth,
+                           oc1 * depth);
+        w = wt;
+        b = NULL;
+        if (l->bias != NULL) {
+            float *bt = slot_part(c->ws, 0, true, c->ws->biases_at);
+            dc_aggregate_range(l->kernels, s->out_channels, pi, l->bias, bt, oc0, oc1);
+            b = bt;
+        }
+    }
+    dc_conv2d_channels(s, c->input + i * s->in_channels * s->height * s->width, w, b,
+                       c->output + i * s->out_channels * s->out_h * s->out_w,
+                       slot_part(c->ws, index, c->ws->has_col, c->ws->col_at), oc0, oc1);
+}
+
+/* One shared sample, step 1: each thread aggregates a slice of the kernel into slot 0. */
+static void aggregate_task(void *p, size_t index, size_t count) {
+    const forward_ctx *c = p;
+    const dc_layer *l = c->layer;
+    const float *pi = c->ws->pi + c->sample * l->kernels;
+    size_t k0, k1;
+    dc_exec_share(l->kernel_len, index, count, &k0, &k1);
+    dc_aggregate_range(l->kernels, l->kernel_len, pi, l->weight,
+                       slot_part(c->ws, 0, true, c->ws->weights_at), k0, k1);
+    if (index == 0 && l->bias != NULL) {
+        dc_aggregate_range(l->kernels, l->shape.out_channels, pi, l->bias,
+                           slot_part(c->ws, 0, true, c->ws->biases_at), 0,
+                           l->shape.out_channels);
+    }
+}
+
+/* One shared sample, step 2: each thread convolves a band of output rows. */
+static void rows_task(void *p, size_t index, size_t count) {
+    const forward_ctx *c = p;
+    const dc_layer *l = c->layer;
+    const dc_conv_shape *s = &l->shape;
+    const size_t i = c->sample;
+    const float *w = l->weight, *b = l->bias;
+    if (l->kernels > 1) {
+        w = slot_part(c->ws, 0, true, c->ws->weights_at);
+        b = slot_part(c->ws, 0, c->ws->has_biases, c->ws->biases_at);
+    }
+    size_t oh0, oh1;
+    dc_exec_share(s->out_h, index, count, &oh0, &oh1);
+    dc_conv2d_rows(s, c->input + i * s->in_channels * s->height * s->width, w, b,
+                   c->output + i * s->out_channels * s->out_h * s->out_w,
+                   slot_part(c->ws, index, c->ws->has_col, c->ws->col_at), oh0, oh1);
+}
+
+void dc_exec_forward(const dc_layer *l, size_t batch, float temperature, size_t threads,
+                     size_t chunk, dc_pool *pool, const float *input, float *output,
+                     float *attention, void *workspace) {
+    const dc_conv_shape *s = &l->shape;
+    const size_t n = batch;
+    workspace_layout ws;
+    size_t unused;
+    dc_plan_forward_layout(l, n, threads, chunk, workspace, &ws, &unused); /* checked by reshape */
+
+    const forward_ctx ctx0 = {l,
+                              n,
+                              chunk,
+                              temperature,
+                              input,
+                              output,
+                              &ws,
+                              0,
+                              0,
+                              {s->in_channels, l->hidden, l->kernels, l->fc1_weight, l->fc1_bias,
+                               l->fc2_weight, l->fc2_bias},
+                              false};
+    forward_ctx ctx = ctx0;
+    const size_t team = dc_exec_team(l, n, threads);
+    ctx.batch_attention = dc_attention_per_batch(l, s);
+    if (ctx.batch_attention) {
+        dc_exec_run(pool, team, pool_all_task, &ctx);
+        dc_attention_forward(&ctx.att, n, ws.pooled, temperature, ws.hidden, ws.pi);
+    }
+    /* Each sample goes through pool -> attention -> aggregation -> convolution in one go, so its
+     * input and kernel are still in cache from one step to the next. Whole samples per thread
+     * while there are at least as many samples as threads (no synchronisation inside a sample);
+     * the remaining samples (all of them at batch 1) are shared by all threads: pooling by
+     * channels, aggregation by slices, convolution by bands of output rows. */
+    ctx.count = n - n % team;
+    if (ctx.count > 0) {
+        dc_exec_run(pool, team, samples_task, &ctx);
+    }
+    for (size_t i = ctx.count; i < n; ++i) {
+        ctx.sample = i;
+        if (l->kernels > 1 && !ctx.batch_attention) {
+            dc_exec_run(pool, team, pool_task, &ctx);
+            sample_attention(&ctx, i);
+        }
+        if (dc_conv_channels_split(s)) {
+            dc_exec_run(pool, team, channels_task, &ctx);
+            continue;
+        }
+        if (l->kernels > 1) {
+            dc_exec_run(pool, team, aggregate_task, &ctx);
+        }
+        dc_exec_run(pool, team, rows_task, &ctx);
+    }
+
+    if (attention != NULL) {
+        if (l->kernels > 1) {
+            memcpy(attention, ws.pi, n * l->kernels * sizeof(float));
+        } else {
+            /* softmax of a single logit is exactly 1, whatever the input (even NaN): with one
+             * kernel the attention branch is not run at all. */
+            for (size_t i = 0; i < n; ++i) {
+                attention[i] = 1.0f;
+            }
+        }
+    }
+}

@@ -1,0 +1,53 @@
+/* Inside the execution layer: how the forward's and the backward's workspaces are carved. */
+#ifndef DYNCONV_SRC_EXEC_PLAN_H
+#define DYNCONV_SRC_EXEC_PLAN_H
+
+#include "exec.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Buffers a forward carves out of the workspace, always in this order: the attention's, for the
+ * whole batch (absent when K = 1: there is no attention to compute), then one slot per thread
+ * holding that thread's aggregated kernel and bias (absent when K = 1: the kernel is used as it
+ * is) and its im2col scratch (absent for the pointwise and depthwise paths). */
+typedef struct workspace_layout {
+    float *pooled, *hidden, *pi;
+    char *slots;              /* first thread's slot */
+    size_t slot_bytes;        /* distance between two threads' slots */
+    size_t weights_at, biases_at, col_at; /* offsets inside a slot */
+    bool has_weights, has_biases, has_col;
+} workspace_layout;
+
+/* Buffers a backward carves out of its workspace, always in this order. */
+typedef struct dc_backward_layout {
+    float *pooled, *hidden, *pi;  /* the recomputed attention */
+    float *weights;               /* aggregated kernels W_n, then their gradients dW_n */
+    float *dbiases;               /* db_n, [N, C_out] (only when the layer has a bias) */
+    float *col;                   /* conv backward scratch of one sample and group, per thread */
+    size_t col_stride;            /* floats from one thread's scratch to the next */
+    float *dpi, *du, *dpooled;    /* attention gradients */
+} dc_backward_layout;
+
+/* Carves (base != NULL) or only sizes the backward workspace for `threads` threads; false when
+ * a size overflows. */
+bool dc_plan_backward_layout(const dc_layer *l, size_t batch, size_t threads, char *base,
+                             dc_backward_layout *out, size_t *bytes);
+
+/* Carves (base != NULL) or only sizes the forward workspace of `threads` slots of `chunk`
+ * kernels each; false when a size overflows. */
+bool dc_plan_forward_layout(const dc_layer *l, size_t batch, size_t threads, size_t chunk,
+                            char *base, workspace_layout *out, size_t *bytes);
+
+/* Threads a pass of `batch` samples uses: `threads`, or 1 when the work is too small to share. */
+size_t dc_exec_team(const dc_layer *l, size_t batch, size_t threads);
+/* Runs fn on the first `team` threads of the pool (the calling thread alone when team is 1). */
+void dc_exec_run(dc_pool *pool, size_t team, dc_pool_task fn, void *ctx);
+/* [begin, end) of `total` items for member `index` of a team of `count`: contiguous, sizes
+ * differing by at most one. */
+void dc_exec_share(size_t total, size_t index, size_t count, size_t *begin, size_t *end);
+
+/* Whether the attention of the whole batch comes before the convolutions (small images). */
+bool dc_attention_per_batch(const dc_layer *l, const dc_conv_shape *s);
+
+#endif

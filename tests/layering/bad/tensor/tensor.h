@@ -1,0 +1,1 @@
+/* Fixture of test_layers_includes_rejects: a lowest layer. */
