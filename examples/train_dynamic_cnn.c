@@ -354,16 +354,13 @@ static void network_forward(network *net, int64_t batch, const float *input, boo
                                  net->fc_bias.value, net->logits));
 }
 
-/* Backward of the batch just run forward in training mode, from net->d_logits. Gradients of
- * the dynamic layers are overwritten by their backward; those of the training module
- * accumulate, so they are zeroed first. */
+/* Backward of the batch just run forward in training mode, from net->d_logits. Every backward,
+ * the dynamic layers' and the training module's, overwrites the gradients it is given. */
 static void network_backward(network *net, int64_t batch, const float *input) {
     block *last = &net->blocks[BLOCKS - 1];
-    dct_zero(net->fc_weight.grad, net->fc_weight.count);
-    dct_zero(net->fc_bias.grad, net->fc_bias.count);
     CHECK_DCT(dct_linear_backward(batch, last->cout, CLASSES, net->features, net->fc_weight.value,
                                   net->d_logits, net->d_features, net->fc_weight.grad,
-                                  net->fc_bias.grad));
+                                  net->fc_bias.grad, 0));
     CHECK_DCT(dct_global_avg_pool_backward(batch, last->cout, last->size, last->size,
                                            net->d_features, last->d_act));
     for (int i = BLOCKS - 1; i >= 0; --i) {
@@ -378,11 +375,9 @@ static void network_backward(network *net, int64_t batch, const float *input) {
         const dct_batchnorm2d bn = {b->cout,        1e-5f,          0.1f,
                                     b->gamma.value, b->beta.value,  b->running_mean,
                                     b->running_var};
-        dct_zero(b->gamma.grad, b->gamma.count);
-        dct_zero(b->beta.grad, b->beta.count);
         CHECK_DCT(dct_batchnorm2d_backward(&bn, batch, b->size, b->size, b->conv_out, b->d_act,
                                            b->save_mean, b->save_invstd, b->d_conv_out,
-                                           b->gamma.grad, b->beta.grad));
+                                           b->gamma.grad, b->beta.grad, 0));
         const float *x = i == 0 ? input : block_output(&net->blocks[i - 1]);
         const dynconv_conv2d_gradients grads = {
             .input = i == 0 ? NULL : net->d_input[i], .weight = b->weight.grad, .bias = NULL,

@@ -101,14 +101,17 @@ static void batchnorm_errors(void **state) {
     fill(dg, C, SENTINEL);
     fill(db, C, SENTINEL);
     static const char bwd[] = "dct_batchnorm2d_backward";
-    expect_fail(dct_batchnorm2d_backward(&bn, N, H, W, x, y, mean, invstd, dx, NULL, db),
+    expect_fail(dct_batchnorm2d_backward(&bn, N, H, W, x, y, mean, invstd, dx, NULL, db, 0),
                 DYNCONV_ERROR_NULL_POINTER, bwd);
-    expect_fail(dct_batchnorm2d_backward(&bn, N, H, W, x, y, mean, invstd, y, dg, db),
+    expect_fail(dct_batchnorm2d_backward(&bn, N, H, W, x, y, mean, invstd, y, dg, db, 0),
                 DYNCONV_ERROR_INVALID_ARGUMENT, bwd);
-    expect_fail(dct_batchnorm2d_backward(&bn, N, H, W, x, y, mean, invstd, dx, dg, dg),
+    expect_fail(dct_batchnorm2d_backward(&bn, N, H, W, x, y, mean, invstd, dx, dg, dg, 0),
                 DYNCONV_ERROR_INVALID_ARGUMENT, bwd);
-    expect_fail(dct_batchnorm2d_backward(&bn, N, 0, W, x, y, mean, invstd, dx, dg, db),
+    expect_fail(dct_batchnorm2d_backward(&bn, N, 0, W, x, y, mean, invstd, dx, dg, db, 0),
                 DYNCONV_ERROR_INVALID_ARGUMENT, bwd);
+    /* Flags as the library's backward: only DYNCONV_BACKWARD_ACCUMULATE is known. */
+    expect_fail(dct_batchnorm2d_backward(&bn, N, H, W, x, y, mean, invstd, dx, dg, db, 1u << 7),
+                DYNCONV_ERROR_UNSUPPORTED, bwd);
     assert_all(dx, T, SENTINEL);
     assert_all(dg, C, SENTINEL);
     assert_all(db, C, SENTINEL);
@@ -166,12 +169,14 @@ static void layer_errors(void **state) {
                 "dct_linear_forward");
     expect_fail(dct_linear_forward(2, (int64_t)1 << 31, 1, x, w, NULL, y),
                 DYNCONV_ERROR_SIZE_OVERFLOW, "dct_linear_forward");
-    expect_fail(dct_linear_backward(2, 2, 3, x, w, y, dx, NULL, gb), DYNCONV_ERROR_NULL_POINTER,
+    expect_fail(dct_linear_backward(2, 2, 3, x, w, y, dx, NULL, gb, 0), DYNCONV_ERROR_NULL_POINTER,
                 "dct_linear_backward");
-    expect_fail(dct_linear_backward(2, 2, 3, x, w, y, dx, gw, gw), DYNCONV_ERROR_INVALID_ARGUMENT,
+    expect_fail(dct_linear_backward(2, 2, 3, x, w, y, dx, gw, gw, 0), DYNCONV_ERROR_INVALID_ARGUMENT,
                 "dct_linear_backward");
-    expect_fail(dct_linear_backward(2, 2, 3, x, w, y, dx, w, gb), DYNCONV_ERROR_INVALID_ARGUMENT,
+    expect_fail(dct_linear_backward(2, 2, 3, x, w, y, dx, w, gb, 0), DYNCONV_ERROR_INVALID_ARGUMENT,
                 "dct_linear_backward");
+    expect_fail(dct_linear_backward(2, 2, 3, x, w, y, dx, gw, gb, 1u << 7),
+                DYNCONV_ERROR_UNSUPPORTED, "dct_linear_backward");
     assert_all(gw, 6, SENTINEL);
     assert_all(gb, 3, SENTINEL);
     assert_all(dx, T, SENTINEL);
@@ -323,11 +328,24 @@ static void rng_is_reproducible(void **state) {
     }
 }
 
+/* The training module and the library keep one message per thread: a failure of either is
+ * what both dct_last_error_message() and dynconv_last_error_message() say. */
+static void one_message_for_both(void **state) {
+    (void)state;
+    assert_int_equal(dct_relu_forward(0, NULL, NULL), DYNCONV_ERROR_INVALID_ARGUMENT);
+    assert_string_equal(dct_last_error_message(), dynconv_last_error_message());
+    assert_non_null(strstr(dynconv_last_error_message(), "dct_relu_forward"));
+    assert_int_equal(dynconv_conv2d_create(NULL, NULL, 1.0f, 0, NULL), DYNCONV_ERROR_NULL_POINTER);
+    assert_string_equal(dct_last_error_message(), dynconv_last_error_message());
+    assert_non_null(strstr(dct_last_error_message(), "dynconv_conv2d_create"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(batchnorm_errors),  cmocka_unit_test(layer_errors),
         cmocka_unit_test(loss_errors),       cmocka_unit_test(sgd_errors_touch_nothing),
         cmocka_unit_test(exact_cases),       cmocka_unit_test(rng_is_reproducible),
+        cmocka_unit_test(one_message_for_both),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

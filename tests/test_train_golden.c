@@ -1,8 +1,8 @@
 /* The training module against PyTorch: batch norm (training and inference, running statistics,
  * gradients), the linear layer, softmax cross-entropy, max pooling and SGD, on the golden cases
- * of train/train_golden.c. Parameter gradients start from a non-zero value to check that they
- * accumulate, as the header documents; input gradients start from garbage to check that they
- * are overwritten. */
+ * of train/train_golden.c. Every gradient buffer starts from a non-zero value: by default the
+ * backward overwrites it, and with DYNCONV_BACKWARD_ACCUMULATE it adds into it (dx included),
+ * as the header documents; both are checked. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -37,6 +37,13 @@ static float *filled(size_t n, float value) {
     return p;
 }
 
+/* p[i] -= v: takes the starting value back out of an accumulated gradient. */
+static void subtract(float *p, size_t n, float v) {
+    for (size_t i = 0; i < n; ++i) {
+        p[i] -= v;
+    }
+}
+
 static void batchnorm_matches_pytorch(void **state) {
     (void)state;
     for (size_t ci = 0; ci < golden_bn_case_count; ++ci) {
@@ -53,17 +60,27 @@ static void batchnorm_matches_pytorch(void **state) {
         CHECK("running_mean", rm, g->running_mean_out, c);
         CHECK("running_var", rv, g->running_var_out, c);
 
-        float *dx = filled(total, 7.0f), *dgamma = filled(c, 0.5f), *dbeta = filled(c, -0.25f);
-        assert_int_equal(dct_batchnorm2d_backward(&bn, g->n, g->h, g->w, g->x, g->dy, mean,
-                                                  invstd, dx, dgamma, dbeta),
-                         DYNCONV_OK);
-        CHECK("dx", dx, g->dx, total);
-        for (size_t i = 0; i < c; ++i) {
-            dgamma[i] -= 0.5f;
-            dbeta[i] += 0.25f;
+        float *dx = NULL, *dgamma = NULL, *dbeta = NULL;
+        for (int accumulate = 0; accumulate <= 1; ++accumulate) {
+            free(dx);
+            free(dgamma);
+            free(dbeta);
+            dx = filled(total, 7.0f);
+            dgamma = filled(c, 0.5f);
+            dbeta = filled(c, -0.25f);
+            const uint32_t flags = accumulate ? (uint32_t)DYNCONV_BACKWARD_ACCUMULATE : 0u;
+            assert_int_equal(dct_batchnorm2d_backward(&bn, g->n, g->h, g->w, g->x, g->dy, mean,
+                                                      invstd, dx, dgamma, dbeta, flags),
+                             DYNCONV_OK);
+            if (accumulate) {
+                subtract(dx, total, 7.0f);
+                subtract(dgamma, c, 0.5f);
+                subtract(dbeta, c, -0.25f);
+            }
+            CHECK("dx", dx, g->dx, total);
+            CHECK("dgamma", dgamma, g->dgamma, c);
+            CHECK("dbeta", dbeta, g->dbeta, c);
         }
-        CHECK("dgamma", dgamma, g->dgamma, c);
-        CHECK("dbeta", dbeta, g->dbeta, c);
 
         float *y_eval = filled(total, 7.0f);
         assert_int_equal(dct_batchnorm2d_forward_eval(&bn, g->n, g->h, g->w, g->x, y_eval),
@@ -94,23 +111,30 @@ static void linear_matches_pytorch(void **state) {
         printf("case %s\n", g->name);
         const size_t nx = (size_t)(g->n * g->din), ny = (size_t)(g->n * g->dout);
         const size_t nw = (size_t)(g->dout * g->din), nb = (size_t)g->dout;
-        float *y = filled(ny, 7.0f), *dx = filled(nx, 7.0f);
-        float *dw = filled(nw, 1.0f), *db = filled(nb, 1.0f);
+        float *y = filled(ny, 7.0f), *dx = NULL, *dw = NULL, *db = NULL;
         assert_int_equal(dct_linear_forward(g->n, g->din, g->dout, g->x, g->weight, g->bias, y),
                          DYNCONV_OK);
         CHECK("y", y, g->y, ny);
-        assert_int_equal(
-            dct_linear_backward(g->n, g->din, g->dout, g->x, g->weight, g->dy, dx, dw, db),
-            DYNCONV_OK);
-        CHECK("dx", dx, g->dx, nx);
-        for (size_t i = 0; i < nw; ++i) {
-            dw[i] -= 1.0f;
+        for (int accumulate = 0; accumulate <= 1; ++accumulate) {
+            free(dx);
+            free(dw);
+            free(db);
+            dx = filled(nx, 7.0f);
+            dw = filled(nw, 1.0f);
+            db = filled(nb, 1.0f);
+            const uint32_t flags = accumulate ? (uint32_t)DYNCONV_BACKWARD_ACCUMULATE : 0u;
+            assert_int_equal(dct_linear_backward(g->n, g->din, g->dout, g->x, g->weight, g->dy, dx,
+                                                 dw, db, flags),
+                             DYNCONV_OK);
+            if (accumulate) {
+                subtract(dx, nx, 7.0f);
+                subtract(dw, nw, 1.0f);
+                subtract(db, nb, 1.0f);
+            }
+            CHECK("dx", dx, g->dx, nx);
+            CHECK("dweight", dw, g->dweight, nw);
+            CHECK("dbias", db, g->dbias, nb);
         }
-        for (size_t i = 0; i < nb; ++i) {
-            db[i] -= 1.0f;
-        }
-        CHECK("dweight", dw, g->dweight, nw);
-        CHECK("dbias", db, g->dbias, nb);
         free(y);
         free(dx);
         free(dw);

@@ -126,7 +126,7 @@ static void batchnorm_gradients(void **state) {
         assert_int_equal(dct_batchnorm2d_forward_train(&bn, N, H, W, x, y, mean, invstd),
                          DYNCONV_OK);
         assert_int_equal(
-            dct_batchnorm2d_backward(&bn, N, H, W, x, r, mean, invstd, dx, dgamma, dbeta),
+            dct_batchnorm2d_backward(&bn, N, H, W, x, r, mean, invstd, dx, dgamma, dbeta, 0),
             DYNCONV_OK);
 
         bn_ctx b = {n, c, plane, cases[ci].eps, to_double(x, total), to_double(gamma, c),
@@ -138,10 +138,10 @@ static void batchnorm_gradients(void **state) {
         fd_check("dgamma", b.gamma, c, bn_loss, &b, dgamma);
         fd_check("dbeta", b.beta, c, bn_loss, &b, dbeta);
 
-        /* Parameters only: dx NULL gives the same parameter gradients, accumulated. */
-        assert_int_equal(
-            dct_batchnorm2d_backward(&bn, N, H, W, x, r, mean, invstd, NULL, dgamma, dbeta),
-            DYNCONV_OK);
+        /* Parameters only: dx NULL gives the same parameter gradients, here accumulated. */
+        assert_int_equal(dct_batchnorm2d_backward(&bn, N, H, W, x, r, mean, invstd, NULL, dgamma,
+                                                  dbeta, DYNCONV_BACKWARD_ACCUMULATE),
+                         DYNCONV_OK);
         for (size_t i = 0; i < c; ++i) {
             dgamma[i] *= 0.5f;
             dbeta[i] *= 0.5f;
@@ -192,7 +192,7 @@ static void linear_gradients(void **state) {
     float *x = random_floats(&rng, N * DIN, -1, 1), *w = random_floats(&rng, DOUT * DIN, -1, 1);
     float *b = random_floats(&rng, DOUT, -1, 1), *r = random_floats(&rng, N * DOUT, -1, 1);
     float *dx = zeros(N * DIN), *dw = zeros(DOUT * DIN), *db = zeros(DOUT);
-    assert_int_equal(dct_linear_backward(N, DIN, DOUT, x, w, r, dx, dw, db), DYNCONV_OK);
+    assert_int_equal(dct_linear_backward(N, DIN, DOUT, x, w, r, dx, dw, db, 0), DYNCONV_OK);
     linear_ctx l = {N, DIN, DOUT, to_double(x, N * DIN), to_double(w, DOUT * DIN),
                     to_double(b, DOUT), to_double(r, N * DOUT)};
     fd_check("dx", l.x, N * DIN, linear_loss, &l, dx);
@@ -424,12 +424,12 @@ static void chained_step_gradients(void **state) {
     assert_int_equal(dct_relu_forward(CN * CHID, a, a), DYNCONV_OK);
     assert_int_equal(dct_linear_forward(CN, CHID, CCLS, a, w2, b2, z), DYNCONV_OK);
     assert_int_equal(dct_softmax_cross_entropy(CN, CCLS, z, labels, &loss, dz, NULL), DYNCONV_OK);
-    assert_int_equal(dct_linear_backward(CN, CHID, CCLS, a, w2, dz, da, dw2, db2), DYNCONV_OK);
+    assert_int_equal(dct_linear_backward(CN, CHID, CCLS, a, w2, dz, da, dw2, db2, 0), DYNCONV_OK);
     assert_int_equal(dct_relu_backward(CN * CHID, a, da, da), DYNCONV_OK);
     assert_int_equal(
-        dct_batchnorm2d_backward(&bn, CN, 1, 1, h, da, mean, invstd, dh, dgamma, dbeta),
+        dct_batchnorm2d_backward(&bn, CN, 1, 1, h, da, mean, invstd, dh, dgamma, dbeta, 0),
         DYNCONV_OK);
-    assert_int_equal(dct_linear_backward(CN, CIN, CHID, x, w1, dh, NULL, dw1, db1), DYNCONV_OK);
+    assert_int_equal(dct_linear_backward(CN, CIN, CHID, x, w1, dh, NULL, dw1, db1, 0), DYNCONV_OK);
 
     chain_ctx c = {to_double(w1, CHID * CIN), to_double(b1, CHID), to_double(gamma, CHID),
                    to_double(beta, CHID),     to_double(w2, CCLS * CHID), to_double(b2, CCLS),

@@ -78,20 +78,16 @@ static void mlp_loss_falls(void **state) {
         const int at = (step % per_epoch) * BATCH;
         const float *xb = x + at * FEAT;
         const int32_t *yb = labels + at;
-        float *const grads[] = {gw1, gb1, ggamma, gbeta, gw2, gb2};
-        for (size_t p = 0; p < num_params; ++p) {
-            dct_zero(grads[p], (size_t)params[p].count);
-        }
         float loss;
         OK(dct_linear_forward(BATCH, FEAT, HID, xb, w1, b1, h));
         OK(dct_batchnorm2d_forward_train(&bn, BATCH, 1, 1, h, a, mean, invstd));
         OK(dct_relu_forward(BATCH * HID, a, a));
         OK(dct_linear_forward(BATCH, HID, CLS, a, w2, b2, z));
         OK(dct_softmax_cross_entropy(BATCH, CLS, z, yb, &loss, dz, NULL));
-        OK(dct_linear_backward(BATCH, HID, CLS, a, w2, dz, da, gw2, gb2));
+        OK(dct_linear_backward(BATCH, HID, CLS, a, w2, dz, da, gw2, gb2, 0));
         OK(dct_relu_backward(BATCH * HID, a, da, da));
-        OK(dct_batchnorm2d_backward(&bn, BATCH, 1, 1, h, da, mean, invstd, dh, ggamma, gbeta));
-        OK(dct_linear_backward(BATCH, FEAT, HID, xb, w1, dh, NULL, gw1, gb1));
+        OK(dct_batchnorm2d_backward(&bn, BATCH, 1, 1, h, da, mean, invstd, dh, ggamma, gbeta, 0));
+        OK(dct_linear_backward(BATCH, FEAT, HID, xb, w1, dh, NULL, gw1, gb1, 0));
         const dct_sgd sgd = {dct_linear_schedule(0.2f, 0.02f, step, STEPS), 0.9f, 1e-4f};
         OK(dct_sgd_step(&sgd, params, num_params));
         if (step == 0) {

@@ -1,7 +1,7 @@
 #include "internal.h"
+#include "tensor.h"
 
 #include <stdarg.h>
-#include <stdio.h>
 
 unsigned dynconv_version_number(void) { return DYNCONV_VERSION_NUMBER; }
 
@@ -23,15 +23,14 @@ const char *dynconv_status_string(dynconv_status status) {
     return "unknown status";
 }
 
-/* One buffer per thread, so a failure in one thread never garbles another's message. */
-static _Thread_local char last_error[512];
-
-const char *dynconv_last_error_message(void) { return last_error; }
+/* The message lives in the tensor layer, so that everything built on the library writes the
+ * same per-thread buffer. */
+const char *dynconv_last_error_message(void) { return dc_error_message(); }
 
 dynconv_status dc_fail(dynconv_status status, const char *fmt, ...) {
     va_list args;
     va_start(args, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, args);
+    dc_error_vset(fmt, args);
     va_end(args);
     return status;
 }

@@ -85,12 +85,7 @@ typedef struct init_rng {
     uint64_t state;
 } init_rng;
 
-static uint64_t rng_next(init_rng *r) {
-    uint64_t z = (r->state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+static uint64_t rng_next(init_rng *r) { return dc_splitmix64(&r->state); }
 
 static init_rng rng_for(uint64_t seed, uint64_t array) {
     init_rng r = {seed};

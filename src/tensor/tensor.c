@@ -1,7 +1,23 @@
 #define _POSIX_C_SOURCE 200809L
 #include "tensor.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+
+static _Thread_local char error_message[512];
+
+const char *dc_error_message(void) { return error_message; }
+
+void dc_error_vset(const char *fmt, va_list args) {
+    vsnprintf(error_message, sizeof error_message, fmt, args);
+}
+
+uint64_t dc_splitmix64(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
 
 bool dc_mul_size(size_t a, size_t b, size_t *out) {
     if (a != 0 && b > SIZE_MAX / a) {

@@ -1,8 +1,10 @@
-/* Tensor layer: checked size arithmetic, aligned buffers and workspace carving.
+/* Tensor layer: checked size arithmetic, aligned buffers, workspace carving, and the two bits of
+ * state every layer above shares: the calling thread's error message and the seeded generator.
  * Lowest layer of the library; depends on nothing but libc. */
 #ifndef DYNCONV_SRC_TENSOR_H
 #define DYNCONV_SRC_TENSOR_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -38,5 +40,15 @@ typedef struct dc_arena {
 
 /* Reserves `count` floats; returns the pointer (NULL while planning). */
 float *dc_arena_take(dc_arena *arena, size_t count);
+
+/* The calling thread's error message: one buffer per thread, so a failure in one thread never
+ * garbles another's. The API's dynconv_last_error_message() returns it, and every failing
+ * function writes it (the library's, and the training module's built on it). */
+const char *dc_error_message(void);
+void dc_error_vset(const char *fmt, va_list args);
+
+/* splitmix64: every seed, 0 included, gives a good stream; the same seed the same numbers on
+ * every platform. Advances *state and returns the next 64 random bits. */
+uint64_t dc_splitmix64(uint64_t *state);
 
 #endif

@@ -50,10 +50,10 @@ dynconv_status dct_batchnorm2d_forward_train(const dct_batchnorm2d *bn, int64_t 
                         "%s: batch * height * width must be > 1 to estimate a variance", fn);
     }
     const size_t bytes = count * sizeof(float), cbytes = channels * sizeof(float);
-    if (dct_overlap(x, bytes, y, bytes) || dct_overlap(y, bytes, save_mean, cbytes) ||
-        dct_overlap(y, bytes, save_invstd, cbytes) ||
-        dct_overlap(save_mean, cbytes, save_invstd, cbytes) ||
-        dct_overlap(x, bytes, save_mean, cbytes) || dct_overlap(x, bytes, save_invstd, cbytes)) {
+    if (dc_ranges_overlap(x, bytes, y, bytes) || dc_ranges_overlap(y, bytes, save_mean, cbytes) ||
+        dc_ranges_overlap(y, bytes, save_invstd, cbytes) ||
+        dc_ranges_overlap(save_mean, cbytes, save_invstd, cbytes) ||
+        dc_ranges_overlap(x, bytes, save_mean, cbytes) || dc_ranges_overlap(x, bytes, save_invstd, cbytes)) {
         return dct_fail(DYNCONV_ERROR_INVALID_ARGUMENT,
                         "%s: x, y, save_mean and save_invstd must not overlap", fn);
     }
@@ -106,7 +106,7 @@ dynconv_status dct_batchnorm2d_forward_eval(const dct_batchnorm2d *bn, int64_t b
         return dct_fail(DYNCONV_ERROR_NULL_POINTER, "%s: %s is NULL", fn, x == NULL ? "x" : "y");
     }
     const size_t bytes = count * sizeof(float);
-    if (x != y && dct_overlap(x, bytes, y, bytes)) {
+    if (x != y && dc_ranges_overlap(x, bytes, y, bytes)) {
         return dct_fail(DYNCONV_ERROR_INVALID_ARGUMENT,
                         "%s: y must be x itself (in place) or not overlap it", fn);
     }
@@ -130,8 +130,10 @@ dynconv_status dct_batchnorm2d_forward_eval(const dct_batchnorm2d *bn, int64_t b
 dynconv_status dct_batchnorm2d_backward(const dct_batchnorm2d *bn, int64_t batch, int64_t height,
                                         int64_t width, const float *x, const float *dy,
                                         const float *save_mean, const float *save_invstd,
-                                        float *dx, float *dgamma, float *dbeta) {
+                                        float *dx, float *dgamma, float *dbeta, uint32_t flags) {
     static const char fn[] = "dct_batchnorm2d_backward";
+    DCT_TRY(dct_check_backward_flags(fn, flags));
+    const bool accumulate = (flags & DYNCONV_BACKWARD_ACCUMULATE) != 0;
     size_t count, plane;
     DCT_TRY(check_bn(fn, bn, batch, height, width, &count, &plane));
     if (x == NULL || dy == NULL || save_mean == NULL || save_invstd == NULL || dgamma == NULL ||
@@ -146,9 +148,9 @@ dynconv_status dct_batchnorm2d_backward(const dct_batchnorm2d *bn, int64_t batch
     }
     const size_t n = (size_t)batch, channels = (size_t)bn->channels, m = n * plane;
     const size_t bytes = count * sizeof(float), cbytes = channels * sizeof(float);
-    if (dct_overlap(dx, bytes, x, bytes) || dct_overlap(dx, bytes, dy, bytes) ||
-        dct_overlap(dx, bytes, dgamma, cbytes) || dct_overlap(dx, bytes, dbeta, cbytes) ||
-        dct_overlap(dgamma, cbytes, dbeta, cbytes)) {
+    if (dc_ranges_overlap(dx, bytes, x, bytes) || dc_ranges_overlap(dx, bytes, dy, bytes) ||
+        dc_ranges_overlap(dx, bytes, dgamma, cbytes) || dc_ranges_overlap(dx, bytes, dbeta, cbytes) ||
+        dc_ranges_overlap(dgamma, cbytes, dbeta, cbytes)) {
         return dct_fail(DYNCONV_ERROR_INVALID_ARGUMENT,
                         "%s: dx, dgamma and dbeta must not overlap each other, x or dy", fn);
     }
@@ -164,8 +166,8 @@ dynconv_status dct_batchnorm2d_backward(const dct_batchnorm2d *bn, int64_t batch
                 sum_dy_xhat += g[j] * ((p[j] - mean) * invstd);
             }
         }
-        dgamma[c] += (float)sum_dy_xhat;
-        dbeta[c] += (float)sum_dy;
+        dgamma[c] = (accumulate ? dgamma[c] : 0.0f) + (float)sum_dy_xhat;
+        dbeta[c] = (accumulate ? dbeta[c] : 0.0f) + (float)sum_dy;
         if (dx == NULL) {
             continue;
         }
@@ -178,7 +180,8 @@ dynconv_status dct_batchnorm2d_backward(const dct_batchnorm2d *bn, int64_t batch
             float *q = dx + (i * channels + c) * plane;
             for (size_t j = 0; j < plane; ++j) {
                 const double xhat = (p[j] - mean) * invstd;
-                q[j] = (float)(k * (g[j] - mean_dy - xhat * mean_dy_xhat));
+                const float v = (float)(k * (g[j] - mean_dy - xhat * mean_dy_xhat));
+                q[j] = accumulate ? q[j] + v : v;
             }
         }
     }

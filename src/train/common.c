@@ -4,18 +4,16 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <string.h>
 
-/* One buffer per thread, so a failure in one thread never garbles another's message. */
-static _Thread_local char last_error[512];
-
-const char *dct_last_error_message(void) { return last_error; }
+/* The library's own per-thread message (tensor layer): dct_last_error_message() and
+ * dynconv_last_error_message() are the same text. */
+const char *dct_last_error_message(void) { return dc_error_message(); }
 
 dynconv_status dct_fail(dynconv_status status, const char *fmt, ...) {
     va_list args;
     va_start(args, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, args);
+    dc_error_vset(fmt, args);
     va_end(args);
     return status;
 }
@@ -43,12 +41,13 @@ dynconv_status dct_check_sizes(const char *fn, const char *const *names, const i
     return DYNCONV_OK;
 }
 
-bool dct_overlap(const void *a, size_t a_bytes, const void *b, size_t b_bytes) {
-    if (a == NULL || b == NULL || a_bytes == 0 || b_bytes == 0) {
-        return false;
+dynconv_status dct_check_backward_flags(const char *fn, uint32_t flags) {
+    const uint32_t known = (uint32_t)DYNCONV_BACKWARD_ACCUMULATE;
+    if ((flags & ~known) != 0) {
+        return dct_fail(DYNCONV_ERROR_UNSUPPORTED, "%s: unknown flags 0x%x", fn,
+                        (unsigned)(flags & ~known));
     }
-    const uintptr_t pa = (uintptr_t)a, pb = (uintptr_t)b;
-    return pa < pb + b_bytes && pb < pa + a_bytes;
+    return DYNCONV_OK;
 }
 
 void dct_zero(float *p, size_t count) {
@@ -59,12 +58,7 @@ void dct_zero(float *p, size_t count) {
 
 void dct_rng_seed(dct_rng *rng, uint64_t seed) { rng->state = seed; }
 
-uint64_t dct_rng_next(dct_rng *rng) {
-    uint64_t z = (rng->state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+uint64_t dct_rng_next(dct_rng *rng) { return dc_splitmix64(&rng->state); }
 
 float dct_rng_uniform(dct_rng *rng) {
     return (float)(dct_rng_next(rng) >> 40) * (1.0f / 16777216.0f);

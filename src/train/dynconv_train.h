@@ -4,7 +4,9 @@
  * NOT part of libdynconv's stable ABI. This is a separate static library (CMake target
  * dynconv_train) used by the examples and tests; it is not exported from libdynconv.so, not
  * installed, and its functions may change between versions. The library's core stays the
- * dynamic layers of <dynconv/dynconv.h>.
+ * dynamic layers of <dynconv/dynconv.h>. It is built on the core's own code (its error
+ * message, generator and pooling), statically: a program links dynconv_train, which brings
+ * the whole library with it (the static archive dynconv_internal), and not libdynconv.so.
  *
  * Contents, in the order a network uses them:
  *   1. errors         - statuses are dynconv_status values; dct_last_error_message() explains
@@ -20,11 +22,13 @@
  *   - float32 tensors, NCHW, contiguous row-major. Sizes are int64_t; a non-positive size is
  *     DYNCONV_ERROR_INVALID_ARGUMENT, a product of sizes that overflows is
  *     DYNCONV_ERROR_SIZE_OVERFLOW.
- *   - On any error nothing is written and a message is left for dct_last_error_message().
- *   - Gradients: the gradient with respect to a layer's INPUT (dx) is OVERWRITTEN; gradients
- *     with respect to PARAMETERS (dweight, dbias, dgamma, dbeta) are ACCUMULATED (+=), as
- *     PyTorch's .grad, so a caller zeroes them once per step (dct_zero) and may sum several
- *     backward calls into them.
+ *   - On any error nothing is written and a message is left for dct_last_error_message(),
+ *     which is the library's own per-thread message (dynconv_last_error_message()).
+ *   - Gradients, as the library's own backward functions: every gradient buffer is
+ *     OVERWRITTEN by default; the backward functions with parameters (batch norm, linear) take
+ *     flags, and with DYNCONV_BACKWARD_ACCUMULATE they add into every gradient buffer instead
+ *     (dx included), e.g. to sum micro-batches. Unknown flag bits: DYNCONV_ERROR_UNSUPPORTED.
+ *     A network can mix these with dynconv_conv2d_backward under one rule.
  *   - Output and input buffers must not overlap, except where a function says "in place".
  *   - No function allocates memory; all buffers belong to the caller.
  *   - No global state besides the thread-local error message: threads may call any function
@@ -47,7 +51,8 @@ extern "C" {
 /* 1. Errors                                                                                */
 /* ---------------------------------------------------------------------------------------- */
 
-/* Explanation of the latest failure of a dct_* call in the calling thread ("" if none). */
+/* Explanation of the latest failure in the calling thread, of a dct_* or dynconv_* call alike
+ * ("" if none). */
 const char *dct_last_error_message(void);
 
 /* Sets every one of the count floats of p to zero (e.g. parameter gradients before a step). */
@@ -57,8 +62,8 @@ void dct_zero(float *p, size_t count);
 /* 2. Random initialisation                                                                 */
 /* ---------------------------------------------------------------------------------------- */
 
-/* splitmix64: any seed, including 0, gives a good stream; the same seed gives the same
- * numbers on every platform. */
+/* splitmix64 (the library's own generator): any seed, including 0, gives a good stream; the
+ * same seed gives the same numbers on every platform. */
 typedef struct dct_rng {
     uint64_t state;
 } dct_rng;
@@ -118,14 +123,15 @@ dynconv_status dct_batchnorm2d_forward_eval(const dct_batchnorm2d *bn, int64_t b
 
 /* Backward of the training forward, given the same x and the saved statistics:
  *   xhat = (x - mean) * invstd
- *   dgamma[c] += sum dy * xhat           dbeta[c] += sum dy
- *   dx = gamma * invstd / M * (M * dy - sum dy - xhat * sum(dy * xhat))   (overwritten)
- * dx may be NULL (parameters only); dgamma and dbeta are required. dx must not overlap x or
- * dy. Errors as for the forward. */
+ *   dgamma[c] = sum dy * xhat            dbeta[c] = sum dy
+ *   dx = gamma * invstd / M * (M * dy - sum dy - xhat * sum(dy * xhat))
+ * each overwritten, or added (+=) with DYNCONV_BACKWARD_ACCUMULATE in flags. dx may be NULL
+ * (parameters only); dgamma and dbeta are required. dx must not overlap x or dy.
+ * Errors as for the forward, and UNSUPPORTED (unknown flags). */
 dynconv_status dct_batchnorm2d_backward(const dct_batchnorm2d *bn, int64_t batch, int64_t height,
                                         int64_t width, const float *x, const float *dy,
                                         const float *save_mean, const float *save_invstd,
-                                        float *dx, float *dgamma, float *dbeta);
+                                        float *dx, float *dgamma, float *dbeta, uint32_t flags);
 
 /* ---------------------------------------------------------------------------------------- */
 /* 4. ReLU                                                                                  */
@@ -174,12 +180,14 @@ dynconv_status dct_maxpool2d_backward(int64_t batch, int64_t channels, int64_t h
 dynconv_status dct_linear_forward(int64_t batch, int64_t in_features, int64_t out_features,
                                   const float *x, const float *weight, const float *bias,
                                   float *y);
-/*   dx      [N, D_in]      = dy @ weight        (overwritten; may be NULL)
- *   dweight [D_out, D_in] += dy^T @ x           (required)
- *   dbias   [D_out]       += sum over n of dy   (may be NULL) */
+/*   dx      [N, D_in]      = dy @ weight        (may be NULL)
+ *   dweight [D_out, D_in]  = dy^T @ x           (required)
+ *   dbias   [D_out]        = sum over n of dy   (may be NULL)
+ * each overwritten, or added (+=) with DYNCONV_BACKWARD_ACCUMULATE in flags (unknown bits:
+ * UNSUPPORTED). */
 dynconv_status dct_linear_backward(int64_t batch, int64_t in_features, int64_t out_features,
                                    const float *x, const float *weight, const float *dy,
-                                   float *dx, float *dweight, float *dbias);
+                                   float *dx, float *dweight, float *dbias, uint32_t flags);
 
 /* ---------------------------------------------------------------------------------------- */
 /* 7. Softmax cross-entropy                                                                 */

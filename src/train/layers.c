@@ -1,6 +1,8 @@
 /* ReLU, pooling and the static linear layer. */
 #include "train_internal.h"
 
+#include "attention.h"
+
 #include <cblas.h>
 #include <limits.h>
 #include <string.h>
@@ -20,7 +22,7 @@ dynconv_status dct_relu_forward(int64_t count, const float *x, float *y) {
         return dct_fail(DYNCONV_ERROR_NULL_POINTER, "%s: %s is NULL", fn, x == NULL ? "x" : "y");
     }
     const size_t bytes = total * sizeof(float);
-    if (x != y && dct_overlap(x, bytes, y, bytes)) {
+    if (x != y && dc_ranges_overlap(x, bytes, y, bytes)) {
         return dct_fail(DYNCONV_ERROR_INVALID_ARGUMENT,
                         "%s: y must be x itself (in place) or not overlap it", fn);
     }
@@ -40,7 +42,7 @@ dynconv_status dct_relu_backward(int64_t count, const float *y, const float *dy,
                         y == NULL ? "y" : dy == NULL ? "dy" : "dx");
     }
     const size_t bytes = total * sizeof(float);
-    if ((dx != dy && dct_overlap(dx, bytes, dy, bytes)) || dct_overlap(dx, bytes, y, bytes)) {
+    if ((dx != dy && dc_ranges_overlap(dx, bytes, dy, bytes)) || dc_ranges_overlap(dx, bytes, y, bytes)) {
         return dct_fail(DYNCONV_ERROR_INVALID_ARGUMENT,
                         "%s: dx must be dy itself (in place) or not overlap it, and must not "
                         "overlap y",
@@ -70,17 +72,11 @@ dynconv_status dct_global_avg_pool_forward(int64_t batch, int64_t channels, int6
         return dct_fail(DYNCONV_ERROR_NULL_POINTER, "%s: %s is NULL", fn, x == NULL ? "x" : "y");
     }
     const size_t plane = (size_t)height * (size_t)width, rows = total / plane;
-    if (dct_overlap(x, total * sizeof(float), y, rows * sizeof(float))) {
+    if (dc_ranges_overlap(x, total * sizeof(float), y, rows * sizeof(float))) {
         return dct_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: y must not overlap x", fn);
     }
-    for (size_t r = 0; r < rows; ++r) {
-        const float *p = x + r * plane;
-        double sum = 0.0;
-        for (size_t j = 0; j < plane; ++j) {
-            sum += p[j];
-        }
-        y[r] = (float)(sum / (double)plane);
-    }
+    /* The dynamic layers' own pooling (the attention layer's). */
+    dc_global_avg_pool(x, rows, 1, plane, y);
     return DYNCONV_OK;
 }
 
@@ -94,17 +90,12 @@ dynconv_status dct_global_avg_pool_backward(int64_t batch, int64_t channels, int
                         dy == NULL ? "dy" : "dx");
     }
     const size_t plane = (size_t)height * (size_t)width, rows = total / plane;
-    if (dct_overlap(dx, total * sizeof(float), dy, rows * sizeof(float))) {
+    if (dc_ranges_overlap(dx, total * sizeof(float), dy, rows * sizeof(float))) {
         return dct_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: dx must not overlap dy", fn);
     }
-    const float inv = 1.0f / (float)plane;
-    for (size_t r = 0; r < rows; ++r) {
-        const float g = dy[r] * inv;
-        float *q = dx + r * plane;
-        for (size_t j = 0; j < plane; ++j) {
-            q[j] = g;
-        }
-    }
+    /* The attention layer's adjoint adds into dx; this one overwrites it. */
+    memset(dx, 0, total * sizeof(float));
+    dc_global_avg_pool_backward(dy, rows, 1, plane, dx);
     return DYNCONV_OK;
 }
 
@@ -181,8 +172,8 @@ dynconv_status dct_maxpool2d_forward(int64_t batch, int64_t channels, int64_t he
     }
     const size_t in_bytes = d.in_total * sizeof(float), out_bytes = d.out_total * sizeof(float);
     const size_t idx_bytes = d.out_total * sizeof(int64_t);
-    if (dct_overlap(x, in_bytes, y, out_bytes) || dct_overlap(x, in_bytes, argmax, idx_bytes) ||
-        dct_overlap(y, out_bytes, argmax, idx_bytes)) {
+    if (dc_ranges_overlap(x, in_bytes, y, out_bytes) || dc_ranges_overlap(x, in_bytes, argmax, idx_bytes) ||
+        dc_ranges_overlap(y, out_bytes, argmax, idx_bytes)) {
         return dct_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: x, y and argmax must not overlap",
                         fn);
     }
@@ -223,8 +214,8 @@ dynconv_status dct_maxpool2d_backward(int64_t batch, int64_t channels, int64_t h
                         dy == NULL ? "dy" : argmax == NULL ? "argmax" : "dx");
     }
     const size_t in_bytes = d.in_total * sizeof(float), out_bytes = d.out_total * sizeof(float);
-    if (dct_overlap(dx, in_bytes, dy, out_bytes) ||
-        dct_overlap(dx, in_bytes, argmax, d.out_total * sizeof(int64_t))) {
+    if (dc_ranges_overlap(dx, in_bytes, dy, out_bytes) ||
+        dc_ranges_overlap(dx, in_bytes, argmax, d.out_total * sizeof(int64_t))) {
         return dct_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: dx must not overlap dy or argmax",
                         fn);
     }
@@ -276,9 +267,9 @@ dynconv_status dct_linear_forward(int64_t batch, int64_t in_features, int64_t ou
     }
     const size_t n = (size_t)batch, din = (size_t)in_features, dout = (size_t)out_features;
     const size_t y_bytes = n * dout * sizeof(float);
-    if (dct_overlap(y, y_bytes, x, n * din * sizeof(float)) ||
-        dct_overlap(y, y_bytes, weight, dout * din * sizeof(float)) ||
-        dct_overlap(y, y_bytes, bias, dout * sizeof(float))) {
+    if (dc_ranges_overlap(y, y_bytes, x, n * din * sizeof(float)) ||
+        dc_ranges_overlap(y, y_bytes, weight, dout * din * sizeof(float)) ||
+        dc_ranges_overlap(y, y_bytes, bias, dout * sizeof(float))) {
         return dct_fail(DYNCONV_ERROR_INVALID_ARGUMENT,
                         "%s: y must not overlap x, weight or bias", fn);
     }
@@ -296,8 +287,9 @@ dynconv_status dct_linear_forward(int64_t batch, int64_t in_features, int64_t ou
 
 dynconv_status dct_linear_backward(int64_t batch, int64_t in_features, int64_t out_features,
                                    const float *x, const float *weight, const float *dy,
-                                   float *dx, float *dweight, float *dbias) {
+                                   float *dx, float *dweight, float *dbias, uint32_t flags) {
     static const char fn[] = "dct_linear_backward";
+    DCT_TRY(dct_check_backward_flags(fn, flags));
     DCT_TRY(check_linear(fn, batch, in_features, out_features));
     if (x == NULL || weight == NULL || dy == NULL || dweight == NULL) {
         return dct_fail(DYNCONV_ERROR_NULL_POINTER, "%s: %s is NULL", fn,
@@ -314,8 +306,8 @@ dynconv_status dct_linear_backward(int64_t batch, int64_t in_features, int64_t o
       out[] = {{dx, x_bytes}, {dweight, w_bytes}, {dbias, b_bytes}};
     for (size_t o = 0; o < 3; ++o) {
         for (size_t i = 0; i < 3; ++i) {
-            if (dct_overlap(out[o].p, out[o].bytes, in[i].p, in[i].bytes) ||
-                (i > o && dct_overlap(out[o].p, out[o].bytes, out[i].p, out[i].bytes))) {
+            if (dc_ranges_overlap(out[o].p, out[o].bytes, in[i].p, in[i].bytes) ||
+                (i > o && dc_ranges_overlap(out[o].p, out[o].bytes, out[i].p, out[i].bytes))) {
                 return dct_fail(DYNCONV_ERROR_INVALID_ARGUMENT,
                                 "%s: dx, dweight and dbias must not overlap each other or the "
                                 "inputs",
@@ -323,13 +315,18 @@ dynconv_status dct_linear_backward(int64_t batch, int64_t in_features, int64_t o
             }
         }
     }
+    /* GEMM's beta: 0 overwrites, 1 adds into the caller's gradients. */
+    const float beta = (flags & DYNCONV_BACKWARD_ACCUMULATE) != 0 ? 1.0f : 0.0f;
     if (dx != NULL) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)din, (int)dout, 1.0f,
-                    dy, (int)dout, weight, (int)din, 0.0f, dx, (int)din);
+                    dy, (int)dout, weight, (int)din, beta, dx, (int)din);
     }
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)dout, (int)din, (int)n, 1.0f, dy,
-                (int)dout, x, (int)din, 1.0f, dweight, (int)din);
+                (int)dout, x, (int)din, beta, dweight, (int)din);
     if (dbias != NULL) {
+        if (beta == 0.0f) {
+            memset(dbias, 0, dout * sizeof(float));
+        }
         for (size_t i = 0; i < n; ++i) {
             for (size_t j = 0; j < dout; ++j) {
                 dbias[j] += dy[i * dout + j];

@@ -23,12 +23,12 @@ dynconv_status dct_softmax_cross_entropy(int64_t batch, int64_t classes, const f
                             (long long)classes);
         }
     }
-    if (dct_overlap(dlogits, bytes, logits, bytes) ||
-        dct_overlap(dlogits, bytes, labels, n * sizeof(int32_t)) ||
-        dct_overlap(loss, sizeof(float), logits, bytes) ||
-        dct_overlap(loss, sizeof(float), dlogits, bytes) ||
-        dct_overlap(correct, sizeof(int64_t), logits, bytes) ||
-        dct_overlap(correct, sizeof(int64_t), dlogits, bytes)) {
+    if (dc_ranges_overlap(dlogits, bytes, logits, bytes) ||
+        dc_ranges_overlap(dlogits, bytes, labels, n * sizeof(int32_t)) ||
+        dc_ranges_overlap(loss, sizeof(float), logits, bytes) ||
+        dc_ranges_overlap(loss, sizeof(float), dlogits, bytes) ||
+        dc_ranges_overlap(correct, sizeof(int64_t), logits, bytes) ||
+        dc_ranges_overlap(correct, sizeof(int64_t), dlogits, bytes)) {
         return dct_fail(DYNCONV_ERROR_INVALID_ARGUMENT,
                         "%s: loss, dlogits and correct must not overlap the inputs or each other",
                         fn);

@@ -17,9 +17,9 @@ static dynconv_status check_param(const char *fn, const dct_sgd *sgd, const dct_
                         (long long)p->count);
     }
     const size_t bytes = total * sizeof(float);
-    if (dct_overlap(p->value, bytes, p->grad, bytes) ||
-        dct_overlap(p->value, bytes, p->velocity, bytes) ||
-        dct_overlap(p->grad, bytes, p->velocity, bytes)) {
+    if (dc_ranges_overlap(p->value, bytes, p->grad, bytes) ||
+        dc_ranges_overlap(p->value, bytes, p->velocity, bytes) ||
+        dc_ranges_overlap(p->grad, bytes, p->velocity, bytes)) {
         return dct_fail(DYNCONV_ERROR_INVALID_ARGUMENT,
                         "%s: params[%zu]: value, grad and velocity must not overlap", fn, index);
     }

@@ -1,11 +1,15 @@
-/* Shared by the training module's translation units only. */
+/* Shared by the training module's translation units only. The module is built on the
+ * library's own lowest layers: the tensor layer (overlap checks, the per-thread error message,
+ * the seeded generator) and the attention layer (global average pooling). */
 #ifndef DYNCONV_SRC_TRAIN_INTERNAL_H
 #define DYNCONV_SRC_TRAIN_INTERNAL_H
 
 #include "dynconv_train.h"
+#include "tensor.h"
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Returns from the calling function when expr is not DYNCONV_OK. */
 #define DCT_TRY(expr)                        \
@@ -28,7 +32,8 @@ dynconv_status dct_fail(dynconv_status status, const char *fmt, ...);
 dynconv_status dct_check_sizes(const char *fn, const char *const *names, const int64_t *sizes,
                                size_t count, size_t *total);
 
-/* True when [a, a + a_bytes) and [b, b + b_bytes) intersect (NULL or empty ranges never do). */
-bool dct_overlap(const void *a, size_t a_bytes, const void *b, size_t b_bytes);
+/* DYNCONV_ERROR_UNSUPPORTED for flag bits other than DYNCONV_BACKWARD_ACCUMULATE, as the
+ * library's own backward functions answer. */
+dynconv_status dct_check_backward_flags(const char *fn, uint32_t flags);
 
 #endif
