@@ -287,6 +287,15 @@ class Conv2d(_Layer):
                              if given[slot] is not None}
         stride, padding, dilation = (_pair(stride, "stride", 1), _pair(padding, "padding", 0),
                                      _pair(dilation, "dilation", 1))
+        # The library sees only pointers: a weight whose C_in/groups disagrees with fc1's C_in
+        # would be read beyond its end. (A group count that does not divide the channels is
+        # the library's to refuse.) The C reader checks the same (dcio_layer_load).
+        g = int(groups)
+        if g >= 1 and c_in % g == 0 and c_in // g != weight.shape[2]:
+            hint = (f"; set groups = {c_in // weight.shape[2]}"
+                    if weight.shape[2] > 0 and c_in % weight.shape[2] == 0 else "")
+            raise ValueError(f"fc1_weight has C_in = {c_in} but weight {weight.shape} with "
+                             f"groups = {g} implies C_in = {g} * {weight.shape[2]}{hint}")
         self._geometry = _lib.Geometry(c_in, c_out, kh, kw, stride[0], stride[1], padding[0],
                                        padding[1], dilation[0], dilation[1], int(groups), k,
                                        hidden)
