@@ -48,7 +48,7 @@ class Dynconv:
     that the timings hold no allocation (dynconv.Conv2d would allocate every result)."""
 
     def __init__(self, m, x, threads):
-        self.lib = lib = _lib.library()
+        self.lib = _lib.library()
         k, hidden = m.kernels, m.hidden
         g = _lib.Geometry(m.c_in, m.c_out, m.k, m.k, m.stride, m.stride, m.padding, m.padding,
                           1, 1, m.groups, k, hidden)

@@ -45,7 +45,8 @@ def conv_tensors(scheme="fc", forms=2, biases=True):
 def linear_tensors(forms=2):
     rng = np.random.default_rng(8)
     one = (1, 1) if forms == 4 else ()
-    return {"weight": rng.standard_normal((K, C_OUT, D_IN)), "bias": rng.standard_normal((K, C_OUT)),
+    return {"weight": rng.standard_normal((K, C_OUT, D_IN)),
+            "bias": rng.standard_normal((K, C_OUT)),
             "attention.fc1.weight": 2 * rng.standard_normal((HID, D_IN) + one),
             "attention.fc2.weight": 2 * rng.standard_normal((K, HID) + one),
             "attention.fc2.bias": rng.standard_normal(K)}
