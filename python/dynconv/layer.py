@@ -73,6 +73,7 @@ def _read_layer(path, prefix, rank=None):
     """(tensors by slot, names by slot, metadata lookup) of the layer under `prefix`, by the
     rules of dcio_layer_load (docs/file-format.md). rank: 5 (a convolution), 3 (a linear
     layer), or None for whichever the weight's rank says."""
+    layer_format.check_prefix(prefix)
     tensors, metadata = load_file(path)
     dotted = layer_format.dotted(prefix)
     if dotted + "weight" not in tensors:

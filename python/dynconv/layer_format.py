@@ -43,10 +43,22 @@ _TEMPERATURE = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?
 MAX_TEMPERATURE = 3.0e38
 
 
+# Longest prefix the C reader takes (its buffer of 256 bytes holds the prefix, a '.' and NUL).
+MAX_PREFIX = 254
+
+
 def dotted(prefix):
     """"layer1.conv" and "layer1.conv." are the same prefix; "" is none."""
     prefix = prefix or ""
     return prefix if not prefix or prefix.endswith(".") else prefix + "."
+
+
+def check_prefix(prefix):
+    """ValueError for a prefix (as the caller gave it, with its dot if any) longer than
+    MAX_PREFIX bytes, which the C reader refuses."""
+    size = len((prefix or "").encode("utf-8", errors="surrogatepass"))
+    if size > MAX_PREFIX:
+        raise ValueError(f"prefix of {size} characters is too long (at most {MAX_PREFIX})")
 
 
 def metadata_value(metadata, prefix, key):

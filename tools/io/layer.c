@@ -162,7 +162,9 @@ static void missing_weight(const lookup *lk, dcio_error *err) {
     for (size_t i = 0; i < lk->st->count && at < sizeof hint; ++i) {
         const char *n = lk->st->tensors[i].name;
         const size_t len = strlen(n);
-        if (len < 6 || strcmp(n + len - 6, "weight") != 0 || len - 6 >= 256) {
+        /* "weight" itself or "<p>.weight", as layer_format.layer_prefixes has it */
+        if (len < 6 || strcmp(n + len - 6, "weight") != 0 || len - 6 >= 256 ||
+            (len > 6 && n[len - 7] != '.')) {
             continue;
         }
         char candidate[256 + 32];
