@@ -128,6 +128,13 @@ def load_layer(path, prefix="", **overrides):
     return cls.from_safetensors(path, prefix, **overrides)
 
 
+def _biases(given, k, out, hidden):
+    """The optional bias [K, out], fc1 bias [hidden] and fc2 bias [K] as float32, or None."""
+    shapes = {"bias": (k, out), "fc1_bias": (hidden,), "fc2_bias": (k,)}
+    return {slot: None if given[slot] is None else _as_float32(given[slot], slot, shape)
+            for slot, shape in shapes.items()}
+
+
 class _Layer:
     """What both layers share: the handle, threads, temperature (and its schedule), close."""
 
@@ -140,6 +147,22 @@ class _Layer:
     def _call(self, name, *args):
         function, fn = self._fn(name)
         _lib.check(function, fn(*args))
+
+    def _take(self, borrow, *params):
+        """{slot: parameter as given}; with borrow, each must already be what the library
+        reads in place (borrowed arrays are not converted)."""
+        given = dict(zip(_SLOTS, params))
+        self._given = given if borrow else None
+        if borrow:
+            for slot, a in given.items():
+                if a is not None and not (isinstance(a, np.ndarray) and a.dtype == np.float32
+                                          and a.flags.c_contiguous):
+                    raise TypeError(f"{type(self).__name__}(borrow=True): {slot} must be a "
+                                    "C-contiguous float32 numpy array (borrowed arrays are "
+                                    "not converted)")
+        # gradients come back in the shapes the parameters were given in ([h, C, 1, 1] stays)
+        self._name_shapes = {slot: np.shape(a) for slot, a in given.items() if a is not None}
+        return given
 
     def _setup(self, arrays, names, temperature, borrow, create):
         """Creates the handle from {slot: float32 array or None}; with borrow, the library
@@ -202,6 +225,28 @@ class _Layer:
             raise ValueError(f"{type(self).__name__}: the layer has been closed")
         return self._handle
 
+    def _forward(self, x, out):
+        x = self._input(x)
+        self._reshape(x.shape)
+        shape = self.output_shape(x.shape)
+        if out is None:
+            y = np.empty(shape, dtype=np.float32)
+        else:
+            y = out
+            if not (isinstance(y, np.ndarray) and y.dtype == np.float32 and
+                    y.flags.c_contiguous and y.shape == shape):
+                raise ValueError(f"out: expected a C-contiguous float32 array of shape {shape}")
+        attention = np.empty((x.shape[0], self.num_kernels), dtype=np.float32)
+        self._call("forward", self._live(), _ptr(x), _ptr(y), _ptr(attention), None, 0)
+        self.attention = attention
+        return y
+
+    def _backward(self, x, grad_output):
+        x = self._input(x)
+        gy = _as_float32(grad_output, "grad_output", self.output_shape(x.shape))
+        self._reshape(x.shape)
+        return self._gradients(x, gy)
+
     def _gradients(self, x, gy):
         """Runs the backward on the current shape: {"input": dx, state_dict name: grad}."""
         grads = {"input": np.empty(x.shape, dtype=np.float32)}
@@ -260,14 +305,7 @@ class Conv2d(_Layer):
                  *, stride=1, padding=0, dilation=1, groups=1, temperature=1.0, names=None,
                  borrow=False):
         self._lib = _lib.library()
-        given = dict(zip(_SLOTS, (weight, bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias)))
-        self._given = given if borrow else None
-        if borrow:
-            for slot, a in given.items():
-                if a is not None and not (isinstance(a, np.ndarray) and a.dtype == np.float32
-                                          and a.flags.c_contiguous):
-                    raise TypeError(f"Conv2d(borrow=True): {slot} must be a C-contiguous "
-                                    "float32 numpy array (borrowed arrays are not converted)")
+        given = self._take(borrow, weight, bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
         weight = _as_float32(weight, "weight")
         if weight.ndim != 5:
             raise ValueError(f"weight: expected [K, C_out, C_in/groups, kh, kw], got "
@@ -278,14 +316,7 @@ class Conv2d(_Layer):
         fc2 = _as_float32(_matrix(fc2_weight, "fc2_weight"), "fc2_weight", (k, hidden))
         arrays = {
             "weight": weight, "fc1_weight": fc1, "fc2_weight": fc2,
-            "bias": None if bias is None else _as_float32(bias, "bias", (k, c_out)),
-            "fc1_bias": None if fc1_bias is None else _as_float32(fc1_bias, "fc1_bias",
-                                                                  (hidden,)),
-            "fc2_bias": None if fc2_bias is None else _as_float32(fc2_bias, "fc2_bias", (k,)),
-        }
-        # gradients come back in the shapes the parameters were given in ([h, C, 1, 1] stays)
-        self._name_shapes = {slot: np.shape(given[slot]) for slot in _SLOTS
-                             if given[slot] is not None}
+            **_biases(given, k, c_out, hidden)}
         stride, padding, dilation = (_pair(stride, "stride", 1), _pair(padding, "padding", 0),
                                      _pair(dilation, "dilation", 1))
         # The library sees only pointers: a weight whose C_in/groups disagrees with fc1's C_in
@@ -363,30 +394,14 @@ class Conv2d(_Layer):
         """y [N, C_out, H_out, W_out] for x [N, C_in, H, W] (converted to C-contiguous float32
         when it is not). The attention [N, K] is kept in self.attention. `out`, when given,
         is a C-contiguous float32 array of y's shape to write into."""
-        x = self._input(x)
-        self._reshape(x.shape)
-        shape = self.output_shape(x.shape)
-        if out is None:
-            y = np.empty(shape, dtype=np.float32)
-        else:
-            y = out
-            if not (isinstance(y, np.ndarray) and y.dtype == np.float32 and
-                    y.flags.c_contiguous and y.shape == shape):
-                raise ValueError(f"out: expected a C-contiguous float32 array of shape {shape}")
-        attention = np.empty((x.shape[0], self.num_kernels), dtype=np.float32)
-        self._call("forward", self._live(), _ptr(x), _ptr(y), _ptr(attention), None, 0)
-        self.attention = attention
-        return y
+        return self._forward(x, out)
 
     def backward(self, x, grad_output):
         """Gradients of L for dL/dy = grad_output at input x (the layer's current weights and
         temperature): a dict with "input" [N, C_in, H, W] and, under its state_dict name and
         in the shape it was given in, every parameter the layer has (e.g. "weight",
         "attention.fc1.weight" [hidden, C_in, 1, 1])."""
-        x = self._input(x)
-        gy = _as_float32(grad_output, "grad_output", self.output_shape(x.shape))
-        self._reshape(x.shape)
-        return self._gradients(x, gy)
+        return self._backward(x, grad_output)
 
     def __repr__(self):
         if self._handle is None:
@@ -416,14 +431,7 @@ class Linear(_Layer):
     def __init__(self, weight, fc1_weight, fc2_weight, bias=None, fc1_bias=None, fc2_bias=None,
                  *, temperature=1.0, names=None, borrow=False):
         self._lib = _lib.library()
-        given = dict(zip(_SLOTS, (weight, bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias)))
-        self._given = given if borrow else None
-        if borrow:
-            for slot, a in given.items():
-                if a is not None and not (isinstance(a, np.ndarray) and a.dtype == np.float32
-                                          and a.flags.c_contiguous):
-                    raise TypeError(f"Linear(borrow=True): {slot} must be a C-contiguous "
-                                    "float32 numpy array (borrowed arrays are not converted)")
+        given = self._take(borrow, weight, bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
         weight = _as_float32(weight, "weight")
         if weight.ndim != 3:
             raise ValueError(f"weight: expected [K, D_out, D_in], got {weight.shape}")
@@ -436,13 +444,7 @@ class Linear(_Layer):
             "weight": weight, "fc1_weight": fc1,
             "fc2_weight": _as_float32(_matrix(fc2_weight, "fc2_weight"), "fc2_weight",
                                       (k, hidden)),
-            "bias": None if bias is None else _as_float32(bias, "bias", (k, d_out)),
-            "fc1_bias": None if fc1_bias is None else _as_float32(fc1_bias, "fc1_bias",
-                                                                  (hidden,)),
-            "fc2_bias": None if fc2_bias is None else _as_float32(fc2_bias, "fc2_bias", (k,)),
-        }
-        self._name_shapes = {slot: np.shape(given[slot]) for slot in _SLOTS
-                             if given[slot] is not None}
+            **_biases(given, k, d_out, hidden)}
         self._geometry = _lib.LinearGeometry(d_in, d_out, k, hidden)
         self._setup(arrays, names, temperature, borrow, self._fn("create"))
         self.in_features, self.out_features, self.num_kernels, self.hidden = d_in, d_out, k, hidden
@@ -472,6 +474,9 @@ class Linear(_Layer):
             raise ValueError(f"input: expected [N, {self.in_features}], got {x.shape}")
         return x
 
+    def output_shape(self, input_shape):
+        return (input_shape[0], self.out_features)
+
     def _reshape(self, shape):
         if self._shape != shape:
             self._call("reshape", self._live(), shape[0], None)
@@ -479,27 +484,11 @@ class Linear(_Layer):
 
     def forward(self, x, out=None):
         """y [N, D_out] for x [N, D_in]; the attention [N, K] is kept in self.attention."""
-        x = self._input(x)
-        self._reshape(x.shape)
-        shape = (x.shape[0], self.out_features)
-        if out is None:
-            y = np.empty(shape, dtype=np.float32)
-        else:
-            y = out
-            if not (isinstance(y, np.ndarray) and y.dtype == np.float32 and
-                    y.flags.c_contiguous and y.shape == shape):
-                raise ValueError(f"out: expected a C-contiguous float32 array of shape {shape}")
-        attention = np.empty((x.shape[0], self.num_kernels), dtype=np.float32)
-        self._call("forward", self._live(), _ptr(x), _ptr(y), _ptr(attention), None, 0)
-        self.attention = attention
-        return y
+        return self._forward(x, out)
 
     def backward(self, x, grad_output):
         """{"input": dL/dx [N, D_in], state_dict name: gradient} as for Conv2d.backward."""
-        x = self._input(x)
-        gy = _as_float32(grad_output, "grad_output", (x.shape[0], self.out_features))
-        self._reshape(x.shape)
-        return self._gradients(x, gy)
+        return self._backward(x, grad_output)
 
     def __repr__(self):
         if self._handle is None:
