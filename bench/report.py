@@ -19,23 +19,13 @@ import re
 import statistics
 import sys
 
+import workload
+
 THREE_BY_THREE_MIN_CHANNELS = 128
 
 
-def read_layers(path):
-    layers = []
-    with open(path) as f:
-        for line in f:
-            fields = line.split("#", 1)[0].split()
-            if len(fields) == 8:
-                c_in, c_out, k, s, p, g, size = (int(v) for v in fields[1:])
-                layers.append(dict(name=fields[0], c_in=c_in, c_out=c_out, k=k, stride=s,
-                                   pad=p, groups=g, size=size))
-    return layers
-
-
 def flops(layer, batch):
-    o = (layer["size"] + 2 * layer["pad"] - layer["k"]) // layer["stride"] + 1
+    o = workload.output_size(layer)
     return (2.0 * batch * layer["c_out"] * (layer["c_in"] // layer["groups"]) * layer["k"] ** 2
             * o * o)
 
@@ -270,7 +260,7 @@ def limits(rows, layers, cpu, batch, sgemm_n):
             im2col = cpu.get(f"module/{layer['name']}/b{batch}/im2col")
             if gemm is None:
                 continue
-            o = (layer["size"] + 2 * layer["pad"] - layer["k"]) // layer["stride"] + 1
+            o = workload.output_size(layer)
             share = 100 * flops(layer, batch) / gemm / sg_rate
             if share < 80.0:
                 narrow.append(f"{layer['name']} (N = {o * o})")
@@ -385,7 +375,10 @@ def main():
                          "(bench/backward_compare.sh --md)")
     args = ap.parse_args()
 
-    layers = read_layers(args.layers)
+    try:
+        layers = workload.read_layers(args.layers)
+    except workload.WorkloadError as e:
+        sys.exit(f"report: {e}")
     ctx, lib, lib_cpu = read_gbench(args.dynconv)
     torch_ctx, torch, torch_cpu = {}, {}, {}
     for path in args.torch:

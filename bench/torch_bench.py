@@ -6,11 +6,11 @@ Run with Debian's system interpreter (it has python3-torch):
     /usr/bin/python3 bench/torch_bench.py --layers bench/layers.txt --out torch.json
 
 For every layer of the list, batch size and thread count it times, in inference mode:
-  dynamic  the dynamic convolution as the common PyTorch re-implementation writes it: attention
-           (average pool, 1x1 conv, ReLU, 1x1 conv, softmax / T), the K kernels mixed per sample
-           with one torch.mm, then ONE grouped F.conv2d over the batch folded into the channels
-           (groups = groups * batch);
-  static   nn.Conv2d of the same shape (oneDNN), with bias.
+  dynamic  the dynamic convolution as the common PyTorch re-implementation writes it
+           (workload.BatchAsGroupsDynamicConv2d): attention (average pool, 1x1 conv, ReLU, 1x1
+           conv, softmax / T), the K kernels mixed per sample with one torch.mm, then ONE
+           grouped F.conv2d over the batch folded into the channels (groups = groups * batch);
+  static   nn.Conv2d of the same shape (oneDNN), with bias (workload.static_conv2d).
 Each figure is the median over --repeats timed runs of at least --min-time seconds each, after a
 warm-up. Writes JSON: {"context": {...}, "results": [{layer, batch, threads, variant, ms, ...}]}.
 """
@@ -26,79 +26,8 @@ import sys
 import time
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-KERNELS = 4
-REDUCTION = 4
-
-
-def read_layers(path):
-    layers = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split("#", 1)[0].split()
-            if not fields:
-                continue
-            if len(fields) != 8:
-                sys.exit(f"torch_bench: {path}:{lineno}: expected 8 fields, got {len(fields)}")
-            try:
-                c_in, c_out, k, s, p, g, size = (int(v) for v in fields[1:])
-            except ValueError:
-                sys.exit(f"torch_bench: {path}:{lineno}: sizes must be integers")
-            layers.append(dict(name=fields[0], c_in=c_in, c_out=c_out, k=k, stride=s, pad=p,
-                               groups=g, size=size))
-    if not layers:
-        sys.exit(f"torch_bench: {path} lists no layers")
-    return layers
-
-
-class BatchAsGroupsDynamicConv2d(nn.Module):
-    """Dynamic convolution the way the widely used PyTorch re-implementation computes it."""
-
-    def __init__(self, c_in, c_out, k, stride, pad, groups, kernels=KERNELS, temperature=1.0):
-        super().__init__()
-        hidden = max(1, c_in // REDUCTION)
-        self.c_in, self.c_out, self.k = c_in, c_out, k
-        self.stride, self.pad, self.groups = stride, pad, groups
-        self.kernels, self.temperature = kernels, temperature
-        self.fc1 = nn.Conv2d(c_in, hidden, 1, bias=False)
-        self.fc2 = nn.Conv2d(hidden, kernels, 1, bias=True)
-        self.weight = nn.Parameter(torch.randn(kernels, c_out, c_in // groups, k, k) /
-                                   (c_in // groups * k * k))
-        self.bias = nn.Parameter(0.1 * torch.randn(kernels, c_out))
-
-    def forward(self, x):
-        b, _, h, w = x.shape
-        a = F.adaptive_avg_pool2d(x, 1)
-        a = self.fc2(F.relu(self.fc1(a))).view(b, -1)
-        pi = F.softmax(a / self.temperature, dim=1)
-        weight = torch.mm(pi, self.weight.view(self.kernels, -1))
-        weight = weight.view(b * self.c_out, self.c_in // self.groups, self.k, self.k)
-        bias = torch.mm(pi, self.bias).view(-1)
-        y = F.conv2d(x.reshape(1, -1, h, w), weight, bias, self.stride, self.pad, 1,
-                     self.groups * b)
-        return y.view(b, self.c_out, y.size(-2), y.size(-1))
-
-
-def self_check():
-    """The batch-as-groups forward must equal the definition, sample by sample, or its timings
-    would mean nothing."""
-    m = BatchAsGroupsDynamicConv2d(6, 4, 3, 2, 1, 2).eval()
-    with torch.no_grad():
-        m.fc2.bias.normal_()  # spread the attention so every kernel matters
-        x = torch.randn(3, 6, 9, 9)
-        y = m(x)
-        pooled = x.mean((2, 3))
-        z = F.linear(F.relu(F.linear(pooled, m.fc1.weight.flatten(1))),
-                     m.fc2.weight.flatten(1), m.fc2.bias)
-        pi = F.softmax(z, dim=1)
-        for n in range(x.shape[0]):
-            w = (pi[n].view(-1, 1, 1, 1, 1) * m.weight).sum(0)
-            b = (pi[n].view(-1, 1) * m.bias).sum(0)
-            ref = F.conv2d(x[n:n + 1], w, b, 2, 1, 1, 2)
-            if not torch.allclose(y[n:n + 1], ref, rtol=1e-4, atol=1e-5):
-                sys.exit("torch_bench: the batch-as-groups forward disagrees with the definition")
+import workload
 
 
 def time_module(module, x, repeats, min_time):
@@ -163,16 +92,20 @@ def main():
     default_threads = torch.get_num_threads()
     torch.mm(torch.ones(2, 2), torch.ones(2, 2))  # makes sure the BLAS is loaded
     set_blas_threads = openblas_threads_setter()
-    torch.manual_seed(0)
-    self_check()
+    try:
+        layers = workload.read_layers(args.layers)
+    except workload.WorkloadError as e:
+        sys.exit(f"torch_bench: {e}")
+    workload.seed()
+    problem = workload.check_against_definition()
+    if problem:
+        sys.exit(f"torch_bench: {problem}")
     results = []
-    for layer in read_layers(args.layers):
+    for layer in layers:
         if args.only and layer["name"] != args.only:
             continue
-        dyn = BatchAsGroupsDynamicConv2d(layer["c_in"], layer["c_out"], layer["k"],
-                                         layer["stride"], layer["pad"], layer["groups"]).eval()
-        static = nn.Conv2d(layer["c_in"], layer["c_out"], layer["k"], layer["stride"],
-                           layer["pad"], groups=layer["groups"], bias=True).eval()
+        dyn = workload.dynamic_conv2d(layer).eval()
+        static = workload.static_conv2d(layer).eval()
         for batch in batches:
             x = torch.randn(batch, layer["c_in"], layer["size"], layer["size"])
             for t in threads:
@@ -192,7 +125,7 @@ def main():
 
     context = dict(torch_version=torch.__version__, python=platform.python_version(),
                    mkldnn=torch.backends.mkldnn.is_available(),
-                   cpu_capability=cpu_capability(),
+                   cpu_capability=cpu_capability(), cpu_model=workload.cpu_model(),
                    default_threads=default_threads, repeats=args.repeats,
                    min_time=args.min_time,
                    omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "(default)"),

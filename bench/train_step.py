@@ -25,6 +25,8 @@ import subprocess
 import sys
 import time
 
+import workload
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -33,53 +35,23 @@ def build(size_classes=100):
     import torch.nn as nn
     import torch.nn.functional as F
 
-    class Attention(nn.Module):
-        """kaijieshi7's attention2d: pool, fc1 (1x1, no bias), ReLU, fc2 (1x1), softmax / T."""
-
-        def __init__(self, in_planes, k, temperature):
-            super().__init__()
-            hidden = k if in_planes == 3 else int(in_planes * 0.25) + 1
-            self.fc1 = nn.Conv2d(in_planes, hidden, 1, bias=False)
-            self.fc2 = nn.Conv2d(hidden, k, 1, bias=True)
-            self.temperature = temperature
-
-        def forward(self, x):
-            z = self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1)))).flatten(1)
-            return F.softmax(z / self.temperature, 1)
-
-    class StockDynamicConv2d(nn.Module):
-        """The batch-as-groups formulation of kaijieshi7's Dynamic_conv2d."""
-
-        def __init__(self, in_planes, out_planes, kernel_size, stride=1, padding=0, k=4,
-                     temperature=34.0):
-            super().__init__()
-            self.stride, self.padding, self.groups = stride, padding, 1
-            self.dilation = 1
-            self.attention = Attention(in_planes, k, temperature)
-            self.weight = nn.Parameter(torch.empty(k, out_planes, in_planes, kernel_size,
-                                                   kernel_size))
-            for i in range(k):
-                nn.init.kaiming_uniform_(self.weight[i], nonlinearity="relu")
-            self.bias = None
-
-        def forward(self, x):
-            n, c, h, w = x.shape
-            pi = self.attention(x)
-            k = self.weight.shape[0]
-            agg = torch.mm(pi, self.weight.view(k, -1)).view(-1, *self.weight.shape[2:])
-            y = F.conv2d(x.reshape(1, -1, h, w), agg, None, self.stride, self.padding, 1, n)
-            return y.view(n, -1, y.shape[-2], y.shape[-1])
+    def dynamic(in_planes, out_planes, kernel_size, stride=1, padding=0):
+        """kaijieshi7's Dynamic_conv2d (K = 4, T = 34, no kernel bias, Kaiming-uniform
+        kernels, attention hidden size int(C_in / 4) + 1) in the batch-as-groups formulation."""
+        return workload.BatchAsGroupsDynamicConv2d(
+            in_planes, out_planes, kernel_size, stride, padding, kernels=4,
+            hidden=int(in_planes * 0.25) + 1, bias=False, temperature=34.0).kaiming_()
 
     class Block(nn.Module):
         def __init__(self, inplanes, planes, stride):
             super().__init__()
-            self.conv1 = StockDynamicConv2d(inplanes, planes, 3, stride, 1)
+            self.conv1 = dynamic(inplanes, planes, 3, stride, 1)
             self.bn1 = nn.BatchNorm2d(planes)
-            self.conv2 = StockDynamicConv2d(planes, planes, 3, 1, 1)
+            self.conv2 = dynamic(planes, planes, 3, 1, 1)
             self.bn2 = nn.BatchNorm2d(planes)
             self.downsample = None
             if stride != 1 or inplanes != planes:
-                self.downsample = nn.Sequential(StockDynamicConv2d(inplanes, planes, 1, stride),
+                self.downsample = nn.Sequential(dynamic(inplanes, planes, 1, stride),
                                                 nn.BatchNorm2d(planes))
 
         def forward(self, x):
@@ -118,7 +90,7 @@ def one_thread_count(args):
     from dynconv.torch import convert
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    workload.seed()
     stock = build()
     converted = convert(copy.deepcopy(stock))
     x = torch.randn(args.batch, 3, args.size, args.size)

@@ -15,7 +15,7 @@ PyTorch, works), and the first use of the library raises ImportError with the re
 
 from ._version import __version__
 from ._lib import DynconvError, library, version, version_number
-from .layer import Conv2d, Linear
+from .layer import Conv2d, Linear, load_layer
 from .safetensors import SafetensorsError, load_file
 
 try:
@@ -24,4 +24,4 @@ except ImportError:
     pass  # raised again, with the reason, by the first call that needs the library
 
 __all__ = ["__version__", "Conv2d", "Linear", "DynconvError", "SafetensorsError", "library",
-           "load_file", "version", "version_number"]
+           "load_file", "load_layer", "version", "version_number"]

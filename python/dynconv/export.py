@@ -49,9 +49,17 @@ if __name__ == "__main__" and sys.path and sys.path[0] and \
 
 import numpy as np
 
-HYPER_KEYS = ("layer", "stride", "padding", "dilation", "groups", "temperature")
+try:
+    from . import layer_format
+except ImportError:  # run as a file: the package is the directory above this one
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from dynconv import layer_format
+
+# The metadata keys (docs/file-format.md), as the readers know them.
+HYPER_KEYS = layer_format.HYPER_KEYS
 # The keys a convolution's metadata must give (a linear layer only needs the temperature).
-CONV_KEYS = ("stride", "padding", "dilation", "groups", "temperature")
+CONV_KEYS = layer_format.CONV_KEYS
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def write_safetensors(path, tensors, metadata=None):
@@ -85,21 +93,9 @@ def write_safetensors(path, tensors, metadata=None):
         raise
 
 
-def _pair(value, name):
-    if isinstance(value, int):
-        return (value, value)
-    value = tuple(int(v) for v in value)
-    if len(value) == 1:
-        return (value[0], value[0])
-    if len(value) != 2:
-        raise ValueError(f"{name} must be an int or a pair, got {value!r}")
-    return value
-
-
 # Attention layouts: (names of the first layer, names of the second layer) as state_dict
 # prefixes inside the attention submodule.
-_ATTENTION_LAYOUTS = {"fc": ("fc1", "fc2"), "net": ("net.0", "net.2"),
-                      "to_scores": ("to_scores.0", "to_scores.2")}
+_ATTENTION_LAYOUTS = layer_format.ATTENTION_LAYOUTS
 
 
 def _attention_layout(attention):
@@ -157,9 +153,8 @@ def layer_metadata(module, temperature=None):
                 value = getattr(module, key)
             else:
                 raise ValueError(f"{type(module).__name__} has no attribute '{key}'")
-            a, b = _pair(value, key)
-            meta[key] = f"{a},{b}"
-        meta["groups"] = str(int(getattr(module, "groups", 1)))
+            meta[key] = layer_format.format_pair(value, key)
+        meta["groups"] = layer_format.format_groups(getattr(module, "groups", 1))
     t = _temperature(module)
     if t is None:
         t = temperature
@@ -167,9 +162,7 @@ def layer_metadata(module, temperature=None):
         raise ValueError(f"{type(module).__name__} holds no temperature (its forward takes it "
                          "as an argument): give it to export(..., temperature=T) or "
                          "--temperature T")
-    if not (t > 0 and np.isfinite(t)):
-        raise ValueError(f"temperature {t!r} is not a finite number > 0")
-    meta["temperature"] = repr(float(t))
+    meta["temperature"] = layer_format.format_temperature(t)
     return meta
 
 
@@ -185,27 +178,37 @@ def collect(model):
 
 
 def _layer_tensors(module, kind):
-    """{file name: tensor} of one layer, in the readers' naming."""
+    """{file name: tensor} of one layer, in the readers' naming: weight, bias and the
+    attention's two layers under the module's own scheme (TArdelean's renamed to fc1/fc2). Any
+    other floating-point tensor in the attention is refused, as the readers would refuse it;
+    the temperature (a buffer, for some) and integer counters are not tensors of the file."""
     state = module.state_dict()
-    out = {}
     if kind == "tardelean":
-        rename = {"kernels_weights": "weight", "kernels_bias": "bias",
-                  "attention.to_scores.0.weight": "attention.fc1.weight",
-                  "attention.to_scores.0.bias": "attention.fc1.bias",
-                  "attention.to_scores.2.weight": "attention.fc2.weight",
-                  "attention.to_scores.2.bias": "attention.fc2.bias"}
-        for name, tensor in state.items():
-            if name in rename:
-                out[rename[name]] = tensor
-            elif name.startswith("attention.") and tensor.is_floating_point():
-                raise ValueError(f"unexpected tensor 'attention.{name}' in the attention")
-        return out
+        rename = layer_format.TARDELEAN
+    else:
+        first, second = _ATTENTION_LAYOUTS[_attention_layout(module.attention)]
+        rename = {n: n for n in ("weight", "bias")}
+        rename.update({f"attention.{layer}.{p}": f"attention.{layer}.{p}"
+                       for layer in (first, second) for p in ("weight", "bias")})
+    skip = {"attention.temperature", "attention.temprature", "temperature", "temprature"}
+    out = {}
     for name, tensor in state.items():
-        if name in ("weight", "bias") or name.startswith("attention."):
-            if not tensor.is_floating_point():
-                continue  # e.g. a counter buffer
-            out[name] = tensor
+        if name in rename:
+            out[rename[name]] = tensor
+        elif (name.startswith("attention.") and tensor.is_floating_point() and
+              name not in skip):
+            raise ValueError(f"unexpected tensor '{name}' in the attention")
     return out
+
+
+def _float32(tensor, name):
+    """The tensor as float32 numpy, refusing values a float32 cannot hold (the readers refuse
+    such F64 values too) instead of writing infinities."""
+    a = tensor.detach().to("cpu")
+    wide = a.double().numpy()
+    if np.any(np.isfinite(wide) & (np.abs(wide) > _FLOAT32_MAX)):
+        raise ValueError(f"tensor '{name}' holds values outside the float32 range")
+    return a.float().numpy()
 
 
 def export(model, path, temperature=None):
@@ -229,7 +232,7 @@ def export(model, path, temperature=None):
         try:
             meta = layer_metadata(module, temperature)
             for name, tensor in _layer_tensors(module, kind).items():
-                tensors[dotted + name] = tensor.detach().to("cpu").float().numpy()
+                tensors[dotted + name] = _float32(tensor, dotted + name)
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
         for key, value in meta.items():

@@ -10,27 +10,23 @@ import ctypes
 
 import numpy as np
 
-from . import _lib
+from . import _lib, layer_format
 from .safetensors import load_file
 
-# The state_dict names of the six parameter slots, as the common PyTorch layouts write them.
-_SLOTS = ("weight", "bias", "fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias")
-_FC_NAMES = (("attention.fc1.weight", "attention.fc1.bias",
-              "attention.fc2.weight", "attention.fc2.bias"),
-             ("attention.net.0.weight", "attention.net.0.bias",
-              "attention.net.2.weight", "attention.net.2.bias"))
-DEFAULT_NAMES = dict(zip(_SLOTS, ("weight", "bias") + _FC_NAMES[0]))
-_GEOMETRY_KEYS = ("stride", "padding", "dilation", "groups", "temperature")
+# The file's names and metadata rules, shared with the exporter (docs/file-format.md).
+_SLOTS = layer_format.SLOTS
+_FC_NAMES = layer_format.FC_NAMES
+DEFAULT_NAMES = layer_format.DEFAULT_NAMES
+_GEOMETRY_KEYS = layer_format.CONV_KEYS
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 FLAG_BORROW_WEIGHTS = 1
 
 
 def _pair(value, name, minimum):
+    """An int, a pair of ints or metadata text ("a" or "a,b") -> (a, b)."""
     if isinstance(value, str):
-        parts = value.split(",")
-        if not 1 <= len(parts) <= 2 or not all(p.isdigit() for p in parts):
-            raise ValueError(f"{name} = {value!r} is not 'a' or 'a,b'")
-        value = tuple(int(p) for p in parts)
+        return layer_format.parse_pair(value, name, minimum)
     if isinstance(value, (int, np.integer)):
         value = (int(value), int(value))
     value = tuple(int(v) for v in value)
@@ -69,19 +65,17 @@ def _ptr(a):
 
 def _prefix_hint(tensors):
     """The prefixes of a file that hold a dynamic layer, for the message of a bad prefix."""
-    found = []
-    for name in tensors:
-        if name == "weight" or name.endswith(".weight"):
-            base = name[:-len("weight")]
-            if any(base + fc[0] in tensors for fc in _FC_NAMES):
-                found.append(f"'{base}'" if base else "'' (no prefix)")
+    found = [f"'{p}'" if p else "'' (no prefix)" for p in layer_format.layer_prefixes(tensors)]
     return ", ".join(found) if found else "none"
 
 
-def _read_layer(path, prefix, rank):
-    """(tensors by slot, names by slot, metadata lookup) of the layer under `prefix`."""
+def _read_layer(path, prefix, rank=None):
+    """(tensors by slot, names by slot, metadata lookup) of the layer under `prefix`, by the
+    rules of dcio_layer_load (docs/file-format.md). rank: 5 (a convolution), 3 (a linear
+    layer), or None for whichever the weight's rank says."""
+    layer_format.check_prefix(prefix)
     tensors, metadata = load_file(path)
-    dotted = prefix + "." if prefix and not prefix.endswith(".") else (prefix or "")
+    dotted = layer_format.dotted(prefix)
     if dotted + "weight" not in tensors:
         raise ValueError(f"{path}: no tensor '{dotted}weight' (prefix {prefix!r}); the "
                          f"prefixes holding a dynamic layer are: {_prefix_hint(tensors)}")
@@ -90,6 +84,9 @@ def _read_layer(path, prefix, rank):
         raise ValueError(f"{path}: expected exactly one of '{dotted}{_FC_NAMES[0][0]}' and "
                          f"'{dotted}{_FC_NAMES[1][0]}'")
     names = dict(zip(_SLOTS, ("weight", "bias") + schemes[0]))
+    if dotted + names["fc2_weight"] not in tensors:
+        raise ValueError(f"{path}: missing tensor '{dotted}{names['fc2_weight']}' (the "
+                         "attention's second layer)")
     known = {dotted + n for n in names.values()}
     extra = [n for n in tensors if n.startswith(dotted + "attention.") and n not in known]
     if extra:
@@ -100,21 +97,42 @@ def _read_layer(path, prefix, rank):
         if t is not None and t.dtype.kind != "f":
             raise ValueError(f"{path}: tensor '{dotted + name}' has dtype {t.dtype}; only "
                              "floating-point tensors (converted to float32) can be used")
+        if t is not None and t.dtype == np.float64 and \
+                np.any(np.isfinite(t) & (np.abs(t) > _FLOAT32_MAX)):
+            raise ValueError(f"{path}: tensor '{dotted + name}': F64 values outside the "
+                             "float32 range")
         out[slot] = t
-    if out["weight"].ndim != rank:
-        kind = {5: "a convolution", 3: "a linear layer"}.get(out["weight"].ndim, "no layer")
+    weight_rank = out["weight"].ndim
+    if weight_rank not in layer_format.KINDS or (rank is not None and weight_rank != rank):
+        kind = {5: "a convolution", 3: "a linear layer"}.get(weight_rank, "no layer")
         raise ValueError(f"{path}: tensor '{dotted}weight' has shape {out['weight'].shape}: "
                          f"the weight of {kind}")
 
     def meta(key):
-        return metadata.get(dotted + key, metadata.get(key))
+        return layer_format.metadata_value(metadata, dotted, key)
 
     kind = meta("layer")
-    want = "conv2d" if rank == 5 else "linear"
+    want = layer_format.KINDS[weight_rank]
     if kind is not None and kind != want:
         raise ValueError(f"{path}: metadata 'layer' = {kind!r} but the layer's weight is that "
                          f"of a {want}")
     return out, names, meta
+
+
+def load_layer(path, prefix="", **overrides):
+    """The layer saved under `prefix` in a safetensors file, a Conv2d or a Linear as the rank
+    of its weight says (as `dynconv run` decides). Keyword arguments as for the
+    from_safetensors of that class."""
+    tensors, _, _ = _read_layer(path, prefix)
+    cls = Conv2d if tensors["weight"].ndim == 5 else Linear
+    return cls.from_safetensors(path, prefix, **overrides)
+
+
+def _biases(given, k, out, hidden):
+    """The optional bias [K, out], fc1 bias [hidden] and fc2 bias [K] as float32, or None."""
+    shapes = {"bias": (k, out), "fc1_bias": (hidden,), "fc2_bias": (k,)}
+    return {slot: None if given[slot] is None else _as_float32(given[slot], slot, shape)
+            for slot, shape in shapes.items()}
 
 
 class _Layer:
@@ -129,6 +147,22 @@ class _Layer:
     def _call(self, name, *args):
         function, fn = self._fn(name)
         _lib.check(function, fn(*args))
+
+    def _take(self, borrow, *params):
+        """{slot: parameter as given}; with borrow, each must already be what the library
+        reads in place (borrowed arrays are not converted)."""
+        given = dict(zip(_SLOTS, params))
+        self._given = given if borrow else None
+        if borrow:
+            for slot, a in given.items():
+                if a is not None and not (isinstance(a, np.ndarray) and a.dtype == np.float32
+                                          and a.flags.c_contiguous):
+                    raise TypeError(f"{type(self).__name__}(borrow=True): {slot} must be a "
+                                    "C-contiguous float32 numpy array (borrowed arrays are "
+                                    "not converted)")
+        # gradients come back in the shapes the parameters were given in ([h, C, 1, 1] stays)
+        self._name_shapes = {slot: np.shape(a) for slot, a in given.items() if a is not None}
+        return given
 
     def _setup(self, arrays, names, temperature, borrow, create):
         """Creates the handle from {slot: float32 array or None}; with borrow, the library
@@ -191,6 +225,28 @@ class _Layer:
             raise ValueError(f"{type(self).__name__}: the layer has been closed")
         return self._handle
 
+    def _forward(self, x, out):
+        x = self._input(x)
+        self._reshape(x.shape)
+        shape = self.output_shape(x.shape)
+        if out is None:
+            y = np.empty(shape, dtype=np.float32)
+        else:
+            y = out
+            if not (isinstance(y, np.ndarray) and y.dtype == np.float32 and
+                    y.flags.c_contiguous and y.shape == shape):
+                raise ValueError(f"out: expected a C-contiguous float32 array of shape {shape}")
+        attention = np.empty((x.shape[0], self.num_kernels), dtype=np.float32)
+        self._call("forward", self._live(), _ptr(x), _ptr(y), _ptr(attention), None, 0)
+        self.attention = attention
+        return y
+
+    def _backward(self, x, grad_output):
+        x = self._input(x)
+        gy = _as_float32(grad_output, "grad_output", self.output_shape(x.shape))
+        self._reshape(x.shape)
+        return self._gradients(x, gy)
+
     def _gradients(self, x, gy):
         """Runs the backward on the current shape: {"input": dx, state_dict name: grad}."""
         grads = {"input": np.empty(x.shape, dtype=np.float32)}
@@ -249,14 +305,7 @@ class Conv2d(_Layer):
                  *, stride=1, padding=0, dilation=1, groups=1, temperature=1.0, names=None,
                  borrow=False):
         self._lib = _lib.library()
-        given = dict(zip(_SLOTS, (weight, bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias)))
-        self._given = given if borrow else None
-        if borrow:
-            for slot, a in given.items():
-                if a is not None and not (isinstance(a, np.ndarray) and a.dtype == np.float32
-                                          and a.flags.c_contiguous):
-                    raise TypeError(f"Conv2d(borrow=True): {slot} must be a C-contiguous "
-                                    "float32 numpy array (borrowed arrays are not converted)")
+        given = self._take(borrow, weight, bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
         weight = _as_float32(weight, "weight")
         if weight.ndim != 5:
             raise ValueError(f"weight: expected [K, C_out, C_in/groups, kh, kw], got "
@@ -267,16 +316,18 @@ class Conv2d(_Layer):
         fc2 = _as_float32(_matrix(fc2_weight, "fc2_weight"), "fc2_weight", (k, hidden))
         arrays = {
             "weight": weight, "fc1_weight": fc1, "fc2_weight": fc2,
-            "bias": None if bias is None else _as_float32(bias, "bias", (k, c_out)),
-            "fc1_bias": None if fc1_bias is None else _as_float32(fc1_bias, "fc1_bias",
-                                                                  (hidden,)),
-            "fc2_bias": None if fc2_bias is None else _as_float32(fc2_bias, "fc2_bias", (k,)),
-        }
-        # gradients come back in the shapes the parameters were given in ([h, C, 1, 1] stays)
-        self._name_shapes = {slot: np.shape(given[slot]) for slot in _SLOTS
-                             if given[slot] is not None}
+            **_biases(given, k, c_out, hidden)}
         stride, padding, dilation = (_pair(stride, "stride", 1), _pair(padding, "padding", 0),
                                      _pair(dilation, "dilation", 1))
+        # The library sees only pointers: a weight whose C_in/groups disagrees with fc1's C_in
+        # would be read beyond its end. (A group count that does not divide the channels is
+        # the library's to refuse.) The C reader checks the same (dcio_layer_load).
+        g = int(groups)
+        if g >= 1 and c_in % g == 0 and c_in // g != weight.shape[2]:
+            hint = (f"; set groups = {c_in // weight.shape[2]}"
+                    if weight.shape[2] > 0 and c_in % weight.shape[2] == 0 else "")
+            raise ValueError(f"fc1_weight has C_in = {c_in} but weight {weight.shape} with "
+                             f"groups = {g} implies C_in = {g} * {weight.shape[2]}{hint}")
         self._geometry = _lib.Geometry(c_in, c_out, kh, kw, stride[0], stride[1], padding[0],
                                        padding[1], dilation[0], dilation[1], int(groups), k,
                                        hidden)
@@ -296,14 +347,23 @@ class Conv2d(_Layer):
         tensors, names, meta = _read_layer(path, prefix, 5)
         given = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups,
                  "temperature": temperature}
-        values = {k: given[k] if given[k] is not None else meta(k) for k in _GEOMETRY_KEYS}
-        missing = [k for k in _GEOMETRY_KEYS if values[k] is None]
+        missing = [k for k in _GEOMETRY_KEYS if given[k] is None and meta(k) is None]
         if missing:
             raise ValueError(f"{path}: no metadata {', '.join(repr(k) for k in missing)} for "
                              f"the convolution under prefix {prefix!r} (a file saved from a "
                              "bare state_dict has none): pass "
                              f"{', '.join(k + '=...' for k in missing)}, or save the file with "
                              "dynconv-export")
+        try:
+            values = {k: layer_format.parse_pair(meta(k), k, layer_format.PAIR_MINIMUM[k])
+                      if given[k] is None else given[k] for k in ("stride", "padding",
+                                                                  "dilation")}
+            values["groups"] = (layer_format.parse_groups(meta("groups"))
+                                if groups is None else groups)
+            values["temperature"] = (layer_format.parse_temperature(meta("temperature"))
+                                     if temperature is None else temperature)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
         return cls(tensors["weight"], tensors["fc1_weight"], tensors["fc2_weight"],
                    bias=tensors["bias"], fc1_bias=tensors["fc1_bias"],
                    fc2_bias=tensors["fc2_bias"], stride=values["stride"],
@@ -334,30 +394,14 @@ class Conv2d(_Layer):
         """y [N, C_out, H_out, W_out] for x [N, C_in, H, W] (converted to C-contiguous float32
         when it is not). The attention [N, K] is kept in self.attention. `out`, when given,
         is a C-contiguous float32 array of y's shape to write into."""
-        x = self._input(x)
-        self._reshape(x.shape)
-        shape = self.output_shape(x.shape)
-        if out is None:
-            y = np.empty(shape, dtype=np.float32)
-        else:
-            y = out
-            if not (isinstance(y, np.ndarray) and y.dtype == np.float32 and
-                    y.flags.c_contiguous and y.shape == shape):
-                raise ValueError(f"out: expected a C-contiguous float32 array of shape {shape}")
-        attention = np.empty((x.shape[0], self.num_kernels), dtype=np.float32)
-        self._call("forward", self._live(), _ptr(x), _ptr(y), _ptr(attention), None, 0)
-        self.attention = attention
-        return y
+        return self._forward(x, out)
 
     def backward(self, x, grad_output):
         """Gradients of L for dL/dy = grad_output at input x (the layer's current weights and
         temperature): a dict with "input" [N, C_in, H, W] and, under its state_dict name and
         in the shape it was given in, every parameter the layer has (e.g. "weight",
         "attention.fc1.weight" [hidden, C_in, 1, 1])."""
-        x = self._input(x)
-        gy = _as_float32(grad_output, "grad_output", self.output_shape(x.shape))
-        self._reshape(x.shape)
-        return self._gradients(x, gy)
+        return self._backward(x, grad_output)
 
     def __repr__(self):
         if self._handle is None:
@@ -376,8 +420,9 @@ class Linear(_Layer):
     """A dynamic linear layer (dynamic perceptron): per sample, pi = softmax(fc2(relu(fc1(x)))
     / T), y = (sum_k pi_k weight_k) x + sum_k pi_k bias_k.
 
-    weight [K, D_out, D_in]; bias [K, D_out] or None; fc1_weight [hidden, D_in]; fc1_bias
-    [hidden] or None; fc2_weight [K, hidden]; fc2_bias [K] or None. Conversions, borrow and
+    weight [K, D_out, D_in]; bias [K, D_out] or None; fc1_weight [hidden, D_in] (or [hidden,
+    D_in, 1, 1]); fc1_bias [hidden] or None; fc2_weight [K, hidden] (or [K, hidden, 1, 1]);
+    fc2_bias [K] or None. Conversions, borrow and
     names as for Conv2d.
     """
 
@@ -386,32 +431,20 @@ class Linear(_Layer):
     def __init__(self, weight, fc1_weight, fc2_weight, bias=None, fc1_bias=None, fc2_bias=None,
                  *, temperature=1.0, names=None, borrow=False):
         self._lib = _lib.library()
-        given = dict(zip(_SLOTS, (weight, bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias)))
-        self._given = given if borrow else None
-        if borrow:
-            for slot, a in given.items():
-                if a is not None and not (isinstance(a, np.ndarray) and a.dtype == np.float32
-                                          and a.flags.c_contiguous):
-                    raise TypeError(f"Linear(borrow=True): {slot} must be a C-contiguous "
-                                    "float32 numpy array (borrowed arrays are not converted)")
+        given = self._take(borrow, weight, bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
         weight = _as_float32(weight, "weight")
         if weight.ndim != 3:
             raise ValueError(f"weight: expected [K, D_out, D_in], got {weight.shape}")
         k, d_out, d_in = weight.shape
-        fc1 = _as_float32(fc1_weight, "fc1_weight")
-        if fc1.ndim != 2 or fc1.shape[1] != d_in:
+        fc1 = _as_float32(_matrix(fc1_weight, "fc1_weight"), "fc1_weight")
+        if fc1.shape[1] != d_in:
             raise ValueError(f"fc1_weight: expected [hidden, D_in = {d_in}], got {fc1.shape}")
         hidden = fc1.shape[0]
         arrays = {
             "weight": weight, "fc1_weight": fc1,
-            "fc2_weight": _as_float32(fc2_weight, "fc2_weight", (k, hidden)),
-            "bias": None if bias is None else _as_float32(bias, "bias", (k, d_out)),
-            "fc1_bias": None if fc1_bias is None else _as_float32(fc1_bias, "fc1_bias",
-                                                                  (hidden,)),
-            "fc2_bias": None if fc2_bias is None else _as_float32(fc2_bias, "fc2_bias", (k,)),
-        }
-        self._name_shapes = {slot: np.shape(given[slot]) for slot in _SLOTS
-                             if given[slot] is not None}
+            "fc2_weight": _as_float32(_matrix(fc2_weight, "fc2_weight"), "fc2_weight",
+                                      (k, hidden)),
+            **_biases(given, k, d_out, hidden)}
         self._geometry = _lib.LinearGeometry(d_in, d_out, k, hidden)
         self._setup(arrays, names, temperature, borrow, self._fn("create"))
         self.in_features, self.out_features, self.num_kernels, self.hidden = d_in, d_out, k, hidden
@@ -421,11 +454,16 @@ class Linear(_Layer):
         """The linear layer saved under `prefix` in a safetensors file; the temperature comes
         from the metadata or the keyword argument (required when the file has none)."""
         tensors, names, meta = _read_layer(path, prefix, 3)
-        t = temperature if temperature is not None else meta("temperature")
-        if t is None:
+        t = temperature
+        if t is None and meta("temperature") is None:
             raise ValueError(f"{path}: no metadata 'temperature' for the linear layer under "
                              f"prefix {prefix!r}: pass temperature=..., or save the file with "
                              "dynconv-export")
+        if t is None:
+            try:
+                t = layer_format.parse_temperature(meta("temperature"))
+            except ValueError as e:
+                raise ValueError(f"{path}: {e}") from None
         return cls(tensors["weight"], tensors["fc1_weight"], tensors["fc2_weight"],
                    bias=tensors["bias"], fc1_bias=tensors["fc1_bias"],
                    fc2_bias=tensors["fc2_bias"], temperature=float(t), names=names)
@@ -436,6 +474,9 @@ class Linear(_Layer):
             raise ValueError(f"input: expected [N, {self.in_features}], got {x.shape}")
         return x
 
+    def output_shape(self, input_shape):
+        return (input_shape[0], self.out_features)
+
     def _reshape(self, shape):
         if self._shape != shape:
             self._call("reshape", self._live(), shape[0], None)
@@ -443,27 +484,11 @@ class Linear(_Layer):
 
     def forward(self, x, out=None):
         """y [N, D_out] for x [N, D_in]; the attention [N, K] is kept in self.attention."""
-        x = self._input(x)
-        self._reshape(x.shape)
-        shape = (x.shape[0], self.out_features)
-        if out is None:
-            y = np.empty(shape, dtype=np.float32)
-        else:
-            y = out
-            if not (isinstance(y, np.ndarray) and y.dtype == np.float32 and
-                    y.flags.c_contiguous and y.shape == shape):
-                raise ValueError(f"out: expected a C-contiguous float32 array of shape {shape}")
-        attention = np.empty((x.shape[0], self.num_kernels), dtype=np.float32)
-        self._call("forward", self._live(), _ptr(x), _ptr(y), _ptr(attention), None, 0)
-        self.attention = attention
-        return y
+        return self._forward(x, out)
 
     def backward(self, x, grad_output):
         """{"input": dL/dx [N, D_in], state_dict name: gradient} as for Conv2d.backward."""
-        x = self._input(x)
-        gy = _as_float32(grad_output, "grad_output", (x.shape[0], self.out_features))
-        self._reshape(x.shape)
-        return self._gradients(x, gy)
+        return self._backward(x, grad_output)
 
     def __repr__(self):
         if self._handle is None:

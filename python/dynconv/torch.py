@@ -40,11 +40,11 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from . import _lib
+from . import _lib, layer_format
 from .layer import Conv2d as _Conv2dLayer
 from .layer import Linear as _LinearLayer
 
-_SLOTS = ("weight", "bias", "fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias")
+_SLOTS = layer_format.SLOTS
 _float_p = ctypes.POINTER(ctypes.c_float)
 
 
@@ -413,8 +413,7 @@ class DynamicLinear(_DynamicBase):
 
 # ---- convert ---------------------------------------------------------------------------------
 
-_ATTENTION_LAYERS = {"fc": ("fc1", "fc2"), "net": ("net.0", "net.2"),
-                     "to_scores": ("to_scores.0", "to_scores.2")}
+_ATTENTION_LAYERS = layer_format.ATTENTION_LAYOUTS
 
 
 def _attention_layout(module):

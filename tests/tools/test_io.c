@@ -482,6 +482,15 @@ static void layer_inconsistencies_are_named(void **state) {
     dcio_st_free(st);
     free(im.bytes);
 
+    /* groups is one integer: "2,2" (once taken as 2) is refused like any pair. */
+    const char *pair[] = {"2,2", "1", "0", "1", "1"};
+    im = layer_image("", 0, keys, pair, 5);
+    assert_true(dcio_st_parse(im.bytes, im.size, &st, &err));
+    assert_false(dcio_layer_load(st, NULL, &layer, &err));
+    assert_non_null(strstr(err.message, "metadata 'groups' = \"2,2\" is not an integer >= 1"));
+    dcio_st_free(st);
+    free(im.bytes);
+
     /* fc2 with the wrong hidden size */
     const int64_t fc2_bad[] = {K, HID + 1};
     float fc2_data[K * (HID + 1)] = {0};
@@ -512,7 +521,13 @@ static void parse_pair_and_temperature(void **state) {
     }
     float t = 0;
     assert_true(dcio_parse_temperature("0.5", &t) && t == 0.5f);
-    const char *tbad[] = {"", "0", "-1", "nan", "inf", "1e39", "1e-50", "1x"};
+    assert_true(dcio_parse_temperature("1e-05", &t) && t == 1e-5f);
+    assert_true(dcio_parse_temperature(".5", &t) && t == 0.5f);
+    assert_true(dcio_parse_temperature("2.", &t) && t == 2.0f);
+    assert_true(dcio_parse_temperature("1E+1", &t) && t == 10.0f);
+    /* strtod would take the white space, the sign, hex and "infinity": the format does not. */
+    const char *tbad[] = {"", "0", "-1", "nan", "inf", "1e39", "1e-50", "1x", " 1", "+1",
+                          "0x1p3", "infinity", ".", "1e", "1e+", "1_0", "1.5 "};
     for (size_t i = 0; i < sizeof tbad / sizeof *tbad; ++i) {
         assert_false(dcio_parse_temperature(tbad[i], &t));
     }

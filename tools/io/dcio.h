@@ -137,13 +137,16 @@ bool dcio_st_serialize(const dcio_st_entry *entries, size_t count, const char *c
  * is refused (a batch norm there would otherwise be silently ignored). The rank of `weight`
  * says whether the layer is a convolution (5) or a linear layer (3).
  * The hyper-parameters come from the "__metadata__" strings stride, padding, dilation ("a" or
- * "a,b"), groups and temperature (a linear layer has only temperature), looked up first as
+ * "a,b"), groups (one integer) and temperature (a plain decimal number; a linear layer has
+ * only temperature), looked up first as
  * "<prefix>.key" (files with several layers) and then as "key", unless overridden in
  * dcio_layer_options. There are no defaults: a key neither in the file nor overridden (a file
  * saved from a bare state_dict has none) is an error naming every missing key, since guessing
  * stride 1 / padding 0 would silently compute another layer. An optional metadata key "layer"
  * ("conv2d" or "linear") must agree with the rank of `weight`. The checks of the geometry
- * itself (kernel larger than the input, ...) are left to the library's create functions. */
+ * itself (kernel larger than the input, ...) are left to the library's create functions.
+ * docs/file-format.md is the full specification, which the Python reader and the exporter
+ * (python/dynconv) follow too. */
 typedef struct dcio_layer_options {
     const char *prefix; /* NULL or "": none; "layer1.conv" and "layer1.conv." are the same */
     bool set_stride, set_padding, set_dilation, set_groups, set_temperature;
@@ -177,7 +180,8 @@ void dcio_layer_free(dcio_layer *layer);
 /* Parses "a" or "a,b" (decimal, no sign) into v[2] ("a" means a,a); min is the smallest value
  * allowed. Returns false on anything else. */
 bool dcio_parse_pair(const char *text, int64_t min, int64_t v[2]);
-/* Parses a finite float > 0. */
+/* Parses a finite float > 0 written as digits, an optional fraction and an optional exponent
+ * (no sign, white space, hex or inf/nan), at most 3.0e38 and not rounding to 0 in float. */
 bool dcio_parse_temperature(const char *text, float *out);
 
 /* ---------------------------------------------------------------------------------------- */

@@ -49,8 +49,43 @@ bool dcio_parse_pair(const char *text, int64_t min, int64_t v[2]) {
     return true;
 }
 
+/* Decimal digits, an optional fraction and an optional exponent, nothing else: strtod alone
+ * would also take white space, a sign, hex floats and "inf" (the Python reader, which the
+ * same files must satisfy, takes exactly this; see docs/file-format.md). */
+static bool decimal_number(const char *p) {
+    const char *start = p;
+    while (*p >= '0' && *p <= '9') {
+        ++p;
+    }
+    bool digits = p > start;
+    if (*p == '.') {
+        const char *frac = ++p;
+        while (*p >= '0' && *p <= '9') {
+            ++p;
+        }
+        digits = digits || p > frac;
+    }
+    if (!digits) {
+        return false;
+    }
+    if (*p == 'e' || *p == 'E') {
+        ++p;
+        if (*p == '+' || *p == '-') {
+            ++p;
+        }
+        const char *exp = p;
+        while (*p >= '0' && *p <= '9') {
+            ++p;
+        }
+        if (p == exp) {
+            return false;
+        }
+    }
+    return *p == '\0';
+}
+
 bool dcio_parse_temperature(const char *text, float *out) {
-    if (text[0] == '\0') {
+    if (!decimal_number(text)) {
         return false;
     }
     char *end;
@@ -127,7 +162,9 @@ static void missing_weight(const lookup *lk, dcio_error *err) {
     for (size_t i = 0; i < lk->st->count && at < sizeof hint; ++i) {
         const char *n = lk->st->tensors[i].name;
         const size_t len = strlen(n);
-        if (len < 6 || strcmp(n + len - 6, "weight") != 0 || len - 6 >= 256) {
+        /* "weight" itself or "<p>.weight", as layer_format.layer_prefixes has it */
+        if (len < 6 || strcmp(n + len - 6, "weight") != 0 || len - 6 >= 256 ||
+            (len > 6 && n[len - 7] != '.')) {
             continue;
         }
         char candidate[256 + 32];
@@ -377,13 +414,16 @@ bool dcio_layer_load(const dcio_safetensors *st, const dcio_layer_options *optio
                         err)) {
             return false;
         }
-        const int64_t given_groups[2] = {o->groups, o->groups};
-        if (!hyper_pair(st, lk.prefix, "groups", o->set_groups, given_groups, 1, groups, err)) {
-            return false;
-        }
-        if (groups[0] != groups[1]) {
-            dcio_fail(err, "metadata 'groups' must be a single integer");
-            return false;
+        if (o->set_groups) {
+            groups[0] = o->groups;
+        } else {
+            /* One integer: "a,b" is no group count (and the Python reader refuses it too). */
+            const char *text = layer_metadata(st, lk.prefix, "groups");
+            if (strchr(text, ',') != NULL || !dcio_parse_pair(text, 1, groups)) {
+                dcio_fail(err, "metadata '%sgroups' = \"%.40s\" is not an integer >= 1",
+                          text == dcio_st_metadata(st, "groups") ? "" : lk.prefix, text);
+                return false;
+            }
         }
     }
     float temperature;
