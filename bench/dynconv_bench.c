@@ -37,13 +37,9 @@
 #endif
 
 #define MAX_LIST 16       /* entries of --batches / --threads */
-#define NAME_LEN 64
 
-/* One line of the list file. */
-typedef struct layer_spec {
-    char name[NAME_LEN];
-    int64_t in, out, kernel, stride, pad, groups, size;
-} layer_spec;
+/* One line of the list file (read by dcio_workload_read, grammar in bench/layers.txt). */
+typedef dcio_workload_layer layer_spec;
 
 /* What one registered benchmark runs; lives in an array that outlives dcb_run. */
 typedef struct bench_case {
@@ -429,92 +425,6 @@ static bool parse_list(const char *s, int64_t max, int64_t *values, size_t *coun
     return *count > 0;
 }
 
-/* Reads the list file; prints the reason and returns false on any malformed line. */
-static bool read_layers(const char *path, layer_spec **out, size_t *count) {
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        fprintf(stderr, "dynconv-bench: cannot open layer list %s: %s\n", path, strerror(errno));
-        return false;
-    }
-    layer_spec *list = NULL;
-    size_t n = 0, cap = 0;
-    char line[512];
-    int lineno = 0;
-    bool ok = true;
-    while (ok && fgets(line, sizeof line, f) != NULL) {
-        ++lineno;
-        if (strchr(line, '\n') == NULL && !feof(f)) {
-            fprintf(stderr, "dynconv-bench: %s:%d: line too long\n", path, lineno);
-            ok = false;
-            break;
-        }
-        char *hash = strchr(line, '#');
-        if (hash != NULL) {
-            *hash = '\0';
-        }
-        layer_spec l;
-        char extra[2];
-        char name[NAME_LEN + 1];
-        long long v[7];
-        const int got = sscanf(line, "%64s %lld %lld %lld %lld %lld %lld %lld %1s", name, &v[0],
-                               &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], extra);
-        if (got <= 0) {
-            continue; /* blank or comment */
-        }
-        /* Sizes are capped so that every product below stays far from overflow. */
-        const long long cap_ch = 1 << 16, cap_k = 15, cap_size = 4096;
-        if (got != 8 || strlen(name) >= NAME_LEN || v[0] <= 0 || v[0] > cap_ch || v[1] <= 0 ||
-            v[1] > cap_ch || v[2] <= 0 || v[2] > cap_k || v[3] <= 0 || v[3] > cap_k || v[4] < 0 ||
-            v[4] > cap_k || v[5] <= 0 || v[0] % v[5] != 0 || v[1] % v[5] != 0 || v[6] <= 0 ||
-            v[6] > cap_size || v[6] + 2 * v[4] < v[2]) {
-            fprintf(stderr,
-                    "dynconv-bench: %s:%d: expected 'name in out kernel stride pad groups size' "
-                    "with positive sizes (channels <= %lld, kernel/stride/pad <= %lld, size <= "
-                    "%lld), groups dividing both channel counts and the kernel fitting the padded "
-                    "input\n",
-                    path, lineno, cap_ch, cap_k, cap_size);
-            ok = false;
-            break;
-        }
-        memset(&l, 0, sizeof l);
-        memcpy(l.name, name, strlen(name) + 1);
-        l.in = v[0];
-        l.out = v[1];
-        l.kernel = v[2];
-        l.stride = v[3];
-        l.pad = v[4];
-        l.groups = v[5];
-        l.size = v[6];
-        if (n == cap) {
-            cap = cap == 0 ? 16 : 2 * cap;
-            layer_spec *grown = realloc(list, cap * sizeof *list);
-            if (grown == NULL) {
-                fprintf(stderr, "dynconv-bench: out of memory\n");
-                ok = false;
-                break;
-            }
-            list = grown;
-        }
-        list[n++] = l;
-    }
-    if (ok && ferror(f)) {
-        fprintf(stderr, "dynconv-bench: error reading %s\n", path);
-        ok = false;
-    }
-    fclose(f);
-    if (ok && n == 0) {
-        fprintf(stderr, "dynconv-bench: %s lists no layers\n", path);
-        ok = false;
-    }
-    if (!ok) {
-        free(list);
-        return false;
-    }
-    *out = list;
-    *count = n;
-    return true;
-}
-
 /* ---------------------------------------------------------------------------------------- */
 /* Context                                                                                  */
 /* ---------------------------------------------------------------------------------------- */
@@ -598,7 +508,9 @@ int main(int argc, char **argv) {
 
     layer_spec *layers = NULL;
     size_t n_layers = 0;
-    if (!read_layers(layers_path, &layers, &n_layers)) {
+    dcio_error err;
+    if (!dcio_workload_read(layers_path, &layers, &n_layers, &err)) {
+        fprintf(stderr, "dynconv-bench: %s\n", err.message);
         return 2;
     }
     describe_machine();

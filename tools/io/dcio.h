@@ -5,6 +5,7 @@
  *                 N bytes of JSON, then the raw little-endian tensor data
  *   dynamic layer the tensors of one dynamic convolution, by PyTorch state_dict names
  *   .npy          NumPy arrays: float32 little-endian ('<f4'), C order, format 1.0 or 2.0
+ *   workload      the benchmarks' list of convolution layers (bench/layers.txt)
  *
  * Every parser takes a memory buffer (pointer + length) and trusts nothing in it: every offset,
  * shape and length is checked, with overflow-checked arithmetic, before a byte is read. Parsed
@@ -212,6 +213,43 @@ size_t dcio_npy_header(const int64_t *shape, int rank, char *buf, size_t buf_siz
 /* Writes a float32 array as .npy under a temporary name (see dcio_pending). */
 bool dcio_npy_write_pending(const char *path, const int64_t *shape, int rank, const float *data,
                             dcio_pending *out, dcio_error *err);
+
+/* ---------------------------------------------------------------------------------------- */
+/* The benchmark workload (bench/layers.txt; dynconv bench, dynconv-bench)                   */
+/* ---------------------------------------------------------------------------------------- */
+
+/* One layer per line: `name in out kernel stride pad groups size`, fields separated by space,
+ * tab, CR, VT or FF; '#' starts a comment to the end of the line; blank lines are skipped.
+ *   name     1 to DCIO_WORKLOAD_NAME_MAX bytes, no white space and no '#'
+ *   sizes    decimal integers with an optional sign: 0 < in, out <= DCIO_WORKLOAD_MAX_CHANNELS;
+ *            0 < kernel, stride <= DCIO_WORKLOAD_MAX_KERNEL; 0 <= pad <=
+ *            DCIO_WORKLOAD_MAX_KERNEL; groups > 0 dividing in and out; 0 < size <=
+ *            DCIO_WORKLOAD_MAX_SIZE; size + 2 * pad >= kernel (the square input, padded, holds
+ *            the kernel)
+ *   a line   at most DCIO_WORKLOAD_LINE_MAX bytes (its '\n' not counted), no NUL byte
+ * and at least one layer. The layers are K = 4 dynamic convolutions with attention hidden size
+ * in / 4, square kernel and input, dilation 1 (the benchmarks' choice, not the file's).
+ * bench/workload.py reads the same grammar with the same messages. */
+#define DCIO_WORKLOAD_NAME_MAX 63
+#define DCIO_WORKLOAD_LINE_MAX 510
+#define DCIO_WORKLOAD_MAX_CHANNELS 65536
+#define DCIO_WORKLOAD_MAX_KERNEL 15 /* also the largest stride and padding */
+#define DCIO_WORKLOAD_MAX_SIZE 4096
+#define DCIO_WORKLOAD_MAX_BYTES ((size_t)1 << 24) /* of a file dcio_workload_read reads */
+
+typedef struct dcio_workload_layer {
+    char name[DCIO_WORKLOAD_NAME_MAX + 1];
+    int64_t in, out, kernel, stride, pad, groups, size;
+} dcio_workload_layer;
+
+/* Parses a workload text held in memory (size bytes; no terminating NUL needed). *layers is
+ * malloc'ed (free()), in file order. Every message starts with "<origin>:<line>: " (or names
+ * origin alone for a text without layers), origin being the file's name or a description. */
+bool dcio_workload_parse(const void *buffer, size_t size, const char *origin,
+                         dcio_workload_layer **layers, size_t *count, dcio_error *err);
+/* Reads (at most DCIO_WORKLOAD_MAX_BYTES) and parses the workload file at path. */
+bool dcio_workload_read(const char *path, dcio_workload_layer **layers, size_t *count,
+                        dcio_error *err);
 
 /* ---------------------------------------------------------------------------------------- */
 /* The machine (dynconv info, dynconv bench, dynconv-bench)                                 */
