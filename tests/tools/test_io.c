@@ -708,6 +708,198 @@ static void blas_core_advice(void **state) {
     assert_true(!here.avx512_skylakex || here.avx512f);
 }
 
+/* ---- the benchmark workload ----------------------------------------------------------------- */
+
+#define MALFORMED                                                                               \
+    "expected 'name in out kernel stride pad groups size' with positive sizes (channels <= "   \
+    "65536, kernel/stride/pad <= 15, size <= 4096), groups dividing both channel counts and "  \
+    "the kernel fitting the padded input"
+
+/* A text of `n` bytes: `head`, then `pad` spaces, then `tail` (for lines of a given length). */
+static char *padded_text(const char *head, size_t pad, const char *tail, size_t *n) {
+    const size_t a = strlen(head), c = strlen(tail);
+    char *t = malloc(a + pad + c + 1);
+    assert_non_null(t);
+    memcpy(t, head, a);
+    memset(t + a, ' ', pad);
+    memcpy(t + a + pad, tail, c + 1);
+    *n = a + pad + c;
+    return t;
+}
+
+/* Every line of the grammar (bench/layers.txt), accepted or refused with the exact message;
+ * a refused text leaves the outputs as they were. */
+static void workload_lines(void **state) {
+    (void)state;
+    static const struct {
+        const char *name;
+        const char *text;
+        size_t size;         /* 0: strlen(text) */
+        long layers;         /* layers read, or -1 when refused */
+        const char *message; /* the whole message when refused */
+    } cases[] = {
+        {"plain", "a 4 4 3 1 1 1 5\n", 0, 1, NULL},
+        {"no_final_newline", "a 4 4 3 1 1 1 5", 0, 1, NULL},
+        {"comments_and_blanks",
+         "# name in out ...\n\n  \t\na 4 8 3 2 1 1 7   # comment\nb 8 8 3 1 1 8 6", 0, 2, NULL},
+        {"comment_right_after_a_number", "a 4 4 3 1 1 1 5#x\n", 0, 1, NULL},
+        {"crlf", "a 4 4 3 1 1 1 5\r\nb 4 4 1 1 0 1 3\r\n", 0, 2, NULL},
+        {"tabs_vt_ff_and_signs", "a\t+4\v4\f3 1 -0 1 05\n", 0, 1, NULL},
+        {"largest_sizes", "big 65536 65536 15 15 15 65536 4096\n", 0, 1, NULL},
+        {"kernel_just_fits", "a 4 4 5 1 1 1 3\n", 0, 1, NULL},
+        {"name_63", "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn 4 4 3 1 1 1 5",
+         0, 1, NULL},
+        {"empty", "", 0, -1, "t lists no layers"},
+        {"only_comments", "# nothing\n\n   \n", 0, -1, "t lists no layers"},
+        {"seven_fields", "a 4 4 3 1 1 1\n", 0, -1, "t:1: " MALFORMED},
+        {"nine_fields", "a 4 4 3 1 1 1 5 6\n", 0, -1, "t:1: " MALFORMED},
+        {"name_only", "a\n", 0, -1, "t:1: " MALFORMED},
+        {"hash_in_name_cuts_the_line", "a#b 4 4 3 1 1 1 5\n", 0, -1, "t:1: " MALFORMED},
+        {"not_an_integer", "a 4 4 3 1 1 1 5.5\n", 0, -1, "t:1: " MALFORMED},
+        {"hex", "a 4 4 3 1 1 1 0x5\n", 0, -1, "t:1: " MALFORMED},
+        {"trailing_letter", "a 4 4 3 1 1 1 5x\n", 0, -1, "t:1: " MALFORMED},
+        {"sign_alone", "a 4 4 3 1 + 1 5\n", 0, -1, "t:1: " MALFORMED},
+        {"two_signs", "a 4 4 3 1 +-1 1 5\n", 0, -1, "t:1: " MALFORMED},
+        {"overflowing_digits", "a 4 4 3 1 1 1 99999999999999999999999\n", 0, -1,
+         "t:1: " MALFORMED},
+        {"overflowing_negative", "a -99999999999999999999999 4 3 1 1 1 5\n", 0, -1,
+         "t:1: " MALFORMED},
+        {"zero_channels", "a 0 4 3 1 1 1 5\n", 0, -1, "t:1: " MALFORMED},
+        {"channels_65537", "a 65537 4 3 1 1 1 5\n", 0, -1, "t:1: " MALFORMED},
+        {"zero_out", "a 4 0 3 1 1 1 5\n", 0, -1, "t:1: " MALFORMED},
+        {"zero_kernel", "a 4 4 0 1 1 1 5\n", 0, -1, "t:1: " MALFORMED},
+        {"kernel_16", "a 4 4 16 1 1 1 50\n", 0, -1, "t:1: " MALFORMED},
+        {"zero_stride", "a 4 4 3 0 1 1 5\n", 0, -1, "t:1: " MALFORMED},
+        {"stride_16", "a 4 4 3 16 1 1 5\n", 0, -1, "t:1: " MALFORMED},
+        {"negative_pad", "a 4 4 3 1 -1 1 5\n", 0, -1, "t:1: " MALFORMED},
+        {"pad_16", "a 4 4 3 1 16 1 5\n", 0, -1, "t:1: " MALFORMED},
+        {"zero_groups", "a 4 4 3 1 1 0 5\n", 0, -1, "t:1: " MALFORMED},
+        {"groups_not_dividing_out", "a 4 6 3 1 1 4 5\n", 0, -1, "t:1: " MALFORMED},
+        {"groups_not_dividing_in", "a 6 4 3 1 1 4 5\n", 0, -1, "t:1: " MALFORMED},
+        {"zero_size", "a 4 4 1 1 0 1 0\n", 0, -1, "t:1: " MALFORMED},
+        {"size_4097", "a 4 4 3 1 1 1 4097\n", 0, -1, "t:1: " MALFORMED},
+        {"kernel_beyond_input", "a 4 4 5 1 0 1 3\n", 0, -1, "t:1: " MALFORMED},
+        {"name_64",
+         "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn 4 4 3 1 1 1 5\n", 0,
+         -1, "t:1: " MALFORMED},
+        {"line_number_counts_every_line", "# c\n\na 4 4 3 1 1 1 5\nb 4 4 3 1 1 1\n", 0, -1,
+         "t:4: " MALFORMED},
+        {"nul_byte", "a 4 4 3 1 1 1 5\nb 4\0004 3 1 1 1 5\n", 32, -1,
+         "t:2: not a text line (contains NUL bytes)"},
+        {"nul_in_a_comment", "a 4 4 3 1 1 1 5 # \000\n", 20, -1,
+         "t:1: not a text line (contains NUL bytes)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+        const size_t size = cases[i].size != 0 ? cases[i].size : strlen(cases[i].text);
+        dcio_workload_layer sentinel, *layers = &sentinel;
+        size_t count = 12345;
+        dcio_error err;
+        memset(&err, 0, sizeof err);
+        const bool ok = dcio_workload_parse(cases[i].text, size, "t", &layers, &count, &err);
+        if (cases[i].layers >= 0) {
+            if (!ok || count != (size_t)cases[i].layers) {
+                fail_msg("%s: expected %ld layers, got %s (%s)", cases[i].name, cases[i].layers,
+                         ok ? "others" : "an error", err.message);
+            }
+            free(layers);
+        } else {
+            if (ok || strcmp(err.message, cases[i].message) != 0) {
+                fail_msg("%s: expected '%s', got %s '%s'", cases[i].name, cases[i].message,
+                         ok ? "success" : "", err.message);
+            }
+            assert_ptr_equal(layers, &sentinel);
+            assert_int_equal(count, 12345);
+        }
+    }
+}
+
+/* The fields land where they belong; lines as long as the grammar allows, and one more. */
+static void workload_values_and_line_length(void **state) {
+    (void)state;
+    dcio_workload_layer *l = NULL;
+    size_t n = 0;
+    dcio_error err;
+    const char *text = "x1\t+64 128 3 2 1 2 56 # a comment\ndw 144 144 3 1 1 144 7\n";
+    assert_true(dcio_workload_parse(text, strlen(text), "t", &l, &n, &err));
+    assert_int_equal(n, 2);
+    assert_string_equal(l[0].name, "x1");
+    assert_int_equal(l[0].in, 64);
+    assert_int_equal(l[0].out, 128);
+    assert_int_equal(l[0].kernel, 3);
+    assert_int_equal(l[0].stride, 2);
+    assert_int_equal(l[0].pad, 1);
+    assert_int_equal(l[0].groups, 2);
+    assert_int_equal(l[0].size, 56);
+    assert_string_equal(l[1].name, "dw");
+    assert_int_equal(l[1].groups, 144);
+    free(l);
+    /* 510 bytes before the newline (the '\r' of a CRLF line counts) pass, 511 do not. */
+    static const char *const ends[] = {"\n", "", "\r\n"};
+    for (size_t e = 0; e < 3; ++e) {
+        const size_t cr = e == 2 ? 1 : 0;
+        for (size_t len = 509; len <= 512; ++len) {
+            size_t size;
+            char *t = padded_text("a 4 4 3 1 1 1 5", len - 15 - cr, ends[e], &size);
+            l = NULL;
+            const bool ok = dcio_workload_parse(t, size, "t", &l, &n, &err);
+            if (ok != (len <= 510) || (!ok && strcmp(err.message, "t:1: line too long") != 0)) {
+                fail_msg("line of %zu bytes, end %zu: %s (%s)", len, e, ok ? "read" : "refused",
+                         err.message);
+            }
+            free(l);
+            free(t);
+        }
+    }
+    /* The second line too long: the message names it. */
+    size_t size;
+    char *t = padded_text("a 4 4 3 1 1 1 5\n", 600, "b", &size);
+    assert_false(dcio_workload_parse(t, size, "f.txt", &l, &n, &err));
+    assert_string_equal(err.message, "f.txt:2: line too long");
+    free(t);
+}
+
+/* Every prefix of a valid text parses or fails cleanly (ASan in the sanitizer build watches
+ * the reads), and the parse never reads past `size`: the text is not NUL-terminated. */
+static void workload_every_truncation(void **state) {
+    (void)state;
+    const char text[] = "# head\nr18 64 64 3 1 1 1 56  # c\n\tdw 8 8 3 2 1 8 7\r\n";
+    const size_t len = sizeof text - 1;
+    for (size_t n = 0; n <= len; ++n) {
+        char *copy = malloc(n > 0 ? n : 1);
+        assert_non_null(copy);
+        memcpy(copy, text, n);
+        dcio_workload_layer *l = NULL;
+        size_t count = 0;
+        dcio_error err;
+        if (dcio_workload_parse(copy, n, "t", &l, &count, &err)) {
+            assert_true(count == 1 || count == 2);
+            free(l);
+        } else {
+            assert_true(strncmp(err.message, "t", 1) == 0);
+        }
+        free(copy);
+    }
+}
+
+/* The shipped workload reads (as `dynconv bench` and dynconv-bench read it); a missing file is
+ * named. */
+static void workload_file(void **state) {
+    (void)state;
+    dcio_workload_layer *l = NULL;
+    size_t n = 0;
+    dcio_error err;
+    if (!dcio_workload_read(DYNCONV_WORKLOAD_FILE, &l, &n, &err)) {
+        fail_msg("%s", err.message);
+    }
+    assert_true(n >= 2);
+    assert_string_equal(l[0].name, "r18_3x3_64_56");
+    free(l);
+    l = NULL;
+    assert_false(dcio_workload_read("/nonexistent/layers.txt", &l, &n, &err));
+    assert_null(l);
+    assert_non_null(strstr(err.message, "/nonexistent/layers.txt: cannot open"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(safetensors_round_trip),
@@ -726,6 +918,10 @@ int main(void) {
         cmocka_unit_test(npy_headers_as_numpy_writes_them_and_not),
         cmocka_unit_test(pending_outputs_appear_only_on_commit),
         cmocka_unit_test(blas_core_advice),
+        cmocka_unit_test(workload_lines),
+        cmocka_unit_test(workload_values_and_line_length),
+        cmocka_unit_test(workload_every_truncation),
+        cmocka_unit_test(workload_file),
     };
     return cmocka_run_group_tests(tests, setup_layer, NULL);
 }
