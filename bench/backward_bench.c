@@ -8,7 +8,8 @@
 
 #include <dynconv/dynconv.h>
 
-#include <errno.h>
+#include "dcio.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,10 +18,8 @@
 
 enum { MAX_REPEATS = 101, KERNELS = 4, REDUCTION = 4 };
 
-typedef struct layer_spec {
-    char name[64];
-    long c_in, c_out, k, stride, pad, groups, size;
-} layer_spec;
+/* One line of the layer list (read by dcio_workload_read, grammar in bench/layers.txt). */
+typedef dcio_workload_layer layer_spec;
 
 static double now(void)
 {
@@ -93,15 +92,15 @@ static double time_ms(const timed *t, int repeats, double min_time)
 static void bench_layer(const layer_spec *s, long batch, int threads, int repeats,
                         double min_time)
 {
-    const long hidden = s->c_in / REDUCTION > 0 ? s->c_in / REDUCTION : 1;
+    const long hidden = s->in / REDUCTION > 0 ? s->in / REDUCTION : 1;
     const dynconv_conv2d_geometry g = {
-        .in_channels = s->c_in, .out_channels = s->c_out, .kernel_h = s->k, .kernel_w = s->k,
-        .stride_h = s->stride, .stride_w = s->stride, .pad_h = s->pad, .pad_w = s->pad,
-        .dilation_h = 1, .dilation_w = 1, .groups = s->groups, .num_kernels = KERNELS,
-        .hidden = hidden};
-    const size_t wlen = (size_t)(KERNELS * s->c_out * (s->c_in / s->groups) * s->k * s->k);
-    float *w = alloc_floats(wlen), *b = alloc_floats((size_t)(KERNELS * s->c_out));
-    float *fc1 = alloc_floats((size_t)(hidden * s->c_in)), *fc2 = alloc_floats(KERNELS * hidden);
+        .in_channels = s->in, .out_channels = s->out, .kernel_h = s->kernel,
+        .kernel_w = s->kernel, .stride_h = s->stride, .stride_w = s->stride, .pad_h = s->pad,
+        .pad_w = s->pad, .dilation_h = 1, .dilation_w = 1, .groups = s->groups,
+        .num_kernels = KERNELS, .hidden = hidden};
+    const size_t wlen = (size_t)(KERNELS * s->out * (s->in / s->groups) * s->kernel * s->kernel);
+    float *w = alloc_floats(wlen), *b = alloc_floats((size_t)(KERNELS * s->out));
+    float *fc1 = alloc_floats((size_t)(hidden * s->in)), *fc2 = alloc_floats(KERNELS * hidden);
     float *fc2b = alloc_floats(KERNELS);
     dynconv_status st = dynconv_conv2d_init_parameters(&g, 1, DYNCONV_INIT_BIAS_UNIFORM, w, b, fc1,
                                                        NULL, fc2, fc2b);
@@ -120,8 +119,8 @@ static void bench_layer(const layer_spec *s, long batch, int threads, int repeat
         (st = dynconv_conv2d_prepare_backward(layer, NULL)) != DYNCONV_OK) {
         die("reshape / prepare_backward", st);
     }
-    const size_t x_count = (size_t)(batch * s->c_in * s->size * s->size);
-    const size_t y_count = (size_t)(batch * s->c_out * oh * ow);
+    const size_t x_count = (size_t)(batch * s->in * s->size * s->size);
+    const size_t y_count = (size_t)(batch * s->out * oh * ow);
     float *x = alloc_floats(x_count), *y = alloc_floats(y_count), *dy = alloc_floats(y_count);
     for (size_t i = 0; i < x_count; ++i) {
         x[i] = (float)((double)(i * 2654435761u % 1000u) / 500.0 - 1.0);
@@ -130,8 +129,8 @@ static void bench_layer(const layer_spec *s, long batch, int threads, int repeat
         dy[i] = (float)((double)(i * 40503u % 997u) / 498.5 - 1.0);
     }
     float *dx = alloc_floats(x_count), *dw = alloc_floats(wlen);
-    float *db = alloc_floats((size_t)(KERNELS * s->c_out));
-    float *dfc1 = alloc_floats((size_t)(hidden * s->c_in)), *dfc2 = alloc_floats(KERNELS * hidden);
+    float *db = alloc_floats((size_t)(KERNELS * s->out));
+    float *dfc1 = alloc_floats((size_t)(hidden * s->in)), *dfc2 = alloc_floats(KERNELS * hidden);
     float *dfc2b = alloc_floats(KERNELS);
     const dynconv_conv2d_gradients grads = {dx, dw, db, dfc1, NULL, dfc2, dfc2b};
 
@@ -186,36 +185,20 @@ int main(int argc, char **argv)
     if (path == NULL || batch < 1 || threads < 1 || repeats < 1 || repeats > MAX_REPEATS || !(min_time > 0)) {
         usage();
     }
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        fprintf(stderr, "backward_bench: cannot open %s: %s\n", path, strerror(errno));
+    layer_spec *layers = NULL;
+    size_t count = 0;
+    dcio_error err;
+    if (!dcio_workload_read(path, &layers, &count, &err)) {
+        fprintf(stderr, "backward_bench: %s\n", err.message);
         return 2;
     }
     fprintf(stderr, "backward_bench: BLAS %s, core %s, %d thread(s)\n", dynconv_blas_config(),
             dynconv_blas_core(), dynconv_blas_num_threads());
-    char line[512];
-    int lineno = 0;
-    while (fgets(line, sizeof line, f) != NULL) {
-        ++lineno;
-        char *hash = strchr(line, '#');
-        if (hash != NULL) {
-            *hash = '\0';
-        }
-        layer_spec s;
-        char extra[2];
-        const int got = sscanf(line, "%63s %ld %ld %ld %ld %ld %ld %ld %1s", s.name, &s.c_in,
-                               &s.c_out, &s.k, &s.stride, &s.pad, &s.groups, &s.size, extra);
-        if (got <= 0) {
-            continue; /* blank or comment line */
-        }
-        if (got != 8) {
-            fprintf(stderr, "backward_bench: %s:%d: expected 8 fields\n", path, lineno);
-            return 2;
-        }
-        if (strstr(s.name, filter) != NULL) {
-            bench_layer(&s, batch, threads, repeats, min_time);
+    for (size_t i = 0; i < count; ++i) {
+        if (strstr(layers[i].name, filter) != NULL) {
+            bench_layer(&layers[i], batch, threads, repeats, min_time);
         }
     }
-    fclose(f);
+    free(layers);
     return 0;
 }

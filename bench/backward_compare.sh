@@ -48,9 +48,11 @@ fi
 
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/release -j"$(nproc)" --target dynconv dynconv_cli >/dev/null
-# Built against the tree's library directly: no install needed, nothing else to configure.
+# Built against the tree's library directly: no install needed, nothing else to configure. The
+# layer list is read by the tools' workload reader (tools/io/workload.c, which needs files.c).
 cc -O2 -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla \
-   -Wformat=2 -Werror -Iinclude bench/backward_bench.c -o "$out/backward_bench" \
+   -Wformat=2 -Werror -Iinclude -Itools/io bench/backward_bench.c tools/io/workload.c \
+   tools/io/files.c -o "$out/backward_bench" \
    -Lbuild/release/src -ldynconv -Wl,-rpath,"$PWD/build/release/src"
 
 DYNCONV_CLI=build/release/tools/dynconv . scripts/openblas-env.sh
