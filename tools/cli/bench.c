@@ -143,14 +143,9 @@ int cmd_bench(int argc, char **argv) {
                      {"layers", true, NULL},
                      {"only", true, NULL}};
     const size_t nopts = sizeof opts / sizeof *opts;
-    bool help;
-    int rc = parse_options(argc, argv, opts, nopts, &help);
-    if (rc != 0) {
+    int rc = parse_options(argc, argv, opts, nopts, bench_help);
+    if (rc != OPTIONS_PARSED) {
         return rc;
-    }
-    if (help) {
-        bench_help();
-        return 0;
     }
     long batch = 8, repeats = 10;
     const char *v;

@@ -39,8 +39,10 @@ typedef struct option {
     const char *value; /* set when given (flags get "") */
 } option;
 
-/* Returns 0, or EXIT_USAGE after printing why; *help is set by --help / -h. */
-int parse_options(int argc, char **argv, option *opts, size_t count, bool *help);
+/* Returns OPTIONS_PARSED, or the command's exit status when it is done: 0 after printing its
+ * help (--help or -h, with `help`), EXIT_USAGE after printing why the arguments are wrong. */
+enum { OPTIONS_PARSED = -1 };
+int parse_options(int argc, char **argv, option *opts, size_t count, void (*help)(void));
 /* The value of option `name`, NULL when not given. */
 const char *get(const option *opts, size_t count, const char *name);
 /* A decimal integer in [lo, hi]. */

@@ -70,14 +70,9 @@ static void info_help(void) {
 
 int cmd_info(int argc, char **argv) {
     program_command = "dynconv info";
-    bool help;
-    const int rc = parse_options(argc, argv, NULL, 0, &help);
-    if (rc != 0) {
+    const int rc = parse_options(argc, argv, NULL, 0, info_help);
+    if (rc != OPTIONS_PARSED) {
         return rc;
-    }
-    if (help) {
-        info_help();
-        return 0;
     }
     dcio_cpu cpu;
     dcio_cpu_detect(&cpu);

@@ -28,12 +28,11 @@ int failure(const char *fmt, ...) {
     return EXIT_FAILURE;
 }
 
-int parse_options(int argc, char **argv, option *opts, size_t count, bool *help) {
-    *help = false;
+int parse_options(int argc, char **argv, option *opts, size_t count, void (*help)(void)) {
     for (int i = 0; i < argc; ++i) {
         const char *arg = argv[i];
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
-            *help = true;
+            help();
             return 0;
         }
         if (strncmp(arg, "--", 2) != 0) {
@@ -69,7 +68,7 @@ int parse_options(int argc, char **argv, option *opts, size_t count, bool *help)
             return usage_error("option --%s has an empty value", o->name);
         }
     }
-    return 0;
+    return OPTIONS_PARSED;
 }
 
 const char *get(const option *opts, size_t count, const char *name) {

@@ -1,4 +1,4 @@
-/* dynconv run: reading dL/dy and writing the outputs, for both kinds of layer. */
+/* dynconv run: reading the input and dL/dy, writing the outputs, for both kinds of layer. */
 #define _POSIX_C_SOURCE 200809L
 #include "run.h"
 
@@ -19,6 +19,19 @@ void run_buffers_free(run_buffers *b) {
     free(b->y);
     free(b->pi);
     free(b->xf.bytes);
+}
+
+bool read_input(const run_files *f, run_buffers *b, dcio_npy *xn) {
+    dcio_error err;
+    if (!dcio_read_file(f->input, MAX_FILE_BYTES, &b->xf.bytes, &b->xf.size, &err)) {
+        failure("%s", err.message);
+        return false;
+    }
+    if (!dcio_npy_parse(b->xf.bytes, b->xf.size, xn, &err)) {
+        failure("%s: %s", f->input, err.message);
+        return false;
+    }
+    return true;
 }
 
 bool read_grad_output(const run_files *f, const dcio_layer *layer, const int64_t *y_shape,

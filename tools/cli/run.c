@@ -47,7 +47,6 @@ static void run_help(void) {
  * exit status. */
 static int run_conv(const dcio_layer *layer, const run_files *f, long threads) {
     int rc = EXIT_FAILURE;
-    dcio_error err;
     run_buffers b;
     memset(&b, 0, sizeof b);
     dynconv_conv2d *handle = NULL;
@@ -66,13 +65,8 @@ static int run_conv(const dcio_layer *layer, const run_files *f, long threads) {
                 dynconv_last_error_message());
         goto done;
     }
-    if (!dcio_read_file(f->input, MAX_FILE_BYTES, &b.xf.bytes, &b.xf.size, &err)) {
-        failure("%s", err.message);
-        goto done;
-    }
     dcio_npy xn;
-    if (!dcio_npy_parse(b.xf.bytes, b.xf.size, &xn, &err)) {
-        failure("%s: %s", f->input, err.message);
+    if (!read_input(f, &b, &xn)) {
         goto done;
     }
     if (xn.rank != 4 || xn.shape[1] != g->in_channels) {
@@ -154,14 +148,9 @@ int cmd_run(int argc, char **argv) {
                      {"grad-output", true, NULL}, {"grad-dir", true, NULL},
                      {"threads", true, NULL}};
     const size_t nopts = sizeof opts / sizeof *opts;
-    bool help;
-    int rc = parse_options(argc, argv, opts, nopts, &help);
-    if (rc != 0) {
+    int rc = parse_options(argc, argv, opts, nopts, run_help);
+    if (rc != OPTIONS_PARSED) {
         return rc;
-    }
-    if (help) {
-        run_help();
-        return 0;
     }
     const char *weights_path = get(opts, nopts, "weights");
     const char *input_path = get(opts, nopts, "input");

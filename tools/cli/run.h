@@ -27,6 +27,10 @@ typedef struct run_buffers {
 
 void run_buffers_free(run_buffers *b);
 
+/* Reads the input array (f->input) into b->xf, described by *xn. Prints the reason and returns
+ * false on error. */
+bool read_input(const run_files *f, run_buffers *b, dcio_npy *xn);
+
 /* Reads dL/dy (f->grad_output), checks that its shape is y_shape (of `rank` dimensions), and
  * converts it into b->gy; allocates b->grads[0] for dL/dx (x_count floats) and b->grads[1 + s]
  * for every parameter tensor s the layer has. Prints the reason and returns false on error. */

@@ -9,7 +9,6 @@
 
 int run_linear(const dcio_layer *layer, const run_files *f, long threads) {
     int rc = EXIT_FAILURE;
-    dcio_error err;
     run_buffers b;
     memset(&b, 0, sizeof b);
     dynconv_linear *handle = NULL;
@@ -28,13 +27,8 @@ int run_linear(const dcio_layer *layer, const run_files *f, long threads) {
                 dynconv_last_error_message());
         goto done;
     }
-    if (!dcio_read_file(f->input, MAX_FILE_BYTES, &b.xf.bytes, &b.xf.size, &err)) {
-        failure("%s", err.message);
-        goto done;
-    }
     dcio_npy xn;
-    if (!dcio_npy_parse(b.xf.bytes, b.xf.size, &xn, &err)) {
-        failure("%s: %s", f->input, err.message);
+    if (!read_input(f, &b, &xn)) {
         goto done;
     }
     if (xn.rank != 2 || xn.shape[1] != g->in_features) {
