@@ -1,4 +1,5 @@
-/* dynconv run: reading the input and dL/dy, writing the outputs, for both kinds of layer. */
+/* dynconv run: reading the input and dL/dy, the arrays, writing the outputs: what both kinds
+ * of layer do alike. */
 #define _POSIX_C_SOURCE 200809L
 #include "run.h"
 
@@ -31,6 +32,19 @@ bool read_input(const run_files *f, run_buffers *b, dcio_npy *xn) {
         failure("%s: %s", f->input, err.message);
         return false;
     }
+    return true;
+}
+
+bool alloc_arrays(const run_files *f, const dcio_npy *xn, size_t y_count, size_t pi_count,
+                  run_buffers *b) {
+    b->x = malloc(xn->numel * sizeof *b->x);
+    b->y = malloc(y_count * sizeof *b->y);
+    b->pi = malloc(pi_count * sizeof *b->pi);
+    if (b->x == NULL || b->y == NULL || b->pi == NULL) {
+        failure("%s: out of memory for the input and output arrays", f->input);
+        return false;
+    }
+    dcio_npy_to_f32(xn, b->x);
     return true;
 }
 

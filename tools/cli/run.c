@@ -96,14 +96,9 @@ static int run_conv(const dcio_layer *layer, const run_files *f, long threads) {
     /* reshape has checked that these products fit. */
     const size_t y_count = (size_t)y_shape[0] * (size_t)y_shape[1] * (size_t)out_h *
                            (size_t)out_w;
-    b.x = malloc(xn.numel * sizeof *b.x);
-    b.y = malloc(y_count * sizeof *b.y);
-    b.pi = malloc((size_t)pi_shape[0] * (size_t)pi_shape[1] * sizeof *b.pi);
-    if (b.x == NULL || b.y == NULL || b.pi == NULL) {
-        failure("%s: out of memory for the input and output arrays", f->input);
+    if (!alloc_arrays(f, &xn, y_count, (size_t)pi_shape[0] * (size_t)pi_shape[1], &b)) {
         goto done;
     }
-    dcio_npy_to_f32(&xn, b.x);
     status = dynconv_conv2d_forward(handle, b.x, b.y, b.pi, NULL, 0);
     if (status != DYNCONV_OK) {
         failure("%s: forward failed: %s (%s)", f->input, dynconv_status_string(status),

@@ -31,6 +31,11 @@ void run_buffers_free(run_buffers *b);
  * false on error. */
 bool read_input(const run_files *f, run_buffers *b, dcio_npy *xn);
 
+/* Allocates x (converted from *xn), y (y_count floats) and pi (pi_count floats). Prints the
+ * reason and returns false on error. */
+bool alloc_arrays(const run_files *f, const dcio_npy *xn, size_t y_count, size_t pi_count,
+                  run_buffers *b);
+
 /* Reads dL/dy (f->grad_output), checks that its shape is y_shape (of `rank` dimensions), and
  * converts it into b->gy; allocates b->grads[0] for dL/dx (x_count floats) and b->grads[1 + s]
  * for every parameter tensor s the layer has. Prints the reason and returns false on error. */

@@ -53,14 +53,10 @@ int run_linear(const dcio_layer *layer, const run_files *f, long threads) {
     const int64_t y_shape[2] = {xn.shape[0], g->out_features};
     const int64_t pi_shape[2] = {xn.shape[0], g->num_kernels};
     /* reshape has checked that these products fit. */
-    b.x = malloc(xn.numel * sizeof *b.x);
-    b.y = malloc((size_t)y_shape[0] * (size_t)y_shape[1] * sizeof *b.y);
-    b.pi = malloc((size_t)pi_shape[0] * (size_t)pi_shape[1] * sizeof *b.pi);
-    if (b.x == NULL || b.y == NULL || b.pi == NULL) {
-        failure("%s: out of memory for the input and output arrays", f->input);
+    if (!alloc_arrays(f, &xn, (size_t)y_shape[0] * (size_t)y_shape[1],
+                      (size_t)pi_shape[0] * (size_t)pi_shape[1], &b)) {
         goto done;
     }
-    dcio_npy_to_f32(&xn, b.x);
     status = dynconv_linear_forward(handle, b.x, b.y, b.pi, NULL, 0);
     if (status != DYNCONV_OK) {
         failure("%s: forward failed: %s (%s)", f->input, dynconv_status_string(status),
