@@ -514,6 +514,20 @@ class Usage(unittest.TestCase):
             r = run("bench", "--layers", f.name)
             self.assertEqual(r.returncode, 1)
             self.assertIn(f.name + ":1:", r.stderr)
+        # The grammar of bench/layers.txt (dcio_workload_parse, shared with dynconv-bench):
+        # the line is named, groups must divide the channels, a list must not be empty.
+        for text, want in (("# c\na 4 4 3 1 1 1 5\nb 4 6 3 1 1 4 5\n",
+                            ":3: expected 'name in out kernel stride pad groups size'"),
+                           ("a 4 4 3 1 1 1 5\nb 4 4 3 1 1 1 5 \0\n",
+                            ":2: not a text line (contains NUL bytes)"),
+                           ("# nothing\n\n", " lists no layers")):
+            with self.subTest(text=text), tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
+                f.write(text)
+                f.flush()
+                r = run("bench", "--layers", f.name, "--repeats", "1")
+                self.assertEqual(r.returncode, 1)
+                self.assertIn("dynconv bench: " + f.name + want, r.stderr)
+                self.assertEqual(r.stdout, "")  # refused before the first layer runs
 
 
 if __name__ == "__main__":
