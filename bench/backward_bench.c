@@ -16,7 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-enum { MAX_REPEATS = 101, KERNELS = 4, REDUCTION = 4 };
+enum { MAX_REPEATS = 101, KERNELS = DCIO_WORKLOAD_KERNELS };
 
 /* One line of the layer list (read by dcio_workload_read, grammar in bench/layers.txt). */
 typedef dcio_workload_layer layer_spec;
@@ -92,12 +92,8 @@ static double time_ms(const timed *t, int repeats, double min_time)
 static void bench_layer(const layer_spec *s, long batch, int threads, int repeats,
                         double min_time)
 {
-    const long hidden = s->in / REDUCTION > 0 ? s->in / REDUCTION : 1;
-    const dynconv_conv2d_geometry g = {
-        .in_channels = s->in, .out_channels = s->out, .kernel_h = s->kernel,
-        .kernel_w = s->kernel, .stride_h = s->stride, .stride_w = s->stride, .pad_h = s->pad,
-        .pad_w = s->pad, .dilation_h = 1, .dilation_w = 1, .groups = s->groups,
-        .num_kernels = KERNELS, .hidden = hidden};
+    const dynconv_conv2d_geometry g = dcio_workload_geometry(s, KERNELS);
+    const long hidden = (long)g.hidden;
     const size_t wlen = (size_t)(KERNELS * s->out * (s->in / s->groups) * s->kernel * s->kernel);
     float *w = alloc_floats(wlen), *b = alloc_floats((size_t)(KERNELS * s->out));
     float *fc1 = alloc_floats((size_t)(hidden * s->in)), *fc2 = alloc_floats(KERNELS * hidden);

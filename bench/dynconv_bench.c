@@ -57,7 +57,7 @@ typedef enum module_kind {
 static const char *const module_names[] = {"pool",   "attention", "aggregate",
                                            "im2col", "gemm",      "conv"};
 
-enum { DYNAMIC_KERNELS = 4, ATTENTION_REDUCTION = 4 };
+enum { DYNAMIC_KERNELS = DCIO_WORKLOAD_KERNELS };
 
 /* ---------------------------------------------------------------------------------------- */
 /* Data                                                                                     */
@@ -116,16 +116,6 @@ static double conv_flops(const layer_spec *l, int64_t batch) {
            (double)(l->kernel * l->kernel) * o * o;
 }
 
-static dynconv_conv2d_geometry geometry_of(const layer_spec *l, int64_t kernels) {
-    const int64_t hidden = l->in / ATTENTION_REDUCTION > 0 ? l->in / ATTENTION_REDUCTION : 1;
-    const dynconv_conv2d_geometry g = {
-        .in_channels = l->in, .out_channels = l->out, .kernel_h = l->kernel,
-        .kernel_w = l->kernel, .stride_h = l->stride, .stride_w = l->stride, .pad_h = l->pad,
-        .pad_w = l->pad, .dilation_h = 1, .dilation_w = 1, .groups = l->groups,
-        .num_kernels = kernels, .hidden = hidden};
-    return g;
-}
-
 static dc_conv_shape conv_shape_of(const layer_spec *l) {
     dc_conv_shape s;
     memset(&s, 0, sizeof s);
@@ -156,7 +146,7 @@ static void fail(dcb_state *st, const char *what, dynconv_status status) {
 static void bm_layer(dcb_state *st, void *arg) {
     const bench_case *c = arg;
     const layer_spec *l = c->layer;
-    const dynconv_conv2d_geometry g = geometry_of(l, c->kernels);
+    const dynconv_conv2d_geometry g = dcio_workload_geometry(l, c->kernels);
     const size_t kernel_len = (size_t)(l->out * (l->in / l->groups) * l->kernel * l->kernel);
     const int64_t o = out_size(l);
     const size_t in_count = (size_t)(c->batch * l->in * l->size * l->size);
@@ -240,8 +230,7 @@ static void bm_module(dcb_state *st, void *arg) {
     const layer_spec *l = c->layer;
     const dc_conv_shape s = conv_shape_of(l);
     const size_t n = (size_t)c->batch, k = DYNAMIC_KERNELS;
-    const size_t hidden =
-        l->in / ATTENTION_REDUCTION > 0 ? (size_t)(l->in / ATTENTION_REDUCTION) : 1;
+    const size_t hidden = (size_t)dcio_workload_geometry(l, DYNAMIC_KERNELS).hidden;
     const size_t g_in = s.in_channels / s.groups, g_out = s.out_channels / s.groups;
     const size_t depth = g_in * s.kernel_h * s.kernel_w, plane = s.out_h * s.out_w;
     const size_t in_plane = s.height * s.width, kernel_len = s.out_channels * depth;

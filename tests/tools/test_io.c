@@ -832,6 +832,14 @@ static void workload_values_and_line_length(void **state) {
     assert_int_equal(l[0].size, 56);
     assert_string_equal(l[1].name, "dw");
     assert_int_equal(l[1].groups, 144);
+    /* As the benchmarks build it: hidden = in / 4, at least 1; square; dilation 1. */
+    const dynconv_conv2d_geometry g = dcio_workload_geometry(&l[0], 4);
+    const dynconv_conv2d_geometry want = {64, 128, 3, 3, 2, 2, 1, 1, 1, 1, 2, 4, 16};
+    assert_memory_equal(&g, &want, sizeof g);
+    dcio_workload_layer tiny = l[1];
+    tiny.in = 3;
+    assert_int_equal(dcio_workload_geometry(&tiny, 1).hidden, 1);
+    assert_int_equal(dcio_workload_geometry(&tiny, 1).num_kernels, 1);
     free(l);
     /* 510 bytes before the newline (the '\r' of a CRLF line counts) pass, 511 do not. */
     static const char *const ends[] = {"\n", "", "\r\n"};

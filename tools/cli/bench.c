@@ -63,15 +63,11 @@ static int compare_double(const void *a, const void *b) {
 /* Times one layer; returns false (after printing) on an error. */
 static bool bench_one(const dcio_workload_layer *bl, long batch, long repeats, int threads,
                       double *times) {
-    const int64_t hidden = bl->in / 4 > 0 ? bl->in / 4 : 1;
-    const dynconv_conv2d_geometry g = {
-        .in_channels = bl->in, .out_channels = bl->out, .kernel_h = bl->kernel,
-        .kernel_w = bl->kernel, .stride_h = bl->stride, .stride_w = bl->stride,
-        .pad_h = bl->pad, .pad_w = bl->pad, .dilation_h = 1, .dilation_w = 1,
-        .groups = bl->groups, .num_kernels = 4, .hidden = hidden};
+    const dynconv_conv2d_geometry g = dcio_workload_geometry(bl, DCIO_WORKLOAD_KERNELS);
+    const int64_t hidden = g.hidden;
     /* dcio_workload_parse has checked the sizes: groups divide both channel counts, and
      * every product below stays far from overflow. */
-    const size_t k = 4, ks = (size_t)bl->kernel * (size_t)bl->kernel;
+    const size_t k = DCIO_WORKLOAD_KERNELS, ks = (size_t)bl->kernel * (size_t)bl->kernel;
     const size_t weight_n = k * (size_t)bl->out * (size_t)(bl->in / bl->groups) * ks;
     const size_t x_n = (size_t)batch * (size_t)bl->in * (size_t)bl->size * (size_t)bl->size;
     float *weight = malloc(weight_n * sizeof(float));

@@ -227,8 +227,7 @@ bool dcio_npy_write_pending(const char *path, const int64_t *shape, int rank, co
  *            DCIO_WORKLOAD_MAX_SIZE; size + 2 * pad >= kernel (the square input, padded, holds
  *            the kernel)
  *   a line   at most DCIO_WORKLOAD_LINE_MAX bytes (its '\n' not counted), no NUL byte
- * and at least one layer. The layers are K = 4 dynamic convolutions with attention hidden size
- * in / 4, square kernel and input, dilation 1 (the benchmarks' choice, not the file's).
+ * and at least one layer.
  * bench/workload.py reads the same grammar with the same messages. */
 #define DCIO_WORKLOAD_NAME_MAX 63
 #define DCIO_WORKLOAD_LINE_MAX 510
@@ -242,6 +241,12 @@ typedef struct dcio_workload_layer {
     int64_t in, out, kernel, stride, pad, groups, size;
 } dcio_workload_layer;
 
+/* The benchmarks build every line as a dynamic convolution of DCIO_WORKLOAD_KERNELS kernels
+ * (1 for the static comparison) with attention hidden size in / DCIO_WORKLOAD_REDUCTION (at
+ * least 1): square kernel, stride and padding, dilation 1, as in dcio_workload_geometry. */
+#define DCIO_WORKLOAD_KERNELS 4
+#define DCIO_WORKLOAD_REDUCTION 4
+
 /* Parses a workload text held in memory (size bytes; no terminating NUL needed). *layers is
  * malloc'ed (free()), in file order. Every message starts with "<origin>:<line>: " (or names
  * origin alone for a text without layers), origin being the file's name or a description. */
@@ -250,6 +255,8 @@ bool dcio_workload_parse(const void *buffer, size_t size, const char *origin,
 /* Reads (at most DCIO_WORKLOAD_MAX_BYTES) and parses the workload file at path. */
 bool dcio_workload_read(const char *path, dcio_workload_layer **layers, size_t *count,
                         dcio_error *err);
+/* The geometry of a workload layer with `kernels` kernels (see DCIO_WORKLOAD_KERNELS). */
+dynconv_conv2d_geometry dcio_workload_geometry(const dcio_workload_layer *l, int64_t kernels);
 
 /* ---------------------------------------------------------------------------------------- */
 /* The machine (dynconv info, dynconv bench, dynconv-bench)                                 */

@@ -176,3 +176,13 @@ bool dcio_workload_read(const char *path, dcio_workload_layer **layers, size_t *
     free(bytes);
     return ok;
 }
+
+dynconv_conv2d_geometry dcio_workload_geometry(const dcio_workload_layer *l, int64_t kernels) {
+    const int64_t hidden = l->in / DCIO_WORKLOAD_REDUCTION;
+    const dynconv_conv2d_geometry g = {
+        .in_channels = l->in, .out_channels = l->out, .kernel_h = l->kernel,
+        .kernel_w = l->kernel, .stride_h = l->stride, .stride_w = l->stride, .pad_h = l->pad,
+        .pad_w = l->pad, .dilation_h = 1, .dilation_w = 1, .groups = l->groups,
+        .num_kernels = kernels, .hidden = hidden > 0 ? hidden : 1};
+    return g;
+}
