@@ -7,8 +7,8 @@ first on the path and `import workload` finds this module. Only the PyTorch part
 and it is imported on first use: bench/report.py reads the workload without it.
 
 The workload file: one layer per line, `name in out kernel stride pad groups size` ('#' starts a
-comment, blank lines are skipped). It is read by the same rules as dynconv-bench
-(read_layers() in bench/dynconv_bench.c), which times the libdynconv side of the same file, so
+comment, blank lines are skipped). It is read by the same rules as the C tools (dcio_workload_parse in tools/io/workload.c, used by
+dynconv-bench and `dynconv bench`), which time the libdynconv side of the same file, so
 that a file one side accepts the other does not refuse half-way through a run: whitespace is
 space, tab, CR, VT or FF; a name of at most 63 bytes; decimal integers (an optional sign);
 channels <= 65536, kernel, stride and padding <= 15, size <= 4096, all positive but the padding

@@ -1,5 +1,5 @@
 """bench/workload.py, the Python scripts' reader of the benchmark workload file, against
-dynconv-bench's (read_layers in bench/dynconv_bench.c), which times the libdynconv side of the
+dynconv-bench's (dcio_workload_parse in tools/io/workload.c), which times the libdynconv side of the
 same file: on a table of texts both must accept the same layers, or refuse with the same
 message. And the shared PyTorch reference layer against its definition."""
 
