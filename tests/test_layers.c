@@ -61,6 +61,12 @@ static const conv_case conv_cases[] = {
     {"conv_1x1_stride2x1",       4,  6, 2,  9, 5, 1, 1, 2, 1, 0, 0, 1, 1, true},
     {"conv_1x1_pad1x0",          4,  6, 1,  5, 5, 1, 1, 1, 1, 1, 0, 1, 1, false},
     {"conv_1x1_pad0x1",          4,  6, 1,  5, 5, 1, 1, 1, 1, 0, 1, 1, 1, true},
+    /* strided 1x1 without padding gathers the subsampled input; with padding, im2col */
+    {"conv_1x1_stride3_odd",     5,  4, 1, 10,13, 1, 1, 3, 3, 0, 0, 1, 1, true},
+    {"conv_1x1_stride2_groups2", 6,  4, 2,  9,11, 1, 1, 2, 2, 0, 0, 1, 1, false},
+    {"conv_1x1_s3x2_g2_dil2",    4,  6, 2, 11, 9, 1, 1, 3, 2, 0, 0, 2, 2, true},
+    {"conv_1x1_stride2_pad1_g2", 4,  6, 2,  7, 9, 1, 1, 2, 2, 1, 1, 1, 1, true},
+    {"conv_1x1_stride3_pad1",    3,  5, 1, 10, 8, 1, 1, 3, 3, 1, 1, 1, 1, false},
     {"output_1x1",               3,  4, 1,  3, 3, 3, 3, 1, 1, 0, 0, 1, 1, true},
     {"input_1x1_padded",         3,  4, 1,  1, 1, 3, 3, 1, 1, 1, 1, 1, 1, true},
     {"bigger_16_to_24_14x14",   16, 24, 1, 14,14, 3, 3, 1, 1, 1, 1, 1, 1, true},
@@ -125,6 +131,9 @@ static void conv_exact_case(void **state)
      * zero-padded input channel (and 8 * stride_w floats of slack) when depthwise. */
     const bool depthwise = c->groups == c->cin && !pointwise;
     assert_int_equal(dc_conv_is_depthwise(&s), depthwise);
+    const bool strided_1x1 = c->kh == 1 && c->kw == 1 && c->ph == 0 && c->pw == 0 &&
+                             !pointwise && !depthwise;
+    assert_int_equal(dc_conv_is_strided_1x1(&s), strided_1x1);
     size_t scratch = 0;
     assert_true(dc_conv_scratch_floats(&s, &scratch));
     assert_int_equal(scratch, depthwise ? (c->h + 2 * c->ph) * (c->w + 2 * c->pw) + 8 * c->sw
@@ -177,6 +186,24 @@ static void conv_exact_case(void **state)
         }
     }
     assert_int_equal(bad, 0);
+
+    /* The pieces threads compute when they share a sample: bands of output rows, and ranges of
+     * output channels where the path allows it. Every value is an exact integer, so any split
+     * must give the whole call's bits. */
+    float *part = nan_array(y_len);
+    const size_t mid_h = s.out_h / 2;
+    dc_conv2d_rows(&s, x, w, c->bias ? b : NULL, part, col, 0, mid_h);
+    dc_conv2d_rows(&s, x, w, c->bias ? b : NULL, part, col, mid_h, s.out_h);
+    assert_memory_equal(part, y, y_len * sizeof(float));
+    if (dc_conv_channels_split(&s)) {
+        float *split = nan_array(y_len);
+        const size_t mid_c = c->cout / 3;
+        dc_conv2d_channels(&s, x, w, c->bias ? b : NULL, split, col, 0, mid_c);
+        dc_conv2d_channels(&s, x, w, c->bias ? b : NULL, split, col, mid_c, c->cout);
+        assert_memory_equal(split, y, y_len * sizeof(float));
+        free(split);
+    }
+    free(part);
 
     free(col);
     free(y);

@@ -1,7 +1,8 @@
 /* The library against the double-precision reference on a table of named random cases.
  * Each row is one cmocka test; together they walk every geometry feature (stride, padding,
  * dilation, per-axis asymmetry, groups, depthwise, channel multiplier, K, batch, biases,
- * temperature, the pointwise path that skips im2col) at sizes small enough to stay fast. */
+ * temperature, the pointwise path that skips im2col, the strided 1x1 path that gathers the
+ * subsampled input instead) at sizes small enough to stay fast. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -101,6 +102,14 @@ static const conv_case conv_cases[] = {
     {"conv_1x1_stride3x1",                4,  6, 1, 1, 3, 1, 0, 0, 1, 1, 1, 4, 3,  2,10, 5,  1.f, B_ALL},
     {"conv_1x1_stride1x2",                4,  6, 1, 1, 1, 2, 0, 0, 1, 1, 1, 4, 3,  2, 5, 9,  1.f, B_ALL},
     {"conv_1x1_pad0x1",                   4,  6, 1, 1, 1, 1, 0, 1, 1, 1, 1, 4, 3,  2, 5, 5,  1.f, B_ALL},
+    /* strided 1x1 without padding: the subsampled input gathered for the GEMM (with padding:
+     * im2col, for the zero border); stride 2 and 3, odd sizes, groups 1 and 2, batch 1 and 3 */
+    {"strided_1x1_s2_odd_groups2_b3",     8,  6, 1, 1, 2, 2, 0, 0, 1, 1, 2, 4, 3,  3,11, 9,  1.f, B_ALL},
+    {"strided_1x1_s3_odd_b1",             6,  5, 1, 1, 3, 3, 0, 0, 1, 1, 1, 4, 3,  1,10,13,  1.f, B_ALL},
+    {"strided_1x1_s3_groups2_b1",         6,  4, 1, 1, 3, 3, 0, 0, 1, 1, 2, 3, 3,  1,11,11,  1.f, B_CONV},
+    {"strided_1x1_s3x2_dilation2_b3",     5,  7, 1, 1, 3, 2, 0, 0, 2, 2, 1, 4, 3,  3,13,10,  1.f, B_ALL},
+    {"strided_1x1_s2_pad1_groups2_b3",    8,  6, 1, 1, 2, 2, 1, 1, 1, 1, 2, 4, 3,  3, 9,11,  1.f, B_ALL},
+    {"strided_1x1_s3_pad1_b1",            6,  5, 1, 1, 3, 3, 1, 1, 1, 1, 1, 4, 3,  1,11,10,  1.f, B_CONV},
     /* the kernel exactly covers the (padded) input: a 1x1 output */
     {"output_1x1_exact",                  3,  4, 3, 3, 1, 1, 0, 0, 1, 1, 1, 4, 3,  2, 3, 3,  1.f, B_ALL},
     {"output_1x1_strided",                3,  4, 5, 5, 2, 2, 0, 0, 1, 1, 1, 4, 3,  2, 6, 6,  1.f, B_ALL},
@@ -118,6 +127,12 @@ static const conv_case conv_cases[] = {
     {"fast_pointwise_k1_batch3",         64, 96, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 8,  3,16,16,  1.f, B_ALL},
     {"fast_1x1_stride2_batch1",          64, 96, 1, 1, 2, 2, 0, 0, 1, 1, 1, 4, 8,  1,33,31,  1.f, B_ALL},
     {"fast_1x1_stride2_k1_batch3",       64, 96, 1, 1, 2, 2, 0, 0, 1, 1, 1, 1, 8,  3,33,31,  1.f, B_CONV},
+    {"fast_1x1_stride2_groups2_batch1",  64, 96, 1, 1, 2, 2, 0, 0, 1, 1, 2, 4, 8,  1,33,31,  1.f, B_ALL},
+    {"fast_1x1_stride3_batch3",          64, 96, 1, 1, 3, 3, 0, 0, 1, 1, 1, 4, 8,  3,37,35,  1.f, B_ALL},
+    {"fast_1x1_stride3_groups2_batch3",  64, 96, 1, 1, 3, 3, 0, 0, 1, 1, 2, 4, 8,  3,37,35,  1.f, B_CONV},
+    {"fast_1x1_stride2x1_batch1",        64, 96, 1, 1, 2, 1, 0, 0, 1, 1, 1, 4, 8,  1,21,19,  1.f, B_ALL},
+    {"fast_1x1_stride2_pad1_batch1",     64, 96, 1, 1, 2, 2, 1, 1, 1, 1, 1, 4, 8,  1,33,31,  1.f, B_ALL},
+    {"fast_1x1_stride2_pad1_g2_batch3",  64, 96, 1, 1, 2, 2, 1, 1, 1, 1, 2, 4, 8,  3,31,33,  1.f, B_ALL},
     {"fast_depthwise_wide_batch1",       64, 64, 3, 3, 1, 1, 1, 1, 1, 1,64, 4, 8,  1,40,45,  1.f, B_ALL},
     {"fast_depthwise_k1_batch3",         48, 48, 3, 3, 1, 1, 1, 1, 1, 1,48, 1, 8,  3,20,21,  1.f, B_CONV},
     {"fast_depthwise_k1_small_nobias",    8,  8, 3, 3, 1, 1, 1, 1, 1, 1, 8, 1, 3,  1, 7, 7,  1.f, B_NONE},

@@ -545,8 +545,9 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  * What the threads do: at batch N >= threads, each thread takes whole samples (pooling,
  * attention, its own aggregated kernel and im2col scratch, convolution); the last N % threads
  * samples (all of them at batch 1) are shared: pooled by channels, the kernel aggregated in
- * slices, then convolved in bands of output rows (depthwise and one-group pointwise layers:
- * each thread mixes and convolves its own output channels, in one step). Forwards of little work (under about 10^6
+ * slices, then convolved in bands of output rows (depthwise and one-group 1x1 layers without
+ * padding, strided or not: each thread mixes and convolves its own output channels, in one
+ * step). Forwards of little work (under about 10^6
  * multiply-adds plus weighted input and output floats, e.g. a few channels of a 6x6 image) run
  * in the calling thread alone: waking a worker would cost more than it saves. Whole samples,
  * the attention and the depthwise path give bitwise the same result whatever the thread count;
@@ -564,7 +565,8 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  *     N/T >= 2: then B = min(N/T, floor(32 MiB / (4*kernel_len))), at least 1;
  *   scratch = 0 for a pointwise kernel (1x1, stride 1, no padding);
  *             (H + 2*ph) * (W + 2*pw) + 8*sw for depthwise (groups == C_in: one padded input
- *             channel); otherwise (C_in/g)*kh*kw * H_out*W_out (the im2col matrix of a group).
+ *             channel); otherwise (C_in/g)*kh*kw * H_out*W_out (the im2col matrix of a group;
+ *             for a strided 1x1 kernel without padding, the group's input subsampled).
  * Each sample's kernel is aggregated just before its convolution, into its thread's slot, so the
  * workspace does not hold N aggregated kernels; for large kernels B of them at a time (at most
  * 32 MiB per thread), so that the K kernels are read from memory once per B samples.

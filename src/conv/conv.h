@@ -1,6 +1,7 @@
 /* Convolution layer: one sample of a grouped 2-D convolution (cross-correlation, as PyTorch's
  * conv2d) through im2col + cblas_sgemm, one GEMM per group; pointwise kernels use the input as
- * the GEMM operand directly and depthwise ones (one input channel per group) a direct loop.
+ * the GEMM operand directly, strided 1x1 kernels a strided copy of it, and depthwise ones (one
+ * input channel per group) a direct loop.
  * Weights are whatever the caller hands in; here they are the aggregated kernel of one sample. */
 #ifndef DYNCONV_SRC_CONV_H
 #define DYNCONV_SRC_CONV_H
@@ -38,8 +39,15 @@ void dc_im2col(const dc_conv_shape *s, const float *x, size_t c, float *col);
  * vectorised loop over a zero-padded copy of the input channel. */
 bool dc_conv_is_depthwise(const dc_conv_shape *s);
 
-/* Floats of scratch dc_conv2d_rows / dc_conv2d_sample use: 0 for the pointwise path, the padded
- * input channel plus 8 * stride_w for the depthwise path, else dc_conv_col_floats. False on
+/* True for a 1x1 kernel without padding whose stride exceeds 1 on some axis, unless depthwise
+ * (which keeps its direct loop): the GEMM's right operand is the input subsampled, gathered row
+ * by row into a compact [C_in/g, out_h*out_w] buffer (what im2col would produce, at the cost of
+ * a strided copy). With padding, a 1x1 kernel goes through im2col (the zero border). */
+bool dc_conv_is_strided_1x1(const dc_conv_shape *s);
+
+/* Floats of scratch dc_conv2d_rows / dc_conv2d_sample / dc_conv2d_channels use: 0 for the
+ * pointwise path, the padded input channel plus 8 * stride_w for the depthwise path, else
+ * dc_conv_col_floats (for a strided 1x1 kernel: the gathered input of a group). False on
  * overflow. */
 bool dc_conv_scratch_floats(const dc_conv_shape *s, size_t *out);
 
@@ -73,8 +81,10 @@ void dc_conv2d_sample_backward(const dc_conv_shape *s, const float *x, const flo
 void dc_conv2d_rows(const dc_conv_shape *s, const float *x, const float *w, const float *b,
                     float *y, float *col, size_t oh0, size_t oh1);
 
-/* True when output channels can be computed apart without repeating work: the depthwise loop,
- * and a pointwise kernel of one group (no im2col shared by all channels). */
+/* True when output channels can be computed apart with little or no repeated work: the
+ * depthwise loop, a pointwise kernel of one group (no im2col shared by all channels), and a
+ * strided 1x1 kernel of one group (each thread gathers the subsampled input, C_in * out_h *
+ * out_w floats, a small fraction of the C_out * C_in * out_h * out_w multiply-adds). */
 bool dc_conv_channels_split(const dc_conv_shape *s);
 
 /* Output channels [oc0, oc1) of one sample (all rows), for the shapes dc_conv_channels_split

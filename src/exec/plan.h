@@ -10,7 +10,9 @@
 /* Buffers a forward carves out of the workspace, always in this order: the attention's, for the
  * whole batch (absent when K = 1: there is no attention to compute), then one slot per thread
  * holding that thread's aggregated kernel and bias (absent when K = 1: the kernel is used as it
- * is) and its im2col scratch (absent for the pointwise and depthwise paths). */
+ * is) and its im2col scratch (absent for the pointwise path; for the depthwise path one padded
+ * input channel, for the strided 1x1 path the subsampled input of a group: whatever
+ * dc_conv_scratch_floats says). */
 typedef struct workspace_layout {
     float *pooled, *hidden, *pi;
     char *slots;              /* first thread's slot */
