@@ -246,6 +246,16 @@ def export(model, path, temperature=None):
     return [p for p, _ in layers]
 
 
+def export_network(model, example_input, path, concrete_args=None):
+    """Saves the whole network `model` (eval mode), traced with torch.fx on `example_input`
+    [N, C, H, W], to one safetensors file: every tensor and the graph (docs/file-format.md,
+    "Networks"). Other forward arguments (TArdelean's temperature) go in `concrete_args`.
+    Returns the graph; an op the format cannot hold is refused (ValueError naming it and its
+    module path) and nothing is written. See dynconv.network_export."""
+    from . import network_export
+    return network_export.export_network(model, example_input, path, concrete_args)
+
+
 class _UsageError(Exception):
     pass
 
