@@ -17,31 +17,41 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from reference_modules import DynamicConv2dFC, DynamicConvNet, KernelsDynamicConv
+from reference_modules import DynamicConv2dFC, DynamicConvNet, DynamicLinearRef, KernelsDynamicConv
 
 
-def randomize_batchnorms(model, generator):
-    """Running statistics and affine parameters away from (0, 1), so that a batch norm the
-    exporter dropped or misread changes the logits."""
+def randomize_batchnorms(model, generator, calibrate=None):
+    """Affine parameters away from (1, 0) and running statistics away from (0, 1), so that a
+    batch norm the exporter dropped or misread changes the logits. With `calibrate` (a
+    function running the model on a batch) the statistics are those of that batch, as after
+    training: random statistics in a deep random network let the logits barely depend on the
+    input, and a test comparing them would check little."""
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=generator) * 0.1)
-                m.running_var.copy_(torch.rand(c, generator=generator) * 0.5 + 0.75)
-                m.weight.copy_(torch.rand(c, generator=generator) * 0.5 + 0.75)
-                m.bias.copy_(torch.randn(c, generator=generator) * 0.1)
-    return model
+        for m in bns:
+            c = m.num_features
+            m.weight.copy_(torch.rand(c, generator=generator) * 0.5 + 0.75)
+            m.bias.copy_(torch.randn(c, generator=generator) * 0.1)
+            m.running_mean.copy_(torch.randn(c, generator=generator) * 0.1)
+            m.running_var.copy_(torch.rand(c, generator=generator) * 0.5 + 0.75)
+        if calibrate is not None:
+            for m in bns:
+                m.reset_running_stats()
+                m.momentum = None  # a plain average over the calibration batch
+            model.train()
+            calibrate(model)
+    return model.eval()
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, inplanes, planes, stride=1, downsample=None):
+    def __init__(self, inplanes, planes, stride=1, downsample=None, temperature=34.0):
         super().__init__()
         self.conv1 = DynamicConv2dFC(inplanes, planes, 3, stride=stride, padding=1, bias=False,
-                                     temperature=34.0)
+                                     temperature=temperature)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = DynamicConv2dFC(planes, planes, 3, padding=1, bias=False, temperature=34.0)
+        self.conv2 = DynamicConv2dFC(planes, planes, 3, padding=1, bias=False,
+                                     temperature=temperature)
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
 
@@ -56,7 +66,8 @@ class BasicBlock(nn.Module):
 
 
 class DyResNet(nn.Module):
-    def __init__(self, widths=(8, 16, 32, 64), blocks=(1, 1, 1, 1), num_classes=10):
+    def __init__(self, widths=(8, 16, 32, 64), blocks=(1, 1, 1, 1), num_classes=10,
+                 temperature=34.0):
         super().__init__()
         self.conv1 = nn.Conv2d(3, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
@@ -70,9 +81,11 @@ class DyResNet(nn.Module):
                 down = None
                 if b == 0 and (stride != 1 or inplanes != planes):
                     down = nn.Sequential(DynamicConv2dFC(inplanes, planes, 1, stride=stride,
-                                                         bias=False, temperature=34.0),
+                                                         bias=False,
+                                                         temperature=temperature),
                                          nn.BatchNorm2d(planes))
-                layers.append(BasicBlock(inplanes, planes, stride if b == 0 else 1, down))
+                layers.append(BasicBlock(inplanes, planes, stride if b == 0 else 1, down,
+                                         temperature))
                 inplanes = planes
             setattr(self, f"layer{i + 1}", nn.Sequential(*layers))
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
@@ -152,18 +165,25 @@ class DyMobileNetV2(nn.Module):
 class MixedNet(nn.Module):
     """Every other op of the schema, and the two remaining dynamic layouts."""
 
-    def __init__(self, num_classes=6):
+    def __init__(self, num_classes=6, library_layers=True):
+        """library_layers: dynconv.torch's DynamicConv2d and DynamicLinear (computed by
+        libdynconv) in two places; False puts the pure-PyTorch modules of the same layout
+        there instead (for golden data, which must not come from the library)."""
         super().__init__()
-        import dynconv.torch as dt
         self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=True)
         self.branch_a = DynamicConvNet(8, 8, 3, padding=2, dilation=2, groups=2,
-                                       temprature=30.0, ratio=4, net_bias=True)
-        self.branch_b = dt.DynamicConv2d(8, 8, (3, 1), stride=1, padding=(1, 0), num_kernels=3,
-                                         temperature=2.0)
+                                       temprature=3.0, ratio=4, net_bias=True)
+        if library_layers:
+            import dynconv.torch as dt
+            self.branch_b = dt.DynamicConv2d(8, 8, (3, 1), padding=(1, 0), num_kernels=3,
+                                             temperature=2.0)
+            self.head = dt.DynamicLinear(16, 12, num_kernels=4, temperature=1.5)
+        else:
+            self.branch_b = DynamicConv2dFC(8, 8, (3, 1), padding=(1, 0), K=3, temperature=2.0)
+            self.head = DynamicLinearRef(16, 12, K=4, temperature=1.5)
         self.pool = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
         self.pool2 = nn.AvgPool2d(2)
         self.drop = nn.Dropout(0.3)
-        self.head = dt.DynamicLinear(16, 12, num_kernels=4, temperature=1.5)
         self.fc = nn.Linear(12, num_classes)
 
     def forward(self, x):
