@@ -30,8 +30,9 @@ def randomize_batchnorms(model, generator, calibrate=None):
     with torch.no_grad():
         for m in bns:
             c = m.num_features
-            m.weight.copy_(torch.rand(c, generator=generator) * 0.5 + 0.75)
-            m.bias.copy_(torch.randn(c, generator=generator) * 0.1)
+            if m.affine:
+                m.weight.copy_(torch.rand(c, generator=generator) * 0.5 + 0.75)
+                m.bias.copy_(torch.randn(c, generator=generator) * 0.1)
             m.running_mean.copy_(torch.randn(c, generator=generator) * 0.1)
             m.running_var.copy_(torch.rand(c, generator=generator) * 0.5 + 0.75)
         if calibrate is not None:

@@ -5,12 +5,14 @@ dynconv.network_ref runs them from the file alone, and its logits must match the
 
 import json
 import os
+import subprocess
 import tempfile
 import unittest
 
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import cases
 import network_models as nm
@@ -24,6 +26,8 @@ except ImportError:  # Debian: python3-torchvision (scripts/deps.sh python)
     torchvision = None
 
 GOLDEN = os.path.join(cases.ROOT, "tests", "networks")
+CLI = os.environ.get("DYNCONV_CLI", os.path.join(cases.ROOT, "build", "release", "tools",
+                                                 "dynconv"))
 
 
 def _library_available():
@@ -130,6 +134,45 @@ class RoundTrip(NetworkTest):
                                    shape=(2, 3, 32, 32))
         self.assertEqual(sum(n["op"] == "conv2d" for n in graph["nodes"]), 52)
 
+    def test_functional_spellings(self):
+        # The other spellings of the same ops map to the same graph.
+        class Functional(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a = nn.Conv2d(3, 6, 3, padding=1)
+                self.b = nn.Conv2d(3, 6, 1, padding="valid")
+                self.bn = nn.BatchNorm2d(12, affine=False)
+                self.flat = nn.Flatten()
+                self.pool = nn.MaxPool2d(4, padding=1, dilation=(1, 2))
+                self.fc = nn.Linear(12, 5)
+                self.fc2 = nn.Linear(12 * 3 * 2, 3)
+
+            def forward(self, x):
+                y = torch.add(torch.relu(self.a(x)), F.relu6(self.b(x)))
+                y = torch.cat((y, F.hardtanh(y, 0.0, 6.0)), 1).relu()
+                y = self.bn(y.contiguous())
+                p = F.adaptive_avg_pool2d(y, 1).flatten(1)
+                q = self.flat(y.mean((-2, -1), keepdim=True))
+                r = self.pool(y)
+                r = F.dropout(r.reshape(r.shape[0], -1), 0.5, training=self.training)
+                return self.fc(F.relu(p)) + self.fc(q), self.fc2(r.view(r.size(0), -1))
+
+        graph, _ = self.round_trip_multi(Functional())
+        self.assertEqual(len(graph["outputs"]), 2)
+
+    def round_trip_multi(self, model):
+        batch = torch.randn(8, 3, 12, 12, generator=self.generator)
+        nm.randomize_batchnorms(model, self.generator, lambda m: m(batch))
+        x = torch.randn(2, 3, 12, 12, generator=self.generator)
+        path = self.path("net.safetensors")
+        graph = export_network(model, x, path)
+        net = network_ref.load_network(path)
+        with torch.no_grad():
+            want = model(x)
+        for got, w in zip(net.run(x.numpy()), want):
+            self.assert_logits_match(got, w.numpy())
+        return graph, net
+
     def test_layer_readable_out_of_a_network_file(self):
         # A dynamic layer's tensors and keys follow the layer format under its module path.
         if not _library_available():
@@ -144,6 +187,20 @@ class RoundTrip(NetworkTest):
         layer = dynconv.load_layer(path, prefix="layer2.0.conv1")
         got = layer.forward(values[node["inputs"][0]].astype(np.float32))
         self.assert_logits_match(got, values[node["name"]])
+
+
+    @unittest.skipUnless(os.access(CLI, os.X_OK), "the dynconv tool is not built")
+    def test_dynconv_run_reads_a_layer_of_a_network_file(self):
+        path = os.path.join(GOLDEN, "dy_resnet.safetensors")
+        net = network_ref.load_network(path)
+        values = net.run(np.load(os.path.join(GOLDEN, "dy_resnet.input.npy")), all_values=True)
+        node = next(n for n in net.nodes if n["module"] == "layer3.0.conv1")
+        np.save(self.path("x.npy"), values[node["inputs"][0]].astype(np.float32))
+        r = subprocess.run([CLI, "run", "--weights", path, "--prefix", "layer3.0.conv1",
+                            "--input", self.path("x.npy"), "--output", self.path("y.npy")],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assert_logits_match(np.load(self.path("y.npy")), values[node["name"]])
 
 
 class Schema(NetworkTest):
