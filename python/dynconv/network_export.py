@@ -137,13 +137,12 @@ class _Mapper:
     def module(self, node):
         path = node.target
         m = self.model.get_submodule(path)
-        x = node.args[0] if node.args else None
         kind = layer_export.layer_kind(m)
         if kind is not None:
             return self.dynamic(node, path, m, kind)
         if len(node.args) != 1 or node.kwargs:
             self.fail(node, f"{type(m).__name__} called with extra arguments")
-        x = self.tensor_input(node, x)
+        x = self.tensor_input(node, node.args[0])
         if isinstance(m, _DROPOUTS) or isinstance(m, nn.Identity):
             return self.alias(node, x)
         if isinstance(m, nn.Conv2d):
@@ -197,7 +196,7 @@ class _Mapper:
                 "stride": _pair(m.stride if m.stride is not None else m.kernel_size),
                 "padding": _pair(m.padding), "count_include_pad": bool(m.count_include_pad)})
         if isinstance(m, nn.AdaptiveAvgPool2d):
-            return self.global_pool(node, x, m.output_size, f"AdaptiveAvgPool2d")
+            return self.global_pool(node, x, m.output_size, "AdaptiveAvgPool2d")
         if isinstance(m, nn.Flatten):
             return self.flatten(node, x, m.start_dim, m.end_dim)
         if isinstance(m, nn.Linear):
@@ -466,6 +465,9 @@ def export_network(model, example_input, path, concrete_args=None):
     if unknown:
         raise ExportError(f"concrete_args {sorted(unknown)} are not arguments of forward")
     free = [p.name for p in params if p.name not in concrete_args]
+    if not free:
+        raise ExportError("concrete_args fixes every argument of forward: the tensor input "
+                          "must stay free")
     if len(free) != 1:
         raise ExportError(f"forward takes the tensor input and {free[1:] if free else []}: "
                           "give every other argument in concrete_args")
@@ -493,7 +495,6 @@ def export_network(model, example_input, path, concrete_args=None):
     nodes = _prune(mapper.nodes, outputs)
     if not nodes:
         raise ExportError("the network computes nothing (its output is its input)")
-    names = {n["name"] for n in nodes}
     used = {t for n in nodes for t in n["tensors"].values()}
     tensors = {k: v for k, v in mapper.tensors.items() if k in used}
     graph_json = {"schema": network_format.SCHEMA, "version": network_format.VERSION,
@@ -508,6 +509,5 @@ def export_network(model, example_input, path, concrete_args=None):
         network_format.parse_graph(metadata, {k: tuple(v.shape) for k, v in tensors.items()})
     except network_format.GraphError as e:
         raise ExportError(f"internal: the graph does not pass its own checks: {e}") from None
-    assert names  # every node has a distinct fx name
     layer_export.write_safetensors(path, tensors, metadata)
     return graph_json

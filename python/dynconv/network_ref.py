@@ -163,10 +163,10 @@ class Network:
             return _conv(where, x, t["weight"], t.get("bias"), a["stride"], a["padding"],
                          a["dilation"], a["groups"])
         if op == "dynamic_conv2d":
-            pi = _attention(t, x.mean(axis=(2, 3)), a["temperature"])
             if t["fc1_weight"].shape[1] != x.shape[1]:
                 raise ValueError(f"{where}: input has {x.shape[1]} channels, the attention "
                                  f"takes {t['fc1_weight'].shape[1]}")
+            pi = _attention(t, x.mean(axis=(2, 3)), a["temperature"])
             k = t["weight"].shape[0]
             w = (pi @ t["weight"].reshape(k, -1)).reshape((x.shape[0],) + t["weight"].shape[1:])
             b = pi @ t["bias"] if "bias" in t else None
