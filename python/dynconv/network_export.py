@@ -205,7 +205,8 @@ class _Mapper:
             if m.bias is not None:
                 tensors["bias"] = self.add_tensor(f"{path}.bias", m.bias)
             return self.emit(node, "linear", [x], {}, tensors)
-        self.fail(node, f"module {type(m).__module__}.{type(m).__name__} at '{path}'")
+        self.fail(node, f"module {type(m).__name__} ({type(m).__module__}."
+                        f"{type(m).__qualname__})")
 
     def dynamic(self, node, path, m, kind):
         args = list(node.args)
@@ -369,8 +370,13 @@ class _Mapper:
             self.fail(node, f"mean over {dims!r} (only the spatial dims (2, 3))")
         if keepdim:
             return self.emit(node, "global_avg_pool2d", [x])
-        # x.mean((2, 3)) = flatten(global_avg_pool2d(x)): two ops, the first one named apart.
-        pooled = {"name": node.name + "_pool", "op": "global_avg_pool2d",
+        # x.mean((2, 3)) = flatten(global_avg_pool2d(x)): two ops, the first one under a
+        # name no fx node has.
+        taken = {n.name for n in self.gm.graph.nodes} | {n["name"] for n in self.nodes}
+        pool_name = node.name + "_pool"
+        while pool_name in taken:
+            pool_name += "_"
+        pooled = {"name": pool_name, "op": "global_avg_pool2d",
                   "inputs": [self.values[x]], "attrs": {}, "tensors": {},
                   "module": node.meta.get("dynconv_module", ""),
                   "shape": s[:2] + [1, 1]}

@@ -270,9 +270,20 @@ def parse_graph(metadata, shapes):
             if waiting[r] == 0:
                 ready.append(r)
     if len(order) != len(nodes):
-        stuck = [n["name"] for n in nodes if waiting[n["name"]] > 0]
-        raise GraphError(f"the graph has a cycle through node(s) {', '.join(stuck[:8])}"
-                         + (" ..." if len(stuck) > 8 else ""))
+        # Every node left waits for another one left: walking back along such inputs must
+        # come round to a node already seen, and that loop is a cycle to name.
+        stuck = {n["name"] for n in nodes if waiting[n["name"]] > 0}
+        path, seen = [], {}
+        name = next(n["name"] for n in nodes if n["name"] in stuck)
+        while name not in seen:
+            seen[name] = len(path)
+            path.append(name)
+            name = next(v for v in by_name[name]["inputs"] if v in stuck)
+        cycle = path[seen[name]:] + [name]
+        shown = cycle if len(cycle) <= 10 else cycle[:9] + ["...", name]
+        raise GraphError("the graph has a cycle: " + " <- ".join(
+            v if v == "..." else f"'{v}'" for v in shown)
+                         + " (each node reads the next)")
     unused = sorted(set(shapes) - set(used_tensors))
     if unused:
         raise GraphError(f"tensor(s) {', '.join(unused[:8])} belong to no node")
