@@ -169,8 +169,11 @@ def parse_graph(metadata, shapes):
         raise GraphError(f"no network graph: the metadata has no '{GRAPH_KEY}' key (a layer "
                          "file? read it with dynconv.load_layer)")
     try:
+        # Strict JSON as the container's header: no NaN/Infinity, no duplicate keys (which
+        # JSON readers resolve differently).
         graph = json.loads(metadata[GRAPH_KEY],
-                           parse_constant=lambda c: _raise(f"'{c}' is not JSON"))
+                           parse_constant=lambda c: _raise(f"'{c}' is not JSON"),
+                           object_pairs_hook=_no_duplicates)
     except ValueError as e:
         raise GraphError(f"'{GRAPH_KEY}' is not valid JSON: {e}") from None
     if not isinstance(graph, dict):
@@ -292,6 +295,14 @@ def parse_graph(metadata, shapes):
 
 def _raise(message):
     raise ValueError(message)
+
+
+def _no_duplicates(pairs):
+    keys = [k for k, _ in pairs]
+    for k in keys:
+        if keys.count(k) > 1:
+            raise ValueError(f"duplicate key {k!r}")
+    return dict(pairs)
 
 
 def dumps(graph):

@@ -3,6 +3,7 @@ dynconv.network_ref runs them from the file alone, and its logits must match the
 (rtol 1e-4, atol 1e-5 times the logits' largest magnitude). Also: what the exporter refuses
 (writing nothing), what the loader refuses, and the golden networks of tests/networks."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -279,6 +280,22 @@ class Schema(NetworkTest):
             g["nodes"][0]["attrs"]["stride"] = [0, 1]
         self.assert_refused(bad_attr, "'stride'")
 
+    def test_malformed_graph_json(self):
+        path = self.export_small()
+        tensors, metadata = load_file(path)
+        text = metadata[network_format.GRAPH_KEY]
+        for bad, fragment in ((text[:-1], "not valid JSON"),
+                              ('{"version": 1, ' + text[1:], "duplicate key 'version'"),
+                              (text.replace('"version":1', '"version":NaN', 1),
+                               "not valid JSON"),
+                              ("[]", "not a JSON object")):
+            with self.subTest(fragment=fragment):
+                metadata[network_format.GRAPH_KEY] = bad
+                out = self.path("bad.safetensors")
+                write_safetensors(out, tensors, metadata)
+                with self.assertRaisesRegex(network_format.GraphError, fragment):
+                    network_ref.load_network(out)
+
     def test_node_order_is_free(self):
         # Nodes may come in any order: the loader sorts them by their edges.
         path = self.export_small()
@@ -367,7 +384,10 @@ class Golden(unittest.TestCase):
         self.assertGreaterEqual(len(table), 3)
         for name, entry in table.items():
             with self.subTest(network=name):
-                net = network_ref.load_network(os.path.join(GOLDEN, entry["file"]))
+                path = os.path.join(GOLDEN, entry["file"])
+                with open(path, "rb") as f:  # the file the generator wrote, not an edited one
+                    self.assertEqual(hashlib.sha256(f.read()).hexdigest(), entry["sha256"])
+                net = network_ref.load_network(path)
                 x = np.load(os.path.join(GOLDEN, entry["input"]))
                 want = np.load(os.path.join(GOLDEN, entry["logits"]))
                 got = net.run(x)
