@@ -91,6 +91,7 @@ class _Mapper:
         self.batch = {}      # fx node -> the tensor node whose batch size (dim 0) it is
         self.shape_of = {}   # fx node -> the tensor node whose .shape it is
         self.skipped = set()
+        self.params = {}     # get_attr node -> the tensor's path (its state_dict name)
         self.nodes = []
         self.tensors = {}
         self.metadata = {}
@@ -107,9 +108,26 @@ class _Mapper:
         return list(meta.shape) if meta is not None and hasattr(meta, "shape") else None
 
     def tensor_input(self, node, value):
+        if isinstance(value, torch.fx.Node) and value in self.params:
+            self.fail(node, f"'{_callable_name(node.target)}' of the tensor "
+                            f"'{self.params[value]}' (a module's tensor can only be the "
+                            "weight or bias of a convolution or linear layer)")
         if not isinstance(value, torch.fx.Node) or value not in self.values:
-            self.fail(node, f"'{node.target}' with a non-tensor operand {value!r}")
+            self.fail(node, f"'{_callable_name(node.target)}' with a non-tensor operand "
+                            f"{value!r}")
         return value
+
+    def param_input(self, node, value, what):
+        """The file name of a weight or bias that a functional call reads from the model."""
+        if not isinstance(value, torch.fx.Node) or value not in self.params:
+            self.fail(node, f"'{_callable_name(node.target)}' whose {what} is computed, not a "
+                            "parameter of the model")
+        name = self.params[value]
+        if name not in self.tensors:
+            owner, _, attr = name.rpartition(".")
+            tensor = getattr(self.model.get_submodule(owner) if owner else self.model, attr)
+            self.add_tensor(name, tensor)
+        return name
 
     def add_tensor(self, name, tensor):
         self.tensors[name] = layer_export._float32(tensor, name)
@@ -306,6 +324,32 @@ class _Mapper:
                 self.fail(node, f"add of shapes {self.shape(a)} and {self.shape(b)} (no "
                                 "broadcasting)")
             return self.emit(node, "add", [a, b])
+        if t is torch.conv2d:
+            x = self.tensor_input(node, args[0])
+            self.rank(node, x, (4,))
+            weight = _arg(node, 1, "weight", None)
+            bias = _arg(node, 2, "bias", None)
+            padding = _arg(node, 4, "padding", 0)
+            if isinstance(padding, str):
+                if padding != "valid":
+                    self.fail(node, f"conv2d with padding '{padding}'")
+                padding = 0
+            tensors = {"weight": self.param_input(node, weight, "weight")}
+            if bias is not None:
+                tensors["bias"] = self.param_input(node, bias, "bias")
+            attrs = {"stride": _pair(_arg(node, 3, "stride", 1)), "padding": _pair(padding),
+                     "dilation": _pair(_arg(node, 5, "dilation", 1)),
+                     "groups": int(_arg(node, 6, "groups", 1))}
+            return self.emit(node, "conv2d", [x], attrs, tensors)
+        if t is F.linear:
+            x = self.tensor_input(node, args[0])
+            self.rank(node, x, (2,))
+            tensors = {"weight": self.param_input(node, _arg(node, 1, "weight", None),
+                                                  "weight")}
+            bias = _arg(node, 2, "bias", None)
+            if bias is not None:
+                tensors["bias"] = self.param_input(node, bias, "bias")
+            return self.emit(node, "linear", [x], {}, tensors)
         if t in (torch.flatten, "flatten"):
             x = self.tensor_input(node, args[0])
             return self.flatten(node, x, _arg(node, 1, "start_dim", 0),
@@ -403,8 +447,10 @@ class _Mapper:
             elif node.op in ("call_function", "call_method"):
                 self.call(node)
             elif node.op == "get_attr":
-                self.fail(node, f"direct use of the tensor '{node.target}' (only modules' "
-                                "own tensors are exported)")
+                # A parameter or buffer read in a forward (nn.Conv2d.forward run inside a
+                # subclass that is traced through): usable as the weight of F.conv2d or
+                # F.linear only, which check it (param_input).
+                self.params[node] = node.target
             elif node.op == "output":
                 result = node.args[0]
                 result = list(result) if isinstance(result, (list, tuple)) else [result]

@@ -106,12 +106,26 @@ class TempDynamicConv(KernelsDynamicConv, TempModule):
     pass
 
 
-class TempSequential(nn.Sequential):
-    """Passes the temperature to the children that take one."""
+class ConvIgnoringArgs(nn.Conv2d):
+    """TArdelean's static baseline layer: an nn.Conv2d whose forward accepts (and ignores) a
+    temperature. torch.fx traces through it (it is not a torch.nn class): the network
+    exporter then meets F.conv2d on the module's own weight."""
+
+    def forward(self, x, *args, **kwargs):
+        return super().forward(x)
+
+
+class TempSequential(TempModule):
+    """Passes the temperature to the children that take one (TempModules); the children
+    live in a ModuleList `layers`, so their paths read `conv.layers.3`."""
+
+    def __init__(self, *layers):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
 
     def forward(self, x, temperature):
-        for m in self:
-            x = m(x, temperature) if isinstance(m, (TempModule, TempSequential)) else m(x)
+        for m in self.layers:
+            x = m(x, temperature) if isinstance(m, TempModule) else m(x)
         return x
 
 
@@ -119,16 +133,20 @@ def _dyn(inp, oup, kernel, stride=1, padding=0, groups=1):
     return TempDynamicConv(4, 4, inp, oup, kernel, stride, padding, groups=groups, bias=False)
 
 
+def _static(inp, oup, kernel, stride=1, padding=0, groups=1):
+    return ConvIgnoringArgs(inp, oup, kernel, stride, padding, groups=groups, bias=False)
+
+
 class InvertedResidual(TempModule):
-    def __init__(self, inp, oup, stride, expand_ratio):
+    def __init__(self, inp, oup, stride, expand_ratio, conv=_dyn):
         super().__init__()
         hidden = round(inp * expand_ratio)
         self.identity = stride == 1 and inp == oup
         layers = []
         if expand_ratio != 1:
-            layers += [_dyn(inp, hidden, 1), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True)]
-        layers += [_dyn(hidden, hidden, 3, stride, 1, groups=hidden), nn.BatchNorm2d(hidden),
-                   nn.ReLU6(inplace=True), _dyn(hidden, oup, 1), nn.BatchNorm2d(oup)]
+            layers += [conv(inp, hidden, 1), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True)]
+        layers += [conv(hidden, hidden, 3, stride, 1, groups=hidden), nn.BatchNorm2d(hidden),
+                   nn.ReLU6(inplace=True), conv(hidden, oup, 1), nn.BatchNorm2d(oup)]
         self.conv = TempSequential(*layers)
 
     def forward(self, x, temperature):
@@ -141,17 +159,19 @@ class DyMobileNetV2(nn.Module):
     # t, c, n, s as in MobileNetV2, channels and repeats reduced
     CFGS = ((1, 8, 1, 1), (6, 12, 2, 2), (6, 16, 2, 2), (6, 24, 1, 1))
 
-    def __init__(self, num_classes=10, last=64):
+    def __init__(self, num_classes=10, last=64, dynamic=True):
+        """dynamic=False: TArdelean's static baseline (ConvIgnoringArgs everywhere)."""
         super().__init__()
+        conv = _dyn if dynamic else _static
         layers = [TempSequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8),
                                  nn.ReLU6(inplace=True))]
         inp = 8
         for t, c, n, s in self.CFGS:
             for i in range(n):
-                layers.append(InvertedResidual(inp, c, s if i == 0 else 1, t))
+                layers.append(InvertedResidual(inp, c, s if i == 0 else 1, t, conv))
                 inp = c
         self.features = TempSequential(*layers)
-        self.conv = TempSequential(_dyn(inp, last, 1), nn.BatchNorm2d(last),
+        self.conv = TempSequential(conv(inp, last, 1), nn.BatchNorm2d(last),
                                    nn.ReLU6(inplace=True))
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.classifier = nn.Linear(last, num_classes)

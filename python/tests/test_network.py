@@ -110,6 +110,15 @@ class RoundTrip(NetworkTest):
         x = np.random.default_rng(0).standard_normal((2, 3, 32, 32))
         self.assertGreater(np.abs(files[30.0].run(x) - files[0.5].run(x)).max(), 1e-6)
 
+    def test_tardelean_static_baseline(self):
+        # nn.Conv2d subclasses traced through: F.conv2d on the module's own weight.
+        graph, _ = self.round_trip(nm.DyMobileNetV2(dynamic=False), {"temperature": 1.0})
+        convs = [n for n in graph["nodes"] if n["op"] == "conv2d"]
+        self.assertEqual(len(convs), 1 + 3 * 5 + 2 + 1)
+        self.assertNotIn("dynamic_conv2d", self.ops(graph))
+        self.assertIn("features.layers.1.conv.layers.0.weight",
+                      [n["tensors"]["weight"] for n in convs])
+
     def test_mixed_ops_and_layouts(self):
         if not _library_available():
             self.skipTest("libdynconv not loadable (dynconv.torch's layers need it)")
@@ -369,6 +378,24 @@ class Refusals(NetworkTest):
 
         self.assert_refused(nn.Sequential(nn.Conv2d(3, 4, 1), Shift()),
                             ["add", "non-tensor operand 1.0", "module '1'"])
+
+    def test_parameters_used_directly(self):
+        class Scaled(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.w = nn.Parameter(torch.randn(4, 3, 3, 3))
+                self.shift = nn.Parameter(torch.randn(1, 4, 1, 1))
+
+            def forward(self, x):
+                return F.conv2d(x, x)  # a weight the network computes
+
+        class Shifted(Scaled):
+            def forward(self, x):
+                return F.conv2d(x, self.w) + self.shift
+
+        self.assert_refused(nn.Sequential(Scaled()), ["conv2d", "weight is computed",
+                                                      "module '0'"])
+        self.assert_refused(nn.Sequential(Shifted()), ["the tensor '0.shift'"])
 
     def test_ceil_mode_pool(self):
         self.assert_refused(nn.Sequential(nn.MaxPool2d(3, 2, ceil_mode=True)), ["ceil_mode"])
