@@ -5,7 +5,11 @@
     export(model, "model.safetensors")            # every dynamic layer of the model
     export(model.layer1, "layer1.safetensors")    # one layer: names without prefix
 
-or, for a module pickled whole (torch.save(model, path)), from the command line:
+Whole networks (every layer and the graph between them) go to one file with
+export_network(model, example_input, path, concrete_args=None); see its docstring and
+docs/file-format.md, "Networks".
+
+For a module pickled whole (torch.save(model, path)), the layers from the command line:
 
     dynconv-export model.pt model.safetensors     # or: python3 -m dynconv.export ...
 
