@@ -5,7 +5,11 @@
     export(model, "model.safetensors")            # every dynamic layer of the model
     export(model.layer1, "layer1.safetensors")    # one layer: names without prefix
 
-or, for a module pickled whole (torch.save(model, path)), from the command line:
+Whole networks (every layer and the graph between them) go to one file with
+export_network(model, example_input, path, concrete_args=None); see its docstring and
+docs/file-format.md, "Networks".
+
+For a module pickled whole (torch.save(model, path)), the layers from the command line:
 
     dynconv-export model.pt model.safetensors     # or: python3 -m dynconv.export ...
 
@@ -244,6 +248,16 @@ def export(model, path, temperature=None):
                 metadata[key] = metadata[f"{prefix}.{key}"]
     write_safetensors(path, tensors, metadata)
     return [p for p, _ in layers]
+
+
+def export_network(model, example_input, path, concrete_args=None):
+    """Saves the whole network `model` (eval mode), traced with torch.fx on `example_input`
+    [N, C, H, W], to one safetensors file: every tensor and the graph (docs/file-format.md,
+    "Networks"). Other forward arguments (TArdelean's temperature) go in `concrete_args`.
+    Returns the graph; an op the format cannot hold is refused (ValueError naming it and its
+    module path) and nothing is written. See dynconv.network_export."""
+    from . import network_export
+    return network_export.export_network(model, example_input, path, concrete_args)
 
 
 class _UsageError(Exception):
