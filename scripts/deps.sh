@@ -11,7 +11,7 @@ for purpose in "$@"; do
     test)  packages+=(build-essential cmake pkg-config libopenblas-dev libjansson-dev libcmocka-dev
                       python3) ;;
     golden) packages+=(python3-torch python3-numpy) ;;
-    python) packages+=(python3 python3-numpy python3-torch) ;;  # the Python package's tests
+    python) packages+=(python3 python3-numpy python3-torch python3-torchvision) ;;  # the Python tests
     bench) packages+=(libbenchmark-dev) ;;
     plot) packages+=(python3 python3-matplotlib) ;;
     compare) packages+=(libbenchmark-dev python3 python3-torch python3-numpy python3-matplotlib) ;;
