@@ -162,6 +162,32 @@ static void linear_lifecycle(void **state) {
     dynconv_linear_destroy(layer);
 }
 
+/* Forward and backward apply one overlap rule, and the message names the pair that breaks it. */
+static void overlap_messages_name_the_pair(void **state) {
+    (void)state;
+    dynconv_conv2d *layer = make_layer(DYNCONV_FLAG_BORROW_WEIGHTS);
+    assert_int_equal(dynconv_conv2d_reshape(layer, N, H, W, NULL, NULL, NULL), DYNCONV_OK);
+    static float y[N * COUT * H * W], x_and_y[N * CIN * H * W + N * COUT * H * W];
+    memcpy(x_and_y, input, sizeof input);
+    assert_int_equal(dynconv_conv2d_forward(layer, x_and_y, x_and_y + 1, NULL, NULL, 0),
+                     DYNCONV_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(dynconv_last_error_message(), "output overlaps input"));
+    float pi[N * K];
+    assert_int_equal(dynconv_conv2d_forward(layer, input, y, y, NULL, 0),
+                     DYNCONV_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(dynconv_last_error_message(), "output overlaps attention"));
+    assert_int_equal(dynconv_conv2d_forward(layer, input, y, pi, NULL, 0), DYNCONV_OK);
+
+    /* A gradient written over a borrowed parameter the backward reads. */
+    assert_int_equal(dynconv_conv2d_prepare_backward(layer, NULL), DYNCONV_OK);
+    const dynconv_conv2d_gradients into_weight = {.fc1_weight = weight};
+    assert_int_equal(dynconv_conv2d_backward(layer, input, y, &into_weight, 0, NULL, 0),
+                     DYNCONV_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(dynconv_last_error_message(),
+                           "gradients->fc1_weight overlaps the layer's parameter weight"));
+    dynconv_conv2d_destroy(layer);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(version_matches_header),
@@ -172,6 +198,7 @@ int main(void) {
         cmocka_unit_test(external_workspace_protocol),
         cmocka_unit_test(destroy_accepts_null),
         cmocka_unit_test(linear_lifecycle),
+        cmocka_unit_test(overlap_messages_name_the_pair),
     };
     return cmocka_run_group_tests_name("api", tests, fill, NULL);
 }

@@ -55,13 +55,6 @@ static dynconv_status prepare_named(const char *fn, dynconv_conv2d *layer,
     return DYNCONV_OK;
 }
 
-/* The seven gradient arrays with their names and byte sizes, for the checks. */
-typedef struct grad_buffer {
-    const char *name;
-    float *ptr;
-    size_t bytes;
-} grad_buffer;
-
 /* Checks and runs one backward; `fn` names the public entry point in messages. */
 static dynconv_status backward_named(const char *fn, dynconv_conv2d *layer, const float *input,
                                      const float *grad_output,
@@ -117,54 +110,26 @@ static dynconv_status backward_named(const char *fn, dynconv_conv2d *layer, cons
     const size_t in_plane = s->height * s->width, out_plane = s->out_h * s->out_w;
     const size_t in_floats = s->in_channels * in_plane, out_floats = s->out_channels * out_plane;
     const size_t F = sizeof(float);
-    const grad_buffer out[7] = {
-        {"input", grads->input, n * in_floats * F},
-        {"weight", grads->weight, K * layer->core.kernel_len * F},
-        {"bias", grads->bias, K * s->out_channels * F},
-        {"fc1_weight", grads->fc1_weight, layer->core.hidden * s->in_channels * F},
-        {"fc1_bias", grads->fc1_bias, layer->core.hidden * F},
-        {"fc2_weight", grads->fc2_weight, K * layer->core.hidden * F},
-        {"fc2_bias", grads->fc2_bias, K * F}};
-    const struct {
-        const char *name;
-        const void *ptr;
-        size_t bytes;
-    } in[9] = {{"input", input, n * in_floats * F},
-               {"grad_output", grad_output, n * out_floats * F},
-               {"workspace", workspace, needed},
-               {"weight", layer->core.weight, K * layer->core.kernel_len * F},
-               {"bias", layer->core.bias, K * s->out_channels * F},
-               {"fc1_weight", layer->core.fc1_weight, layer->core.hidden * s->in_channels * F},
-               {"fc1_bias", layer->core.fc1_bias, layer->core.hidden * F},
-               {"fc2_weight", layer->core.fc2_weight, K * layer->core.hidden * F},
-               {"fc2_bias", layer->core.fc2_bias, K * F}};
-    for (size_t i = 0; i < 7; ++i) {
-        if (out[i].ptr == NULL) {
-            continue;
-        }
-        for (size_t j = i + 1; j < 7; ++j) {
-            if (out[j].ptr != NULL &&
-                dc_ranges_overlap(out[i].ptr, out[i].bytes, out[j].ptr, out[j].bytes)) {
-                return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT,
-                               "%s: gradients->%s and gradients->%s overlap", fn, out[i].name,
-                               out[j].name);
-            }
-        }
-        for (size_t j = 0; j < 9; ++j) {
-            if (in[j].ptr != NULL &&
-                dc_ranges_overlap(out[i].ptr, out[i].bytes, in[j].ptr, in[j].bytes)) {
-                return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT,
-                               "%s: gradients->%s overlaps the %s%s", fn, out[i].name,
-                               j >= 3 ? "layer's parameter " : "", in[j].name);
-            }
-        }
-    }
-    for (size_t j = 0; j < 2; ++j) {
-        if (dc_ranges_overlap(workspace, needed, in[j].ptr, in[j].bytes)) {
-            return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: workspace overlaps %s", fn,
-                           in[j].name);
-        }
-    }
+    const dc_buffer written[8] = {
+        {"gradients->input", grads->input, n * in_floats * F},
+        {"gradients->weight", grads->weight, K * layer->core.kernel_len * F},
+        {"gradients->bias", grads->bias, K * s->out_channels * F},
+        {"gradients->fc1_weight", grads->fc1_weight, layer->core.hidden * s->in_channels * F},
+        {"gradients->fc1_bias", grads->fc1_bias, layer->core.hidden * F},
+        {"gradients->fc2_weight", grads->fc2_weight, K * layer->core.hidden * F},
+        {"gradients->fc2_bias", grads->fc2_bias, K * F},
+        {"workspace", workspace, needed}};
+    const dc_buffer read[8] = {
+        {"input", input, n * in_floats * F},
+        {"grad_output", grad_output, n * out_floats * F},
+        {"the layer's parameter weight", layer->core.weight, K * layer->core.kernel_len * F},
+        {"the layer's parameter bias", layer->core.bias, K * s->out_channels * F},
+        {"the layer's parameter fc1_weight", layer->core.fc1_weight,
+         layer->core.hidden * s->in_channels * F},
+        {"the layer's parameter fc1_bias", layer->core.fc1_bias, layer->core.hidden * F},
+        {"the layer's parameter fc2_weight", layer->core.fc2_weight, K * layer->core.hidden * F},
+        {"the layer's parameter fc2_bias", layer->core.fc2_bias, K * F}};
+    TRY(dc_check_disjoint(fn, written, 8, read, 8));
 
     /* Everything is checked: from here on only the outputs and the workspace are written. */
     const dc_exec_grads g = {grads->input,    grads->weight,     grads->bias,

@@ -23,6 +23,31 @@ dynconv_status dc_check_workspace(const char *fn, const void *workspace, size_t 
     return DYNCONV_OK;
 }
 
+dynconv_status dc_check_disjoint(const char *fn, const dc_buffer *written, size_t n_written,
+                                 const dc_buffer *read, size_t n_read) {
+    for (size_t i = 0; i < n_written; ++i) {
+        const dc_buffer *w = &written[i];
+        if (w->ptr == NULL) {
+            continue;
+        }
+        for (size_t j = i + 1; j < n_written; ++j) {
+            if (written[j].ptr != NULL &&
+                dc_ranges_overlap(w->ptr, w->bytes, written[j].ptr, written[j].bytes)) {
+                return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: %s overlaps %s", fn, w->name,
+                               written[j].name);
+            }
+        }
+        for (size_t j = 0; j < n_read; ++j) {
+            if (read[j].ptr != NULL && dc_ranges_overlap(w->ptr, w->bytes, read[j].ptr,
+                                                          read[j].bytes)) {
+                return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: %s overlaps %s", fn, w->name,
+                               read[j].name);
+            }
+        }
+    }
+    return DYNCONV_OK;
+}
+
 dynconv_status dc_check_temperature(const char *fn, float temperature) {
     if (!(temperature > 0.0f) || isinf(temperature)) {
         return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT,

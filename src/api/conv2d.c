@@ -354,32 +354,19 @@ dynconv_status dc_conv2d_forward_named(const char *fn, dynconv_conv2d *layer, co
         workspace = layer->own_workspace;
         workspace_size = layer->own_workspace_size;
     } else {
-        if (workspace_size < layer->workspace_size) {
-            return dc_fail(DYNCONV_ERROR_INSUFFICIENT_WORKSPACE,
-                           "%s: workspace of %zu bytes is smaller than the %zu bytes needed", fn,
-                           workspace_size, layer->workspace_size);
-        }
-        if ((uintptr_t)workspace % DYNCONV_WORKSPACE_ALIGNMENT != 0) {
-            return dc_fail(DYNCONV_ERROR_MISALIGNED_WORKSPACE,
-                           "%s: workspace is not aligned to %d bytes", fn,
-                           DYNCONV_WORKSPACE_ALIGNMENT);
-        }
+        TRY(dc_check_workspace(fn, workspace, workspace_size, layer->workspace_size));
     }
 
     /* Sizes were checked by reshape. */
     const size_t in_plane = s->height * s->width, out_plane = s->out_h * s->out_w;
     const size_t in_bytes = n * s->in_channels * in_plane * sizeof(float);
     const size_t out_bytes = n * s->out_channels * out_plane * sizeof(float);
-    const size_t att_bytes = attention != NULL ? n * layer->core.kernels * sizeof(float) : 0;
-    if (dc_ranges_overlap(input, in_bytes, output, out_bytes) ||
-        dc_ranges_overlap(attention, att_bytes, input, in_bytes) ||
-        dc_ranges_overlap(attention, att_bytes, output, out_bytes) ||
-        dc_ranges_overlap(workspace, layer->workspace_size, input, in_bytes) ||
-        dc_ranges_overlap(workspace, layer->workspace_size, output, out_bytes) ||
-        dc_ranges_overlap(workspace, layer->workspace_size, attention, att_bytes)) {
-        return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT,
-                       "%s: input, output, attention and workspace must not overlap", fn);
-    }
+    const size_t att_bytes = n * layer->core.kernels * sizeof(float);
+    const dc_buffer written[] = {{"output", output, out_bytes},
+                                 {"attention", attention, att_bytes},
+                                 {"workspace", workspace, layer->workspace_size}};
+    const dc_buffer read[] = {{"input", input, in_bytes}};
+    TRY(dc_check_disjoint(fn, written, 3, read, 1));
 
     /* The BLAS's thread count is never touched here (it is process-wide, and another handle
      * may be running): the first pool with workers set it to 1 (threadpool.c). */

@@ -117,4 +117,18 @@ dynconv_status dc_check_blas_fits(const char *fn, const char *what, size_t v);
 dynconv_status dc_check_workspace(const char *fn, const void *workspace, size_t size,
                                   size_t needed);
 
+/* One buffer of a call, for dc_check_disjoint: its name in messages, where it is and how long.
+ * A NULL or empty buffer overlaps nothing. */
+typedef struct dc_buffer {
+    const char *name;
+    const void *ptr;
+    size_t bytes;
+} dc_buffer;
+
+/* The one overlap rule of forward and backward: no buffer the call writes (outputs, the
+ * workspace) may overlap another it writes or one it reads. INVALID_ARGUMENT, naming the first
+ * pair found ("output overlaps input"). */
+dynconv_status dc_check_disjoint(const char *fn, const dc_buffer *written, size_t n_written,
+                                 const dc_buffer *read, size_t n_read);
+
 #endif
