@@ -75,7 +75,8 @@ static void usage(FILE *f) {
 
 static options parse(int argc, char **argv) {
     options o = {8, 64, 56, 4, 21};
-    for (int i = 1; i < argc; ++i) {
+    /* Options come in pairs (name, value), so the loop steps by two. */
+    for (int i = 1; i < argc; i += 2) {
         long *target = NULL;
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
@@ -99,7 +100,6 @@ static options parse(int argc, char **argv) {
             usage(stderr);
             exit(2);
         }
-        ++i;
     }
     return o;
 }

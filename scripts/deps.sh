@@ -24,6 +24,7 @@ for purpose in "$@"; do
                     lintian man-db git autopkgtest) ;;
     valgrind) packages+=(valgrind) ;;
     fuzz)  packages+=(clang-14 libclang-rt-14-dev) ;;
+    clang) packages+=(clang-14) ;;                  # the second compiler's warnings
     *) echo "deps.sh: unknown purpose '$purpose'" >&2; exit 2 ;;
   esac
 done

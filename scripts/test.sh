@@ -32,7 +32,7 @@ tsan_tests() {
     -j"$jobs" --no-tests=error
 }
 
-stage "dependencies (apt-get when missing)" scripts/deps.sh test python bench abi
+stage "dependencies (apt-get when missing)" scripts/deps.sh test python bench abi clang
 # The benchmarks are built here too (and smoke-run by ctest) so that they cannot rot.
 stage "release build" configure_and_build build/release -DCMAKE_BUILD_TYPE=Release \
       -DDYNCONV_BUILD_BENCHMARKS=ON
@@ -45,6 +45,10 @@ stage "sanitizer build (ASan + UBSan)" configure_and_build build/sanitize \
       -DCMAKE_BUILD_TYPE=Debug -DDYNCONV_SANITIZE=ON -DDYNCONV_BUILD_BENCHMARKS=ON
 stage "sanitizer tests (ctest)" ctest --test-dir build/sanitize --output-on-failure -j"$jobs" \
       --no-tests=error
+# clang-14 finds warnings gcc does not (-Wformat-nonliteral, -Wfor-loop-analysis, ...): the
+# whole tree is compiled with it too (not run: the gcc builds are).
+clang_build() { CC=clang-14 configure_and_build build/clang -DCMAKE_BUILD_TYPE=Release; }
+stage "clang build (warnings as errors)" clang_build
 stage "ThreadSanitizer build" tsan_build
 stage "ThreadSanitizer: threaded tests" tsan_tests
 stage "backward benchmark smoke run (builds and runs; measures nothing)" \

@@ -45,6 +45,9 @@ float *dc_arena_take(dc_arena *arena, size_t count);
  * garbles another's. The API's dynconv_last_error_message() returns it, and every failing
  * function writes it (the library's, and the training module's built on it). */
 const char *dc_error_message(void);
+#if defined(__GNUC__)
+__attribute__((format(printf, 1, 0)))
+#endif
 void dc_error_vset(const char *fmt, va_list args);
 
 /* splitmix64: every seed, 0 included, gives a good stream; the same seed the same numbers on
