@@ -30,10 +30,11 @@
  *
  * Memory
  *   libdynconv allocates memory of its own only in create (the handle, its copy of the
- *   weights), reshape, set_num_threads and prepare_backward (the handle's workspace, when it has
- *   to grow); destroy frees it. forward and backward never
- *   allocate, neither in the calling thread nor in the library's worker threads: a network can
- *   run them in a loop with a fixed memory footprint.
+ *   weights, and the default thread pool when the first handle starts it), reshape,
+ *   set_num_threads, set_threadpool and prepare_backward (the handle's workspace, when it has to
+ *   grow) and dynconv_threadpool_create; destroy frees it. forward and backward never allocate,
+ *   neither in the calling thread nor in the pool's threads: a network can run them in a loop
+ *   with a fixed memory footprint.
  *   The BLAS underneath is outside that promise, because its allocations are its own:
  *   OpenBLAS allocates its GEMM buffers on first use and when its thread count grows, and
  *   OpenBLAS 0.3.21's kernels for AVX-512 CPUs (its SkylakeX and Cooperlake cores) call malloc
