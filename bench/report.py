@@ -159,7 +159,7 @@ def case_label(r):
 
 
 def target_specs(rows, have_torch):
-    """The issue's targets, each judged the same way on any set of cases:
+    """The performance targets, each judged the same way on any set of cases:
       value     the figure of one case (None: the case does not count for this target)
       cpu       the same figure in 1-thread CPU time, or None
       goal      the threshold; higher: the figure must reach it, else stay at or below it
