@@ -2,6 +2,8 @@
 
 import os
 import sys
+import tempfile
+import unittest
 import zlib
 
 import numpy as np
@@ -88,3 +90,16 @@ def assert_nontrivial(test, y, pi, what):
     pi = np.asarray(pi)
     test.assertLess(float(pi.max(axis=1).min()), 0.9, f"{what}: every sample uses one kernel")
     test.assertGreater(float(np.abs(pi - pi[0]).max()), 0.05, f"{what}: same attention for all")
+
+
+class TempDirTest(unittest.TestCase):
+    """A test with a temporary directory of its own, removed after it: self.dir, and
+    self.path(name) for a file inside it."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.dir = tmp.name
+
+    def path(self, name):
+        return os.path.join(self.dir, name)

@@ -24,16 +24,7 @@ def run_exporter(*args):
                           text=True, env=env, timeout=120)
 
 
-class ExporterCommandLine(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.TemporaryDirectory()
-        self.dir = self.tmp.name
-
-    def tearDown(self):
-        self.tmp.cleanup()
-
-    def path(self, name):
-        return os.path.join(self.dir, name)
+class ExporterCommandLine(cases.TempDirTest):
 
     def assert_one_line_error(self, r, status, *fragments):
         self.assertEqual(r.returncode, status, r.stderr)

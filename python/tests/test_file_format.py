@@ -9,7 +9,6 @@ import os
 import struct
 import subprocess
 import sys
-import tempfile
 import unittest
 
 import numpy as np
@@ -184,14 +183,7 @@ def x_for(path, prefix):
     return rng.standard_normal((2, fc1.shape[1], 9, 8)).astype(np.float32)
 
 
-class Agreement(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.TemporaryDirectory()
-        self.addCleanup(self.tmp.cleanup)
-
-    def path(self, name):
-        return os.path.join(self.tmp.name, name)
-
+class Agreement(cases.TempDirTest):
     def read_both(self, path, prefix, x):
         """(C reader: y or the error, Python reader: y or the error)."""
         np.save(self.path("x.npy"), x)

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import subprocess
-import tempfile
 import unittest
 
 import numpy as np
@@ -40,17 +39,10 @@ def _library_available():
         return False
 
 
-class NetworkTest(unittest.TestCase):
+class NetworkTest(cases.TempDirTest):
     def setUp(self):
-        self.tmp = tempfile.TemporaryDirectory()
-        self.dir = self.tmp.name
+        super().setUp()
         self.generator = torch.Generator().manual_seed(1234)
-
-    def tearDown(self):
-        self.tmp.cleanup()
-
-    def path(self, name):
-        return os.path.join(self.dir, name)
 
     def assert_logits_match(self, got, want):
         want = np.asarray(want, dtype=np.float64)

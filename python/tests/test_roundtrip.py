@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import tempfile
 import unittest
 
 import numpy as np
@@ -21,18 +20,8 @@ def run_cli(*args):
     return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=120)
 
 
-class Files(unittest.TestCase):
+class Files(cases.TempDirTest):
     """A temporary directory and `dynconv run` on files in it."""
-
-    def setUp(self):
-        self.tmp = tempfile.TemporaryDirectory()
-        self.dir = self.tmp.name
-
-    def tearDown(self):
-        self.tmp.cleanup()
-
-    def path(self, name):
-        return os.path.join(self.dir, name)
 
     def run_layer(self, weights, x, *extra):
         np.save(self.path("x.npy"), np.asarray(x, dtype=np.float32))
