@@ -47,7 +47,15 @@ class DynconvError(RuntimeError):
         self.message = message
 
 
+class NodeInfo(ctypes.Structure):
+    """dynconv_network_node_info."""
+    _fields_ = [("name", ctypes.c_char_p), ("op", ctypes.c_char_p), ("module", ctypes.c_char_p),
+                ("num_kernels", _int64), ("fused", ctypes.c_uint32), ("rank", ctypes.c_int),
+                ("shape", _int64 * 4), ("parameters", _int64)]
+
+
 _library = None
+_network_declared = False
 
 
 def _declare(lib):
@@ -103,6 +111,58 @@ def _declare(lib):
         fn = getattr(lib, name)
         fn.restype = restype
         fn.argtypes = argtypes
+
+
+def _declare_network(lib):
+    """The network API (libdynconv 1.2, symbol version DYNCONV_1.2)."""
+    c_status = ctypes.c_int
+    handle = ctypes.c_void_p
+    p_handle = ctypes.POINTER(handle)
+    p_int64 = ctypes.POINTER(_int64)
+    sigs = {
+        "dynconv_network_create_from_file": (c_status, [ctypes.c_char_p, ctypes.c_uint32,
+                                                        p_handle]),
+        "dynconv_network_create_from_memory": (c_status, [ctypes.c_void_p, ctypes.c_size_t,
+                                                          ctypes.c_uint32, p_handle]),
+        "dynconv_network_destroy": (None, [handle]),
+        "dynconv_network_get_input_channels": (c_status, [handle, p_int64]),
+        "dynconv_network_get_num_outputs": (c_status, [handle, p_int64]),
+        "dynconv_network_reshape": (c_status, [handle, _int64, _int64, _int64,
+                                               ctypes.POINTER(ctypes.c_size_t)]),
+        "dynconv_network_get_output_shape": (c_status, [handle, _int64, p_int64,
+                                                        ctypes.POINTER(ctypes.c_int)]),
+        "dynconv_network_forward": (c_status, [handle, _float_p, ctypes.POINTER(_float_p)]),
+        "dynconv_network_get_num_nodes": (c_status, [handle, p_int64]),
+        "dynconv_network_get_node_info": (c_status, [handle, _int64,
+                                                     ctypes.POINTER(NodeInfo)]),
+        "dynconv_network_set_temperature": (c_status, [handle, ctypes.c_char_p,
+                                                       ctypes.c_float]),
+        "dynconv_network_get_temperature": (c_status, [handle, ctypes.c_char_p, _float_p]),
+        "dynconv_network_get_attention": (c_status, [handle, ctypes.c_char_p, _float_p,
+                                                     _int64]),
+        "dynconv_network_set_num_threads": (c_status, [handle, ctypes.c_int]),
+        "dynconv_network_get_num_threads": (c_status, [handle, ctypes.POINTER(ctypes.c_int)]),
+    }
+    for name, (restype, argtypes) in sigs.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+
+
+def network_library():
+    """The loaded libdynconv with its network functions declared. The layers work with any
+    1.x library; networks need 1.2, and an older library raises ImportError here (not when
+    the package is imported)."""
+    global _network_declared
+    lib = library()
+    if not _network_declared:
+        try:
+            _declare_network(lib)
+        except AttributeError as e:
+            raise ImportError(f"libdynconv {lib.dynconv_version_string().decode()} has no "
+                              f"network API (added in 1.2): {e}") from e
+        _network_declared = True
+    return lib
 
 
 def library():
