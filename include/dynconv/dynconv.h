@@ -9,6 +9,8 @@
  *   5. run-time         - which BLAS does the work, and on which kernels
  *   6. training         - backward passes, temperature annealing, parameter initialisation
  *   7. threads          - thread pools shared by handles; how many threads a forward uses
+ *   8. networks         - (since 1.2) a whole network read from a file: create -> reshape ->
+ *                         forward (repeat) -> destroy
  *
  * What a dynamic layer computes, per sample n (float32, NCHW, row-major):
  *   s      = mean over (h, w) of x[n]                  squeeze: global average pool, [C_in]
@@ -87,12 +89,12 @@ extern "C" {
 /* ------------------------------------------------------------------------------------------ */
 
 #define DYNCONV_VERSION_MAJOR 1
-#define DYNCONV_VERSION_MINOR 1
+#define DYNCONV_VERSION_MINOR 2
 #define DYNCONV_VERSION_PATCH 0
 /* MAJOR * 10000 + MINOR * 100 + PATCH, comparable with dynconv_version_number(). */
 #define DYNCONV_VERSION_NUMBER \
     (DYNCONV_VERSION_MAJOR * 10000 + DYNCONV_VERSION_MINOR * 100 + DYNCONV_VERSION_PATCH)
-#define DYNCONV_VERSION_STRING "1.1.0"
+#define DYNCONV_VERSION_STRING "1.2.0"
 
 /* Version of the library actually loaded at run time (may differ from the header's). */
 DYNCONV_API unsigned dynconv_version_number(void);
@@ -129,7 +131,12 @@ typedef enum dynconv_status {
     /* (since 1.1) A flag bit or an option this version does not know: the request may be valid
      * for a later version, but this one cannot honour it. Every function taking flags reports
      * unknown bits with this status. */
-    DYNCONV_ERROR_UNSUPPORTED = 9
+    DYNCONV_ERROR_UNSUPPORTED = 9,
+    /* (since 1.2) The file or buffer given to a network create function is not a valid network
+     * (section 8): not a safetensors container, no graph, an unknown op, a dangling edge, a
+     * cycle, a shape mismatch, a truncated tensor ... The message names the file (or
+     * "<memory>"), the node when there is one, and the reason. */
+    DYNCONV_ERROR_INVALID_MODEL = 10
 } dynconv_status;
 
 /* Short constant description of a status ("invalid argument", ...); never NULL, also for values
@@ -602,6 +609,153 @@ DYNCONV_API dynconv_status dynconv_conv2d_get_num_threads(const dynconv_conv2d *
                                                           int *threads);
 DYNCONV_API dynconv_status dynconv_linear_get_num_threads(const dynconv_linear *layer,
                                                           int *threads);
+
+/* ------------------------------------------------------------------------------------------ */
+/* 8. Networks (since 1.2)                                                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A whole network (a DY-ResNet, a DY-MobileNetV2, ...) read from one file: a safetensors
+ * container whose header holds the graph (schema "dynconv.network", version 1: nodes, ops,
+ * attributes, which tensors each op uses; docs/file-format.md, section "Networks") and whose
+ * data holds the parameters. The Python exporter (dynconv.export_network) writes such files
+ * from PyTorch modules. The network runs the graph on float32 NCHW inputs with the layers of
+ * sections 3 and 4 (static convolutions and linear layers as one-kernel layers), the other ops
+ * (ReLU, ReLU6, add, pooling, flatten, concatenation) with its own code.
+ *
+ * Lifecycle, as for layers: create (reads and checks the whole file, copies the parameters,
+ * folds BatchNorm into the convolution before it) -> reshape (fixes [N, C, H, W], plans the
+ * buffers, allocates) -> forward (any number of times; never allocates) -> destroy.
+ * Memory: create and reshape allocate (and set_threadpool / set_num_threads when the shared
+ * workspace has to grow); forward never does. Thread safety: as for layer handles (one network
+ * must not be used by two calls at the same time; distinct networks may). */
+typedef struct dynconv_network dynconv_network;
+
+/* Flags for the network create functions (unknown bits: DYNCONV_ERROR_UNSUPPORTED). */
+enum {
+    /* Run every op of the file as it is written: no BatchNorm folding, no activation fusion.
+     * For tests of the folding, and for debugging a file. */
+    DYNCONV_NETWORK_NO_FUSION = 1u << 0
+};
+
+/* Reads the network in the file at `path` (the whole file, then as create_from_memory).
+ * By default a BatchNorm whose only input is a convolution read by nothing else is folded into
+ * that convolution's kernels and biases (computed in double; exact for dynamic layers too,
+ * because the attention sums to one), and a ReLU or ReLU6 that is a convolution's only reader
+ * runs inside the convolution's output pass.
+ * Errors: NULL_POINTER (path or out), UNSUPPORTED (unknown flag bits), INVALID_ARGUMENT (the
+ * file cannot be opened or read; the message has the path and the system's reason),
+ * INVALID_MODEL (the contents are not a valid network: the message names the file, the node
+ * and the reason), SIZE_OVERFLOW, OUT_OF_MEMORY. *out is unchanged on error. */
+DYNCONV_API dynconv_status dynconv_network_create_from_file(const char *path, uint32_t flags,
+                                                            dynconv_network **out);
+
+/* The same from a buffer holding the file's bytes. The buffer is only read during the call
+ * (the network copies what it keeps). Errors as for create_from_file (NULL_POINTER for data
+ * NULL; an empty buffer is INVALID_MODEL); messages name the source "<memory>". */
+DYNCONV_API dynconv_status dynconv_network_create_from_memory(const void *data, size_t size,
+                                                              uint32_t flags,
+                                                              dynconv_network **out);
+
+/* Frees the network, its layers and its buffers. NULL is accepted and ignored. */
+DYNCONV_API void dynconv_network_destroy(dynconv_network *network);
+
+/* Fixed by the file: the input's channel count, the number of outputs. */
+DYNCONV_API dynconv_status dynconv_network_get_input_channels(const dynconv_network *network,
+                                                              int64_t *channels);
+DYNCONV_API dynconv_status dynconv_network_get_num_outputs(const dynconv_network *network,
+                                                           int64_t *count);
+
+/* Fixes the input shape [N, C, H, W] (C from the file) for the following forwards: computes
+ * every node's output shape, plans the activation buffers by liveness (a value's buffer is
+ * reused once its last reader in execution order has run; flatten is a view of its input),
+ * sizes one workspace shared by all layers, allocates (the only call besides create that
+ * does), and reports the peak bytes (activations + shared workspace + attention rows) in
+ * *peak_bytes (may be NULL).
+ * Errors: NULL_POINTER (network), INVALID_ARGUMENT (batch, height or width <= 0),
+ * INVALID_SHAPE (a kernel or pooling window is larger than its padded input, or the inputs of
+ * an add / cat / linear do not fit together at this size: the message names the node),
+ * SIZE_OVERFLOW, OUT_OF_MEMORY. On error the previous shape stays in force. */
+DYNCONV_API dynconv_status dynconv_network_reshape(dynconv_network *network, int64_t batch,
+                                                   int64_t height, int64_t width,
+                                                   size_t *peak_bytes);
+
+/* After reshape: output `index`'s shape ([N, C, H, W] with rank 4, or [N, D] with rank 2;
+ * unused entries of shape[4] set to 1).
+ * Errors: NULL_POINTER, INVALID_ARGUMENT (index outside [0, num_outputs)), INVALID_STATE (no
+ * successful reshape yet). */
+DYNCONV_API dynconv_status dynconv_network_get_output_shape(const dynconv_network *network,
+                                                            int64_t index, int64_t shape[4],
+                                                            int *rank);
+
+/* Runs the network on the shape fixed by the last successful reshape.
+ *   input       [N, C, H, W] as reshaped, float32 NCHW
+ *   outputs[i]  receives output i, of the size get_output_shape reports (num_outputs
+ *               pointers, none NULL, none overlapping the input or each other)
+ * Errors, before anything is written: NULL_POINTER (network, input, outputs or one of its
+ * pointers), INVALID_STATE (no successful reshape yet), INVALID_ARGUMENT (buffers overlap).
+ * Non-finite values are not errors and stay in their sample, as in the layers. Never
+ * allocates. */
+DYNCONV_API dynconv_status dynconv_network_forward(dynconv_network *network, const float *input,
+                                                   float *const *outputs);
+
+/* The ops as the network runs them (after folding), in execution order. */
+typedef struct dynconv_network_node_info {
+    const char *name;        /* node name from the file (value name) */
+    const char *op;          /* "dynamic_conv2d", "conv2d", "linear", "max_pool2d", ... */
+    const char *module;      /* module path from the file, "" for none */
+    int64_t num_kernels;     /* K for dynamic layers, 0 otherwise */
+    uint32_t fused;          /* DYNCONV_NETWORK_FUSED_* bits */
+    int rank;                /* rank of the output value, 0 before the first reshape */
+    int64_t shape[4];        /* output shape after reshape (unused entries 1) */
+    int64_t parameters;      /* number of float parameters the op holds */
+} dynconv_network_node_info;
+
+/* Bits of dynconv_network_node_info.fused. A folded node keeps its own name; the names of the
+ * nodes folded into it disappear from the list (and their outputs are its output). */
+enum {
+    DYNCONV_NETWORK_FUSED_BATCHNORM = 1u << 0,  /* a following BatchNorm was folded in */
+    DYNCONV_NETWORK_FUSED_RELU      = 1u << 1,  /* a following ReLU runs in the output pass */
+    DYNCONV_NETWORK_FUSED_RELU6     = 1u << 2   /* a following ReLU6 runs in the output pass */
+};
+
+/* Number of nodes the network runs (after folding). Errors: NULL_POINTER. */
+DYNCONV_API dynconv_status dynconv_network_get_num_nodes(const dynconv_network *network,
+                                                         int64_t *count);
+/* Node `index` in execution order. Strings stay valid until the network is destroyed.
+ * Errors: NULL_POINTER, INVALID_ARGUMENT (index outside [0, num_nodes)). */
+DYNCONV_API dynconv_status dynconv_network_get_node_info(const dynconv_network *network,
+                                                         int64_t index,
+                                                         dynconv_network_node_info *info);
+
+/* Temperature of one dynamic layer by node name, or of every dynamic layer (name NULL; get
+ * then reports the first dynamic layer's, in execution order). May be changed between
+ * forwards. INVALID_ARGUMENT for a name that is not a dynamic layer of the network (also a
+ * network without dynamic layers and name NULL), or a temperature that is not finite and > 0;
+ * nothing changes on error. */
+DYNCONV_API dynconv_status dynconv_network_set_temperature(dynconv_network *network,
+                                                           const char *name, float temperature);
+DYNCONV_API dynconv_status dynconv_network_get_temperature(const dynconv_network *network,
+                                                           const char *name,
+                                                           float *temperature);
+
+/* The attention [N, K] that the last forward computed in dynamic layer `name` (row-major, one
+ * row per sample). capacity is the number of floats `attention` holds (at least N*K, else
+ * INVALID_ARGUMENT). Errors: NULL_POINTER (network, name or attention), INVALID_ARGUMENT (not
+ * a dynamic layer, capacity too small), INVALID_STATE (no forward since the last reshape). */
+DYNCONV_API dynconv_status dynconv_network_get_attention(const dynconv_network *network,
+                                                         const char *name, float *attention,
+                                                         int64_t capacity);
+
+/* Threads: as for layers (section 7). All layers of a network run on one pool (the default
+ * pool unless set_threadpool gives another) with the same thread count; these calls apply to
+ * all of them, and on a shaped network may grow the shared workspace (OUT_OF_MEMORY: the
+ * network is unchanged). */
+DYNCONV_API dynconv_status dynconv_network_set_threadpool(dynconv_network *network,
+                                                          dynconv_threadpool *pool);
+DYNCONV_API dynconv_status dynconv_network_set_num_threads(dynconv_network *network,
+                                                           int threads);
+DYNCONV_API dynconv_status dynconv_network_get_num_threads(const dynconv_network *network,
+                                                           int *threads);
 
 #ifdef __cplusplus
 }

@@ -2,4 +2,4 @@
 checks at configure time; kept as a plain literal so that setuptools reads it without importing
 the package (which loads the library)."""
 
-__version__ = "1.1.0"
+__version__ = "1.2.0"

@@ -19,6 +19,7 @@ const char *dynconv_status_string(dynconv_status status) {
     case DYNCONV_ERROR_INSUFFICIENT_WORKSPACE: return "insufficient workspace";
     case DYNCONV_ERROR_MISALIGNED_WORKSPACE: return "misaligned workspace";
     case DYNCONV_ERROR_UNSUPPORTED: return "unsupported";
+    case DYNCONV_ERROR_INVALID_MODEL: return "invalid model";
     }
     return "unknown status";
 }
