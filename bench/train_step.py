@@ -30,7 +30,9 @@ import workload
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def build(size_classes=100):
+def build(size_classes=100, dynamic_layers=True):
+    """The DY-ResNet-18; dynamic_layers=False: the static ResNet-18 twin (nn.Conv2d without
+    bias where the dynamic model has a dynamic convolution, all else the same)."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -38,6 +40,8 @@ def build(size_classes=100):
     def dynamic(in_planes, out_planes, kernel_size, stride=1, padding=0):
         """kaijieshi7's Dynamic_conv2d (K = 4, T = 34, no kernel bias, Kaiming-uniform
         kernels, attention hidden size int(C_in / 4) + 1) in the batch-as-groups formulation."""
+        if not dynamic_layers:
+            return nn.Conv2d(in_planes, out_planes, kernel_size, stride, padding, bias=False)
         return workload.BatchAsGroupsDynamicConv2d(
             in_planes, out_planes, kernel_size, stride, padding, kernels=4,
             hidden=int(in_planes * 0.25) + 1, bias=False, temperature=34.0).kaiming_()

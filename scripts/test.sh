@@ -53,5 +53,8 @@ stage "ThreadSanitizer build" tsan_build
 stage "ThreadSanitizer: threaded tests" tsan_tests
 stage "backward benchmark smoke run (builds and runs; measures nothing)" \
       bench/backward_compare.sh --smoke
+stage "network benchmark smoke run (runs and checks the outputs; measures nothing)" \
+      env DYNCONV_LIBRARY="$python_lib" DYNCONV_CLI="$python_cli" PYTHONPATH="$PWD/python" \
+      /usr/bin/python3 bench/network_compare.py --smoke
 stage "ABI check against the committed baseline (abidiff)" scripts/abi-check.sh
 stages_summary

@@ -109,21 +109,33 @@ class Network:
             shapes.append(tuple(shape[:rank.value]))
         return shapes
 
-    def forward(self, x):
+    def forward(self, x, out=None):
         """The network's output for x [N, C, H, W] (converted to C-contiguous float32): one
-        array, or a tuple of arrays for a network of several outputs."""
+        array, or a tuple of arrays for a network of several outputs. `out`, when given, is
+        what to write into instead (an array, or a sequence of one per output): C-contiguous
+        float32 arrays of the outputs' shapes, distinct from x and from each other."""
         x = _as_float32(x, "input")
         if x.ndim != 4 or x.shape[1] != self.input_channels:
             raise ValueError(f"input: expected [N, {self.input_channels}, H, W], got {x.shape}")
         if x.shape != self._shape:
             self.reshape(x.shape[0], x.shape[2], x.shape[3])
-        outputs = [np.empty(s, dtype=np.float32) for s in self.output_shapes()]
+        shapes = self.output_shapes()
+        if out is None:
+            outputs = [np.empty(s, dtype=np.float32) for s in shapes]
+        else:
+            outputs = [out] if isinstance(out, np.ndarray) else list(out)
+            if len(outputs) != len(shapes) or not all(
+                    isinstance(y, np.ndarray) and y.dtype == np.float32 and
+                    y.flags.c_contiguous and y.flags.writeable and y.shape == s
+                    for y, s in zip(outputs, shapes)):
+                raise ValueError(f"out: expected {len(shapes)} C-contiguous float32 arrays of "
+                                 f"shapes {shapes}")
         pointers = (_lib._float_p * len(outputs))(*(_ptr(y) for y in outputs))
         self._call("forward", self._live(), _ptr(x), pointers)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
-    def __call__(self, x):
-        return self.forward(x)
+    def __call__(self, x, out=None):
+        return self.forward(x, out)
 
     # -- nodes, attention, temperature, threads ----------------------------------------------
 
@@ -156,7 +168,8 @@ class Network:
         return out
 
     def get_temperature(self, name=None):
-        """The temperature of the dynamic layer `name`, or (None) the one all share."""
+        """The temperature of the dynamic layer `name`, or (None) of the first dynamic layer in
+        execution order."""
         t = ctypes.c_float()
         self._call("get_temperature", self._live(), None if name is None else name.encode(),
                    ctypes.byref(t))
@@ -170,8 +183,9 @@ class Network:
 
     @property
     def temperature(self):
-        """The temperature every dynamic layer has (DynconvError when they differ, see
-        get_temperature(name)); assigning sets it in every dynamic layer."""
+        """The first dynamic layer's temperature (get_temperature(name) reads another);
+        assigning sets every dynamic layer's. DynconvError for a network without dynamic
+        layers."""
         return self.get_temperature()
 
     @temperature.setter
