@@ -118,32 +118,38 @@ dynconv_status dynconv_network_create_from_file(const char *path, uint32_t flags
         return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: cannot open '%s': %s", fn, path,
                        strerror(errno));
     }
-    /* The whole file: its length from a seek, then one read (a short read is an error). */
-    long end = -1;
-    if (fseek(f, 0, SEEK_END) == 0) {
-        end = ftell(f);
+    /* The whole file, read in growing chunks until its end (no seek: a directory or a pipe
+     * then fails or works as a plain read does). */
+    size_t size = 0, capacity = 0;
+    unsigned char *data = NULL;
+    int read_errno = 0;
+    for (;;) {
+        if (size == capacity) {
+            const size_t grown = capacity ? capacity * 2 : (size_t)1 << 16;
+            unsigned char *bigger = grown > capacity ? realloc(data, grown) : NULL;
+            if (bigger == NULL) {
+                free(data);
+                fclose(f);
+                return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY,
+                               "%s: cannot allocate %zu bytes for '%s'", fn, grown, path);
+            }
+            data = bigger;
+            capacity = grown;
+        }
+        errno = 0;
+        const size_t got = fread(data + size, 1, capacity - size, f);
+        size += got;
+        if (got == 0 || ferror(f)) {
+            read_errno = errno;
+            break;
+        }
     }
-    if (end < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        const int e = errno;
-        fclose(f);
-        return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: cannot read '%s': %s", fn, path,
-                       strerror(e));
-    }
-    const size_t size = (size_t)end;
-    unsigned char *data = malloc(size ? size : 1);
-    if (data == NULL) {
-        fclose(f);
-        return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY, "%s: cannot allocate %zu bytes for '%s'", fn,
-                       size, path);
-    }
-    const size_t got = fread(data, 1, size, f);
-    const int read_errno = errno;
-    const bool failed = got != size || ferror(f);
+    const bool failed = ferror(f) != 0;
     fclose(f);
     if (failed) {
         free(data);
         return dc_fail(DYNCONV_ERROR_INVALID_ARGUMENT, "%s: cannot read '%s': %s", fn, path,
-                       got != size && read_errno == 0 ? "short read" : strerror(read_errno));
+                       read_errno ? strerror(read_errno) : "read error");
     }
     const dynconv_status st = net_load(fn, path, data, size, flags, out);
     free(data);
