@@ -10,10 +10,22 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* An activation applied inside the forward's output pass: each sample's output (or each band
+ * or channel range a thread computes) right after its convolution, while it is still in cache,
+ * instead of in a second pass over the whole tensor. Internal to the library (the network
+ * layer fuses a ReLU that follows a convolution); the public layer handles keep NONE, and the
+ * backward ignores it (a handle with an activation is never trained). */
+typedef enum dc_activation {
+    DC_ACTIVATION_NONE = 0,
+    DC_ACTIVATION_RELU,
+    DC_ACTIVATION_RELU6
+} dc_activation;
+
 /* A dynamic layer as the passes see it: its geometry (spatial fields set for the current
  * shape), K, the attention's hidden size and the parameter arrays (optional ones NULL). */
 typedef struct dc_layer {
     dc_conv_shape shape;
+    dc_activation activation; /* applied in the output pass (NONE: the layer alone) */
     size_t kernels, hidden;
     size_t kernel_len;        /* floats of one kernel set: C_out * C_in/g * kh * kw */
     const float *weight, *bias, *fc1_weight, *fc1_bias, *fc2_weight, *fc2_bias;

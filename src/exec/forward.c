@@ -27,6 +27,21 @@ typedef struct forward_ctx {
     bool batch_attention;     /* attention of the whole batch first (else per sample) */
 } forward_ctx;
 
+/* The layer's activation on out[0, count) (the part of the output a task just wrote). A NaN
+ * stays NaN (the comparisons are false), so that it still poisons its sample. */
+static void activate(const dc_layer *l, float *out, size_t count) {
+    if (l->activation == DC_ACTIVATION_RELU) {
+        for (size_t i = 0; i < count; ++i) {
+            out[i] = out[i] < 0.0f ? 0.0f : out[i];
+        }
+    } else if (l->activation == DC_ACTIVATION_RELU6) {
+        for (size_t i = 0; i < count; ++i) {
+            const float v = out[i] < 0.0f ? 0.0f : out[i];
+            out[i] = v > 6.0f ? 6.0f : v;
+        }
+    }
+}
+
 static float *slot_part(const workspace_layout *ws, size_t thread, bool present, size_t offset) {
     return present ? (float *)(void *)(ws->slots + thread * ws->slot_bytes + offset) : NULL;
 }
@@ -102,6 +117,7 @@ static void samples_task(void *p, size_t index, size_t count) {
                                             : l->bias;
             dc_conv2d_sample(s, c->input + (i + j) * in_len, w, b,
                              c->output + (i + j) * out_len, col);
+            activate(l, c->output + (i + j) * out_len, out_len);
         }
     }
 }
@@ -130,9 +146,10 @@ static void channels_task(void *p, size_t index, size_t count) {
             b = bt;
         }
     }
-    dc_conv2d_channels(s, c->input + i * s->in_channels * s->height * s->width, w, b,
-                       c->output + i * s->out_channels * s->out_h * s->out_w,
+    float *out = c->output + i * s->out_channels * s->out_h * s->out_w;
+    dc_conv2d_channels(s, c->input + i * s->in_channels * s->height * s->width, w, b, out,
                        slot_part(c->ws, index, c->ws->has_col, c->ws->col_at), oc0, oc1);
+    activate(l, out + oc0 * s->out_h * s->out_w, (oc1 - oc0) * s->out_h * s->out_w);
 }
 
 /* One shared sample, step 1: each thread aggregates a slice of the kernel into slot 0. */
@@ -164,9 +181,14 @@ static void rows_task(void *p, size_t index, size_t count) {
     }
     size_t oh0, oh1;
     dc_exec_share(s->out_h, index, count, &oh0, &oh1);
-    dc_conv2d_rows(s, c->input + i * s->in_channels * s->height * s->width, w, b,
-                   c->output + i * s->out_channels * s->out_h * s->out_w,
+    float *out = c->output + i * s->out_channels * s->out_h * s->out_w;
+    dc_conv2d_rows(s, c->input + i * s->in_channels * s->height * s->width, w, b, out,
                    slot_part(c->ws, index, c->ws->has_col, c->ws->col_at), oh0, oh1);
+    if (l->activation != DC_ACTIVATION_NONE && oh1 > oh0) {
+        for (size_t oc = 0; oc < s->out_channels; ++oc) {
+            activate(l, out + (oc * s->out_h + oh0) * s->out_w, (oh1 - oh0) * s->out_w);
+        }
+    }
 }
 
 void dc_exec_forward(const dc_layer *l, size_t batch, float temperature, size_t threads,
