@@ -1,6 +1,6 @@
 /* dynconv, the command-line tool: what its commands share (options, messages, the platform
- * report). One file per command: run.c (with run_linear.c and outputs.c), bench.c, info.c;
- * main.c dispatches.
+ * report). One file per command: run.c (with run_linear.c and outputs.c), bench.c, info.c,
+ * network.c (infer, and info's --model); main.c dispatches.
  *
  * Exit codes: 0 success, 1 failure (bad file, invalid layer, I/O), 2 bad usage. Every message
  * goes to stderr and names the file it is about. Outputs are written under temporary names and
@@ -59,5 +59,8 @@ int default_threads(void);
 int cmd_run(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_infer(int argc, char **argv);
+/* dynconv info --model FILE: the network's nodes (network.c). Returns the exit status. */
+int print_model_info(const char *path);
 
 #endif

@@ -58,21 +58,32 @@ int default_threads(void) {
 }
 
 static void info_help(void) {
-    printf("usage: dynconv info\n"
+    printf("usage: dynconv info [--model NET.safetensors]\n"
            "\n"
            "Prints the library version, the BLAS it calls (configuration, kernel set, threads),\n"
            "the threads a layer uses by default, and the CPU's model and vector features.\n"
            "\"BLAS fallback: yes\" (with a warning on stderr) means OpenBLAS runs one of its\n"
            "generic kernel sets (Prescott, ...) on a CPU with AVX2 or AVX-512, usually because it\n"
            "did not recognise the CPU; \"BLAS suggested core:\" then names the OPENBLAS_CORETYPE\n"
-           "to set before the program starts.\n");
+           "to set before the program starts.\n"
+           "\n"
+           "  --model FILE   instead, describe the network of FILE (dynconv infer's --model):\n"
+           "                 its nodes as the network runs them (execution order, after\n"
+           "                 BatchNorm folding and activation fusion) with name, op, K, the\n"
+           "                 fused BatchNorm/ReLU, the output shape at the input shape the\n"
+           "                 file was traced with, and the parameters; then the total\n"
+           "                 parameters and the peak memory at that shape\n");
 }
 
 int cmd_info(int argc, char **argv) {
     program_command = "dynconv info";
-    const int rc = parse_options(argc, argv, NULL, 0, info_help);
+    option opts[] = {{"model", true, NULL}};
+    const int rc = parse_options(argc, argv, opts, 1, info_help);
     if (rc != OPTIONS_PARSED) {
         return rc;
+    }
+    if (opts[0].value != NULL) {
+        return print_model_info(opts[0].value);
     }
     dcio_cpu cpu;
     dcio_cpu_detect(&cpu);

@@ -1,5 +1,6 @@
-/* dynconv: the command-line tool. Runs a dynamic convolution or linear layer saved from PyTorch
- * (safetensors) on a NumPy array, times the benchmark workload, and reports the platform.
+/* dynconv: the command-line tool. Runs a dynamic convolution or linear layer, or a whole
+ * network, saved from PyTorch (safetensors) on a NumPy array, times the benchmark workload, and
+ * reports the platform.
  * This file dispatches to the commands and answers --help and --version; see cli.h. */
 #include "cli.h"
 
@@ -13,8 +14,10 @@ static void main_help(void) {
            "\n"
            "Commands:\n"
            "  run     run a dynamic convolution layer from a safetensors file on a .npy array\n"
+           "  infer   run a whole network exported from PyTorch on a .npy array\n"
            "  bench   time the benchmark workload and report GFLOP/s per layer\n"
-           "  info    version, BLAS and its kernel set, threads, CPU features\n"
+           "  info    version, BLAS and its kernel set, threads, CPU features; with --model,\n"
+           "          the nodes of a network\n"
            "\n"
            "'dynconv <command> --help' describes a command. 'dynconv --version' prints the\n"
            "version. Exit status: 0 success, 1 failure, 2 bad usage.\n");
@@ -22,7 +25,7 @@ static void main_help(void) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        return usage_error("no command given (run, bench or info)");
+        return usage_error("no command given (run, infer, bench or info)");
     }
     const char *cmd = argv[1];
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
@@ -36,11 +39,14 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "run") == 0) {
         return cmd_run(argc - 2, argv + 2);
     }
+    if (strcmp(cmd, "infer") == 0) {
+        return cmd_infer(argc - 2, argv + 2);
+    }
     if (strcmp(cmd, "bench") == 0) {
         return cmd_bench(argc - 2, argv + 2);
     }
     if (strcmp(cmd, "info") == 0) {
         return cmd_info(argc - 2, argv + 2);
     }
-    return usage_error("unknown command '%s' (run, bench or info)", cmd);
+    return usage_error("unknown command '%s' (run, infer, bench or info)", cmd);
 }
