@@ -17,7 +17,9 @@ Each thread count runs in a fresh process with OMP_NUM_THREADS and OPENBLAS_NUM_
 it, torch.set_num_threads(it) and Network.threads = it. Inside a process, per batch size, every
 repeat runs each model once in libdynconv and once in PyTorch, one right after the other, so
 that a change of machine load hits both sides of a ratio; reported: medians over the repeats
-(after two warm-up forwards each), min - max, and the ratios of the medians. Only the forward
+(after two warm-up forwards each), min - max, the process CPU time, and ratios as medians of
+the per-repeat ratios (PyTorch / libdynconv of one model, dynamic / static of one side: times
+taken one right after the other). Only the forward
 is timed: libdynconv's into preallocated outputs after its reshape, PyTorch's under
 torch.no_grad() in evaluation mode. Before timing, the two outputs of each model are compared
 (a fast wrong result must not pass).
@@ -166,10 +168,6 @@ def build(name):
     return mobilenetv2(dynamic=name == "dy_mobilenetv2").eval(), (1.0,)
 
 
-def median_ms(values):
-    return 1e3 * statistics.median(values)
-
-
 def child(args):
     """One thread count: exports every model, checks, times; prints one JSON line."""
     import numpy as np
@@ -211,25 +209,23 @@ def child(args):
             if not diff <= AGREEMENT:
                 sys.exit(f"network_compare: {name}, batch {batch}: libdynconv and PyTorch "
                          f"disagree ({diff:.2e} of the largest logit)")
-            times[name] = {"lib": [], "torch": [], "agreement": diff,
-                           "peak_bytes": net.peak_bytes}
+            times[name] = {"model": name, "batch": batch, "threads": args.threads,
+                           "agreement": diff, "peak_bytes": net.peak_bytes,
+                           "lib_ms": [], "torch_ms": [], "lib_cpu_ms": [], "torch_cpu_ms": []}
         for _ in range(args.repeats):
             for name, (model, extra, net) in models.items():
-                t0 = time.perf_counter()
+                w0, c0 = time.perf_counter(), time.process_time()
                 net.forward(xn, out=outs[name])
-                t1 = time.perf_counter()
+                w1, c1 = time.perf_counter(), time.process_time()
                 with torch.no_grad():
                     model(x, *extra)
-                t2 = time.perf_counter()
-                times[name]["lib"].append(t1 - t0)
-                times[name]["torch"].append(t2 - t1)
-        for name, t in times.items():
-            case = {"model": name, "batch": batch, "threads": args.threads,
-                    "agreement": t["agreement"], "peak_bytes": t["peak_bytes"]}
-            for side in ("lib", "torch"):
-                case[side] = {"median_ms": median_ms(t[side]), "min_ms": 1e3 * min(t[side]),
-                              "max_ms": 1e3 * max(t[side])}
-            results["cases"].append(case)
+                w2, c2 = time.perf_counter(), time.process_time()
+                t = times[name]
+                t["lib_ms"].append(1e3 * (w1 - w0))
+                t["torch_ms"].append(1e3 * (w2 - w1))
+                t["lib_cpu_ms"].append(1e3 * (c1 - c0))
+                t["torch_cpu_ms"].append(1e3 * (c2 - c1))
+        results["cases"] += times.values()
     print(json.dumps(results))
 
 
@@ -252,25 +248,36 @@ def coretype_env():
     return env, "OPENBLAS_CORETYPE unset (OpenBLAS chose a core fit for the CPU)"
 
 
+def paired(a, b):
+    """The median of the per-repeat ratios a[i] / b[i] (both measured in the same repeat)."""
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
+def spread(values):
+    return f"{statistics.median(values):.1f} ({min(values):.1f} - {max(values):.1f})"
+
+
 def table(results):
-    """The report's rows: per (batch, threads) subset, one row per model and the ratios."""
+    """The report's tables: per (batch, threads) subset, one row per model; then the dynamic /
+    static ratios. Ratios are medians of the per-repeat ratios (the two sides of a ratio ran
+    one right after the other)."""
     lines = []
     cases = {(c["model"], c["batch"], c["threads"]): c for r in results for c in r["cases"]}
     subsets = sorted({(c["batch"], c["threads"]) for c in cases.values()})
     models = list(dict.fromkeys(c["model"] for r in results for c in r["cases"]))
     lines.append("| batch | threads | model | libdynconv ms, median (min - max) | "
-                 "PyTorch ms, median (min - max) | PyTorch / libdynconv |")
-    lines.append("|---|---|---|---|---|---|")
+                 "PyTorch ms, median (min - max) | PyTorch / libdynconv | "
+                 "CPU ms, libdynconv / PyTorch |")
+    lines.append("|---|---|---|---|---|---|---|")
     for batch, threads in subsets:
         for m in models:
             c = cases.get((m, batch, threads))
             if c is None:
                 continue
-            lib, tch = c["lib"], c["torch"]
-            lines.append(f"| {batch} | {threads} | {m} | {lib['median_ms']:.1f} "
-                         f"({lib['min_ms']:.1f} - {lib['max_ms']:.1f}) | {tch['median_ms']:.1f} "
-                         f"({tch['min_ms']:.1f} - {tch['max_ms']:.1f}) | "
-                         f"{tch['median_ms'] / lib['median_ms']:.2f}x |")
+            lines.append(f"| {batch} | {threads} | {m} | {spread(c['lib_ms'])} | "
+                         f"{spread(c['torch_ms'])} | {paired(c['torch_ms'], c['lib_ms']):.2f}x | "
+                         f"{statistics.median(c['lib_cpu_ms']):.0f} / "
+                         f"{statistics.median(c['torch_cpu_ms']):.0f} |")
     pairs = [(d, s) for d, s in TWINS.items() if d in models and s in models]
     if pairs:
         lines.append("")
@@ -282,8 +289,8 @@ def table(results):
                 if cd is None or cs is None:
                     continue
                 lines.append(f"| {batch} | {threads} | {d} / {s} | "
-                             f"{cd['lib']['median_ms'] / cs['lib']['median_ms']:.2f}x | "
-                             f"{cd['torch']['median_ms'] / cs['torch']['median_ms']:.2f}x |")
+                             f"{paired(cd['lib_ms'], cs['lib_ms']):.2f}x | "
+                             f"{paired(cd['torch_ms'], cs['torch_ms']):.2f}x |")
     return "\n".join(lines)
 
 
