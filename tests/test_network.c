@@ -242,7 +242,7 @@ static const bad_file BAD_FILES[] = {
     {"cycle", EDIT_REPLACE, "\\\"inputs\\\":[\\\"x\\\"]", "\\\"inputs\\\":[\\\"relu\\\"]", 0,
      "cycle: 'stem' <- 'relu' <- 'stem'"},
     {"shape_mismatch", EDIT_REPLACE, "\"shape\":[8,3,3,3]", "\"shape\":[3,8,3,3]", 0,
-     "disagrees"},
+     "'stem.bias' (bias) has shape [8], expected [3]"},
     {"truncated_tensor_data", EDIT_TRUNCATE, NULL, NULL, 17304 - 4, "outside the data section"},
     {"truncated_header", EDIT_TRUNCATE, NULL, NULL, 8 + 1000, "goes beyond the file"},
     {"header_length_beyond_file", EDIT_LENGTH, NULL, NULL, 1LL << 40, "goes beyond the file"},
