@@ -92,10 +92,12 @@ static dynconv_network *open_net(const char *name, uint32_t flags) {
     return net;
 }
 
-/* The tolerance the brief of the format sets (1e-3 of the largest logit) and the one that the
- * library actually holds on these networks (float32 against PyTorch's float32). */
+/* The tolerance asked of a network reader (1e-3 of the largest logit) and the one the library
+ * holds on these networks, float32 against PyTorch's float32: the largest error seen is 1e-5
+ * (mobilenet_v2_025, 66 folded ops), so twice that leaves room for another BLAS kernel's
+ * rounding without hiding a wrong op (those are off by far more). */
 #define GOLDEN_RTOL 1e-3
-#define GOLDEN_HELD 1e-5
+#define GOLDEN_HELD 2e-5
 
 static void run_golden(const golden_net *g, uint32_t flags) {
     char name[256];
