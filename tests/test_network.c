@@ -92,10 +92,12 @@ static dynconv_network *open_net(const char *name, uint32_t flags) {
     return net;
 }
 
-/* The tolerance the brief of the format sets (1e-3 of the largest logit) and the one that the
- * library actually holds on these networks (float32 against PyTorch's float32). */
+/* The tolerance asked of a network reader (1e-3 of the largest logit) and the one the library
+ * holds on these networks, float32 against PyTorch's float32: the largest error seen is 1e-5
+ * (mobilenet_v2_025, 66 folded ops), so twice that leaves room for another BLAS kernel's
+ * rounding without hiding a wrong op (those are off by far more). */
 #define GOLDEN_RTOL 1e-3
-#define GOLDEN_HELD 1e-5
+#define GOLDEN_HELD 2e-5
 
 static void run_golden(const golden_net *g, uint32_t flags) {
     char name[256];
@@ -242,7 +244,7 @@ static const bad_file BAD_FILES[] = {
     {"cycle", EDIT_REPLACE, "\\\"inputs\\\":[\\\"x\\\"]", "\\\"inputs\\\":[\\\"relu\\\"]", 0,
      "cycle: 'stem' <- 'relu' <- 'stem'"},
     {"shape_mismatch", EDIT_REPLACE, "\"shape\":[8,3,3,3]", "\"shape\":[3,8,3,3]", 0,
-     "disagrees"},
+     "'stem.bias' (bias) has shape [8], expected [3]"},
     {"truncated_tensor_data", EDIT_TRUNCATE, NULL, NULL, 17304 - 4, "outside the data section"},
     {"truncated_header", EDIT_TRUNCATE, NULL, NULL, 8 + 1000, "goes beyond the file"},
     {"header_length_beyond_file", EDIT_LENGTH, NULL, NULL, 1LL << 40, "goes beyond the file"},

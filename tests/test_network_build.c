@@ -702,6 +702,8 @@ static void api_errors(void **state) {
     }
     assert_int_equal(failures, 0);
     dynconv_network_destroy(NULL);
+    assert_string_equal(dynconv_status_string(DYNCONV_ERROR_INVALID_MODEL), "invalid model");
+    assert_int_equal(DYNCONV_ERROR_INVALID_MODEL, 10); /* ABI value */
 }
 
 /* A failed reshape keeps the previous shape: forward still runs it, with the same result. */

@@ -212,13 +212,17 @@ static dynconv_status expect(const char *fn, const char *source, const char *whe
                              const net_node *n, int slot, int rank, const size_t *dims) {
     const net_tensor *t = n->tensors[slot];
     if (t != NULL && !shape_is(t, rank, dims)) {
-        char want[96] = "";
+        char want[96] = "", got[128] = "";
         size_t at = 0;
         for (int d = 0; d < rank && at < sizeof want; ++d) {
             at += (size_t)snprintf(want + at, sizeof want - at, d ? ", %zu" : "%zu", dims[d]);
         }
-        return BAD("%s: tensor '%s' (%s) has a shape that disagrees with the others: expected "
-                   "[%s]", where, t->name, SLOT_NAMES[slot], want);
+        at = 0;
+        for (int d = 0; d < t->rank && at < sizeof got; ++d) {
+            at += (size_t)snprintf(got + at, sizeof got - at, d ? ", %zu" : "%zu", t->shape[d]);
+        }
+        return BAD("%s: tensor '%s' (%s) has shape [%s], expected [%s]: the shapes disagree",
+                   where, t->name, SLOT_NAMES[slot], got, want);
     }
     return DYNCONV_OK;
 }
