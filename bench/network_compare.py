@@ -298,8 +298,9 @@ def table(results):
     pairs = [(d, s) for d, s in TWINS.items() if d in models and s in models]
     if pairs:
         lines.append("")
-        lines.append("| batch | threads | dynamic / static | libdynconv | PyTorch |")
-        lines.append("|---|---|---|---|---|")
+        lines.append("| batch | threads | dynamic / static | libdynconv | PyTorch | "
+                     "libdynconv, CPU time | PyTorch, CPU time |")
+        lines.append("|---|---|---|---|---|---|---|")
         for batch, threads in subsets:
             for d, s in pairs:
                 cd, cs = cases.get((d, batch, threads)), cases.get((s, batch, threads))
@@ -307,7 +308,9 @@ def table(results):
                     continue
                 lines.append(f"| {batch} | {threads} | {d} / {s} | "
                              f"{paired(cd['lib_ms'], cs['lib_ms']):.2f}x | "
-                             f"{paired(cd['torch_ms'], cs['torch_ms']):.2f}x |")
+                             f"{paired(cd['torch_ms'], cs['torch_ms']):.2f}x | "
+                             f"{paired(cd['lib_cpu_ms'], cs['lib_cpu_ms']):.2f}x | "
+                             f"{paired(cd['torch_cpu_ms'], cs['torch_cpu_ms']):.2f}x |")
     return "\n".join(lines)
 
 
