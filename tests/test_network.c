@@ -180,6 +180,34 @@ static void run_golden(const golden_net *g, uint32_t flags) {
     free(logits);
 }
 
+/* The table is networks.json's list: every network it names (and its node count) is here. */
+static void table_matches_networks_json(void **state) {
+    (void)state;
+    size_t size;
+    char *text = (char *)read_all("networks.json", &size);
+    char *json = tu_alloc(size + 1);
+    memcpy(json, text, size);
+    json[size] = '\0';
+    size_t files = 0;
+    for (const char *p = json; (p = strstr(p, "\"file\":")) != NULL; ++p) {
+        ++files;
+    }
+    assert_int_equal(files, sizeof GOLDEN / sizeof GOLDEN[0]);
+    for (size_t i = 0; i < sizeof GOLDEN / sizeof GOLDEN[0]; ++i) {
+        char key[128];
+        snprintf(key, sizeof key, "\"%s\": {", GOLDEN[i].name);
+        const char *entry = strstr(json, key);
+        if (entry == NULL) {
+            fail_msg("networks.json has no entry %s", key);
+        }
+        const char *nodes = strstr(entry, "\"nodes\": ");
+        assert_non_null(nodes);
+        assert_int_equal(strtoll(nodes + 9, NULL, 10), GOLDEN[i].nodes_in_file);
+    }
+    free(json);
+    free(text);
+}
+
 static void golden_folded(void **state) {
     (void)state;
     for (size_t i = 0; i < sizeof GOLDEN / sizeof GOLDEN[0]; ++i) {
@@ -349,6 +377,7 @@ static void bad_files_are_refused(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(table_matches_networks_json),
         cmocka_unit_test(golden_folded),
         cmocka_unit_test(golden_no_fusion),
         cmocka_unit_test(folding_is_reported),
