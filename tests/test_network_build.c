@@ -357,6 +357,147 @@ static void folding_matches_double_reference(void **state) {
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* The ops the network runs itself, several outputs, views and the input as an output        */
+/* ---------------------------------------------------------------------------------------- */
+
+static const char OPS_GRAPH[] =
+    "{\"schema\":\"dynconv.network\",\"version\":1,\"inputs\":[{\"name\":\"x\",\"shape\":"
+    "[1,3,9,8]}],\"outputs\":[\"mp\",\"ap1\",\"ap0\",\"c\",\"f\",\"fx\",\"x\"],\"nodes\":["
+    "{\"name\":\"mp\",\"op\":\"max_pool2d\",\"inputs\":[\"x\"],\"attrs\":{\"kernel_size\":[3,2],"
+    "\"stride\":[2,1],\"padding\":[1,1],\"dilation\":[2,1]},\"tensors\":{},\"module\":\"\","
+    "\"shape\":[]},"
+    "{\"name\":\"ap1\",\"op\":\"avg_pool2d\",\"inputs\":[\"x\"],\"attrs\":{\"kernel_size\":[3,3],"
+    "\"stride\":[2,2],\"padding\":[1,1],\"count_include_pad\":true},\"tensors\":{},"
+    "\"module\":\"\",\"shape\":[]},"
+    "{\"name\":\"ap0\",\"op\":\"avg_pool2d\",\"inputs\":[\"x\"],\"attrs\":{\"kernel_size\":[3,3],"
+    "\"stride\":[2,2],\"padding\":[1,1],\"count_include_pad\":false},\"tensors\":{},"
+    "\"module\":\"\",\"shape\":[]},"
+    "{\"name\":\"r6\",\"op\":\"relu6\",\"inputs\":[\"x\"],\"attrs\":{},\"tensors\":{},"
+    "\"module\":\"\",\"shape\":[]},"
+    "{\"name\":\"s\",\"op\":\"add\",\"inputs\":[\"x\",\"x\"],\"attrs\":{},\"tensors\":{},"
+    "\"module\":\"\",\"shape\":[]},"
+    "{\"name\":\"c\",\"op\":\"cat\",\"inputs\":[\"x\",\"r6\",\"s\"],\"attrs\":{\"axis\":1},"
+    "\"tensors\":{},\"module\":\"\",\"shape\":[]},"
+    "{\"name\":\"g\",\"op\":\"global_avg_pool2d\",\"inputs\":[\"c\"],\"attrs\":{},"
+    "\"tensors\":{},\"module\":\"\",\"shape\":[]},"
+    "{\"name\":\"f\",\"op\":\"flatten\",\"inputs\":[\"g\"],\"attrs\":{},\"tensors\":{},"
+    "\"module\":\"\",\"shape\":[]},"
+    "{\"name\":\"fx\",\"op\":\"flatten\",\"inputs\":[\"x\"],\"attrs\":{},\"tensors\":{},"
+    "\"module\":\"\",\"shape\":[]}]}";
+
+/* One pool output in double: the window's maximum (padding is -inf) or mean (its divisor the
+ * whole window, or only the input elements it covers). */
+static double pool_ref(const float *x, int64_t h, int64_t w, int64_t oy, int64_t ox,
+                       const int64_t k[2], const int64_t st[2], const int64_t p[2],
+                       const int64_t d[2], int kind) {
+    double best = -INFINITY, sum = 0.0;
+    int64_t inside = 0;
+    for (int64_t i = 0; i < k[0]; ++i) {
+        for (int64_t j = 0; j < k[1]; ++j) {
+            const int64_t y = oy * st[0] - p[0] + i * d[0], xx = ox * st[1] - p[1] + j * d[1];
+            if (y < 0 || y >= h || xx < 0 || xx >= w) {
+                continue;
+            }
+            best = fmax(best, x[y * w + xx]);
+            sum += x[y * w + xx];
+            ++inside;
+        }
+    }
+    return kind == 0 ? best : kind == 1 ? sum / (double)(k[0] * k[1]) : sum / (double)inside;
+}
+
+static void ops_and_outputs(void **state) {
+    (void)state;
+    st_file file;
+    memset(&file, 0, sizeof file);
+    size_t size;
+    unsigned char *bytes = st_bytes(&file, OPS_GRAPH, &size);
+    dynconv_network *net = NULL;
+    assert_int_equal(dynconv_network_create_from_memory(bytes, size, 0, &net), DYNCONV_OK);
+    int64_t outputs = 0;
+    assert_int_equal(dynconv_network_get_num_outputs(net, &outputs), DYNCONV_OK);
+    assert_int_equal(outputs, 7);
+    const int64_t n = 2, c = 3, h = 9, w = 8, plane = h * w;
+    assert_int_equal(dynconv_network_reshape(net, n, h, w, NULL), DYNCONV_OK);
+    const int64_t want_shapes[7][5] = {{4, n, c, 4, 9},     {4, n, c, 5, 4}, {4, n, c, 5, 4},
+                                       {4, n, 3 * c, h, w}, {2, n, 3 * c, 1, 1},
+                                       {2, n, c * plane, 1, 1}, {4, n, c, h, w}};
+    float *out[7];
+    size_t counts[7];
+    for (int i = 0; i < 7; ++i) {
+        int64_t shape[4];
+        int rank = 0;
+        assert_int_equal(dynconv_network_get_output_shape(net, i, shape, &rank), DYNCONV_OK);
+        assert_int_equal(rank, want_shapes[i][0]);
+        counts[i] = 1;
+        for (int d = 0; d < 4; ++d) {
+            assert_int_equal(shape[d], want_shapes[i][d + 1]);
+            counts[i] *= (size_t)shape[d];
+        }
+        out[i] = tu_alloc(counts[i] * sizeof(float));
+    }
+    float *x = tu_alloc((size_t)(n * c * plane) * sizeof(float));
+    tu_rng rng;
+    tu_rng_seed(&rng, 21);
+    tu_fill_uniform(&rng, x, (size_t)(n * c * plane), -8.0f, 8.0f);
+    float *const outs[7] = {out[0], out[1], out[2], out[3], out[4], out[5], out[6]};
+    assert_int_equal(dynconv_network_forward(net, x, outs), DYNCONV_OK);
+
+    double *ref[7];
+    for (int i = 0; i < 7; ++i) {
+        ref[i] = tu_alloc(counts[i] * sizeof(double));
+    }
+    const int64_t mk[2] = {3, 2}, ms[2] = {2, 1}, mp[2] = {1, 1}, md[2] = {2, 1};
+    const int64_t ak[2] = {3, 3}, as[2] = {2, 2}, ap[2] = {1, 1}, ad[2] = {1, 1};
+    for (int64_t s = 0; s < n; ++s) {
+        for (int64_t ch = 0; ch < c; ++ch) {
+            const float *xp = x + (s * c + ch) * plane;
+            for (int64_t oy = 0; oy < 5; ++oy) {
+                for (int64_t ox = 0; ox < 9; ++ox) {
+                    if (oy < 4) {
+                        ref[0][((s * c + ch) * 4 + oy) * 9 + ox] =
+                            pool_ref(xp, h, w, oy, ox, mk, ms, mp, md, 0);
+                    }
+                    if (ox < 4) {
+                        ref[1][((s * c + ch) * 5 + oy) * 4 + ox] =
+                            pool_ref(xp, h, w, oy, ox, ak, as, ap, ad, 1);
+                        ref[2][((s * c + ch) * 5 + oy) * 4 + ox] =
+                            pool_ref(xp, h, w, oy, ox, ak, as, ap, ad, 2);
+                    }
+                }
+            }
+            double mean[3] = {0, 0, 0};
+            for (int64_t i = 0; i < plane; ++i) {
+                const double v = xp[i], r6 = v < 0 ? 0 : v > 6 ? 6 : v;
+                const double parts[3] = {v, r6, v + v};
+                for (int b = 0; b < 3; ++b) {
+                    ref[3][((s * 3 * c) + b * c + ch) * plane + i] = parts[b];
+                    mean[b] += parts[b] / (double)plane;
+                }
+                ref[5][(s * c + ch) * plane + i] = v;
+                ref[6][(s * c + ch) * plane + i] = v;
+            }
+            for (int b = 0; b < 3; ++b) {
+                ref[4][s * 3 * c + b * c + ch] = mean[b];
+            }
+        }
+    }
+    static const char *const names[7] = {"max_pool2d", "avg_pool2d_include_pad",
+                                         "avg_pool2d_exclude_pad", "cat", "flatten(global)",
+                                         "flatten(input)", "input"};
+    for (int i = 0; i < 7; ++i) {
+        assert_true(tu_nontrivial(ref[i], counts[i]));
+        assert_int_equal(tu_count_mismatches(names[i], out[i], ref[i], counts[i], 1e-6, 1e-6),
+                         0);
+        free(ref[i]);
+        free(out[i]);
+    }
+    dynconv_network_destroy(net);
+    free(x);
+    free(bytes);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* Argument and state checks                                                                */
 /* ---------------------------------------------------------------------------------------- */
 
@@ -823,6 +964,7 @@ static void forward_never_allocates(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(folding_matches_double_reference),
+        cmocka_unit_test(ops_and_outputs),
         cmocka_unit_test(api_errors),
         cmocka_unit_test(failed_reshape_keeps_shape),
         cmocka_unit_test(dynamic_controls),
