@@ -222,6 +222,49 @@ static void golden_no_fusion(void **state) {
     }
 }
 
+/* Large enough images that the layers share samples between threads (batch 1: bands of rows or
+ * ranges of channels; batch 3 on 2 threads: whole samples and one shared), so that the fused
+ * ReLU / ReLU6 runs in every output pass of the forward: the folded network on 2 threads
+ * against the file run as written on 1 thread. */
+static void fused_activation_in_every_output_pass(void **state) {
+    (void)state;
+    dynconv_threadpool *pool = NULL;
+    assert_int_equal(dynconv_threadpool_create(2, 0, &pool), DYNCONV_OK);
+    for (size_t i = 0; i < sizeof GOLDEN / sizeof GOLDEN[0]; ++i) {
+        for (int64_t batch = 1; batch <= 3; batch += 2) {
+            dynconv_network *folded = open_net(GOLDEN[i].name, 0);
+            dynconv_network *plain = open_net(GOLDEN[i].name, DYNCONV_NETWORK_NO_FUSION);
+            assert_int_equal(dynconv_network_set_threadpool(folded, pool), DYNCONV_OK);
+            assert_int_equal(dynconv_network_set_num_threads(plain, 1), DYNCONV_OK);
+            assert_int_equal(dynconv_network_reshape(folded, batch, 96, 80, NULL), DYNCONV_OK);
+            assert_int_equal(dynconv_network_reshape(plain, batch, 96, 80, NULL), DYNCONV_OK);
+            const size_t xn = (size_t)batch * 3 * 96 * 80;
+            float *x = tu_alloc(xn * sizeof(float)), a[64], b[64];
+            tu_rng rng;
+            tu_rng_seed(&rng, 17);
+            tu_fill_uniform(&rng, x, xn, -1.0f, 1.0f);
+            float *const oa[1] = {a}, *const ob[1] = {b};
+            assert_int_equal(dynconv_network_forward(folded, x, oa), DYNCONV_OK);
+            assert_int_equal(dynconv_network_forward(plain, x, ob), DYNCONV_OK);
+            int64_t shape[4];
+            int rank;
+            assert_int_equal(dynconv_network_get_output_shape(folded, 0, shape, &rank),
+                             DYNCONV_OK);
+            const size_t n = (size_t)(shape[0] * shape[1]);
+            assert_true(n <= 64);
+            const double err = relative_to_largest(a, b, n);
+            if (!(err <= 1e-4)) {
+                fail_msg("%s, batch %lld: folded on 2 threads and unfolded on 1 differ by %.2e",
+                         GOLDEN[i].name, (long long)batch, err);
+            }
+            dynconv_network_destroy(folded);
+            dynconv_network_destroy(plain);
+            free(x);
+        }
+    }
+    dynconv_threadpool_destroy(pool);
+}
+
 /* The folded DY-ResNet lists what it folded: every batch norm of the file went into a
  * convolution, and the ReLUs behind them run in the convolutions' output pass. */
 static void folding_is_reported(void **state) {
@@ -380,6 +423,7 @@ int main(void) {
         cmocka_unit_test(table_matches_networks_json),
         cmocka_unit_test(golden_folded),
         cmocka_unit_test(golden_no_fusion),
+        cmocka_unit_test(fused_activation_in_every_output_pass),
         cmocka_unit_test(folding_is_reported),
         cmocka_unit_test(bad_files_are_refused),
     };
