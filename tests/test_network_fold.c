@@ -331,10 +331,48 @@ static void ops_and_outputs(void **state) {
     free(bytes);
 }
 
+/* A pooling window far larger than the input (valid: its padding makes room for it) reads only
+ * the taps inside the input: this returns at once, with every window's maximum the whole
+ * column's. */
+static void huge_pool_window(void **state) {
+    (void)state;
+    static const char graph[] =
+        "{\"schema\":\"dynconv.network\",\"version\":1,\"inputs\":[{\"name\":\"x\","
+        "\"shape\":[1,1,9,8]}],\"outputs\":[\"mp\"],\"nodes\":[{\"name\":\"mp\",\"op\":"
+        "\"max_pool2d\",\"inputs\":[\"x\"],\"attrs\":{\"kernel_size\":[2000001,1],\"stride\":"
+        "[1,1],\"padding\":[1000000,0],\"dilation\":[1,1]},\"tensors\":{},\"module\":\"\","
+        "\"shape\":[]}]}";
+    st_file file;
+    memset(&file, 0, sizeof file);
+    size_t size;
+    unsigned char *bytes = st_bytes(&file, graph, &size);
+    dynconv_network *net = NULL;
+    assert_int_equal(dynconv_network_create_from_memory(bytes, size, 0, &net), DYNCONV_OK);
+    assert_int_equal(dynconv_network_reshape(net, 1, 9, 8, NULL), DYNCONV_OK);
+    float x[72], y[72];
+    for (int i = 0; i < 72; ++i) {
+        x[i] = (float)((i * 29) % 23);
+    }
+    float *const outs[1] = {y};
+    assert_int_equal(dynconv_network_forward(net, x, outs), DYNCONV_OK);
+    for (int ox = 0; ox < 8; ++ox) {
+        float column = x[ox];
+        for (int iy = 1; iy < 9; ++iy) {
+            column = x[iy * 8 + ox] > column ? x[iy * 8 + ox] : column;
+        }
+        for (int oy = 0; oy < 9; ++oy) {
+            assert_true(y[oy * 8 + ox] == column);
+        }
+    }
+    dynconv_network_destroy(net);
+    free(bytes);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(folding_matches_double_reference),
         cmocka_unit_test(ops_and_outputs),
+        cmocka_unit_test(huge_pool_window),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
