@@ -15,8 +15,10 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* Networks whose input or outputs would exceed this many floats are only created. */
+/* Networks whose input or outputs would exceed this many floats, or whose reshape needs more
+ * than MAX_PEAK bytes (a huge padding makes huge activations), are not run. */
 #define MAX_FLOATS ((size_t)1 << 22)
+#define MAX_PEAK ((size_t)1 << 28)
 
 static void die(const char *what) {
     fprintf(stderr, "fuzz_network: %s (%s)\n", what, dynconv_last_error_message());
@@ -48,7 +50,7 @@ static void run(dynconv_network *net) {
         die("reshape status");
     }
     const size_t in_count = (size_t)(2 * channels * 9 * 8);
-    if ((uint64_t)channels > MAX_FLOATS / 144) {
+    if ((uint64_t)channels > MAX_FLOATS / 144 || peak > MAX_PEAK) {
         return;
     }
     float **outs = calloc((size_t)outputs, sizeof *outs);

@@ -180,6 +180,34 @@ static void run_golden(const golden_net *g, uint32_t flags) {
     free(logits);
 }
 
+/* The table is networks.json's list: every network it names (and its node count) is here. */
+static void table_matches_networks_json(void **state) {
+    (void)state;
+    size_t size;
+    char *text = (char *)read_all("networks.json", &size);
+    char *json = tu_alloc(size + 1);
+    memcpy(json, text, size);
+    json[size] = '\0';
+    size_t files = 0;
+    for (const char *p = json; (p = strstr(p, "\"file\":")) != NULL; ++p) {
+        ++files;
+    }
+    assert_int_equal(files, sizeof GOLDEN / sizeof GOLDEN[0]);
+    for (size_t i = 0; i < sizeof GOLDEN / sizeof GOLDEN[0]; ++i) {
+        char key[128];
+        snprintf(key, sizeof key, "\"%s\": {", GOLDEN[i].name);
+        const char *entry = strstr(json, key);
+        if (entry == NULL) {
+            fail_msg("networks.json has no entry %s", key);
+        }
+        const char *nodes = strstr(entry, "\"nodes\": ");
+        assert_non_null(nodes);
+        assert_int_equal(strtoll(nodes + 9, NULL, 10), GOLDEN[i].nodes_in_file);
+    }
+    free(json);
+    free(text);
+}
+
 static void golden_folded(void **state) {
     (void)state;
     for (size_t i = 0; i < sizeof GOLDEN / sizeof GOLDEN[0]; ++i) {
@@ -192,6 +220,49 @@ static void golden_no_fusion(void **state) {
     for (size_t i = 0; i < sizeof GOLDEN / sizeof GOLDEN[0]; ++i) {
         run_golden(&GOLDEN[i], DYNCONV_NETWORK_NO_FUSION);
     }
+}
+
+/* Large enough images that the layers share samples between threads (batch 1: bands of rows or
+ * ranges of channels; batch 3 on 2 threads: whole samples and one shared), so that the fused
+ * ReLU / ReLU6 runs in every output pass of the forward: the folded network on 2 threads
+ * against the file run as written on 1 thread. */
+static void fused_activation_in_every_output_pass(void **state) {
+    (void)state;
+    dynconv_threadpool *pool = NULL;
+    assert_int_equal(dynconv_threadpool_create(2, 0, &pool), DYNCONV_OK);
+    for (size_t i = 0; i < sizeof GOLDEN / sizeof GOLDEN[0]; ++i) {
+        for (int64_t batch = 1; batch <= 3; batch += 2) {
+            dynconv_network *folded = open_net(GOLDEN[i].name, 0);
+            dynconv_network *plain = open_net(GOLDEN[i].name, DYNCONV_NETWORK_NO_FUSION);
+            assert_int_equal(dynconv_network_set_threadpool(folded, pool), DYNCONV_OK);
+            assert_int_equal(dynconv_network_set_num_threads(plain, 1), DYNCONV_OK);
+            assert_int_equal(dynconv_network_reshape(folded, batch, 96, 80, NULL), DYNCONV_OK);
+            assert_int_equal(dynconv_network_reshape(plain, batch, 96, 80, NULL), DYNCONV_OK);
+            const size_t xn = (size_t)batch * 3 * 96 * 80;
+            float *x = tu_alloc(xn * sizeof(float)), a[64], b[64];
+            tu_rng rng;
+            tu_rng_seed(&rng, 17);
+            tu_fill_uniform(&rng, x, xn, -1.0f, 1.0f);
+            float *const oa[1] = {a}, *const ob[1] = {b};
+            assert_int_equal(dynconv_network_forward(folded, x, oa), DYNCONV_OK);
+            assert_int_equal(dynconv_network_forward(plain, x, ob), DYNCONV_OK);
+            int64_t shape[4];
+            int rank;
+            assert_int_equal(dynconv_network_get_output_shape(folded, 0, shape, &rank),
+                             DYNCONV_OK);
+            const size_t n = (size_t)(shape[0] * shape[1]);
+            assert_true(n <= 64);
+            const double err = relative_to_largest(a, b, n);
+            if (!(err <= 1e-4)) {
+                fail_msg("%s, batch %lld: folded on 2 threads and unfolded on 1 differ by %.2e",
+                         GOLDEN[i].name, (long long)batch, err);
+            }
+            dynconv_network_destroy(folded);
+            dynconv_network_destroy(plain);
+            free(x);
+        }
+    }
+    dynconv_threadpool_destroy(pool);
 }
 
 /* The folded DY-ResNet lists what it folded: every batch norm of the file went into a
@@ -349,8 +420,10 @@ static void bad_files_are_refused(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(table_matches_networks_json),
         cmocka_unit_test(golden_folded),
         cmocka_unit_test(golden_no_fusion),
+        cmocka_unit_test(fused_activation_in_every_output_pass),
         cmocka_unit_test(folding_is_reported),
         cmocka_unit_test(bad_files_are_refused),
     };

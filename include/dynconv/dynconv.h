@@ -617,10 +617,10 @@ DYNCONV_API dynconv_status dynconv_linear_get_num_threads(const dynconv_linear *
 /* A whole network (a DY-ResNet, a DY-MobileNetV2, ...) read from one file: a safetensors
  * container whose header holds the graph (schema "dynconv.network", version 1: nodes, ops,
  * attributes, which tensors each op uses; docs/file-format.md, section "Networks") and whose
- * data holds the parameters. The Python exporter (dynconv.export_network) writes such files
- * from PyTorch modules. The network runs the graph on float32 NCHW inputs with the layers of
- * sections 3 and 4 (static convolutions and linear layers as one-kernel layers), the other ops
- * (ReLU, ReLU6, add, pooling, flatten, concatenation) with its own code.
+ * data holds the parameters. The Python exporter (dynconv.export.export_network) writes such
+ * files from PyTorch modules. The network runs the graph on float32 NCHW inputs with the layers
+ * of sections 3 and 4 (static convolutions and linear layers as one-kernel layers), the other
+ * ops (batch norm, ReLU, ReLU6, add, pooling, flatten, concatenation) with its own code.
  *
  * Lifecycle, as for layers: create (reads and checks the whole file, copies the parameters,
  * folds BatchNorm into the convolution before it) -> reshape (fixes [N, C, H, W], plans the

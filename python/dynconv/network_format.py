@@ -1,6 +1,7 @@
 """The network section of the file (docs/file-format.md, "Networks"): the graph schema that the
-exporter (dynconv.export.export_network) writes and the readers (dynconv.network_ref, and a C
-loader to come) check, written once.
+exporter (dynconv.export.export_network) writes and the readers (dynconv.network_ref, and the C
+library's dynconv_network_create_*, src/net/graph.c, which refuses the same files) check,
+written once.
 
 A network file is a safetensors file whose `__metadata__` holds the graph as one JSON string
 under GRAPH_KEY. This module parses that string and checks it against the tensors of the file:

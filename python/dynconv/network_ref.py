@@ -2,7 +2,7 @@
 double precision: it reads the graph and the tensors of a file written by
 dynconv.export.export_network and runs the ops one by one, from the file alone (no PyTorch, no
 libdynconv). It is the proof that a file holds everything the network computes, and the
-oracle a C network loader is measured against.
+oracle the C library's network runtime (dynconv_network_*) is measured against.
 
     from dynconv.network_ref import load_network
     net = load_network("resnet.safetensors")   # GraphError / SafetensorsError if malformed

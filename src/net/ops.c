@@ -18,46 +18,62 @@ bool net_window_out(size_t in, size_t k, size_t s, size_t p, size_t d, size_t *o
     return true;
 }
 
+/* The taps [*first, *last) of a window starting at padded position `start` (stride d, k taps)
+ * that land inside the input [pad, pad + in): only those are read, so that a huge kernel over a
+ * small input (valid once the padding makes room for it) costs what the input does. */
+static void taps_inside(size_t start, size_t k, size_t d, size_t pad, size_t in, size_t *first,
+                        size_t *last) {
+    size_t lo = 0;
+    if (start < pad) {
+        lo = (pad - start + d - 1) / d;
+    }
+    size_t hi = 0;
+    if (pad + in - 1 >= start) {
+        hi = (pad + in - 1 - start) / d + 1;
+    }
+    *first = lo < k ? lo : k;
+    *last = hi < k ? hi : k;
+    if (*last < *first) {
+        *last = *first;
+    }
+}
+
 static void pool2d(const net_node *n, size_t batch, const float *x, float *y, bool max) {
     const size_t c = n->shape[1], ho = n->shape[2], wo = n->shape[3];
     const size_t h = n->in_h, w = n->in_w;
     const size_t kh = n->kernel[0], kw = n->kernel[1], sh = n->stride[0], sw = n->stride[1];
     const size_t ph = n->padding[0], pw = n->padding[1];
     const size_t dh = n->dilation[0], dw = n->dilation[1];
+    /* count_include_pad: the whole window (in double: kh * kw may not fit size_t). */
+    const double window = (double)kh * (double)kw;
     for (size_t plane = 0; plane < batch * c; ++plane) {
         const float *xp = x + plane * h * w;
         float *yp = y + plane * ho * wo;
         for (size_t oy = 0; oy < ho; ++oy) {
+            size_t i0, i1;
+            taps_inside(oy * sh, kh, dh, ph, h, &i0, &i1);
             for (size_t ox = 0; ox < wo; ++ox) {
-                float best = -INFINITY;
+                size_t j0, j1;
+                taps_inside(ox * sw, kw, dw, pw, w, &j0, &j1);
+                float best = -INFINITY; /* padding counts as -infinity */
                 double sum = 0.0;
-                size_t inside = 0;
-                for (size_t i = 0; i < kh; ++i) {
-                    /* Row in the padded input; outside the input it is padding. */
-                    const size_t ry = oy * sh + i * dh;
-                    if (ry < ph || ry - ph >= h) {
-                        continue;
-                    }
-                    const float *row = xp + (ry - ph) * w;
-                    for (size_t j = 0; j < kw; ++j) {
-                        const size_t rx = ox * sw + j * dw;
-                        if (rx < pw || rx - pw >= w) {
-                            continue;
-                        }
-                        const float v = row[rx - pw];
-                        /* NaN wins, as in PyTorch's max pooling. */
+                for (size_t i = i0; i < i1; ++i) {
+                    const float *row = xp + (oy * sh + i * dh - ph) * w;
+                    for (size_t j = j0; j < j1; ++j) {
+                        const float v = row[ox * sw + j * dw - pw];
+                        /* A NaN wins, as in PyTorch's max pooling. */
                         if (v > best || isnan(v)) {
                             best = isnan(best) ? best : v;
                         }
                         sum += v;
-                        ++inside;
                     }
                 }
                 if (max) {
                     yp[oy * wo + ox] = best;
                 } else {
-                    const size_t divisor = n->count_include_pad ? kh * kw : inside;
-                    yp[oy * wo + ox] = (float)(sum / (double)(divisor ? divisor : 1));
+                    const double inside = (double)(i1 - i0) * (double)(j1 - j0);
+                    const double divisor = n->count_include_pad ? window : inside;
+                    yp[oy * wo + ox] = (float)(sum / (divisor > 0.0 ? divisor : 1.0));
                 }
             }
         }
