@@ -204,3 +204,31 @@ def version():
 
 def version_number():
     return int(library().dynconv_version_number())
+
+
+class Handle:
+    """Lifetime of an object that owns one library handle: close() frees it once (through
+    _destroy, which the subclass names), also as a context manager and when collected."""
+
+    _handle = None
+
+    def _destroy(self, handle):
+        raise NotImplementedError
+
+    def close(self):
+        """Frees the library's handle (also done when the object is collected)."""
+        if self._handle is not None:
+            self._destroy(self._handle)
+            self._handle = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

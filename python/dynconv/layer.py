@@ -135,11 +135,10 @@ def _biases(given, k, out, hidden):
             for slot, shape in shapes.items()}
 
 
-class _Layer:
+class _Layer(_lib.Handle):
     """What both layers share: the handle, threads, temperature (and its schedule), close."""
 
     _prefix = None  # "dynconv_conv2d" or "dynconv_linear"
-    _handle = None
 
     def _fn(self, name):
         return f"{self._prefix}_{name}", getattr(self._lib, f"{self._prefix}_{name}")
@@ -263,23 +262,8 @@ class _Layer:
             grads[self.names[slot]] = g.reshape(self._name_shapes[slot])
         return grads
 
-    def close(self):
-        """Frees the library's handle (also done when the object is collected)."""
-        if self._handle is not None:
-            getattr(self._lib, f"{self._prefix}_destroy")(self._handle)
-            self._handle = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
+    def _destroy(self, handle):
+        getattr(self._lib, f"{self._prefix}_destroy")(handle)
 
     def __call__(self, x, out=None):
         return self.forward(x, out)

@@ -34,13 +34,11 @@ NodeInfo.__doc__ = """One op as the network runs it: the file's node (value) nam
 the number of float parameters it holds."""
 
 
-class Network:
+class Network(_lib.Handle):
     """A network file (docs/file-format.md, "Networks") loaded into libdynconv.
 
     fusion=False runs every op of the file as written (no BatchNorm folding, no activation
     fusion): for checking the folding, or debugging a file."""
-
-    _handle = None
 
     def __init__(self, path, *, fusion=True):
         self._lib = _lib.network_library()
@@ -205,23 +203,8 @@ class Network:
 
     # -- lifetime ------------------------------------------------------------------------------
 
-    def close(self):
-        """Frees the library's network (also done when the object is collected)."""
-        if self._handle is not None:
-            self._lib.dynconv_network_destroy(self._handle)
-            self._handle = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
+    def _destroy(self, handle):
+        self._lib.dynconv_network_destroy(handle)
 
     def __repr__(self):
         if self._handle is None:

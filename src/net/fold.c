@@ -74,17 +74,6 @@ static void redirect(dynconv_network *net, size_t at, net_value from, net_value 
     }
 }
 
-static void free_node(net_node *n) {
-    free(n->name);
-    free(n->module);
-    free(n->inputs);
-    free(n->input_len);
-    dc_aligned_free(n->owned);
-    free(n->bn_scale);
-    dynconv_conv2d_destroy(n->layer);
-    memset(n, 0, sizeof *n);
-}
-
 static dynconv_status fuse(const char *fn, dynconv_network *net) {
     const size_t count = net->num_nodes;
     /* readers[v]: how many times value v is read (edges and outputs). */
@@ -135,7 +124,7 @@ static dynconv_status fuse(const char *fn, dynconv_network *net) {
     size_t kept = 0;
     for (size_t i = 0; i < count; ++i) {
         if (removed[i]) {
-            free_node(&net->nodes[i]);
+            net_free_node(&net->nodes[i]);
             continue;
         }
         map[1 + i] = 1 + kept;

@@ -132,6 +132,8 @@ struct dynconv_network {
  * `source` names the file in messages ("<memory>"). */
 dynconv_status net_load(const char *fn, const char *source, const unsigned char *data,
                         size_t size, uint32_t flags, dynconv_network **out);
+/* Frees what one node owns (names, edges, parameters it made, its layer) and zeroes it. */
+void net_free_node(net_node *n);
 void net_free(dynconv_network *net);
 
 /* The container: tensors (F32 only, data copied) and the graph's JSON text (malloc'd). */

@@ -12,19 +12,23 @@
 
 #define KNOWN_NETWORK_FLAGS ((uint32_t)DYNCONV_NETWORK_NO_FUSION)
 
+void net_free_node(net_node *n) {
+    free(n->name);
+    free(n->module);
+    free(n->inputs);
+    free(n->input_len);
+    dc_aligned_free(n->owned);
+    free(n->bn_scale);
+    dynconv_conv2d_destroy(n->layer);
+    memset(n, 0, sizeof *n);
+}
+
 void net_free(dynconv_network *net) {
     if (net == NULL) {
         return;
     }
     for (size_t i = 0; i < net->num_nodes; ++i) {
-        net_node *n = &net->nodes[i];
-        free(n->name);
-        free(n->module);
-        free(n->inputs);
-        free(n->input_len);
-        dc_aligned_free(n->owned);
-        free(n->bn_scale);
-        dynconv_conv2d_destroy(n->layer);
+        net_free_node(&net->nodes[i]);
     }
     free(net->nodes);
     for (size_t i = 0; i < net->num_tensors; ++i) {
