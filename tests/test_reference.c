@@ -70,6 +70,10 @@ static const conv_case conv_cases[] = {
     {"depthwise_3x3",                     6,  6, 3, 3, 1, 1, 1, 1, 1, 1, 6, 4, 3,  2, 8, 8,  1.f, B_ALL},
     {"depthwise_stride2_odd",             5,  5, 3, 3, 2, 2, 1, 1, 1, 1, 5, 4, 3,  2, 9, 7,  1.f, B_ALL},
     {"depthwise_5x5_dilation2",           4,  4, 5, 5, 1, 1, 4, 4, 2, 2, 4, 3, 2,  2,10,10,  1.f, B_ALL},
+    /* stride 2 over rows wider than one vector of outputs (21 = 8 + 8 + 5 columns), also
+     * dilated: the loads-and-shuffle path, its tail block and the slack it reads */
+    {"depthwise_stride2_wide_rows",       5,  5, 3, 3, 2, 2, 1, 1, 1, 1, 5, 4, 3,  2,11,41,  1.f, B_ALL},
+    {"depthwise_5x5_s2_d2_wide_rows",     3,  3, 5, 5, 2, 2, 3, 4, 2, 2, 3, 3, 2,  2, 9,53,  1.f, B_ALL},
     {"channel_multiplier_x2",             4,  8, 3, 3, 1, 1, 1, 1, 1, 1, 4, 4, 3,  2, 7, 7,  1.f, B_ALL},
     {"channel_multiplier_x3_stride2",     3,  9, 3, 3, 2, 2, 1, 1, 1, 1, 3, 3, 3,  2, 8, 8,  1.f, B_ALL},
     /* number of kernels */
