@@ -66,6 +66,66 @@ static void sample_attention(const forward_ctx *c, size_t i) {
                          c->ws->hidden + i * l->hidden, c->ws->pi + i * l->kernels);
 }
 
+/* The engine's mixed kernels of `chunk` samples starting at i, into wt [chunk, packed_len]:
+ * the K packed sets mixed as they lie (owned weights), or the plain sets mixed and packed in one
+ * pass (borrowed weights; K = 1 included, with pi = 1). */
+static const float one = 1.0f;
+
+static void engine_mix(const forward_ctx *c, const float *pi, size_t chunk, float *wt,
+                       size_t index, size_t count) {
+    const dc_layer *l = c->layer;
+    if (l->packed != NULL) {
+        size_t k0, k1;
+        dc_exec_share(l->packed_len, index, count, &k0, &k1);
+        dc_aggregate_samples(l->kernels, l->packed_len, chunk, pi, l->packed, wt, k0, k1);
+        return;
+    }
+    const dc_conv_shape *s = &l->shape;
+    const size_t g_out = s->out_channels / s->groups;
+    const size_t panels = s->groups * ((g_out + l->gemm->mr - 1) / l->gemm->mr);
+    size_t j0, j1;
+    dc_exec_share(panels, index, count, &j0, &j1);
+    dc_engine_mix_pack(s, l->gemm, l->kernels, chunk, pi, l->weight, wt, l->packed_len, j0, j1);
+}
+
+/* Whole samples on the engine: the chunk's kernels mixed in one pass over the K sets, then each
+ * sample's convolution with its own B panels. */
+static void engine_samples(const forward_ctx *c, size_t i0, size_t i1, float *wt, float *bt,
+                           float *col) {
+    const dc_layer *l = c->layer;
+    const dc_conv_shape *s = &l->shape;
+    const size_t in_len = s->in_channels * s->height * s->width;
+    const size_t plane = s->out_h * s->out_w, out_len = s->out_channels * plane;
+    const float *w = l->packed;
+    if (l->kernels == 1 && w == NULL) {
+        engine_mix(c, &one, 1, wt, 0, 1); /* borrowed static kernel: packed once per pass */
+        w = wt;
+    }
+    for (size_t i = i0; i < i1; i += c->chunk) {
+        const size_t chunk = i1 - i < c->chunk ? i1 - i : c->chunk;
+        if (l->kernels > 1) {
+            if (!c->batch_attention) {
+                dc_global_avg_pool(c->input + i * in_len, 1, s->in_channels,
+                                   s->height * s->width, c->ws->pooled + i * s->in_channels);
+                sample_attention(c, i);
+            }
+            const float *pi = c->ws->pi + i * l->kernels;
+            engine_mix(c, pi, chunk, wt, 0, 1);
+            if (bt != NULL) {
+                dc_aggregate_samples(l->kernels, s->out_channels, chunk, pi, l->bias, bt, 0,
+                                     s->out_channels);
+            }
+        }
+        for (size_t j = 0; j < chunk; ++j) {
+            const float *wj = l->kernels > 1 ? wt + j * l->packed_len : w;
+            const float *bj = l->kernels > 1 ? (bt != NULL ? bt + j * s->out_channels : NULL)
+                                             : l->bias;
+            dc_engine_conv(s, l->gemm, c->input + (i + j) * in_len, wj, bj,
+                           c->output + (i + j) * out_len, col, 0, plane);
+        }
+    }
+}
+
 static void samples_task(void *p, size_t index, size_t count) {
     const forward_ctx *c = p;
     const dc_layer *l = c->layer;
@@ -77,6 +137,10 @@ static void samples_task(void *p, size_t index, size_t count) {
     float *bt = slot_part(c->ws, index, c->ws->has_biases, c->ws->biases_at);
     size_t i0, i1;
     dc_exec_share(c->count, index, count, &i0, &i1);
+    if (l->engine_on) {
+        engine_samples(c, i0, i1, wt, bt, col);
+        return;
+    }
     for (size_t i = i0; i < i1; i += c->chunk) {
         const size_t chunk = i1 - i < c->chunk ? i1 - i : c->chunk;
         if (l->kernels > 1) {
@@ -133,6 +197,42 @@ static void channels_task(void *p, size_t index, size_t count) {
     dc_conv2d_channels(s, c->input + i * s->in_channels * s->height * s->width, w, b,
                        c->output + i * s->out_channels * s->out_h * s->out_w,
                        slot_part(c->ws, index, c->ws->has_col, c->ws->col_at), oc0, oc1);
+}
+
+/* One shared sample on the engine, step 1: each thread mixes (or, borrowed at K = 1, packs) a
+ * share of the kernel's panels into slot 0; the bias by the first. */
+static void engine_mix_task(void *p, size_t index, size_t count) {
+    const forward_ctx *c = p;
+    const dc_layer *l = c->layer;
+    const float *pi = l->kernels > 1 ? c->ws->pi + c->sample * l->kernels : &one;
+    engine_mix(c, pi, 1, slot_part(c->ws, 0, true, c->ws->weights_at), index, count);
+    if (index == 0 && l->kernels > 1 && l->bias != NULL) {
+        dc_aggregate_range(l->kernels, l->shape.out_channels, pi, l->bias,
+                           slot_part(c->ws, 0, true, c->ws->biases_at), 0,
+                           l->shape.out_channels);
+    }
+}
+
+/* One shared sample on the engine, step 2: each thread convolves a band of whole B panels of
+ * output positions (the last one may be partial), with its own panel scratch. */
+static void engine_columns_task(void *p, size_t index, size_t count) {
+    const forward_ctx *c = p;
+    const dc_layer *l = c->layer;
+    const dc_conv_shape *s = &l->shape;
+    const size_t i = c->sample, plane = s->out_h * s->out_w, nr = l->gemm->nr;
+    const float *w = l->packed, *b = l->bias;
+    if (dc_exec_mixes(l)) {
+        w = slot_part(c->ws, 0, true, c->ws->weights_at);
+    }
+    if (l->kernels > 1) {
+        b = slot_part(c->ws, 0, c->ws->has_biases, c->ws->biases_at);
+    }
+    size_t j0, j1;
+    dc_exec_share((plane + nr - 1) / nr, index, count, &j0, &j1);
+    const size_t c1 = j1 * nr < plane ? j1 * nr : plane;
+    dc_engine_conv(s, l->gemm, c->input + i * s->in_channels * s->height * s->width, w, b,
+                   c->output + i * s->out_channels * plane,
+                   slot_part(c->ws, index, c->ws->has_col, c->ws->col_at), j0 * nr, c1);
 }
 
 /* One shared sample, step 1: each thread aggregates a slice of the kernel into slot 0. */
@@ -211,6 +311,13 @@ void dc_exec_forward(const dc_layer *l, size_t batch, float temperature, size_t 
         if (l->kernels > 1 && !ctx.batch_attention) {
             dc_exec_run(pool, team, pool_task, &ctx);
             sample_attention(&ctx, i);
+        }
+        if (l->engine_on) {
+            if (dc_exec_mixes(l)) {
+                dc_exec_run(pool, team, engine_mix_task, &ctx);
+            }
+            dc_exec_run(pool, team, engine_columns_task, &ctx);
+            continue;
         }
         if (dc_conv_channels_split(s)) {
             dc_exec_run(pool, team, channels_task, &ctx);

@@ -28,7 +28,7 @@ bool dc_attention_per_batch(const dc_layer *l, const dc_conv_shape *s) {
 static size_t kernel_chunk(const dc_layer *l, const dc_conv_shape *s, size_t batch,
                            size_t threads) {
     const size_t cached = (size_t)8 << 20, budget = (size_t)32 << 20;
-    const size_t kernel_bytes = l->kernel_len * sizeof(float);
+    const size_t kernel_bytes = dc_exec_mixed_floats(l) * sizeof(float);
     if (!dc_attention_per_batch(l, s) || batch / threads < 2 ||
         kernel_bytes > SIZE_MAX / l->kernels || kernel_bytes * l->kernels <= cached) {
         return 1;
@@ -36,6 +36,14 @@ static size_t kernel_chunk(const dc_layer *l, const dc_conv_shape *s, size_t bat
     size_t chunk = budget / kernel_bytes;
     chunk = chunk < batch / threads ? chunk : batch / threads;
     return chunk > 0 ? chunk : 1;
+}
+
+size_t dc_exec_mixed_floats(const dc_layer *l) {
+    return l->engine_on ? l->packed_len : l->kernel_len;
+}
+
+bool dc_exec_mixes(const dc_layer *l) {
+    return l->kernels > 1 || (l->engine_on && l->packed == NULL);
 }
 
 static bool plan_workspace(const dc_layer *l, size_t batch, size_t threads, size_t chunk,
@@ -56,11 +64,11 @@ static bool plan_workspace(const dc_layer *l, size_t batch, size_t threads, size
     }
     /* One slot, planned on its own to learn its size and inner offsets. */
     dc_arena slot = {NULL, 0, false};
-    out->has_weights = dynamic;
+    out->has_weights = dc_exec_mixes(l);
     out->has_biases = dynamic && l->bias != NULL;
     out->has_col = scratch_floats > 0;
     size_t chunk_weights, chunk_biases;
-    if (!dc_mul_size(chunk, l->kernel_len, &chunk_weights) ||
+    if (!dc_mul_size(chunk, dc_exec_mixed_floats(l), &chunk_weights) ||
         !dc_mul_size(chunk, l->shape.out_channels, &chunk_biases)) {
         return false;
     }
@@ -92,7 +100,11 @@ static bool plan_workspace(const dc_layer *l, size_t batch, size_t threads, size
 bool dc_plan_forward_layout(const dc_layer *l, size_t batch, size_t threads, size_t chunk,
                             char *base, workspace_layout *out, size_t *bytes) {
     size_t scratch;
-    return dc_conv_scratch_floats(&l->shape, &scratch) &&
+    const dc_conv_shape *s = &l->shape;
+    const bool sized = l->engine_on
+                           ? dc_engine_scratch_floats(s, l->gemm, s->out_h * s->out_w, &scratch)
+                           : dc_conv_scratch_floats(s, &scratch);
+    return sized &&
            plan_workspace(l, batch, threads, chunk, scratch, base, out, bytes);
 }
 

@@ -1,0 +1,213 @@
+/* Packing and the per-sample driver of the engine: y_g = W_g * im2col(x_g) for each group,
+ * without an im2col matrix. The columns are cut into blocks of DC_NC and the reduction into
+ * slices of DC_KC; for each (column block, slice) the B panels are built straight from the
+ * input (for a pointwise kernel full panels are read in place from the input rows), and every
+ * row panel of W_g runs over them: one A slice (KC x MR floats) stays in L1 while the B panels
+ * (KC x NC floats) come from L2. */
+#include "gemm.h"
+
+#include "tensor.h"
+
+#include <string.h>
+
+/* KC x NR floats of a B panel fit in L1 (32 KiB at NR = 32) beside the A slice; KC x NC in
+ * L2 (512 KiB). DC_NC is a multiple of every kernel's NR. */
+enum { DC_KC = 256, DC_NC = 512 };
+
+static size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
+static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
+
+bool dc_engine_packed_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t *out) {
+    const size_t g_out = s->out_channels / s->groups;
+    const size_t dims[5] = {s->groups, round_up(g_out, k->mr),
+                            s->in_channels / s->groups * s->kernel_h, s->kernel_w, 1};
+    return dc_product(dims, 5, out);
+}
+
+void dc_engine_pack_a(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *w,
+                      float *packed) {
+    const size_t g_out = s->out_channels / s->groups, mr = k->mr;
+    const size_t depth = s->in_channels / s->groups * s->kernel_h * s->kernel_w;
+    const size_t panels = (g_out + mr - 1) / mr;
+    for (size_t g = 0; g < s->groups; ++g) {
+        for (size_t j = 0; j < panels; ++j) {
+            float *dst = packed + (g * panels + j) * depth * mr;
+            for (size_t r = 0; r < mr; ++r) {
+                const size_t row = j * mr + r;
+                const float *src = w + (g * g_out + row) * depth;
+                for (size_t p = 0; p < depth; ++p) {
+                    dst[p * mr + r] = row < g_out ? src[p] : 0.0f;
+                }
+            }
+        }
+    }
+}
+
+/* First and one-past-last output index whose input coordinate o*stride - pad + offset lies in
+ * [0, in) (as conv.c's im2col computes it). */
+static void valid_range(size_t out, size_t in, size_t stride, size_t pad, size_t offset,
+                        size_t *lo, size_t *hi) {
+    size_t first = offset >= pad ? 0 : (pad - offset + stride - 1) / stride;
+    size_t last = in + pad > offset ? (in + pad - offset + stride - 1) / stride : 0;
+    last = last > out ? out : last;
+    *lo = first > last ? last : first;
+    *hi = last;
+}
+
+void dc_engine_pack_b(const dc_conv_shape *s, const float *xg, size_t p0, size_t kc, size_t col0,
+                      size_t n, size_t nr, float *panel) {
+    const size_t taps = s->kernel_h * s->kernel_w, ow_n = s->out_w;
+    const size_t in_plane = s->height * s->width;
+    for (size_t q = 0; q < kc; ++q) {
+        const size_t p = p0 + q, ch = p / taps, ki = p % taps / s->kernel_w;
+        const size_t kj = p % s->kernel_w;
+        const size_t off_h = ki * s->dilation_h, off_w = kj * s->dilation_w;
+        const float *xc = xg + ch * in_plane;
+        float *dst = panel + q * nr;
+        size_t oh_lo, oh_hi, ow_lo, ow_hi;
+        valid_range(s->out_h, s->height, s->stride_h, s->pad_h, off_h, &oh_lo, &oh_hi);
+        valid_range(ow_n, s->width, s->stride_w, s->pad_w, off_w, &ow_lo, &ow_hi);
+        size_t col = col0, j = 0;
+        while (j < n) {
+            const size_t oh = col / ow_n, ow = col % ow_n;
+            const size_t run = min_size(ow_n - ow, n - j);
+            float *d = dst + j;
+            if (oh < oh_lo || oh >= oh_hi) {
+                memset(d, 0, run * sizeof(float));
+            } else {
+                /* Columns [ow, ow + run) of this output row: zeros left of ow_lo, input in
+                 * [ow_lo, ow_hi), zeros from ow_hi. */
+                const float *src = xc + (oh * s->stride_h + off_h - s->pad_h) * s->width;
+                const size_t a = ow < ow_lo ? min_size(ow_lo, ow + run) : ow;
+                const size_t e = ow + run < ow_hi ? ow + run : ow_hi > a ? ow_hi : a;
+                size_t i = 0;
+                for (; ow + i < a; ++i) {
+                    d[i] = 0.0f;
+                }
+                if (s->stride_w == 1 && e > a) {
+                    memcpy(d + i, src + a + off_w - s->pad_w, (e - a) * sizeof(float));
+                    i += e - a;
+                } else {
+                    for (; ow + i < e; ++i) {
+                        d[i] = src[(ow + i) * s->stride_w + off_w - s->pad_w];
+                    }
+                }
+                for (; i < run; ++i) {
+                    d[i] = 0.0f;
+                }
+            }
+            j += run;
+            col += run;
+        }
+        for (; j < nr; ++j) {
+            dst[j] = 0.0f;
+        }
+    }
+}
+
+bool dc_engine_scratch_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t cols,
+                              size_t *out) {
+    size_t depth;
+    const size_t dims[3] = {s->in_channels / s->groups, s->kernel_h, s->kernel_w};
+    if (!dc_product(dims, 3, &depth)) {
+        return false;
+    }
+    /* Never more than one block of columns; a block is whole B panels. */
+    const size_t nc = round_up(min_size(cols, DC_NC), k->nr);
+    return dc_mul_size(min_size(depth, DC_KC), nc, out);
+}
+
+void dc_engine_conv(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
+                    const float *packed, const float *b, float *y, float *scratch, size_t col0,
+                    size_t col1) {
+    const size_t g_in = s->in_channels / s->groups, g_out = s->out_channels / s->groups;
+    const size_t mr = k->mr, nr = k->nr, panels = (g_out + mr - 1) / mr;
+    const size_t depth = g_in * s->kernel_h * s->kernel_w;
+    const size_t plane = s->out_h * s->out_w, in_plane = s->height * s->width;
+    const bool pointwise = dc_conv_is_pointwise(s);
+    if (col0 >= col1) {
+        return;
+    }
+    /* The bias first, and every slice accumulates onto it. */
+    if (b != NULL) {
+        for (size_t oc = 0; oc < s->out_channels; ++oc) {
+            float *yc = y + oc * plane;
+            for (size_t i = col0; i < col1; ++i) {
+                yc[i] = b[oc];
+            }
+        }
+    }
+    for (size_t g = 0; g < s->groups; ++g) {
+        const float *xg = x + g * g_in * in_plane;
+        const float *ag = packed + g * panels * mr * depth;
+        float *yg = y + g * g_out * plane;
+        for (size_t c = col0; c < col1; c += DC_NC) {
+            const size_t nc = min_size(DC_NC, col1 - c), npan = (nc + nr - 1) / nr;
+            for (size_t p0 = 0; p0 < depth; p0 += DC_KC) {
+                const size_t kc = min_size(DC_KC, depth - p0);
+                for (size_t jp = 0; jp < npan; ++jp) {
+                    const size_t n = min_size(nr, nc - jp * nr);
+                    if (!(pointwise && n == nr)) {
+                        dc_engine_pack_b(s, xg, p0, kc, c + jp * nr, n, nr,
+                                         scratch + jp * kc * nr);
+                    }
+                }
+                const bool accumulate = b != NULL || p0 > 0;
+                for (size_t i = 0; i < panels; ++i) {
+                    const size_t m = min_size(mr, g_out - i * mr);
+                    const float *a = ag + (i * depth + p0) * mr;
+                    float *yi = yg + i * mr * plane + c;
+                    for (size_t jp = 0; jp < npan; ++jp) {
+                        const size_t n = min_size(nr, nc - jp * nr);
+                        /* Pointwise: a full panel is kc input rows as they are. */
+                        const bool direct = pointwise && n == nr;
+                        const float *bp = direct ? xg + p0 * in_plane + c + jp * nr
+                                                 : scratch + jp * kc * nr;
+                        k->tile(kc, a, bp, direct ? in_plane : nr, yi + jp * nr, plane, m, n,
+                                accumulate);
+                    }
+                }
+            }
+        }
+    }
+}
+
+void dc_engine_mix_pack(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t kernels,
+                        size_t samples, const float *pi, const float *w, float *out,
+                        size_t packed_len, size_t panel0, size_t panel1) {
+    enum { STEP = 16 };
+    const size_t g_out = s->out_channels / s->groups, mr = k->mr;
+    const size_t depth = s->in_channels / s->groups * s->kernel_h * s->kernel_w;
+    const size_t panels = (g_out + mr - 1) / mr, kernel_len = s->out_channels * depth;
+    for (size_t gp = panel0; gp < panel1; ++gp) {
+        const size_t g = gp / panels, j = gp % panels;
+        for (size_t p0 = 0; p0 < depth; p0 += STEP) {
+            const size_t np = min_size(STEP, depth - p0);
+            for (size_t n = 0; n < samples; ++n) {
+                const float *pn = pi + n * kernels;
+                float *dst = out + n * packed_len + gp * depth * mr + p0 * mr;
+                for (size_t r = 0; r < mr; ++r) {
+                    const size_t row = j * mr + r;
+                    float t[STEP];
+                    if (row >= g_out) {
+                        memset(t, 0, sizeof t);
+                    } else {
+                        const float *src = w + (g * g_out + row) * depth + p0;
+                        for (size_t q = 0; q < np; ++q) {
+                            t[q] = pn[0] * src[q];
+                        }
+                        for (size_t kk = 1; kk < kernels; ++kk) {
+                            const float *sk = src + kk * kernel_len;
+                            for (size_t q = 0; q < np; ++q) {
+                                t[q] += pn[kk] * sk[q];
+                            }
+                        }
+                    }
+                    for (size_t q = 0; q < np; ++q) {
+                        dst[q * mr + r] = t[q];
+                    }
+                }
+            }
+        }
+    }
+}

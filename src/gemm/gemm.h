@@ -1,0 +1,88 @@
+/* GEMM layer: the library's own convolution engine. Register-blocked micro-kernels
+ * C[MR x NR] (+)= A_panel * B_panel for AVX-512, AVX2 + FMA and a portable baseline, chosen once
+ * per layer at run time; the packing of kernels into A panels (done once, at create) and of the
+ * image into B panels (implicit im2col, straight from the input); and the per-sample driver that
+ * blocks the reduction and the columns for the caches. Below exec, beside conv; depends on the
+ * tensor layer only (no BLAS). */
+#ifndef DYNCONV_SRC_GEMM_H
+#define DYNCONV_SRC_GEMM_H
+
+#include "conv.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Instruction sets with a micro-kernel of their own, widest last. */
+typedef enum dc_isa { DC_ISA_BASELINE = 0, DC_ISA_AVX2 = 1, DC_ISA_AVX512 = 2 } dc_isa;
+
+/* C[m x n] of a tile, row stride ldc, from a kc-long slice of one A panel (kc x MR floats,
+ * element (p, r) at a[p * MR + r]) and of one B panel (kc rows of NR floats, row p at
+ * b + p * ldb). m <= MR and n <= NR say how much of the tile is stored; the rest of the panels
+ * is read (zeros in packed panels) but never written out. accumulate: C += A*B, else C = A*B.
+ * Every element is the sum over p = 0..kc-1 in that order, whatever m, n and the tile's place,
+ * so results do not depend on how columns or rows are cut into tiles. */
+typedef void (*dc_gemm_tile_fn)(size_t kc, const float *a, const float *b, size_t ldb, float *c,
+                                size_t ldc, size_t m, size_t n, bool accumulate);
+
+typedef struct dc_gemm_kernel {
+    dc_isa isa;
+    const char *name;
+    size_t mr, nr;            /* rows of A panels, columns of B panels */
+    dc_gemm_tile_fn tile;
+} dc_gemm_kernel;
+
+/* The micro-kernel for `isa`, or NULL when it is not built in (DYNCONV_PORTABLE builds only the
+ * baseline) or the CPU lacks it. */
+const dc_gemm_kernel *dc_gemm_kernel_for(dc_isa isa);
+
+/* The widest micro-kernel this CPU runs, unless dc_gemm_force_isa chose another. */
+const dc_gemm_kernel *dc_gemm_select(void);
+
+/* For tests: dc_gemm_select returns the kernel of `isa` from now on (false, and nothing changes,
+ * when that kernel is unavailable); dc_gemm_force_auto undoes it. Layers created before keep the
+ * kernel their panels were packed for. */
+bool dc_gemm_force_isa(dc_isa isa);
+void dc_gemm_force_auto(void);
+
+/* ---- Packing and the per-sample driver (engine.c) ---- */
+
+/* Floats of one packed kernel set: groups * ceil(g_out / MR) * MR * (C_in/g * kh * kw), the
+ * rows of each group rounded up to whole panels (zero rows). False on overflow. */
+bool dc_engine_packed_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t *out);
+
+/* Packs one kernel set w [C_out, C_in/g, kh, kw] into panels: group g, panel j, element (p, r)
+ * at ((g * panels + j) * depth + p) * MR + r = w[g * g_out + j * MR + r][p], zero past g_out. */
+void dc_engine_pack_a(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *w,
+                      float *packed);
+
+/* Packs columns [col0, col0 + n) (n <= NR) of rows [p0, p0 + kc) of a group's im2col matrix
+ * (row p = (channel, ki, kj), column = oh * out_w + ow) straight from the group's input xg
+ * [C_in/g, H, W] into one B panel of kc x NR floats, zero padded (borders and columns past n). */
+void dc_engine_pack_b(const dc_conv_shape *s, const float *xg, size_t p0, size_t kc, size_t col0,
+                      size_t n, size_t nr, float *panel);
+
+/* The K kernel sets w [K, C_out, C_in/g, kh, kw] (kernel_len floats each) mixed for `samples`
+ * samples (pi [samples, K]) and packed in one pass, straight into out [samples, packed_len]:
+ * global panels [panel0, panel1) (panel index = group * ceil(g_out / MR) + panel), each value
+ * pi[0] * w[0] + pi[1] * w[1] + ... in that order, as the aggregation layer sums, so mixing
+ * packed kernel sets gives the same bits. The plain mixed kernel is never formed; the K source
+ * tiles are read once for all the samples. */
+void dc_engine_mix_pack(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t kernels,
+                        size_t samples, const float *pi, const float *w, float *out,
+                        size_t packed_len, size_t panel0, size_t panel1);
+
+/* Floats of B-panel scratch dc_engine_conv needs for a column range of up to `cols` columns.
+ * False on overflow. */
+bool dc_engine_scratch_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t cols,
+                              size_t *out);
+
+/* Output columns [col0, col1) (of out_h * out_w) of every output channel of one sample:
+ * y = conv(x, W) + b with W packed by dc_engine_pack_a (or mixed from packed sets), b [C_out]
+ * or NULL. scratch: dc_engine_scratch_floats(s, k, col1 - col0) floats. Each output value is
+ * computed the same way whatever the column range, so threads sharing a sample by bands of
+ * columns give bitwise the result of one thread. */
+void dc_engine_conv(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
+                    const float *packed, const float *b, float *y, float *scratch, size_t col0,
+                    size_t col1);
+
+#endif
