@@ -2,8 +2,8 @@
  * without an im2col matrix. The columns are cut into blocks of DC_NC and the reduction into
  * slices of DC_KC; for each (column block, slice) the B panels are built straight from the
  * input (for a pointwise kernel full panels are read in place from the input rows), and every
- * row panel of W_g runs over them: one A slice (KC x MR floats) stays in L1 while the B panels
- * (KC x NC floats) come from L2. */
+ * row panel of W_g runs over each of them: one B panel (KC x NR floats) stays in L1 while the A
+ * slices (KC x MR floats each) come from L2. */
 #include "gemm.h"
 
 #include "tensor.h"
@@ -54,54 +54,74 @@ static void valid_range(size_t out, size_t in, size_t stride, size_t pad, size_t
     *hi = last;
 }
 
+/* Copies run floats (src == NULL: zeros; else src[i * stride]) to columns [c, c + run) of a
+ * block of B panels (column c at dst + (c / nr) * panel + c % nr), split at panel edges. Plain
+ * loops: the pieces are a few floats to a few dozen, where calls to memcpy cost more than the
+ * copy. */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
+static void put_run(float *restrict dst, size_t panel, size_t nr, size_t c, size_t run,
+                    const float *restrict src, size_t stride) {
+    while (run > 0) {
+        const size_t lane = c % nr, n = min_size(run, nr - lane);
+        float *restrict d = dst + c / nr * panel + lane;
+        if (src == NULL) {
+            for (size_t i = 0; i < n; ++i) {
+                d[i] = 0.0f;
+            }
+        } else if (stride == 1) {
+            for (size_t i = 0; i < n; ++i) {
+                d[i] = src[i];
+            }
+            src += n;
+        } else {
+            for (size_t i = 0; i < n; ++i) {
+                d[i] = src[i * stride];
+            }
+            src += n * stride;
+        }
+        c += n;
+        run -= n;
+    }
+}
+
 void dc_engine_pack_b(const dc_conv_shape *s, const float *xg, size_t p0, size_t kc, size_t col0,
-                      size_t n, size_t nr, float *panel) {
+                      size_t n, size_t nr, float *panels) {
     const size_t taps = s->kernel_h * s->kernel_w, ow_n = s->out_w;
-    const size_t in_plane = s->height * s->width;
+    const size_t in_plane = s->height * s->width, panel = kc * nr;
+    const size_t padded = (n + nr - 1) / nr * nr;
     for (size_t q = 0; q < kc; ++q) {
         const size_t p = p0 + q, ch = p / taps, ki = p % taps / s->kernel_w;
         const size_t kj = p % s->kernel_w;
         const size_t off_h = ki * s->dilation_h, off_w = kj * s->dilation_w;
         const float *xc = xg + ch * in_plane;
-        float *dst = panel + q * nr;
+        float *dst = panels + q * nr;
         size_t oh_lo, oh_hi, ow_lo, ow_hi;
         valid_range(s->out_h, s->height, s->stride_h, s->pad_h, off_h, &oh_lo, &oh_hi);
         valid_range(ow_n, s->width, s->stride_w, s->pad_w, off_w, &ow_lo, &ow_hi);
-        size_t col = col0, j = 0;
+        /* Output row by output row: zeros left of ow_lo, input in [ow_lo, ow_hi), zeros from
+         * ow_hi; whole rows of zeros above oh_lo and from oh_hi. */
+        size_t j = 0;
         while (j < n) {
-            const size_t oh = col / ow_n, ow = col % ow_n;
-            const size_t run = min_size(ow_n - ow, n - j);
-            float *d = dst + j;
+            const size_t col = col0 + j, oh = col / ow_n, ow = col % ow_n;
+            const size_t run = min_size(ow_n - ow, n - j), end = ow + run;
             if (oh < oh_lo || oh >= oh_hi) {
-                memset(d, 0, run * sizeof(float));
+                put_run(dst, panel, nr, j, run, NULL, 0);
             } else {
-                /* Columns [ow, ow + run) of this output row: zeros left of ow_lo, input in
-                 * [ow_lo, ow_hi), zeros from ow_hi. */
                 const float *src = xc + (oh * s->stride_h + off_h - s->pad_h) * s->width;
-                const size_t a = ow < ow_lo ? min_size(ow_lo, ow + run) : ow;
-                const size_t e = ow + run < ow_hi ? ow + run : ow_hi > a ? ow_hi : a;
-                size_t i = 0;
-                for (; ow + i < a; ++i) {
-                    d[i] = 0.0f;
+                const size_t a = ow < ow_lo ? min_size(ow_lo, end) : ow;
+                const size_t e = end < ow_hi ? end : ow_hi > a ? ow_hi : a;
+                put_run(dst, panel, nr, j, a - ow, NULL, 0);
+                if (e > a) {
+                    put_run(dst, panel, nr, j + (a - ow), e - a,
+                            src + a * s->stride_w + off_w - s->pad_w, s->stride_w);
                 }
-                if (s->stride_w == 1 && e > a) {
-                    memcpy(d + i, src + a + off_w - s->pad_w, (e - a) * sizeof(float));
-                    i += e - a;
-                } else {
-                    for (; ow + i < e; ++i) {
-                        d[i] = src[(ow + i) * s->stride_w + off_w - s->pad_w];
-                    }
-                }
-                for (; i < run; ++i) {
-                    d[i] = 0.0f;
-                }
+                put_run(dst, panel, nr, j + (e - ow), end - e, NULL, 0);
             }
             j += run;
-            col += run;
         }
-        for (; j < nr; ++j) {
-            dst[j] = 0.0f;
-        }
+        put_run(dst, panel, nr, n, padded - n, NULL, 0);
     }
 }
 
@@ -145,26 +165,28 @@ void dc_engine_conv(const dc_conv_shape *s, const dc_gemm_kernel *k, const float
             const size_t nc = min_size(DC_NC, col1 - c), npan = (nc + nr - 1) / nr;
             for (size_t p0 = 0; p0 < depth; p0 += DC_KC) {
                 const size_t kc = min_size(DC_KC, depth - p0);
-                for (size_t jp = 0; jp < npan; ++jp) {
-                    const size_t n = min_size(nr, nc - jp * nr);
-                    if (!(pointwise && n == nr)) {
-                        dc_engine_pack_b(s, xg, p0, kc, c + jp * nr, n, nr,
-                                         scratch + jp * kc * nr);
-                    }
+                if (!pointwise) {
+                    dc_engine_pack_b(s, xg, p0, kc, c, nc, nr, scratch);
+                } else if (nc % nr != 0) {
+                    /* Pointwise: only the last, partial panel is copied (zero padded). */
+                    const size_t last = nc / nr * nr;
+                    dc_engine_pack_b(s, xg, p0, kc, c + last, nc - last, nr,
+                                     scratch + last / nr * kc * nr);
                 }
                 const bool accumulate = b != NULL || p0 > 0;
-                for (size_t i = 0; i < panels; ++i) {
-                    const size_t m = min_size(mr, g_out - i * mr);
-                    const float *a = ag + (i * depth + p0) * mr;
-                    float *yi = yg + i * mr * plane + c;
-                    for (size_t jp = 0; jp < npan; ++jp) {
-                        const size_t n = min_size(nr, nc - jp * nr);
-                        /* Pointwise: a full panel is kc input rows as they are. */
-                        const bool direct = pointwise && n == nr;
-                        const float *bp = direct ? xg + p0 * in_plane + c + jp * nr
-                                                 : scratch + jp * kc * nr;
-                        k->tile(kc, a, bp, direct ? in_plane : nr, yi + jp * nr, plane, m, n,
-                                accumulate);
+                /* B panel outer, row panels inner: the B panel (kc x NR floats, the larger
+                 * operand per step) stays in L1 while the A slices stream from L2. */
+                for (size_t jp = 0; jp < npan; ++jp) {
+                    const size_t n = min_size(nr, nc - jp * nr);
+                    /* Pointwise: a full panel is kc input rows as they are. */
+                    const bool direct = pointwise && n == nr;
+                    const float *bp = direct ? xg + p0 * in_plane + c + jp * nr
+                                             : scratch + jp * kc * nr;
+                    const size_t ldb = direct ? in_plane : nr;
+                    for (size_t i = 0; i < panels; ++i) {
+                        const size_t m = min_size(mr, g_out - i * mr);
+                        k->tile(kc, ag + (i * depth + p0) * mr, bp, ldb,
+                                yg + i * mr * plane + c + jp * nr, plane, m, n, accumulate);
                     }
                 }
             }

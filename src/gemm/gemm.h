@@ -55,11 +55,12 @@ bool dc_engine_packed_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, si
 void dc_engine_pack_a(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *w,
                       float *packed);
 
-/* Packs columns [col0, col0 + n) (n <= NR) of rows [p0, p0 + kc) of a group's im2col matrix
- * (row p = (channel, ki, kj), column = oh * out_w + ow) straight from the group's input xg
- * [C_in/g, H, W] into one B panel of kc x NR floats, zero padded (borders and columns past n). */
+/* Packs columns [col0, col0 + n) of rows [p0, p0 + kc) of a group's im2col matrix (row
+ * p = (channel, ki, kj), column = oh * out_w + ow) straight from the group's input xg
+ * [C_in/g, H, W] into ceil(n / nr) consecutive B panels of kc x nr floats each (column j of the
+ * range in panel j / nr, lane j % nr), zero padded: borders, and columns past n. */
 void dc_engine_pack_b(const dc_conv_shape *s, const float *xg, size_t p0, size_t kc, size_t col0,
-                      size_t n, size_t nr, float *panel);
+                      size_t n, size_t nr, float *panels);
 
 /* The K kernel sets w [K, C_out, C_in/g, kh, kw] (kernel_len floats each) mixed for `samples`
  * samples (pi [samples, K]) and packed in one pass, straight into out [samples, packed_len]:

@@ -61,27 +61,34 @@ __attribute__((target("avx2,fma"))) static void tile_avx2(size_t kc, const float
             c1[r] = _mm256_fmadd_ps(av, b1, c1[r]);
         }
     }
-    if (n == AVX2_NR) {
-        for (size_t r = 0; r < m; ++r) {
-            float *cr = c + r * ldc;
-            if (accumulate) {
-                c0[r] = _mm256_add_ps(_mm256_loadu_ps(cr), c0[r]);
-                c1[r] = _mm256_add_ps(_mm256_loadu_ps(cr + 8), c1[r]);
-            }
-            _mm256_storeu_ps(cr, c0[r]);
-            _mm256_storeu_ps(cr + 8, c1[r]);
-        }
-        return;
+    /* Rows spelled out with constant indices, as in the AVX-512 kernel; a partial tile goes
+     * through a row buffer (AVX2 has no cheap masked store of any width). */
+#define DC_STORE_ROW(r)                                                                       \
+    if ((r) < m) {                                                                            \
+        float *cr = c + (r) * ldc;                                                            \
+        if (n == AVX2_NR) {                                                                   \
+            if (accumulate) {                                                                 \
+                c0[r] = _mm256_add_ps(_mm256_loadu_ps(cr), c0[r]);                           \
+                c1[r] = _mm256_add_ps(_mm256_loadu_ps(cr + 8), c1[r]);                       \
+            }                                                                                 \
+            _mm256_storeu_ps(cr, c0[r]);                                                      \
+            _mm256_storeu_ps(cr + 8, c1[r]);                                                  \
+        } else {                                                                              \
+            float t[AVX2_NR];                                                                 \
+            _mm256_storeu_ps(t, c0[r]);                                                       \
+            _mm256_storeu_ps(t + 8, c1[r]);                                                   \
+            for (size_t j = 0; j < n; ++j) {                                                  \
+                cr[j] = accumulate ? cr[j] + t[j] : t[j];                                     \
+            }                                                                                 \
+        }                                                                                     \
     }
-    float t[AVX2_NR];
-    for (size_t r = 0; r < m; ++r) {
-        float *cr = c + r * ldc;
-        _mm256_storeu_ps(t, c0[r]);
-        _mm256_storeu_ps(t + 8, c1[r]);
-        for (size_t j = 0; j < n; ++j) {
-            cr[j] = accumulate ? cr[j] + t[j] : t[j];
-        }
-    }
+    DC_STORE_ROW(0)
+    DC_STORE_ROW(1)
+    DC_STORE_ROW(2)
+    DC_STORE_ROW(3)
+    DC_STORE_ROW(4)
+    DC_STORE_ROW(5)
+#undef DC_STORE_ROW
 }
 
 __attribute__((target("avx512f"))) static void tile_avx512(size_t kc, const float *a,
@@ -106,15 +113,27 @@ __attribute__((target("avx512f"))) static void tile_avx512(size_t kc, const floa
     const __mmask16 hi = n >= 32   ? (__mmask16)0xFFFF
                          : n > 16 ? (__mmask16)((1u << (n - 16)) - 1u)
                                   : (__mmask16)0;
-    for (size_t r = 0; r < m; ++r) {
-        float *cr = c + r * ldc;
-        if (accumulate) {
-            c0[r] = _mm512_add_ps(_mm512_maskz_loadu_ps(lo, cr), c0[r]);
-            c1[r] = _mm512_add_ps(_mm512_maskz_loadu_ps(hi, cr + 16), c1[r]);
-        }
-        _mm512_mask_storeu_ps(cr, lo, c0[r]);
-        _mm512_mask_storeu_ps(cr + 16, hi, c1[r]);
+    /* Rows spelled out with constant indices: a loop to m would keep the accumulators in
+     * memory (the compiler cannot unroll a variable trip count into registers). */
+#define DC_STORE_ROW(r)                                                                       \
+    if ((r) < m) {                                                                            \
+        float *cr = c + (r) * ldc;                                                            \
+        if (accumulate) {                                                                     \
+            c0[r] = _mm512_add_ps(_mm512_maskz_loadu_ps(lo, cr), c0[r]);                     \
+            c1[r] = _mm512_add_ps(_mm512_maskz_loadu_ps(hi, cr + 16), c1[r]);                \
+        }                                                                                     \
+        _mm512_mask_storeu_ps(cr, lo, c0[r]);                                                 \
+        _mm512_mask_storeu_ps(cr + 16, hi, c1[r]);                                            \
     }
+    DC_STORE_ROW(0)
+    DC_STORE_ROW(1)
+    DC_STORE_ROW(2)
+    DC_STORE_ROW(3)
+    DC_STORE_ROW(4)
+    DC_STORE_ROW(5)
+    DC_STORE_ROW(6)
+    DC_STORE_ROW(7)
+#undef DC_STORE_ROW
 }
 
 static const dc_gemm_kernel kernel_avx2 = {DC_ISA_AVX2, "avx2", AVX2_MR, AVX2_NR, tile_avx2};
