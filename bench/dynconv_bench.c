@@ -171,8 +171,9 @@ static void bm_layer(dcb_state *st, void *arg) {
     /* Biases as in the common PyTorch module: conv and fc2 have one, fc1 has none. */
     const dynconv_conv2d_weights w = {.weight = weight, .bias = bias, .fc1_weight = fc1,
                                       .fc2_weight = fc2, .fc2_bias = fc2_bias};
-    dynconv_status status =
-        dynconv_conv2d_create(&g, &w, 1.0f, DYNCONV_FLAG_BORROW_WEIGHTS, &layer);
+    /* The weights copied into the handle, as by default: the handle then keeps them packed for
+     * the engine as well (borrowed weights are packed in every forward). */
+    dynconv_status status = dynconv_conv2d_create(&g, &w, 1.0f, 0, &layer);
     if (status != DYNCONV_OK) {
         fail(st, "create", status);
         goto done;

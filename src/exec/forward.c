@@ -66,11 +66,20 @@ static void sample_attention(const forward_ctx *c, size_t i) {
                          c->ws->hidden + i * l->hidden, c->ws->pi + i * l->kernels);
 }
 
-/* The engine's mixed kernels of `chunk` samples starting at i, into wt [chunk, packed_len]:
- * the K packed sets mixed as they lie (owned weights), or the plain sets mixed and packed in one
- * pass (borrowed weights; K = 1 included, with pi = 1). */
+/* pi of a static layer's single kernel: exactly 1 (multiplying by it changes no bit). */
 static const float one = 1.0f;
 
+/* Reduction indices a borrowed kernel's rows are mixed in at a time: MR rows of this many
+ * floats (16 KiB at MR = 8) stay in L1 between the mixing and the packing. */
+enum { MIX_SPAN = 512 };
+
+/* The engine's mixed kernels of `chunk` samples (pi [chunk, K]) into wt [chunk, packed_len],
+ * this member's share of them. Owned weights: the K packed sets mixed as they lie (a panel is a
+ * permutation of kernel values plus zeros, so mixing commutes with packing). Borrowed ones
+ * (the caller may change them between forwards): for each panel, MR rows are mixed a span at a
+ * time into a small tile and packed from there, so the mixed kernel is never formed whole;
+ * each value is summed exactly as in the owned case (the same aggregation, element by
+ * element), so both give the same bits. */
 static void engine_mix(const forward_ctx *c, const float *pi, size_t chunk, float *wt,
                        size_t index, size_t count) {
     const dc_layer *l = c->layer;
@@ -81,11 +90,27 @@ static void engine_mix(const forward_ctx *c, const float *pi, size_t chunk, floa
         return;
     }
     const dc_conv_shape *s = &l->shape;
-    const size_t g_out = s->out_channels / s->groups;
-    const size_t panels = s->groups * ((g_out + l->gemm->mr - 1) / l->gemm->mr);
+    const size_t mr = l->gemm->mr, g_out = s->out_channels / s->groups;
+    const size_t depth = l->kernel_len / s->out_channels, panels = (g_out + mr - 1) / mr;
+    float tile[DC_GEMM_MAX_MR * MIX_SPAN];
     size_t j0, j1;
-    dc_exec_share(panels, index, count, &j0, &j1);
-    dc_engine_mix_pack(s, l->gemm, l->kernels, chunk, pi, l->weight, wt, l->packed_len, j0, j1);
+    dc_exec_share(s->groups * panels, index, count, &j0, &j1);
+    for (size_t gp = j0; gp < j1; ++gp) {
+        const size_t g = gp / panels, j = gp % panels, row0 = g * g_out + j * mr;
+        const size_t m = g_out - j * mr < mr ? g_out - j * mr : mr;
+        for (size_t p0 = 0; p0 < depth; p0 += MIX_SPAN) {
+            const size_t np = depth - p0 < MIX_SPAN ? depth - p0 : MIX_SPAN;
+            for (size_t n = 0; n < chunk; ++n) {
+                for (size_t r = 0; r < m; ++r) {
+                    dc_aggregate_samples(l->kernels, l->kernel_len, 1, pi + n * l->kernels,
+                                         l->weight + (row0 + r) * depth + p0,
+                                         tile + r * MIX_SPAN, 0, np);
+                }
+                dc_engine_pack_rows(tile, MIX_SPAN, m, np, mr,
+                                    wt + n * l->packed_len + (gp * depth + p0) * mr);
+            }
+        }
+    }
 }
 
 /* Whole samples on the engine: the chunk's kernels mixed in one pass over the K sets, then each

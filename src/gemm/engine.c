@@ -31,14 +31,9 @@ void dc_engine_pack_a(const dc_conv_shape *s, const dc_gemm_kernel *k, const flo
     const size_t panels = (g_out + mr - 1) / mr;
     for (size_t g = 0; g < s->groups; ++g) {
         for (size_t j = 0; j < panels; ++j) {
-            float *dst = packed + (g * panels + j) * depth * mr;
-            for (size_t r = 0; r < mr; ++r) {
-                const size_t row = j * mr + r;
-                const float *src = w + (g * g_out + row) * depth;
-                for (size_t p = 0; p < depth; ++p) {
-                    dst[p * mr + r] = row < g_out ? src[p] : 0.0f;
-                }
-            }
+            dc_engine_pack_rows(w + (g * g_out + j * mr) * depth, depth,
+                                min_size(mr, g_out - j * mr), depth, mr,
+                                packed + (g * panels + j) * depth * mr);
         }
     }
 }
@@ -194,42 +189,15 @@ void dc_engine_conv(const dc_conv_shape *s, const dc_gemm_kernel *k, const float
     }
 }
 
-void dc_engine_mix_pack(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t kernels,
-                        size_t samples, const float *pi, const float *w, float *out,
-                        size_t packed_len, size_t panel0, size_t panel1) {
-    enum { STEP = 16 };
-    const size_t g_out = s->out_channels / s->groups, mr = k->mr;
-    const size_t depth = s->in_channels / s->groups * s->kernel_h * s->kernel_w;
-    const size_t panels = (g_out + mr - 1) / mr, kernel_len = s->out_channels * depth;
-    for (size_t gp = panel0; gp < panel1; ++gp) {
-        const size_t g = gp / panels, j = gp % panels;
-        for (size_t p0 = 0; p0 < depth; p0 += STEP) {
-            const size_t np = min_size(STEP, depth - p0);
-            for (size_t n = 0; n < samples; ++n) {
-                const float *pn = pi + n * kernels;
-                float *dst = out + n * packed_len + gp * depth * mr + p0 * mr;
-                for (size_t r = 0; r < mr; ++r) {
-                    const size_t row = j * mr + r;
-                    float t[STEP];
-                    if (row >= g_out) {
-                        memset(t, 0, sizeof t);
-                    } else {
-                        const float *src = w + (g * g_out + row) * depth + p0;
-                        for (size_t q = 0; q < np; ++q) {
-                            t[q] = pn[0] * src[q];
-                        }
-                        for (size_t kk = 1; kk < kernels; ++kk) {
-                            const float *sk = src + kk * kernel_len;
-                            for (size_t q = 0; q < np; ++q) {
-                                t[q] += pn[kk] * sk[q];
-                            }
-                        }
-                    }
-                    for (size_t q = 0; q < np; ++q) {
-                        dst[q * mr + r] = t[q];
-                    }
-                }
-            }
+void dc_engine_pack_rows(const float *rows, size_t ld, size_t m, size_t np, size_t mr,
+                         float *dst) {
+    for (size_t p = 0; p < np; ++p) {
+        float *d = dst + p * mr;
+        for (size_t r = 0; r < m; ++r) {
+            d[r] = rows[r * ld + p];
+        }
+        for (size_t r = m; r < mr; ++r) {
+            d[r] = 0.0f;
         }
     }
 }

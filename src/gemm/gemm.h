@@ -50,6 +50,9 @@ void dc_gemm_force_auto(void);
  * rows of each group rounded up to whole panels (zero rows). False on overflow. */
 bool dc_engine_packed_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t *out);
 
+/* The largest MR of any micro-kernel (callers may size row tiles with it). */
+#define DC_GEMM_MAX_MR 8
+
 /* Packs one kernel set w [C_out, C_in/g, kh, kw] into panels: group g, panel j, element (p, r)
  * at ((g * panels + j) * depth + p) * MR + r = w[g * g_out + j * MR + r][p], zero past g_out. */
 void dc_engine_pack_a(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *w,
@@ -62,15 +65,11 @@ void dc_engine_pack_a(const dc_conv_shape *s, const dc_gemm_kernel *k, const flo
 void dc_engine_pack_b(const dc_conv_shape *s, const float *xg, size_t p0, size_t kc, size_t col0,
                       size_t n, size_t nr, float *panels);
 
-/* The K kernel sets w [K, C_out, C_in/g, kh, kw] (kernel_len floats each) mixed for `samples`
- * samples (pi [samples, K]) and packed in one pass, straight into out [samples, packed_len]:
- * global panels [panel0, panel1) (panel index = group * ceil(g_out / MR) + panel), each value
- * pi[0] * w[0] + pi[1] * w[1] + ... in that order, as the aggregation layer sums, so mixing
- * packed kernel sets gives the same bits. The plain mixed kernel is never formed; the K source
- * tiles are read once for all the samples. */
-void dc_engine_mix_pack(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t kernels,
-                        size_t samples, const float *pi, const float *w, float *out,
-                        size_t packed_len, size_t panel0, size_t panel1);
+/* Rows [0, m) of a row-major block (row r at rows + r * ld), columns [0, np), into np rows of
+ * an A panel: dst[p * mr + r], zeros for rows m..mr-1. A panel slice starting at reduction
+ * index p0 starts at panel + p0 * mr, so a panel can be filled slice by slice. */
+void dc_engine_pack_rows(const float *rows, size_t ld, size_t m, size_t np, size_t mr,
+                         float *dst);
 
 /* Floats of B-panel scratch dc_engine_conv needs for a column range of up to `cols` columns.
  * False on overflow. */
