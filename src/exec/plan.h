@@ -55,6 +55,11 @@ size_t dc_exec_mixed_floats(const dc_layer *l);
  * weights (packed in every forward, also for K = 1). */
 bool dc_exec_mixes(const dc_layer *l);
 
+/* Whether whole samples on the engine mix their kernels a reduction slice at a time, each slice
+ * consumed by the convolution right away: K > 1 and the K packed sets larger than the cache
+ * keeps between samples. */
+bool dc_exec_engine_fused(const dc_layer *l);
+
 /* Whether the attention of the whole batch comes before the convolutions (small images). */
 bool dc_attention_per_batch(const dc_layer *l, const dc_conv_shape *s);
 

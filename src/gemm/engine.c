@@ -12,7 +12,7 @@
 
 /* KC x NR floats of a B panel fit in L1 (32 KiB at NR = 32) beside the A slice; KC x NC in
  * L2 (512 KiB). DC_NC is a multiple of every kernel's NR. */
-enum { DC_KC = 256, DC_NC = 512 };
+enum { DC_KC = DC_ENGINE_KC, DC_NC = 512 };
 
 static size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
 static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
@@ -133,18 +133,17 @@ bool dc_engine_scratch_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, s
 }
 
 void dc_engine_conv(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
-                    const float *packed, const float *b, float *y, float *scratch, size_t col0,
-                    size_t col1) {
+                    const float *a, size_t a_stride, size_t a_p0, const float *b, float *y,
+                    float *scratch, size_t col0, size_t col1, size_t p_begin, size_t p_end) {
     const size_t g_in = s->in_channels / s->groups, g_out = s->out_channels / s->groups;
     const size_t mr = k->mr, nr = k->nr, panels = (g_out + mr - 1) / mr;
-    const size_t depth = g_in * s->kernel_h * s->kernel_w;
     const size_t plane = s->out_h * s->out_w, in_plane = s->height * s->width;
     const bool pointwise = dc_conv_is_pointwise(s);
-    if (col0 >= col1) {
+    if (col0 >= col1 || p_begin >= p_end) {
         return;
     }
     /* The bias first, and every slice accumulates onto it. */
-    if (b != NULL) {
+    if (b != NULL && p_begin == 0) {
         for (size_t oc = 0; oc < s->out_channels; ++oc) {
             float *yc = y + oc * plane;
             for (size_t i = col0; i < col1; ++i) {
@@ -154,12 +153,12 @@ void dc_engine_conv(const dc_conv_shape *s, const dc_gemm_kernel *k, const float
     }
     for (size_t g = 0; g < s->groups; ++g) {
         const float *xg = x + g * g_in * in_plane;
-        const float *ag = packed + g * panels * mr * depth;
+        const float *ag = a + g * panels * a_stride - a_p0 * mr;
         float *yg = y + g * g_out * plane;
         for (size_t c = col0; c < col1; c += DC_NC) {
             const size_t nc = min_size(DC_NC, col1 - c), npan = (nc + nr - 1) / nr;
-            for (size_t p0 = 0; p0 < depth; p0 += DC_KC) {
-                const size_t kc = min_size(DC_KC, depth - p0);
+            for (size_t p0 = p_begin; p0 < p_end; p0 += DC_KC) {
+                const size_t kc = min_size(DC_KC, p_end - p0);
                 if (!pointwise) {
                     dc_engine_pack_b(s, xg, p0, kc, c, nc, nr, scratch);
                 } else if (nc % nr != 0) {
@@ -180,7 +179,7 @@ void dc_engine_conv(const dc_conv_shape *s, const dc_gemm_kernel *k, const float
                     const size_t ldb = direct ? in_plane : nr;
                     for (size_t i = 0; i < panels; ++i) {
                         const size_t m = min_size(mr, g_out - i * mr);
-                        k->tile(kc, ag + (i * depth + p0) * mr, bp, ldb,
+                        k->tile(kc, ag + i * a_stride + p0 * mr, bp, ldb,
                                 yg + i * mr * plane + c + jp * nr, plane, m, n, accumulate);
                     }
                 }

@@ -76,13 +76,23 @@ void dc_engine_pack_rows(const float *rows, size_t ld, size_t m, size_t np, size
 bool dc_engine_scratch_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t cols,
                               size_t *out);
 
-/* Output columns [col0, col1) (of out_h * out_w) of every output channel of one sample:
- * y = conv(x, W) + b with W packed by dc_engine_pack_a (or mixed from packed sets), b [C_out]
- * or NULL. scratch: dc_engine_scratch_floats(s, k, col1 - col0) floats. Each output value is
- * computed the same way whatever the column range, so threads sharing a sample by bands of
- * columns give bitwise the result of one thread. */
+/* The reduction is cut into slices of DC_ENGINE_KC indices, starting at 0: a caller that mixes
+ * a kernel slice by slice uses the same boundaries, and a sum over a range of whole slices is
+ * the same whether the range is done in one call or slice by slice. */
+#define DC_ENGINE_KC 256
+
+/* Reduction indices [p_begin, p_end) (p_begin a multiple of DC_ENGINE_KC, p_end one or the
+ * depth) of output columns [col0, col1) (of out_h * out_w) of every output channel of one
+ * sample: y (+)= conv(x, W) + b. W is in A panels: global panel gp (group * panels + panel),
+ * reduction index p at a + gp * a_stride + (p - a_p0) * MR (a whole packed set: a_stride =
+ * depth * MR, a_p0 = 0; a slice of one: its length times MR, its first index). With
+ * p_begin == 0, y starts from b [C_out] (or NULL: zero); later ranges add to y. scratch:
+ * dc_engine_scratch_floats(s, k, col1 - col0) floats. Each output value is computed the same
+ * way whatever the column range and however the reduction is split into calls, so threads
+ * sharing a sample by bands of columns, and slice-by-slice mixing, give bitwise the result of
+ * one call. */
 void dc_engine_conv(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
-                    const float *packed, const float *b, float *y, float *scratch, size_t col0,
-                    size_t col1);
+                    const float *a, size_t a_stride, size_t a_p0, const float *b, float *y,
+                    float *scratch, size_t col0, size_t col1, size_t p_begin, size_t p_end);
 
 #endif
