@@ -1,0 +1,564 @@
+/* The own convolution engine (src/gemm) on its own and through the public API, with small
+ * integers wherever possible so that every product and sum is exact in float and the expected
+ * values can be held to tolerance 0:
+ *   - each micro-kernel (every ISA this CPU runs; the others are skipped and reported) against
+ *     an integer matrix product, for every tile edge (m, n), reduction lengths and strides,
+ *     overwrite and accumulate, and that nothing outside the tile is written;
+ *   - the A packing against its index formula, the B packing against the conv layer's im2col
+ *     (an independent implementation) on a table of geometries;
+ *   - dc_engine_conv against a direct integer convolution, whole and cut into column bands and
+ *     reduction slices (which must give the same bits);
+ *   - the public forward on the engine (forced, each micro-kernel, copied and borrowed weights,
+ *     1 and 2 threads) against the double reference with integer data and an attention made
+ *     uniform (pi = 1/K exactly), at tolerance 0. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <dynconv/dynconv.h>
+
+#include "conv.h"
+#include "exec.h"
+#include "gemm.h"
+#include "reference.h"
+#include "testutil.h"
+
+static const char *const isa_names[] = {"baseline", "avx2", "avx512"};
+
+/* The kernel of `isa`, or a skipped test when this CPU or build does not have it. */
+static const dc_gemm_kernel *kernel_or_skip(dc_isa isa) {
+    const dc_gemm_kernel *k = dc_gemm_kernel_for(isa);
+    if (k == NULL) {
+        printf("[  SKIPPED ] the %s micro-kernel is not built in or not supported here\n",
+               isa_names[isa]);
+        skip();
+    }
+    return k;
+}
+
+/* ---- micro-kernels ---- */
+
+static void check_tile(const dc_gemm_kernel *k, size_t kc, size_t m, size_t n, size_t ldb,
+                       bool accumulate, tu_rng *rng) {
+    const size_t mr = k->mr, nr = k->nr, ldc = nr + 3, rows = mr + 2;
+    float *a = tu_alloc((kc * mr + 1) * sizeof(float));
+    float *b = tu_alloc((kc * ldb + 1) * sizeof(float));
+    float *c = tu_alloc(rows * ldc * sizeof(float));
+    float *before = tu_alloc(rows * ldc * sizeof(float));
+    tu_fill_int(rng, a, kc * mr, -4, 4);
+    tu_fill_int(rng, b, kc * ldb, -4, 4);
+    tu_fill_int(rng, c, rows * ldc, -9, 9);
+    memcpy(before, c, rows * ldc * sizeof(float));
+    k->tile(kc, a, b, ldb, c, ldc, m, n, accumulate);
+    for (size_t r = 0; r < rows; ++r) {
+        for (size_t j = 0; j < ldc; ++j) {
+            double want = before[r * ldc + j];
+            if (r < m && j < n) {
+                int64_t sum = accumulate ? (int64_t)before[r * ldc + j] : 0;
+                for (size_t p = 0; p < kc; ++p) {
+                    sum += (int64_t)a[p * mr + r] * (int64_t)b[p * ldb + j];
+                }
+                want = (double)sum;
+            }
+            if ((double)c[r * ldc + j] != want) {
+                fail_msg("%s kc=%zu m=%zu n=%zu ldb=%zu acc=%d: C[%zu][%zu] = %g, want %g",
+                         k->name, kc, m, n, ldb, (int)accumulate, r, j, (double)c[r * ldc + j],
+                         want);
+            }
+        }
+    }
+    free(before);
+    free(c);
+    free(b);
+    free(a);
+}
+
+static void run_tile_tests(dc_isa isa) {
+    const dc_gemm_kernel *k = kernel_or_skip(isa);
+    tu_rng rng;
+    tu_rng_seed(&rng, 1000 + (uint64_t)isa);
+    const size_t kcs[] = {1, 3, 17, 256, 300};
+    for (size_t ik = 0; ik < sizeof kcs / sizeof kcs[0]; ++ik) {
+        for (size_t m = 1; m <= k->mr; ++m) {
+            const size_t ns[] = {1, k->nr / 2 + 1, k->nr - 1, k->nr};
+            for (size_t in = 0; in < 4; ++in) {
+                for (int acc = 0; acc <= 1; ++acc) {
+                    check_tile(k, kcs[ik], m, ns[in], k->nr, acc, &rng);
+                    check_tile(k, kcs[ik], m, ns[in], k->nr + 13, acc, &rng); /* B in place */
+                }
+            }
+        }
+    }
+}
+
+static void test_tile_baseline(void **state) {
+    (void)state;
+    run_tile_tests(DC_ISA_BASELINE);
+}
+static void test_tile_avx2(void **state) {
+    (void)state;
+    run_tile_tests(DC_ISA_AVX2);
+}
+static void test_tile_avx512(void **state) {
+    (void)state;
+    run_tile_tests(DC_ISA_AVX512);
+}
+
+/* The choice: the automatic one is the widest available, a forced one sticks until undone, an
+ * unavailable one is refused without changing anything. */
+static void test_select_and_force(void **state) {
+    (void)state;
+    const dc_gemm_kernel *best = dc_gemm_select();
+    assert_non_null(best);
+    for (int isa = DC_ISA_AVX512; isa > (int)best->isa; --isa) {
+        assert_null(dc_gemm_kernel_for((dc_isa)isa));
+        assert_false(dc_gemm_force_isa((dc_isa)isa));
+        assert_ptr_equal(dc_gemm_select(), best);
+    }
+    for (int isa = 0; isa <= (int)best->isa; ++isa) {
+        if (dc_gemm_kernel_for((dc_isa)isa) != NULL) {
+            assert_true(dc_gemm_force_isa((dc_isa)isa));
+            assert_int_equal(dc_gemm_select()->isa, isa);
+        }
+    }
+    dc_gemm_force_auto();
+    assert_ptr_equal(dc_gemm_select(), best);
+}
+
+/* ---- geometries for packing and the driver ---- */
+
+typedef struct geo {
+    const char *name;
+    size_t cin, cout, kh, kw, sh, sw, ph, pw, dh, dw, groups, h, w;
+} geo;
+
+/* clang-format off */
+static const geo geos[] = {
+    /* name                 cin cout kh kw sh sw ph pw dh dw  g   h   w */
+    {"3x3_pad1",              5, 11, 3, 3, 1, 1, 1, 1, 1, 1, 1,  9, 13},
+    {"3x3_stride2_odd",       4,  9, 3, 3, 2, 2, 1, 1, 1, 1, 1, 11,  9},
+    {"3x3_stride2_nopad",     3,  8, 3, 3, 2, 2, 0, 0, 1, 1, 1, 10, 10},
+    {"5x5_pad2_dil2",         3,  7, 5, 5, 1, 1, 2, 2, 2, 2, 1, 12, 11},
+    {"asym_k3x5_s1x2_p2x0",   4,  6, 3, 5, 1, 2, 2, 0, 2, 1, 1, 11, 13},
+    {"rect_2x1_stride3x1",    3,  5, 2, 1, 3, 1, 1, 0, 1, 1, 1, 13,  6},
+    {"groups2",               6, 10, 3, 3, 1, 1, 1, 1, 1, 1, 2,  8,  7},
+    {"groups3_stride2",       9, 12, 3, 3, 2, 2, 1, 1, 1, 1, 3,  9, 10},
+    {"pointwise",            12, 19, 1, 1, 1, 1, 0, 0, 1, 1, 1,  7,  9},
+    {"pointwise_groups2",     8, 14, 1, 1, 1, 1, 0, 0, 1, 1, 2,  6,  11},
+    {"1x1_stride2",          10, 13, 1, 1, 2, 2, 0, 0, 1, 1, 1, 11,  9},
+    {"1x1_pad1",              6,  5, 1, 1, 1, 1, 1, 1, 1, 1, 1,  5,  6},
+    {"wide_40_cols",          3, 17, 3, 3, 1, 1, 1, 1, 1, 1, 1,  3, 40},
+    {"deep_300",             40,  9, 3, 3, 1, 1, 1, 1, 1, 1, 1,  6,  6},
+    {"many_cols_700",         3,  9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 25, 28},
+    {"output_1x1",            3,  4, 3, 3, 1, 1, 0, 0, 1, 1, 1,  3,  3},
+};
+/* clang-format on */
+
+static dc_conv_shape shape_of(const geo *g) {
+    dc_conv_shape s = {g->cin, g->cout, g->groups, g->h,  g->w,  g->kh, g->kw, g->sh,
+                       g->sw,  g->ph,   g->pw,     g->dh, g->dw, 0,     0};
+    assert_true(dc_conv_output_size(g->h, g->kh, g->sh, g->ph, g->dh, &s.out_h));
+    assert_true(dc_conv_output_size(g->w, g->kw, g->sw, g->pw, g->dw, &s.out_w));
+    return s;
+}
+
+static size_t depth_of(const dc_conv_shape *s) {
+    return s->in_channels / s->groups * s->kernel_h * s->kernel_w;
+}
+
+/* dc_engine_pack_a: element (g, panel j, p, r) = w[g * g_out + j * MR + r][p], 0 past g_out. */
+static void check_pack_a(const geo *g, const dc_gemm_kernel *k) {
+    const dc_conv_shape s = shape_of(g);
+    const size_t depth = depth_of(&s), g_out = s.out_channels / s.groups, mr = k->mr;
+    const size_t panels = (g_out + mr - 1) / mr;
+    size_t len;
+    assert_true(dc_engine_packed_floats(&s, k, &len));
+    assert_int_equal(len, s.groups * panels * mr * depth);
+    float *w = tu_alloc(s.out_channels * depth * sizeof(float));
+    float *packed = tu_alloc(len * sizeof(float));
+    for (size_t i = 0; i < s.out_channels * depth; ++i) {
+        w[i] = (float)(i + 1); /* distinct, exact */
+    }
+    dc_engine_pack_a(&s, k, w, packed);
+    for (size_t gi = 0; gi < s.groups; ++gi) {
+        for (size_t j = 0; j < panels; ++j) {
+            for (size_t p = 0; p < depth; ++p) {
+                for (size_t r = 0; r < mr; ++r) {
+                    const size_t row = j * mr + r;
+                    const float want = row < g_out ? w[(gi * g_out + row) * depth + p] : 0.0f;
+                    assert_true(packed[((gi * panels + j) * depth + p) * mr + r] == want);
+                }
+            }
+        }
+    }
+    free(packed);
+    free(w);
+}
+
+/* dc_engine_pack_b against dc_im2col for several column ranges and reduction slices. */
+static void check_pack_b(const geo *g, size_t nr) {
+    const dc_conv_shape s = shape_of(g);
+    const size_t depth = depth_of(&s), plane = s.out_h * s.out_w;
+    const size_t g_in = s.in_channels / s.groups, in_plane = s.height * s.width;
+    tu_rng rng;
+    tu_rng_seed(&rng, 77 + nr);
+    float *x = tu_alloc(s.in_channels * in_plane * sizeof(float));
+    float *col = tu_alloc(depth * plane * sizeof(float));
+    const size_t max_panels = (plane + nr - 1) / nr;
+    float *panels = tu_alloc(depth * max_panels * nr * sizeof(float));
+    tu_fill_int(&rng, x, s.in_channels * in_plane, -9, 9);
+    for (size_t gi = 0; gi < s.groups; ++gi) {
+        const float *xg = x + gi * g_in * in_plane;
+        dc_im2col(&s, xg, g_in, col);
+        const size_t starts[] = {0, 1, plane / 2, plane - 1};
+        for (size_t is = 0; is < 4; ++is) {
+            const size_t col0 = starts[is], n = plane - col0;
+            const size_t slices[][2] = {{0, depth}, {depth / 3, depth - depth / 3}};
+            for (size_t sl = 0; sl < 2; ++sl) {
+                const size_t p0 = slices[sl][0], kc = slices[sl][1];
+                if (kc == 0) {
+                    continue;
+                }
+                const size_t npan = (n + nr - 1) / nr;
+                memset(panels, 0xFF, depth * max_panels * nr * sizeof(float)); /* NaN */
+                dc_engine_pack_b(&s, xg, p0, kc, col0, n, nr, panels);
+                for (size_t jp = 0; jp < npan; ++jp) {
+                    for (size_t q = 0; q < kc; ++q) {
+                        for (size_t l = 0; l < nr; ++l) {
+                            const size_t j = jp * nr + l;
+                            const float want = j < n ? col[(p0 + q) * plane + col0 + j] : 0.0f;
+                            const float got = panels[(jp * kc + q) * nr + l];
+                            if (got != want) {
+                                fail_msg("%s nr=%zu group %zu col0=%zu p0=%zu: panel %zu row %zu "
+                                         "lane %zu = %g, want %g",
+                                         g->name, nr, gi, col0, p0, jp, q, l, (double)got,
+                                         (double)want);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    free(panels);
+    free(col);
+    free(x);
+}
+
+static void test_pack_a(void **state) {
+    (void)state;
+    for (int isa = 0; isa <= DC_ISA_AVX512; ++isa) {
+        const dc_gemm_kernel *k = dc_gemm_kernel_for((dc_isa)isa);
+        for (size_t i = 0; k != NULL && i < sizeof geos / sizeof geos[0]; ++i) {
+            check_pack_a(&geos[i], k);
+        }
+    }
+}
+
+static void test_pack_b(void **state) {
+    (void)state;
+    const size_t nrs[] = {8, 16, 32};
+    for (size_t in = 0; in < 3; ++in) {
+        for (size_t i = 0; i < sizeof geos / sizeof geos[0]; ++i) {
+            check_pack_b(&geos[i], nrs[in]);
+        }
+    }
+}
+
+static void test_pack_rows(void **state) {
+    (void)state;
+    enum { LD = 11, M = 3, NP = 7, MR = 5 };
+    float rows[M * LD], dst[NP * MR];
+    for (size_t i = 0; i < M * LD; ++i) {
+        rows[i] = (float)i;
+    }
+    memset(dst, 0xFF, sizeof dst);
+    dc_engine_pack_rows(rows, LD, M, NP, MR, dst);
+    for (size_t p = 0; p < NP; ++p) {
+        for (size_t r = 0; r < MR; ++r) {
+            assert_true(dst[p * MR + r] == (r < M ? rows[r * LD + p] : 0.0f));
+        }
+    }
+}
+
+/* ---- the driver ---- */
+
+/* Direct integer convolution of one sample: y [C_out, plane] (+ bias). */
+static void int_conv(const dc_conv_shape *s, const float *x, const float *w, const float *b,
+                     double *y) {
+    const size_t g_in = s->in_channels / s->groups, g_out = s->out_channels / s->groups;
+    for (size_t oc = 0; oc < s->out_channels; ++oc) {
+        const size_t gi = oc / g_out;
+        for (size_t oh = 0; oh < s->out_h; ++oh) {
+            for (size_t ow = 0; ow < s->out_w; ++ow) {
+                int64_t sum = b != NULL ? (int64_t)b[oc] : 0;
+                for (size_t c = 0; c < g_in; ++c) {
+                    for (size_t ki = 0; ki < s->kernel_h; ++ki) {
+                        for (size_t kj = 0; kj < s->kernel_w; ++kj) {
+                            const int64_t ih = (int64_t)(oh * s->stride_h + ki * s->dilation_h) -
+                                               (int64_t)s->pad_h;
+                            const int64_t iw = (int64_t)(ow * s->stride_w + kj * s->dilation_w) -
+                                               (int64_t)s->pad_w;
+                            if (ih < 0 || iw < 0 || ih >= (int64_t)s->height ||
+                                iw >= (int64_t)s->width) {
+                                continue;
+                            }
+                            const float xv = x[((gi * g_in + c) * s->height + (size_t)ih) *
+                                                   s->width + (size_t)iw];
+                            const float wv =
+                                w[((oc * g_in + c) * s->kernel_h + ki) * s->kernel_w + kj];
+                            sum += (int64_t)xv * (int64_t)wv;
+                        }
+                    }
+                }
+                y[oc * s->out_h * s->out_w + oh * s->out_w + ow] = (double)sum;
+            }
+        }
+    }
+}
+
+static void check_driver(const geo *g, const dc_gemm_kernel *k, bool with_bias) {
+    const dc_conv_shape s = shape_of(g);
+    const size_t depth = depth_of(&s), plane = s.out_h * s.out_w;
+    const size_t y_len = s.out_channels * plane, mr = k->mr;
+    tu_rng rng;
+    tu_rng_seed(&rng, 5 + (uint64_t)k->isa);
+    float *x = tu_alloc(s.in_channels * s.height * s.width * sizeof(float));
+    float *w = tu_alloc(s.out_channels * depth * sizeof(float));
+    float *b = tu_alloc(s.out_channels * sizeof(float));
+    tu_fill_int(&rng, x, s.in_channels * s.height * s.width, -3, 3);
+    tu_fill_int(&rng, w, s.out_channels * depth, -3, 3);
+    tu_fill_int(&rng, b, s.out_channels, -20, 20);
+    size_t len, scratch_len;
+    assert_true(dc_engine_packed_floats(&s, k, &len));
+    assert_true(dc_engine_scratch_floats(&s, k, plane, &scratch_len));
+    float *packed = tu_alloc(len * sizeof(float));
+    float *scratch = tu_alloc((scratch_len + 1) * sizeof(float));
+    float *y = tu_alloc(y_len * sizeof(float));
+    float *y2 = tu_alloc(y_len * sizeof(float));
+    double *want = tu_alloc(y_len * sizeof(double));
+    dc_engine_pack_a(&s, k, w, packed);
+    const float *bias = with_bias ? b : NULL;
+    int_conv(&s, x, w, bias, want);
+
+    /* whole */
+    dc_engine_conv(&s, k, x, packed, depth * mr, 0, bias, y, scratch, 0, plane, 0, depth);
+    assert_int_equal(tu_count_mismatches("engine", y, want, y_len, 0.0, 0.0), 0);
+
+    /* three column bands, one of them not a whole number of panels */
+    const size_t cut1 = plane / 3, cut2 = plane - plane / 4;
+    memset(y2, 0xFF, y_len * sizeof(float));
+    dc_engine_conv(&s, k, x, packed, depth * mr, 0, bias, y2, scratch, 0, cut1, 0, depth);
+    dc_engine_conv(&s, k, x, packed, depth * mr, 0, bias, y2, scratch, cut1, cut2, 0, depth);
+    dc_engine_conv(&s, k, x, packed, depth * mr, 0, bias, y2, scratch, cut2, plane, 0, depth);
+    assert_memory_equal(y, y2, y_len * sizeof(float));
+
+    /* reduction slice by slice, each slice's A copied out on its own (as the fused mixing
+     * gives it): the same bits */
+    const size_t panels_all = len / (depth * mr);
+    float *slice = tu_alloc(panels_all * DC_ENGINE_KC * mr * sizeof(float));
+    memset(y2, 0xFF, y_len * sizeof(float));
+    for (size_t p0 = 0; p0 < depth; p0 += DC_ENGINE_KC) {
+        const size_t np = depth - p0 < DC_ENGINE_KC ? depth - p0 : DC_ENGINE_KC;
+        for (size_t gp = 0; gp < panels_all; ++gp) {
+            memcpy(slice + gp * DC_ENGINE_KC * mr, packed + (gp * depth + p0) * mr,
+                   np * mr * sizeof(float));
+        }
+        dc_engine_conv(&s, k, x, slice, DC_ENGINE_KC * mr, p0, bias, y2, scratch, 0, plane, p0,
+                       p0 + np);
+    }
+    assert_memory_equal(y, y2, y_len * sizeof(float));
+
+    free(slice);
+    free(want);
+    free(y2);
+    free(y);
+    free(scratch);
+    free(packed);
+    free(b);
+    free(w);
+    free(x);
+}
+
+static void run_driver_tests(dc_isa isa) {
+    const dc_gemm_kernel *k = kernel_or_skip(isa);
+    for (size_t i = 0; i < sizeof geos / sizeof geos[0]; ++i) {
+        check_driver(&geos[i], k, i % 2 == 0);
+    }
+}
+
+static void test_driver_baseline(void **state) {
+    (void)state;
+    run_driver_tests(DC_ISA_BASELINE);
+}
+static void test_driver_avx2(void **state) {
+    (void)state;
+    run_driver_tests(DC_ISA_AVX2);
+}
+static void test_driver_avx512(void **state) {
+    (void)state;
+    run_driver_tests(DC_ISA_AVX512);
+}
+
+/* ---- the public forward, exactly ---- */
+
+static dynconv_threadpool *pool2;
+
+/* Integer weights, inputs and biases; fc2 all zero, so every logit is its bias (0) and the
+ * softmax gives exactly 1/K: every value of the forward is a small multiple of 1/K, exact in
+ * float. */
+static void check_forward_exact(const geo *gm, int64_t kernels, int64_t batch, uint32_t flags,
+                                int threads) {
+    const dynconv_conv2d_geometry g = {
+        (int64_t)gm->cin, (int64_t)gm->cout, (int64_t)gm->kh, (int64_t)gm->kw,
+        (int64_t)gm->sh,  (int64_t)gm->sw,   (int64_t)gm->ph, (int64_t)gm->pw,
+        (int64_t)gm->dh,  (int64_t)gm->dw,   (int64_t)gm->groups, kernels, 3};
+    const dc_conv_shape s = shape_of(gm);
+    const size_t wlen = (size_t)kernels * s.out_channels * depth_of(&s);
+    const size_t x_len = (size_t)batch * s.in_channels * s.height * s.width;
+    const size_t y_len = (size_t)batch * s.out_channels * s.out_h * s.out_w;
+    tu_rng rng;
+    tu_rng_seed(&rng, 31 + (uint64_t)kernels);
+    float *w = tu_alloc(wlen * sizeof(float));
+    float *b = tu_alloc((size_t)kernels * s.out_channels * sizeof(float));
+    float *fc1 = tu_alloc(3 * s.in_channels * sizeof(float));
+    float *fc2 = calloc((size_t)kernels * 3, sizeof(float));
+    float *x = tu_alloc(x_len * sizeof(float));
+    float *y = tu_alloc(y_len * sizeof(float));
+    double *want = tu_alloc(y_len * sizeof(double));
+    assert_non_null(fc2);
+    tu_fill_int(&rng, w, wlen, -4, 4);
+    tu_fill_int(&rng, b, (size_t)kernels * s.out_channels, -8, 8);
+    tu_fill_int(&rng, fc1, 3 * s.in_channels, -2, 2);
+    tu_fill_int(&rng, x, x_len, -3, 3);
+    const dynconv_conv2d_weights wt = {w, b, fc1, NULL, fc2, NULL};
+    ref_conv2d_forward(&g, &wt, 1.0, batch, (int64_t)s.height, (int64_t)s.width, x, want, NULL);
+
+    dynconv_conv2d *layer = NULL;
+    assert_int_equal(dynconv_conv2d_create(&g, &wt, 1.0f, flags, &layer), DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_set_threadpool(layer, pool2), DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_set_num_threads(layer, threads), DYNCONV_OK);
+    assert_int_equal(
+        dynconv_conv2d_reshape(layer, batch, (int64_t)s.height, (int64_t)s.width, NULL, NULL,
+                               NULL),
+        DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_forward(layer, x, y, NULL, NULL, 0), DYNCONV_OK);
+    if (tu_count_mismatches(gm->name, y, want, y_len, 0.0, 0.0) != 0) {
+        fail_msg("%s: K=%lld N=%lld flags=%u threads=%d not exact", gm->name, (long long)kernels,
+                 (long long)batch, (unsigned)flags, threads);
+    }
+    dynconv_conv2d_destroy(layer);
+    free(want);
+    free(y);
+    free(x);
+    free(fc2);
+    free(fc1);
+    free(b);
+    free(w);
+}
+
+static void run_forward_exact(dc_isa isa) {
+    kernel_or_skip(isa);
+    assert_true(dc_gemm_force_isa(isa));
+    dc_exec_set_engine_mode(DC_ENGINE_ALWAYS);
+    const int64_t ks[] = {1, 2, 4};
+    for (size_t i = 0; i < sizeof geos / sizeof geos[0]; ++i) {
+        for (size_t ik = 0; ik < 3; ++ik) {
+            for (int64_t batch = 1; batch <= 3; batch += 2) {
+                for (int threads = 1; threads <= 2; ++threads) {
+                    check_forward_exact(&geos[i], ks[ik], batch, 0, threads);
+                    check_forward_exact(&geos[i], ks[ik], batch, DYNCONV_FLAG_BORROW_WEIGHTS,
+                                        threads);
+                }
+            }
+        }
+    }
+    dc_exec_set_engine_mode(DC_ENGINE_AUTO);
+    dc_gemm_force_auto();
+}
+
+static void test_forward_exact_baseline(void **state) {
+    (void)state;
+    run_forward_exact(DC_ISA_BASELINE);
+}
+static void test_forward_exact_avx2(void **state) {
+    (void)state;
+    run_forward_exact(DC_ISA_AVX2);
+}
+static void test_forward_exact_avx512(void **state) {
+    (void)state;
+    run_forward_exact(DC_ISA_AVX512);
+}
+
+/* A layer keeps the micro-kernel it was created with: forcing another afterwards changes
+ * nothing for it (its panels were packed for the first). */
+static void test_layer_keeps_its_kernel(void **state) {
+    (void)state;
+    const geo *gm = &geos[0];
+    const dynconv_conv2d_geometry g = {
+        (int64_t)gm->cin, (int64_t)gm->cout, (int64_t)gm->kh, (int64_t)gm->kw,
+        (int64_t)gm->sh,  (int64_t)gm->sw,   (int64_t)gm->ph, (int64_t)gm->pw,
+        (int64_t)gm->dh,  (int64_t)gm->dw,   (int64_t)gm->groups, 1, 3};
+    const dc_conv_shape s = shape_of(gm);
+    float *w = tu_alloc(s.out_channels * depth_of(&s) * sizeof(float));
+    float fc1[3 * 5] = {0}, fc2[3] = {0};
+    tu_rng rng;
+    tu_rng_seed(&rng, 9);
+    tu_fill_int(&rng, w, s.out_channels * depth_of(&s), -4, 4);
+    const size_t x_len = s.in_channels * s.height * s.width, y_len = s.out_channels * s.out_h * s.out_w;
+    float *x = tu_alloc(x_len * sizeof(float));
+    float *y = tu_alloc(y_len * sizeof(float));
+    double *want = tu_alloc(y_len * sizeof(double));
+    tu_fill_int(&rng, x, x_len, -3, 3);
+    const dynconv_conv2d_weights wt = {w, NULL, fc1, NULL, fc2, NULL};
+    ref_conv2d_forward(&g, &wt, 1.0, 1, (int64_t)s.height, (int64_t)s.width, x, want, NULL);
+    dc_exec_set_engine_mode(DC_ENGINE_ALWAYS);
+    assert_true(dc_gemm_force_isa(DC_ISA_BASELINE));
+    dynconv_conv2d *layer = NULL;
+    assert_int_equal(dynconv_conv2d_create(&g, &wt, 1.0f, 0, &layer), DYNCONV_OK);
+    dc_gemm_force_auto();
+    assert_int_equal(dynconv_conv2d_reshape(layer, 1, (int64_t)s.height, (int64_t)s.width, NULL,
+                                            NULL, NULL),
+                     DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_forward(layer, x, y, NULL, NULL, 0), DYNCONV_OK);
+    assert_int_equal(tu_count_mismatches("kept kernel", y, want, y_len, 0.0, 0.0), 0);
+    dynconv_conv2d_destroy(layer);
+    dc_exec_set_engine_mode(DC_ENGINE_AUTO);
+    free(want);
+    free(y);
+    free(x);
+    free(w);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_select_and_force),
+        cmocka_unit_test(test_tile_baseline),
+        cmocka_unit_test(test_tile_avx2),
+        cmocka_unit_test(test_tile_avx512),
+        cmocka_unit_test(test_pack_rows),
+        cmocka_unit_test(test_pack_a),
+        cmocka_unit_test(test_pack_b),
+        cmocka_unit_test(test_driver_baseline),
+        cmocka_unit_test(test_driver_avx2),
+        cmocka_unit_test(test_driver_avx512),
+        cmocka_unit_test(test_forward_exact_baseline),
+        cmocka_unit_test(test_forward_exact_avx2),
+        cmocka_unit_test(test_forward_exact_avx512),
+        cmocka_unit_test(test_layer_keeps_its_kernel),
+    };
+    if (dynconv_threadpool_create(2, 0, &pool2) != DYNCONV_OK) {
+        fprintf(stderr, "cannot create a pool of 2 threads: %s\n", dynconv_last_error_message());
+        return 1;
+    }
+    const int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    dynconv_threadpool_destroy(pool2);
+    return failed;
+}
