@@ -46,7 +46,7 @@ static const dc_gemm_kernel *kernel_or_skip(dc_isa isa) {
 /* ---- micro-kernels ---- */
 
 static void check_tile(const dc_gemm_kernel *k, size_t kc, size_t m, size_t n, size_t ldb,
-                       bool accumulate, tu_rng *rng) {
+                       bool accumulate, bool with_bias, tu_rng *rng) {
     const size_t mr = k->mr, nr = k->nr, ldc = nr + 3, rows = mr + 2;
     float *a = tu_alloc((kc * mr + 1) * sizeof(float));
     float *b = tu_alloc((kc * ldb + 1) * sizeof(float));
@@ -56,12 +56,19 @@ static void check_tile(const dc_gemm_kernel *k, size_t kc, size_t m, size_t n, s
     tu_fill_int(rng, b, kc * ldb, -4, 4);
     tu_fill_int(rng, c, rows * ldc, -9, 9);
     memcpy(before, c, rows * ldc * sizeof(float));
-    k->tile(kc, a, b, ldb, c, ldc, m, n, accumulate);
+    /* m values only, so that a read past row m is caught (ASan) */
+    float *bias = with_bias ? tu_alloc(m * sizeof(float)) : NULL;
+    if (bias != NULL) {
+        tu_fill_int(rng, bias, m, -9, 9);
+    }
+    k->tile(kc, a, b, ldb, c, ldc, m, n, bias, accumulate);
     for (size_t r = 0; r < rows; ++r) {
         for (size_t j = 0; j < ldc; ++j) {
             double want = before[r * ldc + j];
             if (r < m && j < n) {
-                int64_t sum = accumulate ? (int64_t)before[r * ldc + j] : 0;
+                int64_t sum = accumulate  ? (int64_t)before[r * ldc + j]
+                              : bias != NULL ? (int64_t)bias[r]
+                                             : 0;
                 for (size_t p = 0; p < kc; ++p) {
                     sum += (int64_t)a[p * mr + r] * (int64_t)b[p * ldb + j];
                 }
@@ -74,6 +81,7 @@ static void check_tile(const dc_gemm_kernel *k, size_t kc, size_t m, size_t n, s
             }
         }
     }
+    free(bias);
     free(before);
     free(c);
     free(b);
@@ -89,9 +97,10 @@ static void run_tile_tests(dc_isa isa) {
         for (size_t m = 1; m <= k->mr; ++m) {
             const size_t ns[] = {1, k->nr / 2 + 1, k->nr - 1, k->nr};
             for (size_t in = 0; in < 4; ++in) {
-                for (int acc = 0; acc <= 1; ++acc) {
-                    check_tile(k, kcs[ik], m, ns[in], k->nr, acc, &rng);
-                    check_tile(k, kcs[ik], m, ns[in], k->nr + 13, acc, &rng); /* B in place */
+                for (int mode = 0; mode < 3; ++mode) { /* overwrite, with bias, accumulate */
+                    check_tile(k, kcs[ik], m, ns[in], k->nr, mode == 2, mode == 1, &rng);
+                    /* B read in place, rows further apart than NR */
+                    check_tile(k, kcs[ik], m, ns[in], k->nr + 13, mode == 2, mode == 1, &rng);
                 }
             }
         }

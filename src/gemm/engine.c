@@ -142,15 +142,6 @@ void dc_engine_conv(const dc_conv_shape *s, const dc_gemm_kernel *k, const float
     if (col0 >= col1 || p_begin >= p_end) {
         return;
     }
-    /* The bias first, and every slice accumulates onto it. */
-    if (b != NULL && p_begin == 0) {
-        for (size_t oc = 0; oc < s->out_channels; ++oc) {
-            float *yc = y + oc * plane;
-            for (size_t i = col0; i < col1; ++i) {
-                yc[i] = b[oc];
-            }
-        }
-    }
     for (size_t g = 0; g < s->groups; ++g) {
         const float *xg = x + g * g_in * in_plane;
         const float *ag = a + g * panels * a_stride - a_p0 * mr;
@@ -167,7 +158,8 @@ void dc_engine_conv(const dc_conv_shape *s, const dc_gemm_kernel *k, const float
                     dc_engine_pack_b(s, xg, p0, kc, c + last, nc - last, nr,
                                      scratch + last / nr * kc * nr);
                 }
-                const bool accumulate = b != NULL || p0 > 0;
+                /* The first slice starts from the bias, the others add to y. */
+                const bool accumulate = p0 > 0;
                 /* B panel outer, row panels inner: the B panel (kc x NR floats, the larger
                  * operand per step) stays in L1 while the A slices stream from L2. */
                 for (size_t jp = 0; jp < npan; ++jp) {
@@ -180,7 +172,8 @@ void dc_engine_conv(const dc_conv_shape *s, const dc_gemm_kernel *k, const float
                     for (size_t i = 0; i < panels; ++i) {
                         const size_t m = min_size(mr, g_out - i * mr);
                         k->tile(kc, ag + i * a_stride + p0 * mr, bp, ldb,
-                                yg + i * mr * plane + c + jp * nr, plane, m, n, accumulate);
+                                yg + i * mr * plane + c + jp * nr, plane, m, n,
+                                b != NULL ? b + g * g_out + i * mr : NULL, accumulate);
                     }
                 }
             }

@@ -18,11 +18,14 @@ typedef enum dc_isa { DC_ISA_BASELINE = 0, DC_ISA_AVX2 = 1, DC_ISA_AVX512 = 2 } 
 /* C[m x n] of a tile, row stride ldc, from a kc-long slice of one A panel (kc x MR floats,
  * element (p, r) at a[p * MR + r]) and of one B panel (kc rows of NR floats, row p at
  * b + p * ldb). m <= MR and n <= NR say how much of the tile is stored; the rest of the panels
- * is read (zeros in packed panels) but never written out. accumulate: C += A*B, else C = A*B.
- * Every element is the sum over p = 0..kc-1 in that order, whatever m, n and the tile's place,
- * so results do not depend on how columns or rows are cut into tiles. */
+ * is read (zeros in packed panels) but never written out. accumulate: C += A*B; else
+ * C = bias + A*B, bias [m] (NULL: zeros), the sum starting from the bias (which saves the
+ * output a pass of its own). Every element is its start plus the products p = 0..kc-1 in that
+ * order, whatever m, n and the tile's place, so results do not depend on how columns or rows
+ * are cut into tiles. */
 typedef void (*dc_gemm_tile_fn)(size_t kc, const float *a, const float *b, size_t ldb, float *c,
-                                size_t ldc, size_t m, size_t n, bool accumulate);
+                                size_t ldc, size_t m, size_t n, const float *bias,
+                                bool accumulate);
 
 typedef struct dc_gemm_kernel {
     dc_isa isa;

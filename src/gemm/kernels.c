@@ -21,9 +21,14 @@
 enum { BASE_MR = 4, BASE_NR = 8 };
 
 static void tile_baseline(size_t kc, const float *a, const float *b, size_t ldb, float *c,
-                          size_t ldc, size_t m, size_t n, bool accumulate) {
+                          size_t ldc, size_t m, size_t n, const float *bias, bool accumulate) {
     float acc[BASE_MR][BASE_NR];
-    memset(acc, 0, sizeof acc);
+    for (size_t r = 0; r < BASE_MR; ++r) {
+        const float start = bias != NULL && !accumulate && r < m ? bias[r] : 0.0f;
+        for (size_t j = 0; j < BASE_NR; ++j) {
+            acc[r][j] = start;
+        }
+    }
     for (size_t p = 0; p < kc; ++p) {
         const float *bp = b + p * ldb, *ap = a + p * BASE_MR;
         for (size_t r = 0; r < BASE_MR; ++r) {
@@ -46,11 +51,11 @@ enum { AVX2_MR = 6, AVX2_NR = 16, AVX512_MR = 8, AVX512_NR = 32 };
 __attribute__((target("avx2,fma"))) static void tile_avx2(size_t kc, const float *a,
                                                           const float *b, size_t ldb, float *c,
                                                           size_t ldc, size_t m, size_t n,
-                                                          bool accumulate) {
+                                                          const float *bias, bool accumulate) {
     __m256 c0[AVX2_MR], c1[AVX2_MR];
     for (size_t r = 0; r < AVX2_MR; ++r) {
-        c0[r] = _mm256_setzero_ps();
-        c1[r] = _mm256_setzero_ps();
+        c0[r] = _mm256_set1_ps(bias != NULL && !accumulate && r < m ? bias[r] : 0.0f);
+        c1[r] = c0[r];
     }
     for (size_t p = 0; p < kc; ++p) {
         const __m256 b0 = _mm256_loadu_ps(b + p * ldb), b1 = _mm256_loadu_ps(b + p * ldb + 8);
@@ -94,11 +99,11 @@ __attribute__((target("avx2,fma"))) static void tile_avx2(size_t kc, const float
 __attribute__((target("avx512f"))) static void tile_avx512(size_t kc, const float *a,
                                                            const float *b, size_t ldb, float *c,
                                                            size_t ldc, size_t m, size_t n,
-                                                           bool accumulate) {
+                                                           const float *bias, bool accumulate) {
     __m512 c0[AVX512_MR], c1[AVX512_MR];
     for (size_t r = 0; r < AVX512_MR; ++r) {
-        c0[r] = _mm512_setzero_ps();
-        c1[r] = _mm512_setzero_ps();
+        c0[r] = _mm512_set1_ps(bias != NULL && !accumulate && r < m ? bias[r] : 0.0f);
+        c1[r] = c0[r];
     }
     for (size_t p = 0; p < kc; ++p) {
         const __m512 b0 = _mm512_loadu_ps(b + p * ldb), b1 = _mm512_loadu_ps(b + p * ldb + 16);
