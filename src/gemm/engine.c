@@ -54,9 +54,9 @@ static void valid_range(size_t out, size_t in, size_t stride, size_t pad, size_t
  * loops: the pieces are a few floats to a few dozen, where calls to memcpy cost more than the
  * copy. */
 #if defined(__GNUC__) && !defined(__clang__)
-__attribute__((optimize("no-tree-loop-distribute-patterns")))
+__attribute__((optimize("no-tree-loop-distribute-patterns"), always_inline))
 #endif
-static void put_run(float *restrict dst, size_t panel, size_t nr, size_t c, size_t run,
+static inline void put_run(float *restrict dst, size_t panel, size_t nr, size_t c, size_t run,
                     const float *restrict src, size_t stride) {
     while (run > 0) {
         const size_t lane = c % nr, n = min_size(run, nr - lane);
@@ -81,6 +81,14 @@ static void put_run(float *restrict dst, size_t panel, size_t nr, size_t c, size
     }
 }
 
+/* Built for AVX-512, AVX2 and baseline x86-64 (the loader picks one): the copies are short, and
+ * wide masked vectors do them in one or two instructions each. */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+#if defined(__x86_64__) && !defined(DYNCONV_PORTABLE)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+#endif
 void dc_engine_pack_b(const dc_conv_shape *s, const float *xg, size_t p0, size_t kc, size_t col0,
                       size_t n, size_t nr, float *panels) {
     const size_t taps = s->kernel_h * s->kernel_w, ow_n = s->out_w;
