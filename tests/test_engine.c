@@ -211,8 +211,9 @@ static void check_pack_a(const geo *g, const dc_gemm_kernel *k) {
     free(w);
 }
 
-/* dc_engine_pack_b against dc_im2col for several column ranges and reduction slices. */
-static void check_pack_b(const geo *g, size_t nr) {
+/* dc_engine_pack_b (and for stride-1 shapes dc_engine_pack_b_padded, with each copy routine)
+ * against dc_im2col for several column ranges and reduction slices. */
+static void check_pack_b(const geo *g, size_t nr, const dc_gemm_kernel *padded_with) {
     const dc_conv_shape s = shape_of(g);
     const size_t depth = depth_of(&s), plane = s.out_h * s.out_w;
     const size_t g_in = s.in_channels / s.groups, in_plane = s.height * s.width;
@@ -223,9 +224,13 @@ static void check_pack_b(const geo *g, size_t nr) {
     const size_t max_panels = (plane + nr - 1) / nr;
     float *panels = tu_alloc(depth * max_panels * nr * sizeof(float));
     tu_fill_int(&rng, x, s.in_channels * in_plane, -9, 9);
+    size_t xp_len = 0;
+    assert_true(dc_engine_padded_floats(&s, &xp_len));
+    float *xp = tu_alloc(xp_len * sizeof(float));
     for (size_t gi = 0; gi < s.groups; ++gi) {
         const float *xg = x + gi * g_in * in_plane;
         dc_im2col(&s, xg, g_in, col);
+        dc_engine_pad_input(&s, xg, 0, g_in, xp);
         const size_t starts[] = {0, 1, plane / 2, plane - 1};
         for (size_t is = 0; is < 4; ++is) {
             const size_t col0 = starts[is], n = plane - col0;
@@ -237,7 +242,11 @@ static void check_pack_b(const geo *g, size_t nr) {
                 }
                 const size_t npan = (n + nr - 1) / nr;
                 memset(panels, 0xFF, depth * max_panels * nr * sizeof(float)); /* NaN */
-                dc_engine_pack_b(&s, xg, p0, kc, col0, n, nr, panels);
+                if (padded_with != NULL) {
+                    dc_engine_pack_b_padded(&s, padded_with, xp, p0, kc, col0, n, nr, panels);
+                } else {
+                    dc_engine_pack_b(&s, xg, p0, kc, col0, n, nr, panels);
+                }
                 for (size_t jp = 0; jp < npan; ++jp) {
                     for (size_t q = 0; q < kc; ++q) {
                         for (size_t l = 0; l < nr; ++l) {
@@ -256,6 +265,7 @@ static void check_pack_b(const geo *g, size_t nr) {
             }
         }
     }
+    free(xp);
     free(panels);
     free(col);
     free(x);
@@ -276,7 +286,14 @@ static void test_pack_b(void **state) {
     const size_t nrs[] = {8, 16, 32};
     for (size_t in = 0; in < 3; ++in) {
         for (size_t i = 0; i < sizeof geos / sizeof geos[0]; ++i) {
-            check_pack_b(&geos[i], nrs[in]);
+            check_pack_b(&geos[i], nrs[in], NULL);
+            const dc_conv_shape s = shape_of(&geos[i]);
+            for (int isa = 0; isa <= DC_ISA_AVX512 && dc_engine_uses_padded(&s); ++isa) {
+                const dc_gemm_kernel *k = dc_gemm_kernel_for((dc_isa)isa);
+                if (k != NULL) {
+                    check_pack_b(&geos[i], nrs[in], k);
+                }
+            }
         }
     }
 }

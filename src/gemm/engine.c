@@ -137,7 +137,10 @@ bool dc_engine_scratch_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, s
     }
     /* Never more than one block of columns; a block is whole B panels. */
     const size_t nc = round_up(min_size(cols, DC_NC), k->nr);
-    return dc_mul_size(min_size(depth, DC_KC), nc, out);
+    size_t panels, padded = 0;
+    return dc_mul_size(min_size(depth, DC_KC), nc, &panels) &&
+           (!dc_engine_uses_padded(s) || dc_engine_padded_floats(s, &padded)) &&
+           dc_add_size(panels, padded, out);
 }
 
 void dc_engine_conv(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
@@ -146,19 +149,28 @@ void dc_engine_conv(const dc_conv_shape *s, const dc_gemm_kernel *k, const float
     const size_t g_in = s->in_channels / s->groups, g_out = s->out_channels / s->groups;
     const size_t mr = k->mr, nr = k->nr, panels = (g_out + mr - 1) / mr;
     const size_t plane = s->out_h * s->out_w, in_plane = s->height * s->width;
-    const bool pointwise = dc_conv_is_pointwise(s);
+    const bool pointwise = dc_conv_is_pointwise(s), padded = dc_engine_uses_padded(s);
+    const size_t taps = s->kernel_h * s->kernel_w;
     if (col0 >= col1 || p_begin >= p_end) {
         return;
     }
+    /* The padded copy of the group's input lies after the panels (the channels this range of
+     * the reduction reads). */
+    float *xp = scratch + min_size(g_in * taps, DC_KC) * round_up(min_size(col1 - col0, DC_NC), nr);
     for (size_t g = 0; g < s->groups; ++g) {
         const float *xg = x + g * g_in * in_plane;
         const float *ag = a + g * panels * a_stride - a_p0 * mr;
         float *yg = y + g * g_out * plane;
+        if (padded) {
+            dc_engine_pad_input(s, xg, p_begin / taps, (p_end - 1) / taps + 1, xp);
+        }
         for (size_t c = col0; c < col1; c += DC_NC) {
             const size_t nc = min_size(DC_NC, col1 - c), npan = (nc + nr - 1) / nr;
             for (size_t p0 = p_begin; p0 < p_end; p0 += DC_KC) {
                 const size_t kc = min_size(DC_KC, p_end - p0);
-                if (!pointwise) {
+                if (padded) {
+                    dc_engine_pack_b_padded(s, k, xp, p0, kc, c, nc, nr, scratch);
+                } else if (!pointwise) {
                     dc_engine_pack_b(s, xg, p0, kc, c, nc, nr, scratch);
                 } else if (nc % nr != 0) {
                     /* Pointwise: only the last, partial panel is copied (zero padded). */
