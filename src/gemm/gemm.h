@@ -74,19 +74,18 @@ void dc_engine_pack_b(const dc_conv_shape *s, const float *xg, size_t p0, size_t
 void dc_engine_pack_rows(const float *rows, size_t ld, size_t m, size_t np, size_t mr,
                          float *dst);
 
-/* Whether dc_engine_conv builds B panels from a zero-padded copy of the input (stride 1 on
- * both axes, not pointwise): every panel row is then a few contiguous copies. */
+/* Whether dc_engine_conv builds B panels from a zero-padded, phase-split copy of the input
+ * (pack_padded.c; every shape but pointwise): every panel row is then a few contiguous copies. */
 bool dc_engine_uses_padded(const dc_conv_shape *s);
-/* Floats of the padded copy of one group's input: C_in/g * (H + 2ph) * (W + 2pw). False on
- * overflow. */
+/* Floats of that copy for one group: C_in/g * sh * sw * ceil((H + 2ph) / sh) *
+ * ceil((W + 2pw) / sw). False on overflow. */
 bool dc_engine_padded_floats(const dc_conv_shape *s, size_t *out);
-/* Channels [c0, c1) of a group's input xg [C_in/g, H, W], zero padded, into xp (channel c at
- * xp + c * (H + 2ph) * (W + 2pw)). */
+/* Channels [c0, c1) of a group's input xg [C_in/g, H, W] into that copy xp (channel c's phases
+ * from xp + c * sh * sw * ceil((H + 2ph) / sh) * ceil((W + 2pw) / sw)). */
 void dc_engine_pad_input(const dc_conv_shape *s, const float *xg, size_t c0, size_t c1,
                          float *xp);
-/* The panels dc_engine_pack_b makes, for a stride-1 shape, from the padded copy xp of the
- * group's input (the channels rows [p0, p0 + kc) read must be in it); k picks the copy routine
- * for its instruction set. */
+/* The panels dc_engine_pack_b makes, from the copy xp of the group's input (the channels rows
+ * [p0, p0 + kc) read must be in it); k picks the copy routine for its instruction set. */
 void dc_engine_pack_b_padded(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *xp,
                              size_t p0, size_t kc, size_t col0, size_t n, size_t nr,
                              float *panels);
