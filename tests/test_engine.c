@@ -1,16 +1,13 @@
-/* The own convolution engine (src/gemm) on its own and through the public API, with small
- * integers wherever possible so that every product and sum is exact in float and the expected
- * values can be held to tolerance 0:
+/* The own convolution engine (src/gemm) on its own, with small integers so that every product
+ * and sum is exact in float and the expected values can be held to tolerance 0:
  *   - each micro-kernel (every ISA this CPU runs; the others are skipped and reported) against
  *     an integer matrix product, for every tile edge (m, n), reduction lengths and strides,
- *     overwrite and accumulate, and that nothing outside the tile is written;
- *   - the A packing against its index formula, the B packing against the conv layer's im2col
- *     (an independent implementation) on a table of geometries;
+ *     overwrite, bias and accumulate, and that nothing outside the tile is written;
+ *   - the A packing against its index formula, the B packing (both packers, each copy
+ *     routine) against the conv layer's im2col (an independent implementation);
  *   - dc_engine_conv against a direct integer convolution, whole and cut into column bands and
- *     reduction slices (which must give the same bits);
- *   - the public forward on the engine (forced, each micro-kernel, copied and borrowed weights,
- *     1 and 2 threads) against the double reference with integer data and an attention made
- *     uniform (pi = 1/K exactly), at tolerance 0. */
+ *     reduction slices (which must give the same bits).
+ * tests/test_engine_forward.c has the public forward on the engine. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -24,24 +21,8 @@
 
 #include <dynconv/dynconv.h>
 
-#include "conv.h"
-#include "exec.h"
-#include "gemm.h"
-#include "reference.h"
+#include "engine_cases.h"
 #include "testutil.h"
-
-static const char *const isa_names[] = {"baseline", "avx2", "avx512"};
-
-/* The kernel of `isa`, or a skipped test when this CPU or build does not have it. */
-static const dc_gemm_kernel *kernel_or_skip(dc_isa isa) {
-    const dc_gemm_kernel *k = dc_gemm_kernel_for(isa);
-    if (k == NULL) {
-        printf("[  SKIPPED ] the %s micro-kernel is not built in or not supported here\n",
-               isa_names[isa]);
-        skip();
-    }
-    return k;
-}
 
 /* ---- micro-kernels ---- */
 
@@ -139,47 +120,6 @@ static void test_select_and_force(void **state) {
     }
     dc_gemm_force_auto();
     assert_ptr_equal(dc_gemm_select(), best);
-}
-
-/* ---- geometries for packing and the driver ---- */
-
-typedef struct geo {
-    const char *name;
-    size_t cin, cout, kh, kw, sh, sw, ph, pw, dh, dw, groups, h, w;
-} geo;
-
-/* clang-format off */
-static const geo geos[] = {
-    /* name                 cin cout kh kw sh sw ph pw dh dw  g   h   w */
-    {"3x3_pad1",              5, 11, 3, 3, 1, 1, 1, 1, 1, 1, 1,  9, 13},
-    {"3x3_stride2_odd",       4,  9, 3, 3, 2, 2, 1, 1, 1, 1, 1, 11,  9},
-    {"3x3_stride2_nopad",     3,  8, 3, 3, 2, 2, 0, 0, 1, 1, 1, 10, 10},
-    {"5x5_pad2_dil2",         3,  7, 5, 5, 1, 1, 2, 2, 2, 2, 1, 12, 11},
-    {"asym_k3x5_s1x2_p2x0",   4,  6, 3, 5, 1, 2, 2, 0, 2, 1, 1, 11, 13},
-    {"rect_2x1_stride3x1",    3,  5, 2, 1, 3, 1, 1, 0, 1, 1, 1, 13,  6},
-    {"groups2",               6, 10, 3, 3, 1, 1, 1, 1, 1, 1, 2,  8,  7},
-    {"groups3_stride2",       9, 12, 3, 3, 2, 2, 1, 1, 1, 1, 3,  9, 10},
-    {"pointwise",            12, 19, 1, 1, 1, 1, 0, 0, 1, 1, 1,  7,  9},
-    {"pointwise_groups2",     8, 14, 1, 1, 1, 1, 0, 0, 1, 1, 2,  6,  11},
-    {"1x1_stride2",          10, 13, 1, 1, 2, 2, 0, 0, 1, 1, 1, 11,  9},
-    {"1x1_pad1",              6,  5, 1, 1, 1, 1, 1, 1, 1, 1, 1,  5,  6},
-    {"wide_40_cols",          3, 17, 3, 3, 1, 1, 1, 1, 1, 1, 1,  3, 40},
-    {"deep_300",             40,  9, 3, 3, 1, 1, 1, 1, 1, 1, 1,  6,  6},
-    {"many_cols_700",         3,  9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 25, 28},
-    {"output_1x1",            3,  4, 3, 3, 1, 1, 0, 0, 1, 1, 1,  3,  3},
-};
-/* clang-format on */
-
-static dc_conv_shape shape_of(const geo *g) {
-    dc_conv_shape s = {g->cin, g->cout, g->groups, g->h,  g->w,  g->kh, g->kw, g->sh,
-                       g->sw,  g->ph,   g->pw,     g->dh, g->dw, 0,     0};
-    assert_true(dc_conv_output_size(g->h, g->kh, g->sh, g->ph, g->dh, &s.out_h));
-    assert_true(dc_conv_output_size(g->w, g->kw, g->sw, g->pw, g->dw, &s.out_w));
-    return s;
-}
-
-static size_t depth_of(const dc_conv_shape *s) {
-    return s->in_channels / s->groups * s->kernel_h * s->kernel_w;
 }
 
 /* dc_engine_pack_a: element (g, panel j, p, r) = w[g * g_out + j * MR + r][p], 0 past g_out. */
@@ -433,253 +373,6 @@ static void test_driver_avx512(void **state) {
     run_driver_tests(DC_ISA_AVX512);
 }
 
-/* ---- the public forward, exactly ---- */
-
-static dynconv_threadpool *pool2;
-
-/* Integer weights, inputs and biases; fc2 all zero, so every logit is its bias (0) and the
- * softmax gives exactly 1/K: every value of the forward is a small multiple of 1/K, exact in
- * float. */
-static void check_forward_exact(const geo *gm, int64_t kernels, int64_t batch, uint32_t flags,
-                                int threads) {
-    const dynconv_conv2d_geometry g = {
-        (int64_t)gm->cin, (int64_t)gm->cout, (int64_t)gm->kh, (int64_t)gm->kw,
-        (int64_t)gm->sh,  (int64_t)gm->sw,   (int64_t)gm->ph, (int64_t)gm->pw,
-        (int64_t)gm->dh,  (int64_t)gm->dw,   (int64_t)gm->groups, kernels, 3};
-    const dc_conv_shape s = shape_of(gm);
-    const size_t wlen = (size_t)kernels * s.out_channels * depth_of(&s);
-    const size_t x_len = (size_t)batch * s.in_channels * s.height * s.width;
-    const size_t y_len = (size_t)batch * s.out_channels * s.out_h * s.out_w;
-    tu_rng rng;
-    tu_rng_seed(&rng, 31 + (uint64_t)kernels);
-    float *w = tu_alloc(wlen * sizeof(float));
-    float *b = tu_alloc((size_t)kernels * s.out_channels * sizeof(float));
-    float *fc1 = tu_alloc(3 * s.in_channels * sizeof(float));
-    float *fc2 = calloc((size_t)kernels * 3, sizeof(float));
-    float *x = tu_alloc(x_len * sizeof(float));
-    float *y = tu_alloc(y_len * sizeof(float));
-    double *want = tu_alloc(y_len * sizeof(double));
-    assert_non_null(fc2);
-    tu_fill_int(&rng, w, wlen, -4, 4);
-    tu_fill_int(&rng, b, (size_t)kernels * s.out_channels, -8, 8);
-    tu_fill_int(&rng, fc1, 3 * s.in_channels, -2, 2);
-    tu_fill_int(&rng, x, x_len, -3, 3);
-    const dynconv_conv2d_weights wt = {w, b, fc1, NULL, fc2, NULL};
-    ref_conv2d_forward(&g, &wt, 1.0, batch, (int64_t)s.height, (int64_t)s.width, x, want, NULL);
-
-    dynconv_conv2d *layer = NULL;
-    assert_int_equal(dynconv_conv2d_create(&g, &wt, 1.0f, flags, &layer), DYNCONV_OK);
-    assert_int_equal(dynconv_conv2d_set_threadpool(layer, pool2), DYNCONV_OK);
-    assert_int_equal(dynconv_conv2d_set_num_threads(layer, threads), DYNCONV_OK);
-    assert_int_equal(
-        dynconv_conv2d_reshape(layer, batch, (int64_t)s.height, (int64_t)s.width, NULL, NULL,
-                               NULL),
-        DYNCONV_OK);
-    assert_int_equal(dynconv_conv2d_forward(layer, x, y, NULL, NULL, 0), DYNCONV_OK);
-    if (tu_count_mismatches(gm->name, y, want, y_len, 0.0, 0.0) != 0) {
-        fail_msg("%s: K=%lld N=%lld flags=%u threads=%d not exact", gm->name, (long long)kernels,
-                 (long long)batch, (unsigned)flags, threads);
-    }
-    dynconv_conv2d_destroy(layer);
-    free(want);
-    free(y);
-    free(x);
-    free(fc2);
-    free(fc1);
-    free(b);
-    free(w);
-}
-
-static void run_forward_exact(dc_isa isa) {
-    kernel_or_skip(isa);
-    assert_true(dc_gemm_force_isa(isa));
-    dc_exec_set_engine_mode(DC_ENGINE_ALWAYS);
-    const int64_t ks[] = {1, 2, 4};
-    for (size_t i = 0; i < sizeof geos / sizeof geos[0]; ++i) {
-        for (size_t ik = 0; ik < 3; ++ik) {
-            for (int64_t batch = 1; batch <= 3; batch += 2) {
-                for (int threads = 1; threads <= 2; ++threads) {
-                    check_forward_exact(&geos[i], ks[ik], batch, 0, threads);
-                    check_forward_exact(&geos[i], ks[ik], batch, DYNCONV_FLAG_BORROW_WEIGHTS,
-                                        threads);
-                }
-            }
-        }
-    }
-    dc_exec_set_engine_mode(DC_ENGINE_AUTO);
-    dc_gemm_force_auto();
-}
-
-static void test_forward_exact_baseline(void **state) {
-    (void)state;
-    run_forward_exact(DC_ISA_BASELINE);
-}
-static void test_forward_exact_avx2(void **state) {
-    (void)state;
-    run_forward_exact(DC_ISA_AVX2);
-}
-static void test_forward_exact_avx512(void **state) {
-    (void)state;
-    run_forward_exact(DC_ISA_AVX512);
-}
-
-/* A layer keeps the micro-kernel it was created with: forcing another afterwards changes
- * nothing for it (its panels were packed for the first). */
-static void test_layer_keeps_its_kernel(void **state) {
-    (void)state;
-    const geo *gm = &geos[0];
-    const dynconv_conv2d_geometry g = {
-        (int64_t)gm->cin, (int64_t)gm->cout, (int64_t)gm->kh, (int64_t)gm->kw,
-        (int64_t)gm->sh,  (int64_t)gm->sw,   (int64_t)gm->ph, (int64_t)gm->pw,
-        (int64_t)gm->dh,  (int64_t)gm->dw,   (int64_t)gm->groups, 1, 3};
-    const dc_conv_shape s = shape_of(gm);
-    float *w = tu_alloc(s.out_channels * depth_of(&s) * sizeof(float));
-    float fc1[3 * 5] = {0}, fc2[3] = {0};
-    tu_rng rng;
-    tu_rng_seed(&rng, 9);
-    tu_fill_int(&rng, w, s.out_channels * depth_of(&s), -4, 4);
-    const size_t x_len = s.in_channels * s.height * s.width, y_len = s.out_channels * s.out_h * s.out_w;
-    float *x = tu_alloc(x_len * sizeof(float));
-    float *y = tu_alloc(y_len * sizeof(float));
-    double *want = tu_alloc(y_len * sizeof(double));
-    tu_fill_int(&rng, x, x_len, -3, 3);
-    const dynconv_conv2d_weights wt = {w, NULL, fc1, NULL, fc2, NULL};
-    ref_conv2d_forward(&g, &wt, 1.0, 1, (int64_t)s.height, (int64_t)s.width, x, want, NULL);
-    dc_exec_set_engine_mode(DC_ENGINE_ALWAYS);
-    assert_true(dc_gemm_force_isa(DC_ISA_BASELINE));
-    dynconv_conv2d *layer = NULL;
-    assert_int_equal(dynconv_conv2d_create(&g, &wt, 1.0f, 0, &layer), DYNCONV_OK);
-    dc_gemm_force_auto();
-    assert_int_equal(dynconv_conv2d_reshape(layer, 1, (int64_t)s.height, (int64_t)s.width, NULL,
-                                            NULL, NULL),
-                     DYNCONV_OK);
-    assert_int_equal(dynconv_conv2d_forward(layer, x, y, NULL, NULL, 0), DYNCONV_OK);
-    assert_int_equal(tu_count_mismatches("kept kernel", y, want, y_len, 0.0, 0.0), 0);
-    dynconv_conv2d_destroy(layer);
-    dc_exec_set_engine_mode(DC_ENGINE_AUTO);
-    free(want);
-    free(y);
-    free(x);
-    free(w);
-}
-
-
-/* ---- the workspace formula of the header (section 7), computed here on its own ---- */
-
-/* Bytes of a buffer of `floats` floats, rounded up to the workspace alignment. */
-static size_t buf(size_t floats) { return (floats * 4 + 63) / 64 * 64; }
-static size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
-
-typedef struct ws_case {
-    const char *name;
-    int64_t cin, cout, k, s, p, groups, kernels, hidden, n, hw;
-    int threads;
-    bool borrowed, bias;
-} ws_case;
-
-/* clang-format off */
-static const ws_case ws_cases[] = {
-    /* name                       cin cout k s p  g  K  hid  N  HW  T  borrowed bias */
-    {"3x3_k4_batch5_t2",           64,  64, 3, 1, 1, 1, 4, 16, 5, 12, 2, false, true},
-    {"3x3_k4_borrowed",            64,  64, 3, 1, 1, 1, 4, 16, 4, 12, 2, true,  false},
-    {"3x3s2_groups2_k4",           64,  96, 3, 2, 1, 2, 4, 16, 3, 21, 2, false, true},
-    {"fused_big_kernels_b4_t2",   256, 256, 3, 1, 1, 1, 4, 64, 4,  5, 2, false, true},
-    {"fused_big_kernels_b5_t2",   256, 256, 3, 1, 1, 1, 4, 64, 5,  5, 2, false, true},
-    {"fused_big_kernels_b16_t1",  256, 256, 3, 1, 1, 1, 4, 64, 16, 5, 1, false, false},
-    {"pointwise_k1_copied",        32,  40, 1, 1, 0, 1, 1,  8, 3, 28, 2, false, true},
-    {"pointwise_k1_borrowed",      32,  40, 1, 1, 0, 1, 1,  8, 3, 28, 2, true,  true},
-    {"3x3_k1_copied",              48,  40, 3, 1, 1, 1, 1,  8, 2, 16, 1, false, true},
-};
-/* clang-format on */
-
-/* The header's figure for the engine path. */
-static size_t engine_formula(const ws_case *c, size_t mr, size_t nr) {
-    const size_t g = (size_t)c->groups, n = (size_t)c->n, t = (size_t)c->threads;
-    const size_t kk = (size_t)c->kernels, cout = (size_t)c->cout, hw = (size_t)c->hw;
-    const size_t depth = (size_t)(c->cin / c->groups) * (size_t)(c->k * c->k);
-    const size_t oh = (hw + 2 * (size_t)c->p - (size_t)c->k) / (size_t)c->s + 1;
-    const size_t plane = oh * oh, rows = ceil_div(cout / g, mr) * mr;
-    const size_t big_p = g * rows * depth;
-    size_t b = 1, w = 0;
-    if (kk > 1 && 4 * kk * big_p <= ((size_t)8 << 20)) {
-        w = big_p;
-    } else if (kk > 1) {
-        const bool batch_attention = 8 * (size_t)c->hidden > hw * hw;
-        b = batch_attention && n / t >= 2 ? (n / t < 8 ? n / t : 8) : 1;
-        w = b * g * rows * 256;
-        if (n % t > 0 && big_p > w) {
-            w = big_p;
-        }
-    } else if (c->borrowed) {
-        w = big_p;
-    }
-    const bool pointwise = c->k == 1 && c->s == 1 && c->p == 0;
-    size_t scratch = (depth < 256 ? depth : 256) * ceil_div(plane < 512 ? plane : 512, nr) * nr;
-    if (!pointwise) {
-        const size_t q = ceil_div(hw + 2 * (size_t)c->p, (size_t)c->s);
-        scratch += (size_t)(c->cin / c->groups) * (size_t)(c->s * c->s) * q * q;
-    }
-    const size_t slot = (w > 0 ? buf(w) : 0) + (kk > 1 && c->bias ? buf(b * cout) : 0) +
-                        buf(scratch);
-    const size_t att = kk > 1 ? buf(n * (size_t)c->cin) + buf(n * (size_t)c->hidden) +
-                                    buf(n * kk)
-                              : 0;
-    return att + t * slot;
-}
-
-static void run_ws_formula(dc_isa isa) {
-    const dc_gemm_kernel *k = kernel_or_skip(isa);
-    assert_true(dc_gemm_force_isa(isa));
-    dc_exec_set_engine_mode(DC_ENGINE_ALWAYS);
-    for (size_t i = 0; i < sizeof ws_cases / sizeof ws_cases[0]; ++i) {
-        const ws_case *c = &ws_cases[i];
-        const dynconv_conv2d_geometry g = {c->cin, c->cout, c->k, c->k, c->s, c->s, c->p, c->p,
-                                           1, 1, c->groups, c->kernels, c->hidden};
-        const size_t wlen = (size_t)(c->kernels * c->cout * c->cin / c->groups * c->k * c->k);
-        float *w = calloc(wlen, sizeof(float));
-        float *bias = calloc((size_t)(c->kernels * c->cout), sizeof(float));
-        float *fc1 = calloc((size_t)(c->hidden * c->cin), sizeof(float));
-        float *fc2 = calloc((size_t)(c->kernels * c->hidden), sizeof(float));
-        assert_true(w != NULL && bias != NULL && fc1 != NULL && fc2 != NULL);
-        const dynconv_conv2d_weights wt = {w, c->bias ? bias : NULL, fc1, NULL, fc2, NULL};
-        dynconv_conv2d *layer = NULL;
-        assert_int_equal(dynconv_conv2d_create(&g, &wt, 1.0f,
-                                               c->borrowed ? DYNCONV_FLAG_BORROW_WEIGHTS : 0,
-                                               &layer),
-                         DYNCONV_OK);
-        assert_int_equal(dynconv_conv2d_set_threadpool(layer, pool2), DYNCONV_OK);
-        assert_int_equal(dynconv_conv2d_set_num_threads(layer, c->threads), DYNCONV_OK);
-        size_t got = 0;
-        assert_int_equal(dynconv_conv2d_reshape(layer, c->n, c->hw, c->hw, NULL, NULL, &got),
-                         DYNCONV_OK);
-        const size_t want = engine_formula(c, k->mr, k->nr);
-        if (got != want) {
-            fail_msg("%s (%s): reshape reports %zu bytes, the header's formula %zu", c->name,
-                     k->name, got, want);
-        }
-        dynconv_conv2d_destroy(layer);
-        free(fc2);
-        free(fc1);
-        free(bias);
-        free(w);
-    }
-    dc_exec_set_engine_mode(DC_ENGINE_AUTO);
-    dc_gemm_force_auto();
-}
-
-static void test_ws_formula_baseline(void **state) {
-    (void)state;
-    run_ws_formula(DC_ISA_BASELINE);
-}
-static void test_ws_formula_avx2(void **state) {
-    (void)state;
-    run_ws_formula(DC_ISA_AVX2);
-}
-static void test_ws_formula_avx512(void **state) {
-    (void)state;
-    run_ws_formula(DC_ISA_AVX512);
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_select_and_force),
@@ -692,19 +385,6 @@ int main(void) {
         cmocka_unit_test(test_driver_baseline),
         cmocka_unit_test(test_driver_avx2),
         cmocka_unit_test(test_driver_avx512),
-        cmocka_unit_test(test_forward_exact_baseline),
-        cmocka_unit_test(test_forward_exact_avx2),
-        cmocka_unit_test(test_forward_exact_avx512),
-        cmocka_unit_test(test_layer_keeps_its_kernel),
-        cmocka_unit_test(test_ws_formula_baseline),
-        cmocka_unit_test(test_ws_formula_avx2),
-        cmocka_unit_test(test_ws_formula_avx512),
     };
-    if (dynconv_threadpool_create(2, 0, &pool2) != DYNCONV_OK) {
-        fprintf(stderr, "cannot create a pool of 2 threads: %s\n", dynconv_last_error_message());
-        return 1;
-    }
-    const int failed = cmocka_run_group_tests(tests, NULL, NULL);
-    dynconv_threadpool_destroy(pool2);
-    return failed;
+    return cmocka_run_group_tests(tests, NULL, NULL);
 }
