@@ -18,6 +18,11 @@
 #include "netfile.h"
 #include "testutil.h"
 
+#if defined(DC_TEST_ENGINE_VARIANTS)
+#include "exec.h"
+#include "gemm.h"
+#endif
+
 static const fold_case FOLD_CASES[] = {
     {"conv3x3_bias_bn_relu", false, true, 3, 6, 3, 1, 1, 1, 1, 0, "relu", 2, 7, 6},
     {"conv3x3_stride2_nobias_bn", false, false, 4, 5, 3, 2, 1, 1, 1, 0, NULL, 3, 9, 8},
@@ -25,7 +30,19 @@ static const fold_case FOLD_CASES[] = {
     {"dynamic3x3_bias_bn_relu6", true, true, 3, 6, 3, 1, 1, 1, 4, 3, "relu6", 3, 6, 7},
     {"dynamic_depthwise_nobias_bn", true, false, 6, 6, 3, 1, 1, 6, 3, 2, NULL, 2, 8, 8},
     {"dynamic1x1_groups2_bn_relu", true, true, 4, 6, 1, 1, 0, 2, 2, 4, "relu", 2, 4, 5},
+    /* More output positions than one B panel of the engine is wide (it is forced onto every
+     * convolution in the engine variant): batch 3 on 2 threads runs two whole samples and
+     * shares the third by bands of columns. */
+    {"conv3x3_16to24_bn_relu", false, true, 16, 24, 3, 1, 1, 1, 1, 0, "relu", 3, 12, 10},
+    {"dynamic3x3_12to20_bn_relu6", true, true, 12, 20, 3, 1, 1, 1, 3, 4, "relu6", 3, 11, 9},
+    {"conv1x1_32to40_bn_relu", false, false, 32, 40, 1, 1, 0, 1, 1, 0, "relu", 3, 9, 8},
+    /* K kernel sets over 8 MiB: the engine mixes them one reduction slice at a time, and the
+     * activation belongs after the last slice only. */
+    {"dynamic3x3_256_bn_relu", true, true, 256, 256, 3, 1, 1, 1, 4, 16, "relu", 3, 6, 6},
 };
+
+/* Threads the networks run on (the engine variant runs the table on 1 and on 2). */
+static int64_t fold_threads = 0;
 
 /* conv (with the attention of a dynamic layer), batch norm and activation, in double. */
 static double *fold_reference(const fold_case *c, const fold_net *m, const float *x,
@@ -41,7 +58,8 @@ static double *fold_reference(const fold_case *c, const fold_net *m, const float
         const float *xs = x + s * c->cin * c->h * c->w;
         double pi[8] = {1.0};
         if (c->dynamic) {
-            double pooled[16], hid[16], z[8], zmax = -INFINITY, sum = 0.0;
+            double pooled[256], hid[16], z[8], zmax = -INFINITY, sum = 0.0;
+            assert_true(c->cin <= 256 && c->hidden <= 16 && c->kernels <= 8);
             for (int64_t ch = 0; ch < c->cin; ++ch) {
                 double acc = 0.0;
                 for (int64_t i = 0; i < c->h * c->w; ++i) {
@@ -135,6 +153,9 @@ static float *run_fold(const unsigned char *bytes, size_t size, uint32_t flags,
                                        : strcmp(c->act, "relu") == 0 ? DYNCONV_NETWORK_FUSED_RELU
                                                                      : DYNCONV_NETWORK_FUSED_RELU6);
     assert_int_equal(info.fused, want);
+    if (fold_threads > 0) {
+        assert_int_equal(dynconv_network_set_num_threads(net, fold_threads), DYNCONV_OK);
+    }
     assert_int_equal(dynconv_network_reshape(net, c->n, c->h, c->w, NULL), DYNCONV_OK);
     float *y = tu_alloc(count * sizeof(float));
     float *const outs[1] = {y};
@@ -374,5 +395,35 @@ int main(void) {
         cmocka_unit_test(ops_and_outputs),
         cmocka_unit_test(huge_pool_window),
     };
+#if defined(DC_TEST_ENGINE_VARIANTS)
+    /* The folding table on every convolution path, so that the fused activation is checked in
+     * each one's output pass: im2col + BLAS, then the engine with each micro-kernel (an ISA
+     * this CPU lacks is skipped, and said so), each on 1 and 2 threads. */
+    static const char *const names[] = {"baseline", "avx2", "avx512"};
+    const struct CMUnitTest fold[] = {cmocka_unit_test(folding_matches_double_reference)};
+    int failed = 0;
+    for (int v = -1; v <= DC_ISA_AVX512; ++v) {
+        if (v >= 0 && !dc_gemm_force_isa((dc_isa)v)) {
+            printf("[  SKIPPED ] the %s micro-kernel: not built in or not supported here\n",
+                   names[v]);
+            continue;
+        }
+        dc_exec_set_engine_mode(v < 0 ? DC_ENGINE_NEVER : DC_ENGINE_ALWAYS);
+        for (fold_threads = 1; fold_threads <= 2; ++fold_threads) {
+            char group[96];
+            snprintf(group, sizeof group, "folding, %s%s, %lld thread(s)",
+                     v < 0 ? "im2col + BLAS" : "engine ", v < 0 ? "" : names[v],
+                     (long long)fold_threads);
+            failed += _cmocka_run_group_tests(group, fold, 1, NULL, NULL);
+        }
+    }
+    dc_gemm_force_auto();
+    dc_exec_set_engine_mode(DC_ENGINE_AUTO);
+    fold_threads = 0;
+    /* The rest (no convolution) once, with the automatic choice. */
+    failed += _cmocka_run_group_tests("network ops", tests + 1, 2, NULL, NULL);
+    return failed;
+#else
     return cmocka_run_group_tests(tests, NULL, NULL);
+#endif
 }

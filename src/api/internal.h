@@ -34,6 +34,8 @@ struct dynconv_conv2d {
     int64_t steps, step;
 
     float *owned;             /* copies of the parameters (core's arrays), unless borrowed */
+    float *packed;            /* the engine's packed copy of the kernel sets (core.packed),
+                               * made at create when the weights are owned; else NULL */
 
     bool shaped;
     size_t batch;
