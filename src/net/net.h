@@ -126,6 +126,11 @@ struct dynconv_network {
     size_t workspace_bytes;
     float *attention;         /* the attention rows of every dynamic layer */
     size_t attention_floats;
+
+    /* Per-node timing (bench/net_profile.c, through the internal layers): when not NULL,
+     * forward adds each node's wall time in seconds to profile[i] (num_nodes entries, in
+     * execution order). NULL (always, through the public API): forward reads no clock. */
+    double *profile;
 };
 
 /* The file's bytes as a network: container, graph, tensors, order, folding, layer handles.
