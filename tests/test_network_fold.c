@@ -247,6 +247,7 @@ static double pool_ref(const float *x, int64_t h, int64_t w, int64_t oy, int64_t
                        const int64_t d[2], int kind) {
     double best = -INFINITY, sum = 0.0;
     int64_t inside = 0;
+    bool nan_seen = false; /* a NaN in the window is the maximum (as in PyTorch) */
     for (int64_t i = 0; i < k[0]; ++i) {
         for (int64_t j = 0; j < k[1]; ++j) {
             const int64_t y = oy * st[0] - p[0] + i * d[0], xx = ox * st[1] - p[1] + j * d[1];
@@ -254,11 +255,12 @@ static double pool_ref(const float *x, int64_t h, int64_t w, int64_t oy, int64_t
                 continue;
             }
             best = fmax(best, x[y * w + xx]);
+            nan_seen = nan_seen || isnan(x[y * w + xx]);
             sum += x[y * w + xx];
             ++inside;
         }
     }
-    return kind == 0 ? best : kind == 1 ? sum / (double)(k[0] * k[1]) : sum / (double)inside;
+    return kind == 0 ? (nan_seen ? NAN : best) : kind == 1 ? sum / (double)(k[0] * k[1]) : sum / (double)inside;
 }
 
 static void ops_and_outputs(void **state) {
@@ -352,6 +354,56 @@ static void ops_and_outputs(void **state) {
     free(bytes);
 }
 
+/* A max pool large enough to run on 2 threads (planes shared between them), with NaNs in the
+ * input: a window holding one gives NaN, the others their maximum, against the double
+ * reference. */
+static void max_pool_threads_and_nan(void **state) {
+    (void)state;
+    static const char graph[] =
+        "{\"schema\":\"dynconv.network\",\"version\":1,\"inputs\":[{\"name\":\"x\","
+        "\"shape\":[1,6,61,58]}],\"outputs\":[\"mp\"],\"nodes\":[{\"name\":\"mp\",\"op\":"
+        "\"max_pool2d\",\"inputs\":[\"x\"],\"attrs\":{\"kernel_size\":[3,3],\"stride\":"
+        "[2,2],\"padding\":[1,1],\"dilation\":[1,1]},\"tensors\":{},\"module\":\"\","
+        "\"shape\":[]}]}";
+    st_file file;
+    memset(&file, 0, sizeof file);
+    size_t size;
+    unsigned char *bytes = st_bytes(&file, graph, &size);
+    dynconv_network *net = NULL;
+    assert_int_equal(dynconv_network_create_from_memory(bytes, size, 0, &net), DYNCONV_OK);
+    assert_int_equal(dynconv_network_set_num_threads(net, 2), DYNCONV_OK);
+    const int64_t n = 3, c = 6, h = 61, w = 58, ho = 31, wo = 29;
+    assert_int_equal(dynconv_network_reshape(net, n, h, w, NULL), DYNCONV_OK);
+    const size_t xn = (size_t)(n * c * h * w), yn = (size_t)(n * c * ho * wo);
+    float *x = tu_alloc(xn * sizeof(float)), *y = tu_alloc(yn * sizeof(float));
+    tu_rng rng;
+    tu_rng_seed(&rng, 5);
+    tu_fill_uniform(&rng, x, xn, -4.0f, 4.0f);
+    for (size_t i = 17; i < xn; i += 4099) {
+        x[i] = NAN;
+    }
+    float *const outs[1] = {y};
+    assert_int_equal(dynconv_network_forward(net, x, outs), DYNCONV_OK);
+    const int64_t k[2] = {3, 3}, st[2] = {2, 2}, p[2] = {1, 1}, d[2] = {1, 1};
+    size_t nans = 0, bad = 0;
+    for (int64_t plane = 0; plane < n * c; ++plane) {
+        for (int64_t oy = 0; oy < ho; ++oy) {
+            for (int64_t ox = 0; ox < wo; ++ox) {
+                const double want = pool_ref(x + plane * h * w, h, w, oy, ox, k, st, p, d, 0);
+                const float got = y[(plane * ho + oy) * wo + ox];
+                nans += isnan(want);
+                bad += isnan(want) ? !isnan(got) : !((double)got == want);
+            }
+        }
+    }
+    assert_true(nans > 0);
+    assert_int_equal(bad, 0);
+    dynconv_network_destroy(net);
+    free(x);
+    free(y);
+    free(bytes);
+}
+
 /* A pooling window far larger than the input (valid: its padding makes room for it) reads only
  * the taps inside the input: this returns at once, with every window's maximum the whole
  * column's. */
@@ -394,6 +446,7 @@ int main(void) {
         cmocka_unit_test(folding_matches_double_reference),
         cmocka_unit_test(ops_and_outputs),
         cmocka_unit_test(huge_pool_window),
+        cmocka_unit_test(max_pool_threads_and_nan),
     };
 #if defined(DC_TEST_ENGINE_VARIANTS)
     /* The folding table on every convolution path, so that the fused activation is checked in
@@ -421,7 +474,7 @@ int main(void) {
     dc_exec_set_engine_mode(DC_ENGINE_AUTO);
     fold_threads = 0;
     /* The rest (no convolution) once, with the automatic choice. */
-    failed += _cmocka_run_group_tests("network ops", tests + 1, 2, NULL, NULL);
+    failed += _cmocka_run_group_tests("network ops", tests + 1, 3, NULL, NULL);
     return failed;
 #else
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -111,7 +111,9 @@ static dynconv_status fuse(const char *fn, dynconv_network *net) {
             continue;
         }
         net_node *p = &net->nodes[v - 1];
-        if (!is_conv(p)) {
+        /* A ReLU behind a residual add (ResNet's blocks) runs in the add's pass too. */
+        const bool add_act = p->op == OP_ADD && (n->op == OP_RELU || n->op == OP_RELU6);
+        if (!is_conv(p) && !add_act) {
             continue;
         }
         if (n->op == OP_BATCHNORM2D && p->fused == 0 && p->c_out == n->c_in) {

@@ -177,8 +177,9 @@ static inline size_t net_value_count(const dynconv_network *net, net_value v) {
     return v == 0 ? net->input_count : net->nodes[v - 1].count;
 }
 
-/* The ops the network runs itself; x and y as reshaped. */
-void net_run_op(const net_node *node, size_t batch, const float *const *in, float *out);
+/* The ops the network runs itself (on the network's pool); inputs and output as reshaped. */
+void net_run_op(const dynconv_network *net, const net_node *node, const float *const *in,
+                float *out);
 
 /* A pair's output size (floor mode), false when the window does not fit the padded input. */
 bool net_window_out(size_t in, size_t k, size_t s, size_t p, size_t d, size_t *out);

@@ -433,7 +433,7 @@ dynconv_status net_forward(const char *fn, dynconv_network *net, const float *in
             TRY(dc_conv2d_forward_named(fn, n->layer, net->input_ptrs[0], out, n->attention,
                                         net->workspace, net->workspace_bytes));
         } else if (n->op != OP_FLATTEN) {
-            net_run_op(n, net->batch, net->input_ptrs, out);
+            net_run_op(net, n, net->input_ptrs, out);
         }
         if (net->profile != NULL) {
             struct timespec t1;
