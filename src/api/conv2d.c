@@ -130,6 +130,25 @@ dynconv_status dc_conv2d_create_named(const char *fn, const dynconv_conv2d_geome
     return DYNCONV_OK;
 }
 
+dynconv_status dc_conv2d_pack_borrowed(const char *fn, dynconv_conv2d *layer) {
+    dc_layer *l = &layer->core;
+    if (layer->packed != NULL || l->gemm == NULL) {
+        return DYNCONV_OK; /* packed at create, or no engine for this shape */
+    }
+    size_t floats; /* fits: create computed the same product */
+    if (!dc_mul_size(l->packed_len, l->kernels, &floats) || floats > SIZE_MAX / sizeof(float)) {
+        return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW, "%s: packed kernel sizes overflow", fn);
+    }
+    layer->packed = dc_aligned_alloc(floats * sizeof(float));
+    if (layer->packed == NULL) {
+        return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY,
+                       "%s: cannot allocate %zu bytes of packed kernels", fn,
+                       floats * sizeof(float));
+    }
+    dc_exec_engine_pack(l, layer->packed);
+    return DYNCONV_OK;
+}
+
 dynconv_status dynconv_conv2d_create(const dynconv_conv2d_geometry *geometry,
                                      const dynconv_conv2d_weights *weights, float temperature,
                                      uint32_t flags, dynconv_conv2d **out) {
