@@ -22,6 +22,7 @@
 #include "aggregation.h"
 #include "attention.h"
 #include "conv.h"
+#include "exec.h"
 #include "tensor.h"
 
 #include <cblas.h>
@@ -170,8 +171,9 @@ static void bm_layer(dcb_state *st, void *arg) {
     /* Biases as in the common PyTorch module: conv and fc2 have one, fc1 has none. */
     const dynconv_conv2d_weights w = {.weight = weight, .bias = bias, .fc1_weight = fc1,
                                       .fc2_weight = fc2, .fc2_bias = fc2_bias};
-    dynconv_status status =
-        dynconv_conv2d_create(&g, &w, 1.0f, DYNCONV_FLAG_BORROW_WEIGHTS, &layer);
+    /* The weights copied into the handle, as by default: the handle then keeps them packed for
+     * the engine as well (borrowed weights are packed in every forward). */
+    dynconv_status status = dynconv_conv2d_create(&g, &w, 1.0f, 0, &layer);
     if (status != DYNCONV_OK) {
         fail(st, "create", status);
         goto done;
@@ -372,11 +374,15 @@ static void bm_sgemm(dcb_state *st, void *arg) {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: dynconv-bench [--layers FILE] [--batches LIST] [--threads LIST] [--sgemm N]\n"
-            "                     [--benchmark_filter=REGEX] [--benchmark_* flags]\n"
+            "                     [--engine auto|off|on] [--benchmark_filter=REGEX]\n"
+            "                     [--benchmark_* flags]\n"
             "  --layers FILE    layer list (default %s)\n"
             "  --batches LIST   comma-separated batch sizes (default 1,16)\n"
             "  --threads LIST   comma-separated thread counts (default 1,2)\n"
             "  --sgemm N        size of the square sgemm reference, 0 for none (default 2048)\n"
+            "  --engine MODE    convolution path of the layers: the library's rule (auto, the\n"
+            "                   default), im2col + BLAS only (off), the own engine wherever the\n"
+            "                   layer has one (on)\n"
             "Benchmark names: layer/NAME/bB/tT/{dynamic,static}, module/NAME/bB/MODULE,\n"
             "sgemm/N/tT. --benchmark_list_tests lists them. Google Benchmark's flags include\n"
             "--benchmark_filter, --benchmark_repetitions, --benchmark_min_time (seconds),\n"
@@ -481,6 +487,13 @@ int main(int argc, char **argv) {
             ok = parse_list(v, 4096, batches, &n_batches);
         } else if (strcmp(a, "--threads") == 0 && v != NULL) {
             ok = parse_list(v, 1024, threads, &n_threads);
+        } else if (strcmp(a, "--engine") == 0 && v != NULL) {
+            /* Which convolution path the layers take: the library's rule, or one forced (to
+             * measure both on the same build). */
+            ok = strcmp(v, "auto") == 0 || strcmp(v, "off") == 0 || strcmp(v, "on") == 0;
+            dc_exec_set_engine_mode(strcmp(v, "off") == 0  ? DC_ENGINE_NEVER
+                                    : strcmp(v, "on") == 0 ? DC_ENGINE_ALWAYS
+                                                           : DC_ENGINE_AUTO);
         } else if (strcmp(a, "--sgemm") == 0 && v != NULL) {
             ok = strcmp(v, "0") == 0 ? (sgemm_n = 0, true) : parse_int(v, 16384, &sgemm_n);
         } else {

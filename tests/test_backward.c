@@ -506,8 +506,9 @@ static void test_own_workspace_protocol(void **state)
     assert_int_equal(dynconv_conv2d_backward_workspace_size(layer, &bwd),
                      DYNCONV_ERROR_INVALID_STATE);
     assert_int_equal(dynconv_conv2d_prepare_backward(layer, &bwd), DYNCONV_ERROR_INVALID_STATE);
-    /* a smaller shape first, then the case's shape */
-    assert_int_equal(dynconv_conv2d_reshape(layer, 1, 3, 3, NULL, NULL, &fwd), DYNCONV_OK);
+    /* a smaller shape first, then the case's shape; 2x2 outputs, fewer than any of the own
+     * engine's tiles is wide, run on im2col + BLAS, whose forward holds the one kernel */
+    assert_int_equal(dynconv_conv2d_reshape(layer, 1, 2, 2, NULL, NULL, &fwd), DYNCONV_OK);
     assert_int_equal(dynconv_conv2d_backward(layer, d.x, d.dy, &gr, 0, NULL, 0),
                      DYNCONV_ERROR_INVALID_STATE);
     assert_int_equal(dynconv_conv2d_backward_workspace_size(layer, &bwd), DYNCONV_OK);

@@ -18,6 +18,11 @@
 #include "netfile.h"
 #include "testutil.h"
 
+#if defined(DC_TEST_ENGINE_VARIANTS)
+#include "exec.h"
+#include "gemm.h"
+#endif
+
 static const fold_case FOLD_CASES[] = {
     {"conv3x3_bias_bn_relu", false, true, 3, 6, 3, 1, 1, 1, 1, 0, "relu", 2, 7, 6},
     {"conv3x3_stride2_nobias_bn", false, false, 4, 5, 3, 2, 1, 1, 1, 0, NULL, 3, 9, 8},
@@ -25,7 +30,19 @@ static const fold_case FOLD_CASES[] = {
     {"dynamic3x3_bias_bn_relu6", true, true, 3, 6, 3, 1, 1, 1, 4, 3, "relu6", 3, 6, 7},
     {"dynamic_depthwise_nobias_bn", true, false, 6, 6, 3, 1, 1, 6, 3, 2, NULL, 2, 8, 8},
     {"dynamic1x1_groups2_bn_relu", true, true, 4, 6, 1, 1, 0, 2, 2, 4, "relu", 2, 4, 5},
+    /* More output positions than one B panel of the engine is wide (it is forced onto every
+     * convolution in the engine variant): batch 3 on 2 threads runs two whole samples and
+     * shares the third by bands of columns. */
+    {"conv3x3_16to24_bn_relu", false, true, 16, 24, 3, 1, 1, 1, 1, 0, "relu", 3, 12, 10},
+    {"dynamic3x3_12to20_bn_relu6", true, true, 12, 20, 3, 1, 1, 1, 3, 4, "relu6", 3, 11, 9},
+    {"conv1x1_32to40_bn_relu", false, false, 32, 40, 1, 1, 0, 1, 1, 0, "relu", 3, 9, 8},
+    /* K kernel sets over 8 MiB: the engine mixes them one reduction slice at a time, and the
+     * activation belongs after the last slice only. */
+    {"dynamic3x3_256_bn_relu", true, true, 256, 256, 3, 1, 1, 1, 4, 16, "relu", 3, 6, 6},
 };
+
+/* Threads the networks run on (the engine variant runs the table on 1 and on 2). */
+static int64_t fold_threads = 0;
 
 /* conv (with the attention of a dynamic layer), batch norm and activation, in double. */
 static double *fold_reference(const fold_case *c, const fold_net *m, const float *x,
@@ -41,7 +58,8 @@ static double *fold_reference(const fold_case *c, const fold_net *m, const float
         const float *xs = x + s * c->cin * c->h * c->w;
         double pi[8] = {1.0};
         if (c->dynamic) {
-            double pooled[16], hid[16], z[8], zmax = -INFINITY, sum = 0.0;
+            double pooled[256], hid[16], z[8], zmax = -INFINITY, sum = 0.0;
+            assert_true(c->cin <= 256 && c->hidden <= 16 && c->kernels <= 8);
             for (int64_t ch = 0; ch < c->cin; ++ch) {
                 double acc = 0.0;
                 for (int64_t i = 0; i < c->h * c->w; ++i) {
@@ -135,6 +153,9 @@ static float *run_fold(const unsigned char *bytes, size_t size, uint32_t flags,
                                        : strcmp(c->act, "relu") == 0 ? DYNCONV_NETWORK_FUSED_RELU
                                                                      : DYNCONV_NETWORK_FUSED_RELU6);
     assert_int_equal(info.fused, want);
+    if (fold_threads > 0) {
+        assert_int_equal(dynconv_network_set_num_threads(net, fold_threads), DYNCONV_OK);
+    }
     assert_int_equal(dynconv_network_reshape(net, c->n, c->h, c->w, NULL), DYNCONV_OK);
     float *y = tu_alloc(count * sizeof(float));
     float *const outs[1] = {y};
@@ -226,6 +247,7 @@ static double pool_ref(const float *x, int64_t h, int64_t w, int64_t oy, int64_t
                        const int64_t d[2], int kind) {
     double best = -INFINITY, sum = 0.0;
     int64_t inside = 0;
+    bool nan_seen = false; /* a NaN in the window is the maximum (as in PyTorch) */
     for (int64_t i = 0; i < k[0]; ++i) {
         for (int64_t j = 0; j < k[1]; ++j) {
             const int64_t y = oy * st[0] - p[0] + i * d[0], xx = ox * st[1] - p[1] + j * d[1];
@@ -233,11 +255,12 @@ static double pool_ref(const float *x, int64_t h, int64_t w, int64_t oy, int64_t
                 continue;
             }
             best = fmax(best, x[y * w + xx]);
+            nan_seen = nan_seen || isnan(x[y * w + xx]);
             sum += x[y * w + xx];
             ++inside;
         }
     }
-    return kind == 0 ? best : kind == 1 ? sum / (double)(k[0] * k[1]) : sum / (double)inside;
+    return kind == 0 ? (nan_seen ? NAN : best) : kind == 1 ? sum / (double)(k[0] * k[1]) : sum / (double)inside;
 }
 
 static void ops_and_outputs(void **state) {
@@ -331,6 +354,56 @@ static void ops_and_outputs(void **state) {
     free(bytes);
 }
 
+/* A max pool large enough to run on 2 threads (planes shared between them), with NaNs in the
+ * input: a window holding one gives NaN, the others their maximum, against the double
+ * reference. */
+static void max_pool_threads_and_nan(void **state) {
+    (void)state;
+    static const char graph[] =
+        "{\"schema\":\"dynconv.network\",\"version\":1,\"inputs\":[{\"name\":\"x\","
+        "\"shape\":[1,6,61,58]}],\"outputs\":[\"mp\"],\"nodes\":[{\"name\":\"mp\",\"op\":"
+        "\"max_pool2d\",\"inputs\":[\"x\"],\"attrs\":{\"kernel_size\":[3,3],\"stride\":"
+        "[2,2],\"padding\":[1,1],\"dilation\":[1,1]},\"tensors\":{},\"module\":\"\","
+        "\"shape\":[]}]}";
+    st_file file;
+    memset(&file, 0, sizeof file);
+    size_t size;
+    unsigned char *bytes = st_bytes(&file, graph, &size);
+    dynconv_network *net = NULL;
+    assert_int_equal(dynconv_network_create_from_memory(bytes, size, 0, &net), DYNCONV_OK);
+    assert_int_equal(dynconv_network_set_num_threads(net, 2), DYNCONV_OK);
+    const int64_t n = 3, c = 6, h = 61, w = 58, ho = 31, wo = 29;
+    assert_int_equal(dynconv_network_reshape(net, n, h, w, NULL), DYNCONV_OK);
+    const size_t xn = (size_t)(n * c * h * w), yn = (size_t)(n * c * ho * wo);
+    float *x = tu_alloc(xn * sizeof(float)), *y = tu_alloc(yn * sizeof(float));
+    tu_rng rng;
+    tu_rng_seed(&rng, 5);
+    tu_fill_uniform(&rng, x, xn, -4.0f, 4.0f);
+    for (size_t i = 17; i < xn; i += 4099) {
+        x[i] = NAN;
+    }
+    float *const outs[1] = {y};
+    assert_int_equal(dynconv_network_forward(net, x, outs), DYNCONV_OK);
+    const int64_t k[2] = {3, 3}, st[2] = {2, 2}, p[2] = {1, 1}, d[2] = {1, 1};
+    size_t nans = 0, bad = 0;
+    for (int64_t plane = 0; plane < n * c; ++plane) {
+        for (int64_t oy = 0; oy < ho; ++oy) {
+            for (int64_t ox = 0; ox < wo; ++ox) {
+                const double want = pool_ref(x + plane * h * w, h, w, oy, ox, k, st, p, d, 0);
+                const float got = y[(plane * ho + oy) * wo + ox];
+                nans += isnan(want);
+                bad += isnan(want) ? !isnan(got) : !((double)got == want);
+            }
+        }
+    }
+    assert_true(nans > 0);
+    assert_int_equal(bad, 0);
+    dynconv_network_destroy(net);
+    free(x);
+    free(y);
+    free(bytes);
+}
+
 /* A pooling window far larger than the input (valid: its padding makes room for it) reads only
  * the taps inside the input: this returns at once, with every window's maximum the whole
  * column's. */
@@ -373,6 +446,37 @@ int main(void) {
         cmocka_unit_test(folding_matches_double_reference),
         cmocka_unit_test(ops_and_outputs),
         cmocka_unit_test(huge_pool_window),
+        cmocka_unit_test(max_pool_threads_and_nan),
     };
+#if defined(DC_TEST_ENGINE_VARIANTS)
+    /* The folding table on every convolution path, so that the fused activation is checked in
+     * each one's output pass: im2col + BLAS, then the engine with each micro-kernel (an ISA
+     * this CPU lacks is skipped, and said so), each on 1 and 2 threads. */
+    static const char *const names[] = {"baseline", "avx2", "avx512"};
+    const struct CMUnitTest fold[] = {cmocka_unit_test(folding_matches_double_reference)};
+    int failed = 0;
+    for (int v = -1; v <= DC_ISA_AVX512; ++v) {
+        if (v >= 0 && !dc_gemm_force_isa((dc_isa)v)) {
+            printf("[  SKIPPED ] the %s micro-kernel: not built in or not supported here\n",
+                   names[v]);
+            continue;
+        }
+        dc_exec_set_engine_mode(v < 0 ? DC_ENGINE_NEVER : DC_ENGINE_ALWAYS);
+        for (fold_threads = 1; fold_threads <= 2; ++fold_threads) {
+            char group[96];
+            snprintf(group, sizeof group, "folding, %s%s, %lld thread(s)",
+                     v < 0 ? "im2col + BLAS" : "engine ", v < 0 ? "" : names[v],
+                     (long long)fold_threads);
+            failed += _cmocka_run_group_tests(group, fold, 1, NULL, NULL);
+        }
+    }
+    dc_gemm_force_auto();
+    dc_exec_set_engine_mode(DC_ENGINE_AUTO);
+    fold_threads = 0;
+    /* The rest (no convolution) once, with the automatic choice. */
+    failed += _cmocka_run_group_tests("network ops", tests + 1, 3, NULL, NULL);
+    return failed;
+#else
     return cmocka_run_group_tests(tests, NULL, NULL);
+#endif
 }

@@ -20,8 +20,19 @@
 #include "reference.h"
 #include "testutil.h"
 
+#if defined(DC_TEST_ENGINE_VARIANTS)
+/* Built a second time against the internal layers: the whole table once per convolution path
+ * (im2col + BLAS only; the own engine forced, with each micro-kernel this CPU runs), with
+ * copied and with borrowed weights (packed at create, or mixed and packed in every forward). */
+#include "exec.h"
+#include "gemm.h"
+#endif
+
 /* The pool every handle of this test runs on (created in main). */
 static dynconv_threadpool *pool3;
+/* Create flags of every handle, and whether the own engine is forced (main sets both). */
+static uint32_t create_flags;
+static bool engine_forced;
 
 /* Which optional parameter arrays a case passes (the others are NULL). */
 enum {
@@ -277,14 +288,15 @@ static void run_conv_case(void **state)
      * threads (batch < threads, and the batch % threads left over), and the single-thread path.
      * Each must match the reference. Whole samples per thread, and the direct depthwise loop,
      * must also agree with one thread bit for bit; a shared sample's GEMM is cut into bands of
-     * output rows, which the BLAS may round differently in the last bits. */
+     * output rows, which the BLAS may round differently in the last bits. The own engine sums
+     * every output the same way whatever the split: bit for bit too. */
     const bool depthwise = c->groups == c->cin && !(c->kh == 1 && c->kw == 1 && c->sh == 1 &&
                                                     c->sw == 1 && c->ph == 0 && c->pw == 0);
     float *y1 = tu_alloc(y_len * sizeof(float));
     float *att1 = tu_alloc(pi_len * sizeof(float));
     for (int threads = 1; threads <= 3; ++threads) {
         dynconv_conv2d *layer = NULL;
-        assert_int_equal(dynconv_conv2d_create(&g, &wt, c->t, 0, &layer), DYNCONV_OK);
+        assert_int_equal(dynconv_conv2d_create(&g, &wt, c->t, create_flags, &layer), DYNCONV_OK);
         assert_int_equal(dynconv_conv2d_set_threadpool(layer, pool3), DYNCONV_OK);
         assert_int_equal(dynconv_conv2d_set_num_threads(layer, threads), DYNCONV_OK);
         int64_t got_oh = 0, got_ow = 0;
@@ -302,7 +314,7 @@ static void run_conv_case(void **state)
             memcpy(att1, att, pi_len * sizeof(float));
         } else {
             assert_memory_equal(att, att1, pi_len * sizeof(float));
-            if (c->n % threads == 0 || depthwise) {
+            if (c->n % threads == 0 || depthwise || engine_forced) {
                 assert_memory_equal(y, y1, y_len * sizeof(float));
             } else {
                 assert_int_equal(tu_count_mismatches_f("y threads", y, y1, y_len, 1e-5, 1e-6), 0);
@@ -349,7 +361,7 @@ static void run_linear_case(void **state)
     float *y1 = tu_alloc(y_len * sizeof(float));
     for (int threads = 1; threads <= 2; ++threads) {
         dynconv_linear *layer = NULL;
-        assert_int_equal(dynconv_linear_create(&g, &wt, c->t, 0, &layer), DYNCONV_OK);
+        assert_int_equal(dynconv_linear_create(&g, &wt, c->t, create_flags, &layer), DYNCONV_OK);
         assert_int_equal(dynconv_linear_set_threadpool(layer, pool3), DYNCONV_OK);
         assert_int_equal(dynconv_linear_set_num_threads(layer, threads), DYNCONV_OK);
         assert_int_equal(dynconv_linear_reshape(layer, c->n, NULL), DYNCONV_OK);
@@ -394,7 +406,33 @@ int main(void)
         fprintf(stderr, "cannot create a pool of 3 threads: %s\n", dynconv_last_error_message());
         return 1;
     }
+#if defined(DC_TEST_ENGINE_VARIANTS)
+    int failed = 0;
+    /* Variant 0: im2col + BLAS; then the engine with each micro-kernel, widest first (an ISA
+     * this CPU lacks is skipped, and said so). Each with copied and borrowed weights. */
+    static const char *const names[] = {"baseline", "avx2", "avx512"};
+    for (int v = -1; v <= DC_ISA_AVX512; ++v) {
+        if (v >= 0 && !dc_gemm_force_isa((dc_isa)v)) {
+            printf("[  SKIPPED ] the %s micro-kernel: not built in or not supported here\n",
+                   names[v]);
+            continue;
+        }
+        dc_exec_set_engine_mode(v < 0 ? DC_ENGINE_NEVER : DC_ENGINE_ALWAYS);
+        engine_forced = v >= 0;
+        for (int borrow = 0; borrow <= 1; ++borrow) {
+            char group[96];
+            snprintf(group, sizeof group, "reference, %s%s, %s weights",
+                     v < 0 ? "im2col + BLAS" : "engine ", v < 0 ? "" : names[v],
+                     borrow ? "borrowed" : "copied");
+            create_flags = borrow ? DYNCONV_FLAG_BORROW_WEIGHTS : 0;
+            failed += _cmocka_run_group_tests(group, tests, n_conv + n_lin, NULL, NULL);
+        }
+    }
+    dc_gemm_force_auto();
+    dc_exec_set_engine_mode(DC_ENGINE_AUTO);
+#else
     const int failed = _cmocka_run_group_tests("reference", tests, n_conv + n_lin, NULL, NULL);
+#endif
     dynconv_threadpool_destroy(pool3);
     free(tests);
     return failed;

@@ -32,7 +32,9 @@
  *
  * Memory
  *   libdynconv allocates memory of its own only in create (the handle, its copy of the
- *   weights, and the default thread pool when the first handle starts it), reshape,
+ *   weights, for a layer that is not depthwise that copy once more in the packed layout of the
+ *   library's own convolution engine (section 7), and the default thread pool when the first
+ *   handle starts it), reshape,
  *   set_num_threads, set_threadpool and prepare_backward (the handle's workspace, when it has to
  *   grow) and dynconv_threadpool_create; destroy frees it. forward and backward never allocate,
  *   neither in the calling thread nor in the pool's threads: a network can run them in a loop
@@ -201,7 +203,10 @@ typedef struct dynconv_conv2d_weights {
 
 /* Creates a layer. Checks the flags (unknown bits: UNSUPPORTED), the geometry (sizes, groups,
  * overflow of every parameter count) and the temperature (finite, > 0), then copies the weights
- * (unless DYNCONV_FLAG_BORROW_WEIGHTS). The handle runs on the process's default thread pool
+ * (unless DYNCONV_FLAG_BORROW_WEIGHTS) and, unless the layer is depthwise, packs the copy for
+ * the library's own convolution engine (section 7; borrowed weights are packed by each forward
+ * that runs on it, so changes made to them in place are always seen). The handle runs on the
+ * process's default thread pool
  * (section 7), which this call starts when no handle uses it yet (OUT_OF_MEMORY if its threads
  * cannot be started); dynconv_conv2d_set_threadpool moves it to another.
  * On success *out receives the handle; on error *out is left unchanged. */
@@ -550,34 +555,70 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  * The result of a forward depends only on the count it really uses, min(threads, pool size),
  * never on which pool provides the threads.
  *
+ * Convolution paths: each shape (fixed by reshape) runs on one of
+ *   - the library's own engine: register-blocked micro-kernels for AVX-512 (8 x 32 tiles),
+ *     AVX2 + FMA (6 x 16) or baseline x86-64 (4 x 8), the widest this CPU runs, chosen at
+ *     create; the K kernel sets kept in the micro-kernel's panel layout (MR output channels
+ *     interleaved along the reduction), mixed per sample straight in that layout; the image
+ *     side built panel by panel from a zero-padded copy of the input (no im2col matrix);
+ *   - im2col + BLAS GEMM (the reference path), whose pointwise and strided 1x1 variants skip
+ *     or shrink the im2col;
+ *   - the direct depthwise loop, for every depthwise layer (groups == C_in, kernel not 1x1
+ *     with stride 1 and no padding).
+ *   The engine runs kernels larger than 1x1, and pointwise kernels with 256 to 1024 output
+ *   positions; not shapes with fewer output positions than its tile is wide (32, 16 or 8),
+ *   strided 1x1 kernels, or borrowed weights with K > 1 whose K sets take more than 8 MiB
+ *   packed (mixing and packing them in every forward would cost more than it saves). The
+ *   rule was measured on bench/layers.txt against OpenBLAS on its SkylakeX kernels
+ *   (docs/benchmarks.md).
+ *
  * What the threads do: at batch N >= threads, each thread takes whole samples (pooling,
- * attention, its own aggregated kernel and im2col scratch, convolution); the last N % threads
+ * attention, its own aggregated kernel and scratch, convolution); the last N % threads
  * samples (all of them at batch 1) are shared: pooled by channels, the kernel aggregated in
- * slices, then convolved in bands of output rows (depthwise and one-group 1x1 layers without
- * padding, strided or not: each thread mixes and convolves its own output channels, in one
- * step). Forwards of little work (under about 10^6
+ * slices, then convolved in bands of output rows (im2col + BLAS), of output positions in
+ * whole tiles (the engine), or (depthwise and one-group 1x1 layers without padding on the
+ * BLAS path, strided or not) each thread mixes and convolves its own output channels, in one
+ * step. Forwards of little work (under about 10^6
  * multiply-adds plus weighted input and output floats, e.g. a few channels of a 6x6 image) run
  * in the calling thread alone: waking a worker would cost more than it saves. Whole samples,
- * the attention and the depthwise path give bitwise the same result whatever the thread count;
- * a shared sample's GEMM is cut into bands (of rows or channels), which the BLAS may round
- * differently in the last bits (the tests hold it within 1e-5 relative of the one-thread
- * result).
+ * the attention, the depthwise path and the own engine give bitwise the same result whatever
+ * the thread count (the engine sums every output in the same order however the positions are
+ * shared); a shared sample's GEMM on the BLAS path is cut into bands (of rows or channels),
+ * which the BLAS may round differently in the last bits (the tests hold it within 1e-5
+ * relative of the one-thread result). The two GEMM paths, and the engine's micro-kernels
+ * (fused multiply-adds on AVX2 and AVX-512, separate ones on the baseline), round differently
+ * from each other: the same handle on the same CPU always gives the same bits, copied and
+ * borrowed weights alike.
  *
  * The workspace (reshape's figure) for T threads (the count really used), batch N,
- * kernel_len = C_out*(C_in/g)*kh*kw,
+ * kernel_len = C_out*(C_in/g)*kh*kw, depth = (C_in/g)*kh*kw,
  * every buffer rounded up to DYNCONV_WORKSPACE_ALIGNMENT bytes, in floats of 4 bytes:
- *   K > 1:  N*C_in + N*hidden + N*K  +  T * (B * (kernel_len + C_out [with a bias]) + scratch)
- *   K = 1:  T * scratch              (no attention; the kernel is used as it is)
- *   B (kernels a thread mixes at once) = 1, except when the K kernels take more than 8 MiB,
+ *   K > 1:  N*C_in + N*hidden + N*K  +  T * (W + B * C_out [with a bias] + scratch)
+ *   K = 1:  T * (W + scratch)  (no attention)
+ *   im2col + BLAS and depthwise: W = B * kernel_len for K > 1, 0 for K = 1 (the kernel is used
+ *     as it is);
+ *     B (kernels a thread mixes at once) = 1, except when the K kernels take more than 8 MiB,
  *     the image is small (8*hidden > H*W: the attention of the whole batch comes first) and
  *     N/T >= 2: then B = min(N/T, floor(32 MiB / (4*kernel_len))), at least 1;
- *   scratch = 0 for a pointwise kernel (1x1, stride 1, no padding);
+ *     scratch = 0 for a pointwise kernel (1x1, stride 1, no padding);
  *             (H + 2*ph) * (W + 2*pw) + 8*sw for depthwise (groups == C_in: one padded input
  *             channel); otherwise (C_in/g)*kh*kw * H_out*W_out (the im2col matrix of a group;
  *             for a strided 1x1 kernel without padding, the group's input subsampled).
+ *   the own engine, with MR x NR its tile (8 x 32 AVX-512, 6 x 16 AVX2, 4 x 8 baseline) and
+ *     P = g * ceil((C_out/g) / MR) * MR * depth (one kernel set in panels):
+ *     K > 1 and 4*K*P <= 8 MiB: B = 1, W = P;
+ *     K > 1 and 4*K*P > 8 MiB (kernels mixed 256 reduction indices at a time, each slice
+ *       convolved at once): B = min(N/T, 8) when 8*hidden > H*W and N/T >= 2, else 1;
+ *       W = B * g * ceil((C_out/g) / MR) * MR * 256, or P if that is larger and N % T > 0
+ *       (T counted as 1 for forwards of little work, which share no sample);
+ *     K = 1: W = 0 with copied weights, P with borrowed ones (packed once per forward);
+ *     scratch = min(depth, 256) * ceil(min(H_out*W_out, 512) / NR) * NR (one block of B
+ *       panels), plus, unless pointwise, the padded input of a group split into stride phases:
+ *       (C_in/g) * sh*sw * ceil((H + 2*ph) / sh) * ceil((W + 2*pw) / sw).
  * Each sample's kernel is aggregated just before its convolution, into its thread's slot, so the
  * workspace does not hold N aggregated kernels; for large kernels B of them at a time (at most
- * 32 MiB per thread), so that the K kernels are read from memory once per B samples.
+ * 32 MiB per thread; on the engine B slices of them), so that the K kernels are read from
+ * memory once per B samples.
  *
  * Interaction with the BLAS: libdynconv parallelises itself, so every BLAS call it makes from a
  * pool's threads must run on one thread, or BLAS threads and pool threads would compete for the

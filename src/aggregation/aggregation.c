@@ -33,35 +33,40 @@ void dc_aggregate_backward(size_t n, size_t k, size_t len, const float *pi, cons
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(DYNCONV_PORTABLE)
 __attribute__((target_clones("avx2", "default")))
 #endif
-void dc_aggregate_samples(size_t k, size_t len, size_t samples, const float *pi,
-                          const float *params, float *out, size_t begin, size_t end) {
-    size_t i = begin;
+void dc_aggregate_block(size_t k, size_t stride, size_t samples, const float *pi,
+                        const float *params, float *out, size_t out_stride, size_t count) {
+    size_t i = 0;
 #if defined(__GNUC__)
     typedef float v8f __attribute__((vector_size(32)));
-    for (; i + 8 <= end; i += 8) {
+    for (; i + 8 <= count; i += 8) {
         for (size_t n = 0; n < samples; ++n) {
             const float *p = pi + n * k;
             v8f acc, row;
             memcpy(&row, params + i, sizeof row);
             acc = p[0] * row;
             for (size_t j = 1; j < k; ++j) {
-                memcpy(&row, params + j * len + i, sizeof row);
+                memcpy(&row, params + j * stride + i, sizeof row);
                 acc += p[j] * row;
             }
-            memcpy(out + n * len + i, &acc, sizeof acc);
+            memcpy(out + n * out_stride + i, &acc, sizeof acc);
         }
     }
 #endif
-    for (; i < end; ++i) {
+    for (; i < count; ++i) {
         for (size_t n = 0; n < samples; ++n) {
             const float *p = pi + n * k;
             float acc = p[0] * params[i];
             for (size_t j = 1; j < k; ++j) {
-                acc += p[j] * params[j * len + i];
+                acc += p[j] * params[j * stride + i];
             }
-            out[n * len + i] = acc;
+            out[n * out_stride + i] = acc;
         }
     }
+}
+
+void dc_aggregate_samples(size_t k, size_t len, size_t samples, const float *pi,
+                          const float *params, float *out, size_t begin, size_t end) {
+    dc_aggregate_block(k, len, samples, pi, params + begin, out + begin, len, end - begin);
 }
 
 void dc_aggregate_range(size_t k, size_t len, const float *pi, const float *params, float *out,

@@ -31,4 +31,11 @@ void dc_aggregate_range(size_t k, size_t len, const float *pi, const float *para
 void dc_aggregate_samples(size_t k, size_t len, size_t samples, const float *pi,
                           const float *params, float *out, size_t begin, size_t end);
 
+/* The general form of both: out[n * out_stride + i] = sum_j pi[n, j] * params[j * stride + i]
+ * for i in [0, count), n in [0, samples), summed in the order j = 0, 1, ... (each value bitwise
+ * what dc_aggregate_range gives for it), so a slice of a parameter set can be mixed into a
+ * buffer of its own size. */
+void dc_aggregate_block(size_t k, size_t stride, size_t samples, const float *pi,
+                        const float *params, float *out, size_t out_stride, size_t count);
+
 #endif

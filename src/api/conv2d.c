@@ -89,10 +89,30 @@ dynconv_status dc_conv2d_create_named(const char *fn, const dynconv_conv2d_geome
         }
     }
 
+    /* The engine's micro-kernel, and with owned weights their packed copy: made once here, as
+     * borrowed weights may change between forwards. */
+    size_t pack_floats = 0;
+    if (!dc_exec_engine_setup(&l.core, &pack_floats) ||
+        pack_floats > SIZE_MAX / sizeof(float)) {
+        dc_aligned_free(l.owned);
+        return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW, "%s: packed kernel sizes overflow", fn);
+    }
+    if (!(flags & DYNCONV_FLAG_BORROW_WEIGHTS) && pack_floats > 0) {
+        l.packed = dc_aligned_alloc(pack_floats * sizeof(float));
+        if (l.packed == NULL) {
+            dc_aligned_free(l.owned);
+            return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY,
+                           "%s: cannot allocate %zu bytes of packed kernels", fn,
+                           pack_floats * sizeof(float));
+        }
+        dc_exec_engine_pack(&l.core, l.packed);
+    }
+
     /* Default: every thread of the process's default pool (one per CPU the process may run on);
      * the handle itself starts no thread. */
     dynconv_status st = dc_threadpool_acquire(fn, NULL, &l.threadpool);
     if (st != DYNCONV_OK) {
+        dc_aligned_free(l.packed);
         dc_aligned_free(l.owned);
         return st;
     }
@@ -101,11 +121,31 @@ dynconv_status dc_conv2d_create_named(const char *fn, const dynconv_conv2d_geome
     dynconv_conv2d *handle = malloc(sizeof *handle);
     if (handle == NULL) {
         dc_threadpool_release(l.threadpool);
+        dc_aligned_free(l.packed);
         dc_aligned_free(l.owned);
         return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY, "%s: cannot allocate the handle", fn);
     }
     *handle = l;
     *out = handle;
+    return DYNCONV_OK;
+}
+
+dynconv_status dc_conv2d_pack_borrowed(const char *fn, dynconv_conv2d *layer) {
+    dc_layer *l = &layer->core;
+    if (layer->packed != NULL || l->gemm == NULL) {
+        return DYNCONV_OK; /* packed at create, or no engine for this shape */
+    }
+    size_t floats; /* fits: create computed the same product */
+    if (!dc_mul_size(l->packed_len, l->kernels, &floats) || floats > SIZE_MAX / sizeof(float)) {
+        return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW, "%s: packed kernel sizes overflow", fn);
+    }
+    layer->packed = dc_aligned_alloc(floats * sizeof(float));
+    if (layer->packed == NULL) {
+        return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY,
+                       "%s: cannot allocate %zu bytes of packed kernels", fn,
+                       floats * sizeof(float));
+    }
+    dc_exec_engine_pack(l, layer->packed);
     return DYNCONV_OK;
 }
 
@@ -121,6 +161,7 @@ void dynconv_conv2d_destroy(dynconv_conv2d *layer) {
     }
     dc_threadpool_release(layer->threadpool);
     dc_aligned_free(layer->own_workspace);
+    dc_aligned_free(layer->packed);
     dc_aligned_free(layer->owned);
     free(layer);
 }
@@ -275,6 +316,7 @@ dynconv_status dc_conv2d_reshape_named(const char *fn, dynconv_conv2d *layer, in
     /* The layer at the new shape, for the planner; the handle changes only once all passed. */
     dc_layer next = layer->core;
     next.shape = s;
+    dc_exec_choose_engine(&next);
     if (!dc_product(in_dims, 5, &bytes) || !dc_product(in_dims, 4, &in_count) ||
         !dc_product(out_dims, 5, &bytes) || !dc_product(out_dims, 4, &out_count) ||
         !dc_mul_size(s.out_h, s.out_w, &plane) || !dc_mul_size(s.height, s.width, &in_plane) ||
@@ -306,6 +348,7 @@ dynconv_status dc_conv2d_reshape_named(const char *fn, dynconv_conv2d *layer, in
     TRY(grow_own_workspace(fn, layer, own_bytes));
 
     layer->core.shape = s;
+    layer->core.engine_on = next.engine_on;
     layer->batch = n;
     layer->chunk = chunk;
     layer->workspace_size = ws_bytes;

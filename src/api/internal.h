@@ -34,6 +34,8 @@ struct dynconv_conv2d {
     int64_t steps, step;
 
     float *owned;             /* copies of the parameters (core's arrays), unless borrowed */
+    float *packed;            /* the engine's packed copy of the kernel sets (core.packed),
+                               * made at create when the weights are owned; else NULL */
 
     bool shaped;
     size_t batch;
@@ -95,6 +97,11 @@ dynconv_status dc_conv2d_get_num_threads_named(const char *fn, const dynconv_con
                                                int *threads);
 dynconv_status dc_conv2d_set_threadpool_named(const char *fn, dynconv_conv2d *layer,
                                               dynconv_threadpool *pool);
+/* For a caller that borrows weights it never changes (the network layer): makes the engine's
+ * packed copy of the kernel sets once, as create does for owned weights, so that forwards use
+ * it. Does nothing when the layer has one or the shape has no engine. Errors: OUT_OF_MEMORY,
+ * SIZE_OVERFLOW; on error the layer is unchanged. */
+dynconv_status dc_conv2d_pack_borrowed(const char *fn, dynconv_conv2d *layer);
 dynconv_status dc_check_temperature(const char *fn, float temperature);
 
 /* The checks both create functions make before looking at any size, in this order: the

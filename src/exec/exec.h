@@ -5,6 +5,7 @@
 #define DYNCONV_SRC_EXEC_H
 
 #include "conv.h"
+#include "gemm.h"
 #include "threadpool.h"
 
 #include <stdbool.h>
@@ -29,7 +30,31 @@ typedef struct dc_layer {
     size_t kernels, hidden;
     size_t kernel_len;        /* floats of one kernel set: C_out * C_in/g * kh * kw */
     const float *weight, *bias, *fc1_weight, *fc1_bias, *fc2_weight, *fc2_bias;
+    /* The own engine (src/gemm): its micro-kernel, chosen at create (NULL: the geometry always
+     * takes the generic path), and the K kernel sets packed for it once, [K, packed_len]
+     * (NULL with borrowed weights, which the caller may change in place: then every forward
+     * mixes and packs them from `weight` in one pass). */
+    const dc_gemm_kernel *gemm;
+    const float *packed;
+    size_t packed_len;
+    bool engine_on;           /* the current shape runs on the engine (dc_exec_choose_engine) */
 } dc_layer;
+
+/* At create: chooses the micro-kernel for the layer's geometry (l->gemm, l->packed_len; none
+ * for depthwise layers, which keep their direct loop) and reports the floats of the packed copy
+ * of the K kernel sets to allocate when the layer owns its weights (0: nothing to pack). False
+ * on overflow. */
+bool dc_exec_engine_setup(dc_layer *l, size_t *pack_floats);
+/* Packs the layer's K kernel sets into buf (pack_floats floats) and points l->packed at it. */
+void dc_exec_engine_pack(dc_layer *l, float *buf);
+/* Sets l->engine_on for l's current shape: whether its forwards run on the own engine (else
+ * im2col + BLAS), by the rule in exec/engine.c. Called by reshape before planning the
+ * workspace, which depends on it. */
+void dc_exec_choose_engine(dc_layer *l);
+/* For tests and benchmarks: DC_ENGINE_AUTO (the rule), DC_ENGINE_NEVER (generic path only) or
+ * DC_ENGINE_ALWAYS (the engine wherever the layer has one), for the reshapes that follow. */
+enum { DC_ENGINE_AUTO = 0, DC_ENGINE_NEVER = 1, DC_ENGINE_ALWAYS = 2 };
+void dc_exec_set_engine_mode(int mode);
 
 /* The forward workspace for `batch` samples on `threads` threads, in bytes (never 0), and the
  * kernels a thread aggregates at once (*chunk, to pass to dc_exec_forward); false when a size

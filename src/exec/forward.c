@@ -9,6 +9,7 @@
 #include "conv.h"
 #include "threadpool.h"
 
+#include <math.h>
 #include <string.h>
 
 /* What the forward's tasks share. */
@@ -40,6 +41,15 @@ static void activate(const dc_layer *l, float *out, size_t count) {
             out[i] = v > 6.0f ? 6.0f : v;
         }
     }
+}
+
+/* The same activation for the engine, which applies it to each band of columns as soon as the
+ * band's sum is complete (while in L1); NULL without one. Same comparisons, same bits. */
+static const dc_engine_clamp *engine_clamp(const dc_layer *l) {
+    static const dc_engine_clamp relu = {0.0f, INFINITY}, relu6 = {0.0f, 6.0f};
+    return l->activation == DC_ACTIVATION_RELU    ? &relu
+           : l->activation == DC_ACTIVATION_RELU6 ? &relu6
+                                                  : NULL;
 }
 
 static float *slot_part(const workspace_layout *ws, size_t thread, bool present, size_t offset) {
@@ -81,6 +91,121 @@ static void sample_attention(const forward_ctx *c, size_t i) {
                          c->ws->hidden + i * l->hidden, c->ws->pi + i * l->kernels);
 }
 
+/* pi of a static layer's single kernel: exactly 1 (multiplying by it changes no bit). */
+static const float one = 1.0f;
+
+/* Reduction indices a borrowed kernel's rows are mixed in at a time: MR rows of this many
+ * floats (16 KiB at MR = 8) stay in L1 between the mixing and the packing. */
+enum { MIX_SPAN = 512 };
+
+/* Mixes reduction indices [p0, p0 + np) of global panels [j0, j1) of the layer's kernel for
+ * `chunk` samples (pi [chunk, K]) into A panels: sample n, panel gp, index p at
+ * out + n * out_stride + gp * a_stride + (p - p0) * MR.
+ * Owned weights: the K packed sets mixed as they lie (a panel is a permutation of kernel values
+ * plus zeros, so mixing commutes with packing); each panel slice is contiguous in every set.
+ * Borrowed ones (the caller may change them between forwards): MR rows at a time, a span of
+ * each mixed into a small tile and packed from there, so the mixed kernel is never formed
+ * whole. Either way each value is the same aggregation sum, so both give the same bits. */
+static void engine_mix(const dc_layer *l, const float *pi, size_t chunk, size_t j0, size_t j1,
+                       size_t p0, size_t np, float *out, size_t out_stride, size_t a_stride) {
+    const dc_conv_shape *s = &l->shape;
+    const size_t mr = l->gemm->mr, g_out = s->out_channels / s->groups;
+    const size_t depth = l->kernel_len / s->out_channels, panels = (g_out + mr - 1) / mr;
+    if (l->packed != NULL) {
+        for (size_t gp = j0; gp < j1; ++gp) {
+            dc_aggregate_block(l->kernels, l->packed_len, chunk, pi,
+                               l->packed + (gp * depth + p0) * mr, out + gp * a_stride,
+                               out_stride, np * mr);
+        }
+        return;
+    }
+    float tile[DC_GEMM_MAX_MR * MIX_SPAN];
+    for (size_t gp = j0; gp < j1; ++gp) {
+        const size_t g = gp / panels, j = gp % panels, row0 = g * g_out + j * mr;
+        const size_t m = g_out - j * mr < mr ? g_out - j * mr : mr;
+        for (size_t q0 = p0; q0 < p0 + np; q0 += MIX_SPAN) {
+            const size_t nq = p0 + np - q0 < MIX_SPAN ? p0 + np - q0 : MIX_SPAN;
+            for (size_t n = 0; n < chunk; ++n) {
+                for (size_t r = 0; r < m; ++r) {
+                    dc_aggregate_block(l->kernels, l->kernel_len, 1, pi + n * l->kernels,
+                                       l->weight + (row0 + r) * depth + q0, tile + r * MIX_SPAN,
+                                       0, nq);
+                }
+                dc_engine_pack_rows(tile, MIX_SPAN, m, nq, mr,
+                                    out + n * out_stride + gp * a_stride + (q0 - p0) * mr);
+            }
+        }
+    }
+}
+
+/* Panels of the whole kernel (all groups). */
+static size_t engine_panels(const dc_layer *l) {
+    const size_t g_out = l->shape.out_channels / l->shape.groups, mr = l->gemm->mr;
+    return l->shape.groups * ((g_out + mr - 1) / mr);
+}
+
+/* Whole samples on the engine. Kernels that fit in cache are mixed whole for a chunk of
+ * samples, then each sample convolved. Larger ones (dc_exec_engine_fused) are mixed one
+ * reduction slice at a time for the chunk, and each sample's convolution consumes that slice
+ * at once from L2: the K sets are read once per chunk, and no mixed kernel goes to memory. */
+static void engine_samples(const forward_ctx *c, size_t i0, size_t i1, float *wt, float *bt,
+                           float *col) {
+    const dc_layer *l = c->layer;
+    const dc_conv_shape *s = &l->shape;
+    const size_t in_len = s->in_channels * s->height * s->width;
+    const size_t plane = s->out_h * s->out_w, out_len = s->out_channels * plane;
+    const size_t mr = l->gemm->mr, depth = l->kernel_len / s->out_channels;
+    const size_t panels = engine_panels(l), slice_len = panels * DC_ENGINE_KC * mr;
+    const bool fused = dc_exec_engine_fused(l);
+    const dc_engine_clamp *act = engine_clamp(l);
+    const float *w = l->packed;
+    if (l->kernels == 1 && w == NULL) {
+        /* borrowed static kernel: packed once per pass */
+        engine_mix(l, &one, 1, 0, panels, 0, depth, wt, l->packed_len, depth * mr);
+        w = wt;
+    }
+    for (size_t i = i0; i < i1; i += c->chunk) {
+        const size_t chunk = i1 - i < c->chunk ? i1 - i : c->chunk;
+        const float *pi = c->ws->pi + i * l->kernels;
+        if (l->kernels > 1) {
+            if (!c->batch_attention) {
+                dc_global_avg_pool(c->input + i * in_len, 1, s->in_channels,
+                                   s->height * s->width, c->ws->pooled + i * s->in_channels);
+                sample_attention(c, i);
+            }
+            if (bt != NULL) {
+                dc_aggregate_samples(l->kernels, s->out_channels, chunk, pi, l->bias, bt, 0,
+                                     s->out_channels);
+            }
+        }
+        if (fused) {
+            for (size_t p0 = 0; p0 < depth; p0 += DC_ENGINE_KC) {
+                const size_t np = depth - p0 < DC_ENGINE_KC ? depth - p0 : DC_ENGINE_KC;
+                engine_mix(l, pi, chunk, 0, panels, p0, np, wt, slice_len, DC_ENGINE_KC * mr);
+                for (size_t j = 0; j < chunk; ++j) {
+                    dc_engine_conv_clamped(s, l->gemm, c->input + (i + j) * in_len,
+                                           wt + j * slice_len, DC_ENGINE_KC * mr, p0,
+                                           bt != NULL ? bt + j * s->out_channels : NULL,
+                                           c->output + (i + j) * out_len, col, 0, plane, p0,
+                                           p0 + np, p0 + np == depth ? act : NULL);
+                }
+            }
+            continue;
+        }
+        if (l->kernels > 1) {
+            engine_mix(l, pi, chunk, 0, panels, 0, depth, wt, l->packed_len, depth * mr);
+        }
+        for (size_t j = 0; j < chunk; ++j) {
+            const float *wj = l->kernels > 1 ? wt + j * l->packed_len : w;
+            const float *bj = l->kernels > 1 ? (bt != NULL ? bt + j * s->out_channels : NULL)
+                                             : l->bias;
+            dc_engine_conv_clamped(s, l->gemm, c->input + (i + j) * in_len, wj, depth * mr, 0,
+                                   bj, c->output + (i + j) * out_len, col, 0, plane, 0, depth,
+                                   act);
+        }
+    }
+}
+
 static void samples_task(void *p, size_t index, size_t count) {
     const forward_ctx *c = p;
     const dc_layer *l = c->layer;
@@ -92,6 +217,10 @@ static void samples_task(void *p, size_t index, size_t count) {
     float *bt = slot_part(c->ws, index, c->ws->has_biases, c->ws->biases_at);
     size_t i0, i1;
     dc_exec_share(c->count, index, count, &i0, &i1);
+    if (l->engine_on) {
+        engine_samples(c, i0, i1, wt, bt, col);
+        return;
+    }
     for (size_t i = i0; i < i1; i += c->chunk) {
         const size_t chunk = i1 - i < c->chunk ? i1 - i : c->chunk;
         if (l->kernels > 1) {
@@ -150,6 +279,48 @@ static void channels_task(void *p, size_t index, size_t count) {
     dc_conv2d_channels(s, c->input + i * s->in_channels * s->height * s->width, w, b, out,
                        slot_part(c->ws, index, c->ws->has_col, c->ws->col_at), oc0, oc1);
     activate(l, out + oc0 * s->out_h * s->out_w, (oc1 - oc0) * s->out_h * s->out_w);
+}
+
+/* One shared sample on the engine, step 1: each thread mixes (or, borrowed at K = 1, packs) a
+ * share of the kernel's panels into slot 0; the bias by the first. */
+static void engine_mix_task(void *p, size_t index, size_t count) {
+    const forward_ctx *c = p;
+    const dc_layer *l = c->layer;
+    const float *pi = l->kernels > 1 ? c->ws->pi + c->sample * l->kernels : &one;
+    const size_t depth = l->kernel_len / l->shape.out_channels;
+    size_t j0, j1;
+    dc_exec_share(engine_panels(l), index, count, &j0, &j1);
+    engine_mix(l, pi, 1, j0, j1, 0, depth, slot_part(c->ws, 0, true, c->ws->weights_at),
+               l->packed_len, depth * l->gemm->mr);
+    if (index == 0 && l->kernels > 1 && l->bias != NULL) {
+        dc_aggregate_range(l->kernels, l->shape.out_channels, pi, l->bias,
+                           slot_part(c->ws, 0, true, c->ws->biases_at), 0,
+                           l->shape.out_channels);
+    }
+}
+
+/* One shared sample on the engine, step 2: each thread convolves a band of whole B panels of
+ * output positions (the last one may be partial), with its own panel scratch. */
+static void engine_columns_task(void *p, size_t index, size_t count) {
+    const forward_ctx *c = p;
+    const dc_layer *l = c->layer;
+    const dc_conv_shape *s = &l->shape;
+    const size_t i = c->sample, plane = s->out_h * s->out_w, nr = l->gemm->nr;
+    const float *w = l->packed, *b = l->bias;
+    if (dc_exec_mixes(l)) {
+        w = slot_part(c->ws, 0, true, c->ws->weights_at);
+    }
+    if (l->kernels > 1) {
+        b = slot_part(c->ws, 0, c->ws->has_biases, c->ws->biases_at);
+    }
+    size_t j0, j1;
+    dc_exec_share((plane + nr - 1) / nr, index, count, &j0, &j1);
+    const size_t c1 = j1 * nr < plane ? j1 * nr : plane;
+    const size_t depth = l->kernel_len / s->out_channels;
+    dc_engine_conv_clamped(s, l->gemm, c->input + i * s->in_channels * s->height * s->width, w,
+                           depth * l->gemm->mr, 0, b, c->output + i * s->out_channels * plane,
+                           slot_part(c->ws, index, c->ws->has_col, c->ws->col_at), j0 * nr, c1,
+                           0, depth, engine_clamp(l));
 }
 
 /* One shared sample, step 1: each thread aggregates a slice of the kernel into slot 0. */
@@ -233,6 +404,13 @@ void dc_exec_forward(const dc_layer *l, size_t batch, float temperature, size_t 
         if (l->kernels > 1 && !ctx.batch_attention) {
             dc_exec_run(pool, team, pool_task, &ctx);
             sample_attention(&ctx, i);
+        }
+        if (l->engine_on) {
+            if (dc_exec_mixes(l)) {
+                dc_exec_run(pool, team, engine_mix_task, &ctx);
+            }
+            dc_exec_run(pool, team, engine_columns_task, &ctx);
+            continue;
         }
         if (dc_conv_channels_split(s)) {
             dc_exec_run(pool, team, channels_task, &ctx);

@@ -25,10 +25,31 @@ bool dc_attention_per_batch(const dc_layer *l, const dc_conv_shape *s) {
  * attention is known up front mixes a chunk of its samples in one pass over the K kernels
  * instead: measured on 512 channels at 7x7, batch 16, dynamic / static went from about 1.9 to
  * 1.4. The chunk is capped at 32 MiB of aggregated kernels per thread. */
+/* K kernel sets above this many bytes do not stay in the last-level cache from one sample to
+ * the next (the figure the chunk rule below was measured with). */
+#define DC_CACHED_KERNELS ((size_t)8 << 20)
+
+bool dc_exec_engine_fused(const dc_layer *l) {
+    return l->engine_on && l->kernels > 1 &&
+           (l->packed_len > SIZE_MAX / sizeof(float) / l->kernels ||
+            l->packed_len * sizeof(float) * l->kernels > DC_CACHED_KERNELS);
+}
+
+/* Samples whose kernel slices the engine mixes in one pass over the K sets (the slices are
+ * DC_ENGINE_KC reduction indices long: 512 KiB for 512 channels, so 8 of them stay in L2 and
+ * L3). Only when the attention of the batch comes first; else one sample at a time. */
+enum { DC_FUSED_CHUNK = 8 };
+
 static size_t kernel_chunk(const dc_layer *l, const dc_conv_shape *s, size_t batch,
                            size_t threads) {
-    const size_t cached = (size_t)8 << 20, budget = (size_t)32 << 20;
-    const size_t kernel_bytes = l->kernel_len * sizeof(float);
+    const size_t cached = DC_CACHED_KERNELS, budget = (size_t)32 << 20;
+    if (dc_exec_engine_fused(l)) {
+        const size_t per_thread = batch / threads;
+        return !dc_attention_per_batch(l, s) || per_thread < 2 ? 1
+               : per_thread < DC_FUSED_CHUNK                 ? per_thread
+                                                             : DC_FUSED_CHUNK;
+    }
+    const size_t kernel_bytes = dc_exec_mixed_floats(l) * sizeof(float);
     if (!dc_attention_per_batch(l, s) || batch / threads < 2 ||
         kernel_bytes > SIZE_MAX / l->kernels || kernel_bytes * l->kernels <= cached) {
         return 1;
@@ -36,6 +57,34 @@ static size_t kernel_chunk(const dc_layer *l, const dc_conv_shape *s, size_t bat
     size_t chunk = budget / kernel_bytes;
     chunk = chunk < batch / threads ? chunk : batch / threads;
     return chunk > 0 ? chunk : 1;
+}
+
+size_t dc_exec_mixed_floats(const dc_layer *l) {
+    return l->engine_on ? l->packed_len : l->kernel_len;
+}
+
+/* Floats of the mixed kernels in one slot: `chunk` whole kernels, or on the fused engine path
+ * `chunk` slices, and a whole kernel besides when samples are shared between threads (they are
+ * mixed whole into slot 0). False on overflow. */
+static bool slot_weights(const dc_layer *l, size_t batch, size_t threads, size_t chunk,
+                         size_t *out) {
+    if (!dc_exec_engine_fused(l)) {
+        return dc_mul_size(chunk, dc_exec_mixed_floats(l), out);
+    }
+    const size_t g_out = l->shape.out_channels / l->shape.groups, mr = l->gemm->mr;
+    const size_t dims[4] = {l->shape.groups, (g_out + mr - 1) / mr * mr, DC_ENGINE_KC, chunk};
+    if (!dc_product(dims, 4, out)) {
+        return false;
+    }
+    const size_t team = dc_exec_team(l, batch, threads);
+    if (batch % team != 0 && *out < l->packed_len) {
+        *out = l->packed_len;
+    }
+    return true;
+}
+
+bool dc_exec_mixes(const dc_layer *l) {
+    return l->kernels > 1 || (l->engine_on && l->packed == NULL);
 }
 
 static bool plan_workspace(const dc_layer *l, size_t batch, size_t threads, size_t chunk,
@@ -56,11 +105,11 @@ static bool plan_workspace(const dc_layer *l, size_t batch, size_t threads, size
     }
     /* One slot, planned on its own to learn its size and inner offsets. */
     dc_arena slot = {NULL, 0, false};
-    out->has_weights = dynamic;
+    out->has_weights = dc_exec_mixes(l);
     out->has_biases = dynamic && l->bias != NULL;
     out->has_col = scratch_floats > 0;
     size_t chunk_weights, chunk_biases;
-    if (!dc_mul_size(chunk, l->kernel_len, &chunk_weights) ||
+    if (!slot_weights(l, batch, threads, chunk, &chunk_weights) ||
         !dc_mul_size(chunk, l->shape.out_channels, &chunk_biases)) {
         return false;
     }
@@ -92,7 +141,11 @@ static bool plan_workspace(const dc_layer *l, size_t batch, size_t threads, size
 bool dc_plan_forward_layout(const dc_layer *l, size_t batch, size_t threads, size_t chunk,
                             char *base, workspace_layout *out, size_t *bytes) {
     size_t scratch;
-    return dc_conv_scratch_floats(&l->shape, &scratch) &&
+    const dc_conv_shape *s = &l->shape;
+    const bool sized = l->engine_on
+                           ? dc_engine_scratch_floats(s, l->gemm, s->out_h * s->out_w, &scratch)
+                           : dc_conv_scratch_floats(s, &scratch);
+    return sized &&
            plan_workspace(l, batch, threads, chunk, scratch, base, out, bytes);
 }
 

@@ -49,6 +49,17 @@ void dc_exec_run(dc_pool *pool, size_t team, dc_pool_task fn, void *ctx);
  * differing by at most one. */
 void dc_exec_share(size_t total, size_t index, size_t count, size_t *begin, size_t *end);
 
+/* Floats of one mixed kernel in a slot: packed panels on the engine, else kernel_len. */
+size_t dc_exec_mixed_floats(const dc_layer *l);
+/* Whether a forward writes mixed kernels into the slots: K > 1, or the engine with borrowed
+ * weights (packed in every forward, also for K = 1). */
+bool dc_exec_mixes(const dc_layer *l);
+
+/* Whether whole samples on the engine mix their kernels a reduction slice at a time, each slice
+ * consumed by the convolution right away: K > 1 and the K packed sets larger than the cache
+ * keeps between samples. */
+bool dc_exec_engine_fused(const dc_layer *l);
+
 /* Whether the attention of the whole batch comes before the convolutions (small images). */
 bool dc_attention_per_batch(const dc_layer *l, const dc_conv_shape *s);
 

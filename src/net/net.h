@@ -126,6 +126,11 @@ struct dynconv_network {
     size_t workspace_bytes;
     float *attention;         /* the attention rows of every dynamic layer */
     size_t attention_floats;
+
+    /* Per-node timing (bench/net_profile.c, through the internal layers): when not NULL,
+     * forward adds each node's wall time in seconds to profile[i] (num_nodes entries, in
+     * execution order). NULL (always, through the public API): forward reads no clock. */
+    double *profile;
 };
 
 /* The file's bytes as a network: container, graph, tensors, order, folding, layer handles.
@@ -174,8 +179,9 @@ static inline size_t net_value_count(const dynconv_network *net, net_value v) {
     return v == 0 ? net->input_count : net->nodes[v - 1].count;
 }
 
-/* The ops the network runs itself; x and y as reshaped. */
-void net_run_op(const net_node *node, size_t batch, const float *const *in, float *out);
+/* The ops the network runs itself (on the network's pool); inputs and output as reshaped. */
+void net_run_op(const dynconv_network *net, const net_node *node, const float *const *in,
+                float *out);
 
 /* A pair's output size (floor mode), false when the window does not fit the padded input. */
 bool net_window_out(size_t in, size_t k, size_t s, size_t p, size_t d, size_t *out);

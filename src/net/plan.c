@@ -1,5 +1,6 @@
 /* reshape and forward of a network: the output shape of every node, the activation arena
  * planned by liveness, the shared workspace, and the run itself (which never allocates). */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, for the per-node timing */
 #include "net.h"
 
 #include "tensor.h"
@@ -7,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* A value's shape while reshape works it out (committed to the nodes only on success). */
 typedef struct vshape {
@@ -422,12 +424,22 @@ dynconv_status net_forward(const char *fn, dynconv_network *net, const float *in
         for (size_t j = 0; j < n->num_inputs; ++j) {
             net->input_ptrs[j] = value_ptr(net, input, n->inputs[j]);
         }
+        struct timespec t0;
+        if (net->profile != NULL) {
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+        }
         float *out = (float *)(void *)(net->arena + n->offset);
         if (n->layer != NULL) {
             TRY(dc_conv2d_forward_named(fn, n->layer, net->input_ptrs[0], out, n->attention,
                                         net->workspace, net->workspace_bytes));
         } else if (n->op != OP_FLATTEN) {
-            net_run_op(n, net->batch, net->input_ptrs, out);
+            net_run_op(net, n, net->input_ptrs, out);
+        }
+        if (net->profile != NULL) {
+            struct timespec t1;
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            net->profile[i] += (double)(t1.tv_sec - t0.tv_sec) +
+                               1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
         }
     }
     for (size_t i = 0; i < net->num_outputs; ++i) {

@@ -1,0 +1,77 @@
+/* When the forward runs on the library's own engine (src/gemm) instead of im2col + BLAS, and
+ * the engine's part of create: choosing the micro-kernel and packing the kernel sets. */
+#include "exec.h"
+
+#include "gemm.h"
+#include "tensor.h"
+
+#include <stdatomic.h>
+
+static atomic_int engine_mode = DC_ENGINE_AUTO;
+
+void dc_exec_set_engine_mode(int mode) { atomic_store(&engine_mode, mode); }
+
+bool dc_exec_engine_setup(dc_layer *l, size_t *pack_floats) {
+    const dc_conv_shape *s = &l->shape;
+    *pack_floats = 0;
+    l->gemm = NULL;
+    l->packed = NULL;
+    l->packed_len = 0;
+    l->engine_on = false;
+    if (dc_conv_is_depthwise(s)) {
+        return true; /* its direct loop beats any GEMM (an inner dimension of kh*kw) */
+    }
+    const dc_gemm_kernel *k = dc_gemm_select();
+    size_t len;
+    if (!dc_engine_packed_floats(s, k, &len) || !dc_mul_size(len, l->kernels, pack_floats)) {
+        return false;
+    }
+    l->gemm = k;
+    l->packed_len = len;
+    return true;
+}
+
+void dc_exec_engine_pack(dc_layer *l, float *buf) {
+    for (size_t k = 0; k < l->kernels; ++k) {
+        dc_engine_pack_a(&l->shape, l->gemm, l->weight + k * l->kernel_len,
+                         buf + k * l->packed_len);
+    }
+    l->packed = buf;
+}
+
+/* The rule, from bench/layers.txt at batch 1 and 16 on 1 and 2 threads, own engine against
+ * im2col + OpenBLAS 0.3.21 on its SkylakeX kernels, on the 2-core AVX-512 machine of
+ * docs/benchmarks.md (process CPU time, medians of 5):
+ *   - kernels larger than 1x1 (3x3 at stride 1 and 2): the engine, 0.6 to 1.1 of the time
+ *     (ahead on most cases; the dynamic 512-channel 7x7 layer gains most, from mixing
+ *     slices into L2 instead of whole kernels into memory);
+ *   - pointwise kernels: the engine only for 256 to 1024 output positions (28x28: 0.65 to 0.9
+ *     of the time); at 56x56 the image streams from memory and OpenBLAS's copy of it does
+ *     better (1.05 to 1.2), at 7x7 the 49 columns fill 49 of 64 lanes of the 32-wide tiles
+ *     (even at best);
+ *   - strided 1x1 kernels: im2col + BLAS (the engine 1.1 to 1.35);
+ *   - fewer output positions than one B panel is wide: im2col + BLAS (most of a tile idle);
+ *   - borrowed weights with K > 1 whose K sets exceed 8 MiB: im2col + BLAS, as mixing and
+ *     packing them in every forward costs more than the engine saves (1.2 on 256 channels
+ *     at 14x14). */
+static bool rule_prefers_engine(const dc_layer *l) {
+    const dc_conv_shape *s = &l->shape;
+    const size_t plane = s->out_h * s->out_w;
+    if (plane < l->gemm->nr) {
+        return false;
+    }
+    if (l->packed == NULL && l->kernels > 1 &&
+        (l->packed_len > ((size_t)8 << 20) / sizeof(float) / l->kernels)) {
+        return false;
+    }
+    if (s->kernel_h * s->kernel_w > 1) {
+        return true;
+    }
+    return dc_conv_is_pointwise(s) && plane >= 256 && plane <= 1024;
+}
+
+void dc_exec_choose_engine(dc_layer *l) {
+    const int mode = atomic_load(&engine_mode);
+    l->engine_on = l->gemm != NULL && mode != DC_ENGINE_NEVER &&
+                   (mode == DC_ENGINE_ALWAYS || rule_prefers_engine(l));
+}

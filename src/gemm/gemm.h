@@ -1,0 +1,132 @@
+/* GEMM layer: the library's own convolution engine. Register-blocked micro-kernels
+ * C[MR x NR] (+)= A_panel * B_panel for AVX-512, AVX2 + FMA and a portable baseline, chosen once
+ * per layer at run time; the packing of kernels into A panels (done once, at create) and of the
+ * image into B panels (implicit im2col, straight from the input); and the per-sample driver that
+ * blocks the reduction and the columns for the caches. Below exec, beside conv; depends on the
+ * tensor layer only (no BLAS). */
+#ifndef DYNCONV_SRC_GEMM_H
+#define DYNCONV_SRC_GEMM_H
+
+#include "conv.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Instruction sets with a micro-kernel of their own, widest last. */
+typedef enum dc_isa { DC_ISA_BASELINE = 0, DC_ISA_AVX2 = 1, DC_ISA_AVX512 = 2 } dc_isa;
+
+/* C[m x n] of a tile, row stride ldc, from a kc-long slice of one A panel (kc x MR floats,
+ * element (p, r) at a[p * MR + r]) and of one B panel (kc rows of NR floats, row p at
+ * b + p * ldb). m <= MR and n <= NR say how much of the tile is stored; the rest of the panels
+ * is read (zeros in packed panels) but never written out. accumulate: C += A*B; else
+ * C = bias + A*B, bias [m] (NULL: zeros), the sum starting from the bias (which saves the
+ * output a pass of its own). Every element is its start plus the products p = 0..kc-1 in that
+ * order, whatever m, n and the tile's place, so results do not depend on how columns or rows
+ * are cut into tiles. */
+typedef void (*dc_gemm_tile_fn)(size_t kc, const float *a, const float *b, size_t ldb, float *c,
+                                size_t ldc, size_t m, size_t n, const float *bias,
+                                bool accumulate);
+
+typedef struct dc_gemm_kernel {
+    dc_isa isa;
+    const char *name;
+    size_t mr, nr;            /* rows of A panels, columns of B panels */
+    dc_gemm_tile_fn tile;
+} dc_gemm_kernel;
+
+/* The micro-kernel for `isa`, or NULL when it is not built in (DYNCONV_PORTABLE builds only the
+ * baseline) or the CPU lacks it. */
+const dc_gemm_kernel *dc_gemm_kernel_for(dc_isa isa);
+
+/* The widest micro-kernel this CPU runs, unless dc_gemm_force_isa chose another. */
+const dc_gemm_kernel *dc_gemm_select(void);
+
+/* For tests: dc_gemm_select returns the kernel of `isa` from now on (false, and nothing changes,
+ * when that kernel is unavailable); dc_gemm_force_auto undoes it. Layers created before keep the
+ * kernel their panels were packed for. */
+bool dc_gemm_force_isa(dc_isa isa);
+void dc_gemm_force_auto(void);
+
+/* ---- Packing and the per-sample driver (engine.c) ---- */
+
+/* Floats of one packed kernel set: groups * ceil(g_out / MR) * MR * (C_in/g * kh * kw), the
+ * rows of each group rounded up to whole panels (zero rows). False on overflow. */
+bool dc_engine_packed_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t *out);
+
+/* The largest MR of any micro-kernel (callers may size row tiles with it). */
+#define DC_GEMM_MAX_MR 8
+
+/* Packs one kernel set w [C_out, C_in/g, kh, kw] into panels: group g, panel j, element (p, r)
+ * at ((g * panels + j) * depth + p) * MR + r = w[g * g_out + j * MR + r][p], zero past g_out. */
+void dc_engine_pack_a(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *w,
+                      float *packed);
+
+/* Packs columns [col0, col0 + n) of rows [p0, p0 + kc) of a group's im2col matrix (row
+ * p = (channel, ki, kj), column = oh * out_w + ow) straight from the group's input xg
+ * [C_in/g, H, W] into ceil(n / nr) consecutive B panels of kc x nr floats each (column j of the
+ * range in panel j / nr, lane j % nr), zero padded: borders, and columns past n. */
+void dc_engine_pack_b(const dc_conv_shape *s, const float *xg, size_t p0, size_t kc, size_t col0,
+                      size_t n, size_t nr, float *panels);
+
+/* Rows [0, m) of a row-major block (row r at rows + r * ld), columns [0, np), into np rows of
+ * an A panel: dst[p * mr + r], zeros for rows m..mr-1. A panel slice starting at reduction
+ * index p0 starts at panel + p0 * mr, so a panel can be filled slice by slice. */
+void dc_engine_pack_rows(const float *rows, size_t ld, size_t m, size_t np, size_t mr,
+                         float *dst);
+
+/* Whether dc_engine_conv builds B panels from a zero-padded, phase-split copy of the input
+ * (pack_padded.c; every shape but pointwise): every panel row is then a few contiguous copies. */
+bool dc_engine_uses_padded(const dc_conv_shape *s);
+/* Floats of that copy for one group: C_in/g * sh * sw * ceil((H + 2ph) / sh) *
+ * ceil((W + 2pw) / sw). False on overflow. */
+bool dc_engine_padded_floats(const dc_conv_shape *s, size_t *out);
+/* Channels [c0, c1) of a group's input xg [C_in/g, H, W] into that copy xp (channel c's phases
+ * from xp + c * sh * sw * ceil((H + 2ph) / sh) * ceil((W + 2pw) / sw)). */
+void dc_engine_pad_input(const dc_conv_shape *s, const float *xg, size_t c0, size_t c1,
+                         float *xp);
+/* The panels dc_engine_pack_b makes, from the copy xp of the group's input (the channels rows
+ * [p0, p0 + kc) read must be in it); k picks the copy routine for its instruction set. */
+void dc_engine_pack_b_padded(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *xp,
+                             size_t p0, size_t kc, size_t col0, size_t n, size_t nr,
+                             float *panels);
+
+/* Floats of scratch dc_engine_conv needs for a column range of up to `cols` columns: one block
+ * of B panels, min(depth, DC_ENGINE_KC) * round_up(min(cols, 512), NR), plus for stride-1
+ * shapes the padded copy of a group's input. False on overflow. */
+bool dc_engine_scratch_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t cols,
+                              size_t *out);
+
+/* The reduction is cut into slices of DC_ENGINE_KC indices, starting at 0: a caller that mixes
+ * a kernel slice by slice uses the same boundaries, and a sum over a range of whole slices is
+ * the same whether the range is done in one call or slice by slice. */
+#define DC_ENGINE_KC 256
+
+/* Reduction indices [p_begin, p_end) (p_begin a multiple of DC_ENGINE_KC, p_end one or the
+ * depth) of output columns [col0, col1) (of out_h * out_w) of every output channel of one
+ * sample: y (+)= conv(x, W) + b. W is in A panels: global panel gp (group * panels + panel),
+ * reduction index p at a + gp * a_stride + (p - a_p0) * MR (a whole packed set: a_stride =
+ * depth * MR, a_p0 = 0; a slice of one: its length times MR, its first index). With
+ * p_begin == 0, y starts from b [C_out] (or NULL: zero); later ranges add to y. scratch:
+ * dc_engine_scratch_floats(s, k, col1 - col0) floats. Each output value is computed the same
+ * way whatever the column range and however the reduction is split into calls, so threads
+ * sharing a sample by bands of columns, and slice-by-slice mixing, give bitwise the result of
+ * one call. */
+void dc_engine_conv(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
+                    const float *a, size_t a_stride, size_t a_p0, const float *b, float *y,
+                    float *scratch, size_t col0, size_t col1, size_t p_begin, size_t p_end);
+
+/* A clamp of the output to [lo, hi] (ReLU: 0 and +inf; ReLU6: 0 and 6), written so that a NaN
+ * stays NaN: v < lo ? lo : v, then v > hi ? hi : v. */
+typedef struct dc_engine_clamp {
+    float lo, hi;
+} dc_engine_clamp;
+
+/* dc_engine_conv, then clamp (NULL: none) on each B panel's outputs (all output channels of its
+ * columns) right after the call's last reduction slice was added to them, while they are still
+ * in L1. Only the call that ends the reduction (p_end = depth) may pass a clamp. */
+void dc_engine_conv_clamped(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
+                            const float *a, size_t a_stride, size_t a_p0, const float *b,
+                            float *y, float *scratch, size_t col0, size_t col1, size_t p_begin,
+                            size_t p_end, const dc_engine_clamp *clamp);
+
+#endif

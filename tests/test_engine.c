@@ -1,0 +1,390 @@
+/* The own convolution engine (src/gemm) on its own, with small integers so that every product
+ * and sum is exact in float and the expected values can be held to tolerance 0:
+ *   - each micro-kernel (every ISA this CPU runs; the others are skipped and reported) against
+ *     an integer matrix product, for every tile edge (m, n), reduction lengths and strides,
+ *     overwrite, bias and accumulate, and that nothing outside the tile is written;
+ *   - the A packing against its index formula, the B packing (both packers, each copy
+ *     routine) against the conv layer's im2col (an independent implementation);
+ *   - dc_engine_conv against a direct integer convolution, whole and cut into column bands and
+ *     reduction slices (which must give the same bits).
+ * tests/test_engine_forward.c has the public forward on the engine. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <dynconv/dynconv.h>
+
+#include "engine_cases.h"
+#include "testutil.h"
+
+/* ---- micro-kernels ---- */
+
+static void check_tile(const dc_gemm_kernel *k, size_t kc, size_t m, size_t n, size_t ldb,
+                       bool accumulate, bool with_bias, tu_rng *rng) {
+    const size_t mr = k->mr, nr = k->nr, ldc = nr + 3, rows = mr + 2;
+    float *a = tu_alloc((kc * mr + 1) * sizeof(float));
+    float *b = tu_alloc((kc * ldb + 1) * sizeof(float));
+    float *c = tu_alloc(rows * ldc * sizeof(float));
+    float *before = tu_alloc(rows * ldc * sizeof(float));
+    tu_fill_int(rng, a, kc * mr, -4, 4);
+    tu_fill_int(rng, b, kc * ldb, -4, 4);
+    tu_fill_int(rng, c, rows * ldc, -9, 9);
+    memcpy(before, c, rows * ldc * sizeof(float));
+    /* m values only, so that a read past row m is caught (ASan) */
+    float *bias = with_bias ? tu_alloc(m * sizeof(float)) : NULL;
+    if (bias != NULL) {
+        tu_fill_int(rng, bias, m, -9, 9);
+    }
+    k->tile(kc, a, b, ldb, c, ldc, m, n, bias, accumulate);
+    for (size_t r = 0; r < rows; ++r) {
+        for (size_t j = 0; j < ldc; ++j) {
+            double want = before[r * ldc + j];
+            if (r < m && j < n) {
+                int64_t sum = accumulate  ? (int64_t)before[r * ldc + j]
+                              : bias != NULL ? (int64_t)bias[r]
+                                             : 0;
+                for (size_t p = 0; p < kc; ++p) {
+                    sum += (int64_t)a[p * mr + r] * (int64_t)b[p * ldb + j];
+                }
+                want = (double)sum;
+            }
+            if ((double)c[r * ldc + j] != want) {
+                fail_msg("%s kc=%zu m=%zu n=%zu ldb=%zu acc=%d: C[%zu][%zu] = %g, want %g",
+                         k->name, kc, m, n, ldb, (int)accumulate, r, j, (double)c[r * ldc + j],
+                         want);
+            }
+        }
+    }
+    free(bias);
+    free(before);
+    free(c);
+    free(b);
+    free(a);
+}
+
+static void run_tile_tests(dc_isa isa) {
+    const dc_gemm_kernel *k = kernel_or_skip(isa);
+    tu_rng rng;
+    tu_rng_seed(&rng, 1000 + (uint64_t)isa);
+    const size_t kcs[] = {1, 3, 17, 256, 300};
+    for (size_t ik = 0; ik < sizeof kcs / sizeof kcs[0]; ++ik) {
+        for (size_t m = 1; m <= k->mr; ++m) {
+            const size_t ns[] = {1, k->nr / 2 + 1, k->nr - 1, k->nr};
+            for (size_t in = 0; in < 4; ++in) {
+                for (int mode = 0; mode < 3; ++mode) { /* overwrite, with bias, accumulate */
+                    check_tile(k, kcs[ik], m, ns[in], k->nr, mode == 2, mode == 1, &rng);
+                    /* B read in place, rows further apart than NR */
+                    check_tile(k, kcs[ik], m, ns[in], k->nr + 13, mode == 2, mode == 1, &rng);
+                }
+            }
+        }
+    }
+}
+
+static void test_tile_baseline(void **state) {
+    (void)state;
+    run_tile_tests(DC_ISA_BASELINE);
+}
+static void test_tile_avx2(void **state) {
+    (void)state;
+    run_tile_tests(DC_ISA_AVX2);
+}
+static void test_tile_avx512(void **state) {
+    (void)state;
+    run_tile_tests(DC_ISA_AVX512);
+}
+
+/* The choice: the automatic one is the widest available, a forced one sticks until undone, an
+ * unavailable one is refused without changing anything. */
+static void test_select_and_force(void **state) {
+    (void)state;
+    const dc_gemm_kernel *best = dc_gemm_select();
+    assert_non_null(best);
+    for (int isa = DC_ISA_AVX512; isa > (int)best->isa; --isa) {
+        assert_null(dc_gemm_kernel_for((dc_isa)isa));
+        assert_false(dc_gemm_force_isa((dc_isa)isa));
+        assert_ptr_equal(dc_gemm_select(), best);
+    }
+    for (int isa = 0; isa <= (int)best->isa; ++isa) {
+        if (dc_gemm_kernel_for((dc_isa)isa) != NULL) {
+            assert_true(dc_gemm_force_isa((dc_isa)isa));
+            assert_int_equal(dc_gemm_select()->isa, isa);
+        }
+    }
+    dc_gemm_force_auto();
+    assert_ptr_equal(dc_gemm_select(), best);
+}
+
+/* dc_engine_pack_a: element (g, panel j, p, r) = w[g * g_out + j * MR + r][p], 0 past g_out. */
+static void check_pack_a(const geo *g, const dc_gemm_kernel *k) {
+    const dc_conv_shape s = shape_of(g);
+    const size_t depth = depth_of(&s), g_out = s.out_channels / s.groups, mr = k->mr;
+    const size_t panels = (g_out + mr - 1) / mr;
+    size_t len;
+    assert_true(dc_engine_packed_floats(&s, k, &len));
+    assert_int_equal(len, s.groups * panels * mr * depth);
+    float *w = tu_alloc(s.out_channels * depth * sizeof(float));
+    float *packed = tu_alloc(len * sizeof(float));
+    for (size_t i = 0; i < s.out_channels * depth; ++i) {
+        w[i] = (float)(i + 1); /* distinct, exact */
+    }
+    dc_engine_pack_a(&s, k, w, packed);
+    for (size_t gi = 0; gi < s.groups; ++gi) {
+        for (size_t j = 0; j < panels; ++j) {
+            for (size_t p = 0; p < depth; ++p) {
+                for (size_t r = 0; r < mr; ++r) {
+                    const size_t row = j * mr + r;
+                    const float want = row < g_out ? w[(gi * g_out + row) * depth + p] : 0.0f;
+                    assert_true(packed[((gi * panels + j) * depth + p) * mr + r] == want);
+                }
+            }
+        }
+    }
+    free(packed);
+    free(w);
+}
+
+/* dc_engine_pack_b (and for stride-1 shapes dc_engine_pack_b_padded, with each copy routine)
+ * against dc_im2col for several column ranges and reduction slices. */
+static void check_pack_b(const geo *g, size_t nr, const dc_gemm_kernel *padded_with) {
+    const dc_conv_shape s = shape_of(g);
+    const size_t depth = depth_of(&s), plane = s.out_h * s.out_w;
+    const size_t g_in = s.in_channels / s.groups, in_plane = s.height * s.width;
+    tu_rng rng;
+    tu_rng_seed(&rng, 77 + nr);
+    float *x = tu_alloc(s.in_channels * in_plane * sizeof(float));
+    float *col = tu_alloc(depth * plane * sizeof(float));
+    const size_t max_panels = (plane + nr - 1) / nr;
+    float *panels = tu_alloc(depth * max_panels * nr * sizeof(float));
+    tu_fill_int(&rng, x, s.in_channels * in_plane, -9, 9);
+    size_t xp_len = 0;
+    assert_true(dc_engine_padded_floats(&s, &xp_len));
+    float *xp = tu_alloc(xp_len * sizeof(float));
+    for (size_t gi = 0; gi < s.groups; ++gi) {
+        const float *xg = x + gi * g_in * in_plane;
+        dc_im2col(&s, xg, g_in, col);
+        dc_engine_pad_input(&s, xg, 0, g_in, xp);
+        const size_t starts[] = {0, 1, plane / 2, plane - 1};
+        for (size_t is = 0; is < 4; ++is) {
+            const size_t col0 = starts[is], n = plane - col0;
+            const size_t slices[][2] = {{0, depth}, {depth / 3, depth - depth / 3}};
+            for (size_t sl = 0; sl < 2; ++sl) {
+                const size_t p0 = slices[sl][0], kc = slices[sl][1];
+                if (kc == 0) {
+                    continue;
+                }
+                const size_t npan = (n + nr - 1) / nr;
+                memset(panels, 0xFF, depth * max_panels * nr * sizeof(float)); /* NaN */
+                if (padded_with != NULL) {
+                    dc_engine_pack_b_padded(&s, padded_with, xp, p0, kc, col0, n, nr, panels);
+                } else {
+                    dc_engine_pack_b(&s, xg, p0, kc, col0, n, nr, panels);
+                }
+                for (size_t jp = 0; jp < npan; ++jp) {
+                    for (size_t q = 0; q < kc; ++q) {
+                        for (size_t l = 0; l < nr; ++l) {
+                            const size_t j = jp * nr + l;
+                            const float want = j < n ? col[(p0 + q) * plane + col0 + j] : 0.0f;
+                            const float got = panels[(jp * kc + q) * nr + l];
+                            if (got != want) {
+                                fail_msg("%s nr=%zu group %zu col0=%zu p0=%zu: panel %zu row %zu "
+                                         "lane %zu = %g, want %g",
+                                         g->name, nr, gi, col0, p0, jp, q, l, (double)got,
+                                         (double)want);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    free(xp);
+    free(panels);
+    free(col);
+    free(x);
+}
+
+static void test_pack_a(void **state) {
+    (void)state;
+    for (int isa = 0; isa <= DC_ISA_AVX512; ++isa) {
+        const dc_gemm_kernel *k = dc_gemm_kernel_for((dc_isa)isa);
+        for (size_t i = 0; k != NULL && i < sizeof geos / sizeof geos[0]; ++i) {
+            check_pack_a(&geos[i], k);
+        }
+    }
+}
+
+static void test_pack_b(void **state) {
+    (void)state;
+    const size_t nrs[] = {8, 16, 32};
+    for (size_t in = 0; in < 3; ++in) {
+        for (size_t i = 0; i < sizeof geos / sizeof geos[0]; ++i) {
+            check_pack_b(&geos[i], nrs[in], NULL);
+            const dc_conv_shape s = shape_of(&geos[i]);
+            for (int isa = 0; isa <= DC_ISA_AVX512 && dc_engine_uses_padded(&s); ++isa) {
+                const dc_gemm_kernel *k = dc_gemm_kernel_for((dc_isa)isa);
+                if (k != NULL) {
+                    check_pack_b(&geos[i], nrs[in], k);
+                }
+            }
+        }
+    }
+}
+
+static void test_pack_rows(void **state) {
+    (void)state;
+    enum { LD = 11, M = 3, NP = 7, MR = 5 };
+    float rows[M * LD], dst[NP * MR];
+    for (size_t i = 0; i < M * LD; ++i) {
+        rows[i] = (float)i;
+    }
+    memset(dst, 0xFF, sizeof dst);
+    dc_engine_pack_rows(rows, LD, M, NP, MR, dst);
+    for (size_t p = 0; p < NP; ++p) {
+        for (size_t r = 0; r < MR; ++r) {
+            assert_true(dst[p * MR + r] == (r < M ? rows[r * LD + p] : 0.0f));
+        }
+    }
+}
+
+/* ---- the driver ---- */
+
+/* Direct integer convolution of one sample: y [C_out, plane] (+ bias). */
+static void int_conv(const dc_conv_shape *s, const float *x, const float *w, const float *b,
+                     double *y) {
+    const size_t g_in = s->in_channels / s->groups, g_out = s->out_channels / s->groups;
+    for (size_t oc = 0; oc < s->out_channels; ++oc) {
+        const size_t gi = oc / g_out;
+        for (size_t oh = 0; oh < s->out_h; ++oh) {
+            for (size_t ow = 0; ow < s->out_w; ++ow) {
+                int64_t sum = b != NULL ? (int64_t)b[oc] : 0;
+                for (size_t c = 0; c < g_in; ++c) {
+                    for (size_t ki = 0; ki < s->kernel_h; ++ki) {
+                        for (size_t kj = 0; kj < s->kernel_w; ++kj) {
+                            const int64_t ih = (int64_t)(oh * s->stride_h + ki * s->dilation_h) -
+                                               (int64_t)s->pad_h;
+                            const int64_t iw = (int64_t)(ow * s->stride_w + kj * s->dilation_w) -
+                                               (int64_t)s->pad_w;
+                            if (ih < 0 || iw < 0 || ih >= (int64_t)s->height ||
+                                iw >= (int64_t)s->width) {
+                                continue;
+                            }
+                            const float xv = x[((gi * g_in + c) * s->height + (size_t)ih) *
+                                                   s->width + (size_t)iw];
+                            const float wv =
+                                w[((oc * g_in + c) * s->kernel_h + ki) * s->kernel_w + kj];
+                            sum += (int64_t)xv * (int64_t)wv;
+                        }
+                    }
+                }
+                y[oc * s->out_h * s->out_w + oh * s->out_w + ow] = (double)sum;
+            }
+        }
+    }
+}
+
+static void check_driver(const geo *g, const dc_gemm_kernel *k, bool with_bias) {
+    const dc_conv_shape s = shape_of(g);
+    const size_t depth = depth_of(&s), plane = s.out_h * s.out_w;
+    const size_t y_len = s.out_channels * plane, mr = k->mr;
+    tu_rng rng;
+    tu_rng_seed(&rng, 5 + (uint64_t)k->isa);
+    float *x = tu_alloc(s.in_channels * s.height * s.width * sizeof(float));
+    float *w = tu_alloc(s.out_channels * depth * sizeof(float));
+    float *b = tu_alloc(s.out_channels * sizeof(float));
+    tu_fill_int(&rng, x, s.in_channels * s.height * s.width, -3, 3);
+    tu_fill_int(&rng, w, s.out_channels * depth, -3, 3);
+    tu_fill_int(&rng, b, s.out_channels, -20, 20);
+    size_t len, scratch_len;
+    assert_true(dc_engine_packed_floats(&s, k, &len));
+    assert_true(dc_engine_scratch_floats(&s, k, plane, &scratch_len));
+    float *packed = tu_alloc(len * sizeof(float));
+    float *scratch = tu_alloc((scratch_len + 1) * sizeof(float));
+    float *y = tu_alloc(y_len * sizeof(float));
+    float *y2 = tu_alloc(y_len * sizeof(float));
+    double *want = tu_alloc(y_len * sizeof(double));
+    dc_engine_pack_a(&s, k, w, packed);
+    const float *bias = with_bias ? b : NULL;
+    int_conv(&s, x, w, bias, want);
+
+    /* whole */
+    dc_engine_conv(&s, k, x, packed, depth * mr, 0, bias, y, scratch, 0, plane, 0, depth);
+    assert_int_equal(tu_count_mismatches("engine", y, want, y_len, 0.0, 0.0), 0);
+
+    /* three column bands, one of them not a whole number of panels */
+    const size_t cut1 = plane / 3, cut2 = plane - plane / 4;
+    memset(y2, 0xFF, y_len * sizeof(float));
+    dc_engine_conv(&s, k, x, packed, depth * mr, 0, bias, y2, scratch, 0, cut1, 0, depth);
+    dc_engine_conv(&s, k, x, packed, depth * mr, 0, bias, y2, scratch, cut1, cut2, 0, depth);
+    dc_engine_conv(&s, k, x, packed, depth * mr, 0, bias, y2, scratch, cut2, plane, 0, depth);
+    assert_memory_equal(y, y2, y_len * sizeof(float));
+
+    /* reduction slice by slice, each slice's A copied out on its own (as the fused mixing
+     * gives it): the same bits */
+    const size_t panels_all = len / (depth * mr);
+    float *slice = tu_alloc(panels_all * DC_ENGINE_KC * mr * sizeof(float));
+    memset(y2, 0xFF, y_len * sizeof(float));
+    for (size_t p0 = 0; p0 < depth; p0 += DC_ENGINE_KC) {
+        const size_t np = depth - p0 < DC_ENGINE_KC ? depth - p0 : DC_ENGINE_KC;
+        for (size_t gp = 0; gp < panels_all; ++gp) {
+            memcpy(slice + gp * DC_ENGINE_KC * mr, packed + (gp * depth + p0) * mr,
+                   np * mr * sizeof(float));
+        }
+        dc_engine_conv(&s, k, x, slice, DC_ENGINE_KC * mr, p0, bias, y2, scratch, 0, plane, p0,
+                       p0 + np);
+    }
+    assert_memory_equal(y, y2, y_len * sizeof(float));
+
+    free(slice);
+    free(want);
+    free(y2);
+    free(y);
+    free(scratch);
+    free(packed);
+    free(b);
+    free(w);
+    free(x);
+}
+
+static void run_driver_tests(dc_isa isa) {
+    const dc_gemm_kernel *k = kernel_or_skip(isa);
+    for (size_t i = 0; i < sizeof geos / sizeof geos[0]; ++i) {
+        check_driver(&geos[i], k, i % 2 == 0);
+    }
+}
+
+static void test_driver_baseline(void **state) {
+    (void)state;
+    run_driver_tests(DC_ISA_BASELINE);
+}
+static void test_driver_avx2(void **state) {
+    (void)state;
+    run_driver_tests(DC_ISA_AVX2);
+}
+static void test_driver_avx512(void **state) {
+    (void)state;
+    run_driver_tests(DC_ISA_AVX512);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_select_and_force),
+        cmocka_unit_test(test_tile_baseline),
+        cmocka_unit_test(test_tile_avx2),
+        cmocka_unit_test(test_tile_avx512),
+        cmocka_unit_test(test_pack_rows),
+        cmocka_unit_test(test_pack_a),
+        cmocka_unit_test(test_pack_b),
+        cmocka_unit_test(test_driver_baseline),
+        cmocka_unit_test(test_driver_avx2),
+        cmocka_unit_test(test_driver_avx512),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,288 @@
+/* The public forward on the own engine (forced, each micro-kernel this CPU runs, copied and
+ * borrowed weights, batch 1 and 3, 1 and 2 threads) on the geometries of engine_cases.h,
+ * against the double reference with integer data and an attention made uniform (pi = 1/K
+ * exactly), at tolerance 0; a layer keeping the micro-kernel it was packed for; and
+ * reshape's workspace size against the header's formula (section 7), computed here. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <dynconv/dynconv.h>
+
+#include "engine_cases.h"
+#include "exec.h"
+#include "reference.h"
+#include "testutil.h"
+
+/* ---- the public forward, exactly ---- */
+
+static dynconv_threadpool *pool2;
+
+/* Integer weights, inputs and biases; fc2 all zero, so every logit is its bias (0) and the
+ * softmax gives exactly 1/K: every value of the forward is a small multiple of 1/K, exact in
+ * float. */
+static void check_forward_exact(const geo *gm, int64_t kernels, int64_t batch, uint32_t flags,
+                                int threads) {
+    const dynconv_conv2d_geometry g = {
+        (int64_t)gm->cin, (int64_t)gm->cout, (int64_t)gm->kh, (int64_t)gm->kw,
+        (int64_t)gm->sh,  (int64_t)gm->sw,   (int64_t)gm->ph, (int64_t)gm->pw,
+        (int64_t)gm->dh,  (int64_t)gm->dw,   (int64_t)gm->groups, kernels, 3};
+    const dc_conv_shape s = shape_of(gm);
+    const size_t wlen = (size_t)kernels * s.out_channels * depth_of(&s);
+    const size_t x_len = (size_t)batch * s.in_channels * s.height * s.width;
+    const size_t y_len = (size_t)batch * s.out_channels * s.out_h * s.out_w;
+    tu_rng rng;
+    tu_rng_seed(&rng, 31 + (uint64_t)kernels);
+    float *w = tu_alloc(wlen * sizeof(float));
+    float *b = tu_alloc((size_t)kernels * s.out_channels * sizeof(float));
+    float *fc1 = tu_alloc(3 * s.in_channels * sizeof(float));
+    float *fc2 = calloc((size_t)kernels * 3, sizeof(float));
+    float *x = tu_alloc(x_len * sizeof(float));
+    float *y = tu_alloc(y_len * sizeof(float));
+    double *want = tu_alloc(y_len * sizeof(double));
+    assert_non_null(fc2);
+    tu_fill_int(&rng, w, wlen, -4, 4);
+    tu_fill_int(&rng, b, (size_t)kernels * s.out_channels, -8, 8);
+    tu_fill_int(&rng, fc1, 3 * s.in_channels, -2, 2);
+    tu_fill_int(&rng, x, x_len, -3, 3);
+    const dynconv_conv2d_weights wt = {w, b, fc1, NULL, fc2, NULL};
+    ref_conv2d_forward(&g, &wt, 1.0, batch, (int64_t)s.height, (int64_t)s.width, x, want, NULL);
+
+    dynconv_conv2d *layer = NULL;
+    assert_int_equal(dynconv_conv2d_create(&g, &wt, 1.0f, flags, &layer), DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_set_threadpool(layer, pool2), DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_set_num_threads(layer, threads), DYNCONV_OK);
+    assert_int_equal(
+        dynconv_conv2d_reshape(layer, batch, (int64_t)s.height, (int64_t)s.width, NULL, NULL,
+                               NULL),
+        DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_forward(layer, x, y, NULL, NULL, 0), DYNCONV_OK);
+    if (tu_count_mismatches(gm->name, y, want, y_len, 0.0, 0.0) != 0) {
+        fail_msg("%s: K=%lld N=%lld flags=%u threads=%d not exact", gm->name, (long long)kernels,
+                 (long long)batch, (unsigned)flags, threads);
+    }
+    dynconv_conv2d_destroy(layer);
+    free(want);
+    free(y);
+    free(x);
+    free(fc2);
+    free(fc1);
+    free(b);
+    free(w);
+}
+
+static void run_forward_exact(dc_isa isa) {
+    kernel_or_skip(isa);
+    assert_true(dc_gemm_force_isa(isa));
+    dc_exec_set_engine_mode(DC_ENGINE_ALWAYS);
+    const int64_t ks[] = {1, 2, 4};
+    for (size_t i = 0; i < sizeof geos / sizeof geos[0]; ++i) {
+        for (size_t ik = 0; ik < 3; ++ik) {
+            for (int64_t batch = 1; batch <= 3; batch += 2) {
+                for (int threads = 1; threads <= 2; ++threads) {
+                    check_forward_exact(&geos[i], ks[ik], batch, 0, threads);
+                    check_forward_exact(&geos[i], ks[ik], batch, DYNCONV_FLAG_BORROW_WEIGHTS,
+                                        threads);
+                }
+            }
+        }
+    }
+    dc_exec_set_engine_mode(DC_ENGINE_AUTO);
+    dc_gemm_force_auto();
+}
+
+static void test_forward_exact_baseline(void **state) {
+    (void)state;
+    run_forward_exact(DC_ISA_BASELINE);
+}
+static void test_forward_exact_avx2(void **state) {
+    (void)state;
+    run_forward_exact(DC_ISA_AVX2);
+}
+static void test_forward_exact_avx512(void **state) {
+    (void)state;
+    run_forward_exact(DC_ISA_AVX512);
+}
+
+/* A layer keeps the micro-kernel it was created with: forcing another afterwards changes
+ * nothing for it (its panels were packed for the first). */
+static void test_layer_keeps_its_kernel(void **state) {
+    (void)state;
+    const geo *gm = &geos[0];
+    const dynconv_conv2d_geometry g = {
+        (int64_t)gm->cin, (int64_t)gm->cout, (int64_t)gm->kh, (int64_t)gm->kw,
+        (int64_t)gm->sh,  (int64_t)gm->sw,   (int64_t)gm->ph, (int64_t)gm->pw,
+        (int64_t)gm->dh,  (int64_t)gm->dw,   (int64_t)gm->groups, 1, 3};
+    const dc_conv_shape s = shape_of(gm);
+    float *w = tu_alloc(s.out_channels * depth_of(&s) * sizeof(float));
+    float fc1[3 * 5] = {0}, fc2[3] = {0};
+    tu_rng rng;
+    tu_rng_seed(&rng, 9);
+    tu_fill_int(&rng, w, s.out_channels * depth_of(&s), -4, 4);
+    const size_t x_len = s.in_channels * s.height * s.width, y_len = s.out_channels * s.out_h * s.out_w;
+    float *x = tu_alloc(x_len * sizeof(float));
+    float *y = tu_alloc(y_len * sizeof(float));
+    double *want = tu_alloc(y_len * sizeof(double));
+    tu_fill_int(&rng, x, x_len, -3, 3);
+    const dynconv_conv2d_weights wt = {w, NULL, fc1, NULL, fc2, NULL};
+    ref_conv2d_forward(&g, &wt, 1.0, 1, (int64_t)s.height, (int64_t)s.width, x, want, NULL);
+    dc_exec_set_engine_mode(DC_ENGINE_ALWAYS);
+    assert_true(dc_gemm_force_isa(DC_ISA_BASELINE));
+    dynconv_conv2d *layer = NULL;
+    assert_int_equal(dynconv_conv2d_create(&g, &wt, 1.0f, 0, &layer), DYNCONV_OK);
+    dc_gemm_force_auto();
+    assert_int_equal(dynconv_conv2d_reshape(layer, 1, (int64_t)s.height, (int64_t)s.width, NULL,
+                                            NULL, NULL),
+                     DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_forward(layer, x, y, NULL, NULL, 0), DYNCONV_OK);
+    assert_int_equal(tu_count_mismatches("kept kernel", y, want, y_len, 0.0, 0.0), 0);
+    dynconv_conv2d_destroy(layer);
+    dc_exec_set_engine_mode(DC_ENGINE_AUTO);
+    free(want);
+    free(y);
+    free(x);
+    free(w);
+}
+
+
+/* ---- the workspace formula of the header (section 7), computed here on its own ---- */
+
+/* Bytes of a buffer of `floats` floats, rounded up to the workspace alignment. */
+static size_t buf(size_t floats) { return (floats * 4 + 63) / 64 * 64; }
+static size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
+
+typedef struct ws_case {
+    const char *name;
+    int64_t cin, cout, k, s, p, groups, kernels, hidden, n, hw;
+    int threads;
+    bool borrowed, bias;
+} ws_case;
+
+/* clang-format off */
+static const ws_case ws_cases[] = {
+    /* name                       cin cout k s p  g  K  hid  N  HW  T  borrowed bias */
+    {"3x3_k4_batch5_t2",           64,  64, 3, 1, 1, 1, 4, 16, 5, 12, 2, false, true},
+    {"3x3_k4_borrowed",            64,  64, 3, 1, 1, 1, 4, 16, 4, 12, 2, true,  false},
+    {"3x3s2_groups2_k4",           64,  96, 3, 2, 1, 2, 4, 16, 3, 21, 2, false, true},
+    {"fused_big_kernels_b4_t2",   256, 256, 3, 1, 1, 1, 4, 64, 4,  5, 2, false, true},
+    {"fused_big_kernels_b5_t2",   256, 256, 3, 1, 1, 1, 4, 64, 5,  5, 2, false, true},
+    {"fused_big_kernels_b16_t1",  256, 256, 3, 1, 1, 1, 4, 64, 16, 5, 1, false, false},
+    {"pointwise_k1_copied",        32,  40, 1, 1, 0, 1, 1,  8, 3, 28, 2, false, true},
+    {"pointwise_k1_borrowed",      32,  40, 1, 1, 0, 1, 1,  8, 3, 28, 2, true,  true},
+    {"3x3_k1_copied",              48,  40, 3, 1, 1, 1, 1,  8, 2, 16, 1, false, true},
+};
+/* clang-format on */
+
+/* The header's figure for the engine path. */
+static size_t engine_formula(const ws_case *c, size_t mr, size_t nr) {
+    const size_t g = (size_t)c->groups, n = (size_t)c->n, t = (size_t)c->threads;
+    const size_t kk = (size_t)c->kernels, cout = (size_t)c->cout, hw = (size_t)c->hw;
+    const size_t depth = (size_t)(c->cin / c->groups) * (size_t)(c->k * c->k);
+    const size_t oh = (hw + 2 * (size_t)c->p - (size_t)c->k) / (size_t)c->s + 1;
+    const size_t plane = oh * oh, rows = ceil_div(cout / g, mr) * mr;
+    const size_t big_p = g * rows * depth;
+    size_t b = 1, w = 0;
+    if (kk > 1 && 4 * kk * big_p <= ((size_t)8 << 20)) {
+        w = big_p;
+    } else if (kk > 1) {
+        const bool batch_attention = 8 * (size_t)c->hidden > hw * hw;
+        b = batch_attention && n / t >= 2 ? (n / t < 8 ? n / t : 8) : 1;
+        w = b * g * rows * 256;
+        if (n % t > 0 && big_p > w) {
+            w = big_p;
+        }
+    } else if (c->borrowed) {
+        w = big_p;
+    }
+    const bool pointwise = c->k == 1 && c->s == 1 && c->p == 0;
+    size_t scratch = (depth < 256 ? depth : 256) * ceil_div(plane < 512 ? plane : 512, nr) * nr;
+    if (!pointwise) {
+        const size_t q = ceil_div(hw + 2 * (size_t)c->p, (size_t)c->s);
+        scratch += (size_t)(c->cin / c->groups) * (size_t)(c->s * c->s) * q * q;
+    }
+    const size_t slot = (w > 0 ? buf(w) : 0) + (kk > 1 && c->bias ? buf(b * cout) : 0) +
+                        buf(scratch);
+    const size_t att = kk > 1 ? buf(n * (size_t)c->cin) + buf(n * (size_t)c->hidden) +
+                                    buf(n * kk)
+                              : 0;
+    return att + t * slot;
+}
+
+static void run_ws_formula(dc_isa isa) {
+    const dc_gemm_kernel *k = kernel_or_skip(isa);
+    assert_true(dc_gemm_force_isa(isa));
+    dc_exec_set_engine_mode(DC_ENGINE_ALWAYS);
+    for (size_t i = 0; i < sizeof ws_cases / sizeof ws_cases[0]; ++i) {
+        const ws_case *c = &ws_cases[i];
+        const dynconv_conv2d_geometry g = {c->cin, c->cout, c->k, c->k, c->s, c->s, c->p, c->p,
+                                           1, 1, c->groups, c->kernels, c->hidden};
+        const size_t wlen = (size_t)(c->kernels * c->cout * c->cin / c->groups * c->k * c->k);
+        float *w = calloc(wlen, sizeof(float));
+        float *bias = calloc((size_t)(c->kernels * c->cout), sizeof(float));
+        float *fc1 = calloc((size_t)(c->hidden * c->cin), sizeof(float));
+        float *fc2 = calloc((size_t)(c->kernels * c->hidden), sizeof(float));
+        assert_true(w != NULL && bias != NULL && fc1 != NULL && fc2 != NULL);
+        const dynconv_conv2d_weights wt = {w, c->bias ? bias : NULL, fc1, NULL, fc2, NULL};
+        dynconv_conv2d *layer = NULL;
+        assert_int_equal(dynconv_conv2d_create(&g, &wt, 1.0f,
+                                               c->borrowed ? DYNCONV_FLAG_BORROW_WEIGHTS : 0,
+                                               &layer),
+                         DYNCONV_OK);
+        assert_int_equal(dynconv_conv2d_set_threadpool(layer, pool2), DYNCONV_OK);
+        assert_int_equal(dynconv_conv2d_set_num_threads(layer, c->threads), DYNCONV_OK);
+        size_t got = 0;
+        assert_int_equal(dynconv_conv2d_reshape(layer, c->n, c->hw, c->hw, NULL, NULL, &got),
+                         DYNCONV_OK);
+        const size_t want = engine_formula(c, k->mr, k->nr);
+        if (got != want) {
+            fail_msg("%s (%s): reshape reports %zu bytes, the header's formula %zu", c->name,
+                     k->name, got, want);
+        }
+        dynconv_conv2d_destroy(layer);
+        free(fc2);
+        free(fc1);
+        free(bias);
+        free(w);
+    }
+    dc_exec_set_engine_mode(DC_ENGINE_AUTO);
+    dc_gemm_force_auto();
+}
+
+static void test_ws_formula_baseline(void **state) {
+    (void)state;
+    run_ws_formula(DC_ISA_BASELINE);
+}
+static void test_ws_formula_avx2(void **state) {
+    (void)state;
+    run_ws_formula(DC_ISA_AVX2);
+}
+static void test_ws_formula_avx512(void **state) {
+    (void)state;
+    run_ws_formula(DC_ISA_AVX512);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_forward_exact_baseline),
+        cmocka_unit_test(test_forward_exact_avx2),
+        cmocka_unit_test(test_forward_exact_avx512),
+        cmocka_unit_test(test_layer_keeps_its_kernel),
+        cmocka_unit_test(test_ws_formula_baseline),
+        cmocka_unit_test(test_ws_formula_avx2),
+        cmocka_unit_test(test_ws_formula_avx512),
+    };
+    if (dynconv_threadpool_create(2, 0, &pool2) != DYNCONV_OK) {
+        fprintf(stderr, "cannot create a pool of 2 threads: %s\n", dynconv_last_error_message());
+        return 1;
+    }
+    const int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    dynconv_threadpool_destroy(pool2);
+    return failed;
+}
