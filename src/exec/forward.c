@@ -166,7 +166,8 @@ static void engine_samples(const forward_ctx *c, size_t i0, size_t i1, float *wt
     }
     for (size_t i = i0; i < i1; i += c->chunk) {
         const size_t chunk = i1 - i < c->chunk ? i1 - i : c->chunk;
-        const float *pi = c->ws->pi + i * l->kernels;
+        /* A static layer has no attention rows (pi is NULL): its one kernel is used as it is. */
+        const float *pi = l->kernels > 1 ? c->ws->pi + i * l->kernels : &one;
         if (l->kernels > 1) {
             if (!c->batch_attention) {
                 dc_global_avg_pool(c->input + i * in_len, 1, s->in_channels,
