@@ -111,12 +111,6 @@ static const conv_case conv_cases[] = {
     {"pointwise_1x1_groups2",             8,  6, 1, 1, 1, 1, 0, 0, 1, 1, 2, 4, 4,  3, 5, 6,  1.f, B_ALL},
     {"pointwise_1x1_no_bias_batch5",      6,  4, 1, 1, 1, 1, 0, 0, 1, 1, 1, 3, 3,  5, 4, 4,  1.f, B_NONE},
     {"pointwise_1x1_dilation2",           4,  5, 1, 1, 1, 1, 0, 0, 2, 2, 1, 3, 3,  2, 5, 5,  1.f, B_ALL},
-    /* one-group pointwise on a small image (8*hidden > H*W): on the engine, row panels mixed a
-     * block at a time for a chunk of samples; several blocks per chunk, a partial last panel,
-     * fewer panels than samples, and the row-block limit (1400 rows of 256) */
-    {"pointwise_blocked_batch6",         12, 45, 1, 1, 1, 1, 0, 0, 1, 1, 1, 4, 8,  6, 7, 7,  1.f, B_ALL},
-    {"pointwise_blocked_one_panel_b5",    5,  3, 1, 1, 1, 1, 0, 0, 1, 1, 1, 3, 4,  5, 4, 4,  1.f, B_CONV},
-    {"pointwise_blocked_wide_rows_b4",  256,1400,1, 1, 1, 1, 0, 0, 1, 1, 1, 4, 5,  4, 4, 4,  0.7f, B_ALL},
     {"conv_1x1_stride2",                  6,  5, 1, 1, 2, 2, 0, 0, 1, 1, 1, 4, 3,  2, 9, 9,  1.f, B_ALL},
     {"conv_1x1_pad1",                     6,  5, 1, 1, 1, 1, 1, 1, 1, 1, 1, 4, 3,  2, 6, 6,  1.f, B_ALL},
     {"conv_1x1_stride2_pad1",             6,  5, 1, 1, 2, 2, 1, 1, 1, 1, 1, 4, 3,  2, 7, 8,  1.f, B_ALL},

@@ -565,10 +565,8 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  *     or shrink the im2col;
  *   - the direct depthwise loop, for every depthwise layer (groups == C_in, kernel not 1x1
  *     with stride 1 and no padding).
- *   The engine runs kernels larger than 1x1, pointwise kernels with 256 to 1024 output
- *   positions, and with K > 1 one-group pointwise kernels on small images (8*hidden > H*W)
- *   whose K sets take at most 8 MiB packed (their row panels mixed a block at a time for
- *   several samples in one pass over the K sets, each block convolved at once); not shapes with fewer output positions than its tile is wide (32, 16 or 8),
+ *   The engine runs kernels larger than 1x1, and pointwise kernels with 256 to 1024 output
+ *   positions; not shapes with fewer output positions than its tile is wide (32, 16 or 8),
  *   strided 1x1 kernels, or borrowed weights with K > 1 whose K sets take more than 8 MiB
  *   packed (mixing and packing them in every forward would cost more than it saves). The
  *   rule was measured on bench/layers.txt against OpenBLAS on its SkylakeX kernels
@@ -608,9 +606,7 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  *             for a strided 1x1 kernel without padding, the group's input subsampled).
  *   the own engine, with MR x NR its tile (8 x 32 AVX-512, 6 x 16 AVX2, 4 x 8 baseline) and
  *     P = g * ceil((C_out/g) / MR) * MR * depth (one kernel set in panels):
- *     K > 1 and 4*K*P <= 8 MiB: B = 1, W = P; except for one-group pointwise kernels with
- *       8*hidden > H*W and N/T >= 2: B = min(N/T, 8, ceil(C_out / MR)) (W = P holds the B
- *       samples' blocks of row panels side by side);
+ *     K > 1 and 4*K*P <= 8 MiB: B = 1, W = P;
  *     K > 1 and 4*K*P > 8 MiB (kernels mixed 256 reduction indices at a time, each slice
  *       convolved at once): B = min(N/T, 8) when 8*hidden > H*W and N/T >= 2, else 1;
  *       W = B * g * ceil((C_out/g) / MR) * MR * 256, or P if that is larger and N % T > 0

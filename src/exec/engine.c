@@ -3,7 +3,6 @@
 #include "exec.h"
 
 #include "gemm.h"
-#include "plan.h"
 #include "tensor.h"
 
 #include <stdatomic.h>
@@ -46,11 +45,7 @@ void dc_exec_engine_pack(dc_layer *l, float *buf) {
  *   - kernels larger than 1x1 (3x3 at stride 1 and 2): the engine, 0.6 to 1.1 of the time
  *     (ahead on most cases; the dynamic 512-channel 7x7 layer gains most, from mixing
  *     slices into L2 instead of whole kernels into memory);
- *   - dynamic one-group pointwise kernels on small images (the attention of the batch first):
- *     the engine, mixing row panels a block at a time for a chunk of samples (the K sets read
- *     once per chunk instead of once per sample): 0.75 to 0.95 of the time on 160 -> 960 and
- *     320 -> 1280 channels at 7x7, batch 16 (process CPU time, minima of 3 to 4 runs);
- *   - other pointwise kernels: the engine only for 256 to 1024 output positions (28x28: 0.65 to 0.9
+ *   - pointwise kernels: the engine only for 256 to 1024 output positions (28x28: 0.65 to 0.9
  *     of the time); at 56x56 the image streams from memory and OpenBLAS's copy of it does
  *     better (1.05 to 1.2), at 7x7 the 49 columns fill 49 of 64 lanes of the 32-wide tiles
  *     (even at best);
@@ -71,11 +66,6 @@ static bool rule_prefers_engine(const dc_layer *l) {
     }
     if (s->kernel_h * s->kernel_w > 1) {
         return true;
-    }
-    if (dc_conv_is_pointwise(s) && l->kernels > 1 && s->groups == 1 &&
-        dc_attention_per_batch(l, s) &&
-        l->packed_len <= ((size_t)8 << 20) / sizeof(float) / l->kernels) {
-        return true; /* mixed and convolved block by block (dc_exec_engine_blocked) */
     }
     return dc_conv_is_pointwise(s) && plane >= 256 && plane <= 1024;
 }
