@@ -111,6 +111,11 @@ static const conv_case conv_cases[] = {
     {"pointwise_1x1_groups2",             8,  6, 1, 1, 1, 1, 0, 0, 1, 1, 2, 4, 4,  3, 5, 6,  1.f, B_ALL},
     {"pointwise_1x1_no_bias_batch5",      6,  4, 1, 1, 1, 1, 0, 0, 1, 1, 1, 3, 3,  5, 4, 4,  1.f, B_NONE},
     {"pointwise_1x1_dilation2",           4,  5, 1, 1, 1, 1, 0, 0, 2, 2, 1, 3, 3,  2, 5, 5,  1.f, B_ALL},
+    /* one-group pointwise on a small image (8*hidden > H*W: the batch's attention first), a
+     * partial last row panel, fewer row panels than samples, and many wide rows (1400 of 256) */
+    {"pointwise_small_image_batch6",     12, 45, 1, 1, 1, 1, 0, 0, 1, 1, 1, 4, 8,  6, 7, 7,  1.f, B_ALL},
+    {"pointwise_one_panel_b5",            5,  3, 1, 1, 1, 1, 0, 0, 1, 1, 1, 3, 4,  5, 4, 4,  1.f, B_CONV},
+    {"pointwise_wide_rows_b4",          256,1400,1, 1, 1, 1, 0, 0, 1, 1, 1, 4, 5,  4, 4, 4,  0.7f, B_ALL},
     {"conv_1x1_stride2",                  6,  5, 1, 1, 2, 2, 0, 0, 1, 1, 1, 4, 3,  2, 9, 9,  1.f, B_ALL},
     {"conv_1x1_pad1",                     6,  5, 1, 1, 1, 1, 1, 1, 1, 1, 1, 4, 3,  2, 6, 6,  1.f, B_ALL},
     {"conv_1x1_stride2_pad1",             6,  5, 1, 1, 2, 2, 1, 1, 1, 1, 1, 4, 3,  2, 7, 8,  1.f, B_ALL},
