@@ -404,6 +404,60 @@ static void max_pool_threads_and_nan(void **state) {
     free(bytes);
 }
 
+/* Static linear layers (run as one matrix product over the batch), with and without a bias,
+ * behind a flatten, against a double reference. */
+static void linear_over_the_batch(void **state) {
+    (void)state;
+    for (int with_bias = 0; with_bias <= 1; ++with_bias) {
+        char graph[1024];
+        snprintf(graph, sizeof graph,
+                 "{\"schema\":\"dynconv.network\",\"version\":1,\"inputs\":[{\"name\":\"x\","
+                 "\"shape\":[1,6,3,4]}],\"outputs\":[\"fc\"],\"nodes\":[{\"name\":\"f\",\"op\":"
+                 "\"flatten\",\"inputs\":[\"x\"],\"attrs\":{},\"tensors\":{},\"module\":\"\","
+                 "\"shape\":[]},{\"name\":\"fc\",\"op\":\"linear\",\"inputs\":[\"f\"],"
+                 "\"attrs\":{},\"tensors\":{\"weight\":\"fc.weight\"%s},\"module\":\"fc\","
+                 "\"shape\":[]}]}",
+                 with_bias ? ",\"bias\":\"fc.bias\"" : "");
+        const int64_t n = 3, in = 6 * 3 * 4, out = 37;
+        st_file file;
+        memset(&file, 0, sizeof file);
+        const int64_t wshape[2] = {out, in}, bshape[1] = {out};
+        tu_rng rng;
+        tu_rng_seed(&rng, 41 + (unsigned)with_bias);
+        float *w = add_tensor(&file, "fc.weight", 2, wshape);
+        tu_fill_uniform(&rng, w, (size_t)(out * in), -1.0f, 1.0f);
+        float *b = NULL;
+        if (with_bias) {
+            b = add_tensor(&file, "fc.bias", 1, bshape);
+            tu_fill_uniform(&rng, b, (size_t)out, -1.0f, 1.0f);
+        }
+        size_t size;
+        unsigned char *bytes = st_bytes(&file, graph, &size);
+        dynconv_network *net = NULL;
+        assert_int_equal(dynconv_network_create_from_memory(bytes, size, 0, &net), DYNCONV_OK);
+        assert_int_equal(dynconv_network_reshape(net, n, 3, 4, NULL), DYNCONV_OK);
+        float x[3 * 72], y[3 * 37];
+        tu_fill_uniform(&rng, x, (size_t)(n * in), -1.0f, 1.0f);
+        float *const outs[1] = {y};
+        assert_int_equal(dynconv_network_forward(net, x, outs), DYNCONV_OK);
+        double ref[3 * 37];
+        for (int64_t s = 0; s < n; ++s) {
+            for (int64_t o = 0; o < out; ++o) {
+                double acc = b != NULL ? b[o] : 0.0;
+                for (int64_t i = 0; i < in; ++i) {
+                    acc += (double)w[o * in + i] * x[s * in + i];
+                }
+                ref[s * out + o] = acc;
+            }
+        }
+        assert_true(tu_nontrivial(ref, (size_t)(n * out)));
+        assert_int_equal(tu_count_mismatches("linear", y, ref, (size_t)(n * out), 1e-5, 1e-5), 0);
+        dynconv_network_destroy(net);
+        free(bytes);
+        st_free(&file);
+    }
+}
+
 /* A pooling window far larger than the input (valid: its padding makes room for it) reads only
  * the taps inside the input: this returns at once, with every window's maximum the whole
  * column's. */
@@ -447,6 +501,7 @@ int main(void) {
         cmocka_unit_test(ops_and_outputs),
         cmocka_unit_test(huge_pool_window),
         cmocka_unit_test(max_pool_threads_and_nan),
+        cmocka_unit_test(linear_over_the_batch),
     };
 #if defined(DC_TEST_ENGINE_VARIANTS)
     /* The folding table on every convolution path, so that the fused activation is checked in
@@ -474,7 +529,7 @@ int main(void) {
     dc_exec_set_engine_mode(DC_ENGINE_AUTO);
     fold_threads = 0;
     /* The rest (no convolution) once, with the automatic choice. */
-    failed += _cmocka_run_group_tests("network ops", tests + 1, 3, NULL, NULL);
+    failed += _cmocka_run_group_tests("network ops", tests + 1, 4, NULL, NULL);
     return failed;
 #else
     return cmocka_run_group_tests(tests, NULL, NULL);

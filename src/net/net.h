@@ -183,6 +183,13 @@ static inline size_t net_value_count(const dynconv_network *net, net_value v) {
 void net_run_op(const dynconv_network *net, const net_node *node, const float *const *in,
                 float *out);
 
+/* A static linear layer on the whole batch: one matrix product, y [N, out] = x [N, in] W^T + b,
+ * which reads W once instead of once per sample (the layer handle's way: 14.5 ms for
+ * MobileNetV2's 1280 -> 1000 classifier at batch 16, about 1 ms this way). The handle stays
+ * for the checks of create and reshape, and for the dynamic linear layers. */
+void net_run_linear(const dynconv_network *net, const net_node *node, const float *x,
+                    float *out);
+
 /* A pair's output size (floor mode), false when the window does not fit the padded input. */
 bool net_window_out(size_t in, size_t k, size_t s, size_t p, size_t d, size_t *out);
 

@@ -6,6 +6,8 @@
 
 #include "plan.h"
 
+#include <cblas.h>
+
 #include <math.h>
 #include <string.h>
 
@@ -247,4 +249,18 @@ void net_run_op(const dynconv_network *net, const net_node *n, const float *cons
     } else {
         dc_pool_run(pool->pool, team, op_task, (void *)&c);
     }
+}
+
+void net_run_linear(const dynconv_network *net, const net_node *n, const float *x, float *out) {
+    const size_t batch = net->batch, in = n->c_in, outs = n->c_out;
+    /* The bias first, the product added onto it (beta = 1): one pass over y. */
+    for (size_t s = 0; s < batch; ++s) {
+        float *row = out + s * outs;
+        for (size_t o = 0; o < outs; ++o) {
+            row[o] = n->bias != NULL ? n->bias[o] : 0.0f;
+        }
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)batch, (blasint)outs,
+                (blasint)in, 1.0f, x, (blasint)in, n->weight, (blasint)in, 1.0f, out,
+                (blasint)outs);
 }

@@ -429,7 +429,9 @@ dynconv_status net_forward(const char *fn, dynconv_network *net, const float *in
             clock_gettime(CLOCK_MONOTONIC, &t0);
         }
         float *out = (float *)(void *)(net->arena + n->offset);
-        if (n->layer != NULL) {
+        if (n->op == OP_LINEAR) {
+            net_run_linear(net, n, net->input_ptrs[0], out);
+        } else if (n->layer != NULL) {
             TRY(dc_conv2d_forward_named(fn, n->layer, net->input_ptrs[0], out, n->attention,
                                         net->workspace, net->workspace_bytes));
         } else if (n->op != OP_FLATTEN) {
