@@ -477,7 +477,8 @@ int main(int argc, char **argv) {
     const char *layers_path = DYNCONV_BENCH_DEFAULT_LAYERS;
     int64_t batches[MAX_LIST] = {1, 16}, threads[MAX_LIST] = {1, 2}, sgemm_n = 2048;
     size_t n_batches = 2, n_threads = 2;
-    for (int i = 1; i < argc; ++i) {
+    /* Options come in pairs (name, value): the loop steps by two. */
+    for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         bool ok = true;
@@ -505,7 +506,6 @@ int main(int argc, char **argv) {
             fprintf(stderr, "dynconv-bench: bad value '%s' for %s\n", v, a);
             return 2;
         }
-        ++i;
     }
 
     layer_spec *layers = NULL;
