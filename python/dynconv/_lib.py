@@ -207,13 +207,26 @@ def version_number():
 
 
 class Handle:
-    """Lifetime of an object that owns one library handle: close() frees it once (through
-    _destroy, which the subclass names), also as a context manager and when collected."""
+    """What the objects owning one library handle share: its lifetime (close() frees it once,
+    through _destroy, also as a context manager and when collected) and its thread count. The
+    subclass names _destroy, _live() (the handle, or an error once closed) and _call(name, ...)
+    (calls its prefix's function `name` and raises DynconvError on failure)."""
 
     _handle = None
 
     def _destroy(self, handle):
         raise NotImplementedError
+
+    @property
+    def threads(self):
+        """Threads a forward uses; assign 0 for one per CPU available (the default)."""
+        t = ctypes.c_int()
+        self._call("get_num_threads", self._live(), ctypes.byref(t))
+        return t.value
+
+    @threads.setter
+    def threads(self, value):
+        self._call("set_num_threads", self._live(), int(value))
 
     def close(self):
         """Frees the library's handle (also done when the object is collected)."""

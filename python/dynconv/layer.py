@@ -187,17 +187,6 @@ class _Layer(_lib.Handle):
         self._backward_ready = False
 
     @property
-    def threads(self):
-        """Threads a forward uses; assign 0 for one per CPU available (the default)."""
-        t = ctypes.c_int()
-        self._call("get_num_threads", self._live(), ctypes.byref(t))
-        return t.value
-
-    @threads.setter
-    def threads(self, value):
-        self._call("set_num_threads", self._live(), int(value))
-
-    @property
     def temperature(self):
         """The softmax temperature T (finite, > 0); assigning one ends a schedule."""
         t = ctypes.c_float()

@@ -190,17 +190,6 @@ class Network(_lib.Handle):
     def temperature(self, value):
         self.set_temperature(value)
 
-    @property
-    def threads(self):
-        """Threads a forward uses; assign 0 for one per CPU available (the default)."""
-        t = ctypes.c_int()
-        self._call("get_num_threads", self._live(), ctypes.byref(t))
-        return t.value
-
-    @threads.setter
-    def threads(self, value):
-        self._call("set_num_threads", self._live(), int(value))
-
     # -- lifetime ------------------------------------------------------------------------------
 
     def _destroy(self, handle):
