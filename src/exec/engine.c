@@ -41,7 +41,7 @@ void dc_exec_engine_pack(dc_layer *l, float *buf) {
 
 /* The rule, from bench/layers.txt at batch 1 and 16 on 1 and 2 threads, own engine against
  * im2col + OpenBLAS 0.3.21 on its SkylakeX kernels, on the 2-core AVX-512 machine of
- * docs/benchmarks.md (process CPU time, medians of 5):
+ * docs/benchmarks-engine.md (process CPU time, medians of 5):
  *   - kernels larger than 1x1 (3x3 at stride 1 and 2): the engine, 0.6 to 1.1 of the time
  *     (ahead on most cases; the dynamic 512-channel 7x7 layer gains most, from mixing
  *     slices into L2 instead of whole kernels into memory);
