@@ -69,10 +69,10 @@ bench=(build/bench/bench/dynconv-bench --layers "$layers" --batches 1,16 --threa
        --benchmark_out_format=json)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# The sgemm reference keeps its single runs (its best is the machine's rate), at the start and
-# again at the end, in case the load was high at one of the two.
+# The sgemm and memory bandwidth references keep their single runs (the best is what the machine
+# can reach), at the start and again at the end, in case the load was high at one of the two.
 echo "== sgemm reference (libdynconv's OpenBLAS)"
-"${bench[@]}" --benchmark_filter='^sgemm/' --benchmark_out="$raw/0-sgemm.json"
+"${bench[@]}" --benchmark_filter='^(sgemm|membw)/' --benchmark_out="$raw/0-sgemm.json"
 # Layer by layer, libdynconv then PyTorch: a change in the machine's load then hits both sides
 # of a ratio alike, instead of one whole half of the run.
 for name in $names; do
@@ -91,7 +91,7 @@ if [ $quick -eq 0 ]; then
     --benchmark_report_aggregates_only=true
 fi
 echo "== sgemm reference again"
-"${bench[@]}" --benchmark_filter='^sgemm/' --benchmark_out="$raw/3-sgemm.json"
+"${bench[@]}" --benchmark_filter='^(sgemm|membw)/' --benchmark_out="$raw/3-sgemm.json"
 appendix=()
 if [ $torch -eq 1 ] && [ $quick -eq 0 ]; then
   echo "== backward, libdynconv against PyTorch autograd"

@@ -462,10 +462,10 @@ static void usage(FILE *f) {
             "                   default), im2col + BLAS only (off), the own engine wherever the\n"
             "                   layer has one (on)\n"
             "Benchmark names: layer/NAME/bB/tT/{dynamic,static}, module/NAME/bB/MODULE,\n"
-            "sgemm/N/tT, membw/256/tT. --benchmark_list_tests lists them. Google Benchmark's flags include\n"
-            "--benchmark_filter, --benchmark_repetitions, --benchmark_min_time (seconds),\n"
-            "--benchmark_out=FILE with --benchmark_out_format=json. Exit status: 0, 1 when a\n"
-            "benchmark failed, 2 on bad usage or a bad list file.\n",
+            "sgemm/N/tT, membw/256/tT. --benchmark_list_tests lists them. Google Benchmark's\n"
+            "flags include --benchmark_filter, --benchmark_repetitions, --benchmark_min_time\n"
+            "(seconds), --benchmark_out=FILE with --benchmark_out_format=json. Exit status:\n"
+            "0, 1 when a benchmark failed, 2 on bad usage or a bad list file.\n",
             DYNCONV_BENCH_DEFAULT_LAYERS);
 }
 
