@@ -13,6 +13,8 @@
 #                build/bench-report/ for --quick or --no-torch, so a partial run never
 #                replaces the committed report.
 #   --layers F   another layer list (same format as bench/layers.txt)
+# The hand-written benchmark notes (docs/benchmarks-engine.md, -training.md, -networks.md) are
+# left alone; the report links to them.
 # Installs what it needs with scripts/deps.sh (apt-get). Raw results stay in build/bench-report/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +28,7 @@ while [ $# -gt 0 ]; do
            out=$2; shift ;;
     --layers) [ $# -ge 2 ] || { echo "compare.sh: --layers needs a file" >&2; exit 2; }
               layers=$2; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown argument '$1' (--help lists the options)" >&2; exit 2 ;;
   esac
   shift

@@ -489,8 +489,8 @@ def limits(rows, layers, cpu, batch, sgemm_n, have_torch):
         by_bound = {}
         for r, v in j["below"]:
             by_bound.setdefault(bound_label(r).split(" (")[0], []).append((r, v))
-        parts = [f"{name}: " + ", ".join(f"{case_label(r)} ({fmt_value(spec, v)}, the "
-                                         f"estimate {fmt(r['bounds']['explained'], 0)}% of its "
+        parts = [f"{name}: " + ", ".join(f"{case_label(r)} ({fmt_value(spec, v)}; the bound "
+                                         f"{fmt(r['bounds']['explained'], 0)}% of the measured "
                                          "time)" for r, v in cases)
                  for name, cases in sorted(by_bound.items(), key=lambda kv: -len(kv[1]))]
         out.append(f"- **{spec['name']}** ({len(j['below'])} of {j['count']} cases below "
