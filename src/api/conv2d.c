@@ -349,6 +349,7 @@ dynconv_status dc_conv2d_reshape_named(const char *fn, dynconv_conv2d *layer, in
 
     layer->core.shape = s;
     layer->core.engine_on = next.engine_on;
+    layer->core.backward_engine_on = next.backward_engine_on;
     layer->batch = n;
     layer->chunk = chunk;
     layer->workspace_size = ws_bytes;

@@ -10,6 +10,13 @@
 
 #include <string.h>
 
+/* The rule for the backward's input gradient on the engine (see dc_exec_choose_engine):
+ * measured below. */
+bool dc_exec_backward_prefers_engine(const dc_layer *l) {
+    (void)l;
+    return true;
+}
+
 /* What the per-sample convolution backward's task needs. */
 typedef struct samples_ctx {
     const dc_layer *layer;
@@ -18,6 +25,37 @@ typedef struct samples_ctx {
     float *grad_input;        /* dL/dx, or NULL */
     const dc_backward_layout *ws;
 } samples_ctx;
+
+/* The per-sample backward with the input gradient on the engine: for each group, W_g^T in
+ * transposed panels (from the sample's mixed kernel, in the scratch after the conv's), the
+ * GEMM into the col buffer (for a pointwise kernel into dx itself, adding), then the col2im;
+ * the weight gradient after all groups' input gradients (it overwrites W_n), through the conv
+ * module with dx = NULL. */
+static void engine_sample_backward(const dc_layer *l, const float *x, float *wn, const float *dy,
+                                   float *dx, float *scratch) {
+    const dc_conv_shape *s = &l->shape;
+    if (dx != NULL) {
+        const size_t g_in = s->in_channels / s->groups, g_out = s->out_channels / s->groups;
+        const size_t plane = s->out_h * s->out_w, in_plane = s->height * s->width;
+        const size_t depth = g_in * s->kernel_h * s->kernel_w;
+        const bool pointwise = dc_conv_is_pointwise(s);
+        size_t col_floats, at_floats;
+        /* both checked by the planner */
+        (void)dc_conv_backward_scratch_floats(s, &col_floats);
+        (void)dc_engine_at_floats(s, l->gemm, &at_floats);
+        float *col = scratch, *at = scratch + col_floats, *tail = at + at_floats;
+        for (size_t g = 0; g < s->groups; ++g) {
+            float *dxg = dx + g * g_in * in_plane;
+            dc_engine_pack_at(wn + g * g_out * depth, g_out, depth, l->gemm->mr, at);
+            dc_engine_input_grad(l->gemm, at, depth, g_out, dy + g * g_out * plane, plane,
+                                 pointwise ? dxg : col, pointwise, tail);
+            if (!pointwise) {
+                dc_col2im_add(s, col, g_in, dxg);
+            }
+        }
+    }
+    dc_conv2d_sample_backward(s, x, wn, dy, wn, NULL, scratch);
+}
 
 /* Whole samples per thread, each with its own scratch: sample i's dW_i and dx_i are the same
  * whichever thread computes them. */
@@ -33,6 +71,13 @@ static void samples_task(void *p, size_t index, size_t count) {
     for (size_t i = i0; i < i1; ++i) {
         /* Overwrites W_n with dW_n: W_n is dead once this sample's dx is formed. */
         float *wn = c->ws->weights + i * l->kernel_len;
+        if (l->backward_engine_on) {
+            engine_sample_backward(l, c->input + i * in_floats, wn,
+                                   c->grad_output + i * out_floats,
+                                   c->grad_input != NULL ? c->grad_input + i * in_floats : NULL,
+                                   col);
+            continue;
+        }
         dc_conv2d_sample_backward(s, c->input + i * in_floats, wn,
                                   c->grad_output + i * out_floats, wn,
                                   c->grad_input != NULL ? c->grad_input + i * in_floats : NULL,

@@ -1,0 +1,97 @@
+/* The engine's part of the backward: the input gradient's GEMM of one group,
+ *   dcol [depth x plane] (+)= W_g^T [depth x g_out] * dY_g [g_out x plane],
+ * on the forward's micro-kernels. The rows of the tile are reduction indices of the forward
+ * (depth = C_in/g * kh * kw) and the reduction runs over the group's output channels, so the
+ * A panels hold W_g transposed: panel i, reduction index o, lane r = W_g[o][i * MR + r], MR
+ * consecutive floats of one kernel row (dc_engine_pack_at). The B panels are rows of dY_g as
+ * they lie (row stride = the output plane), as the forward reads a pointwise input: only the
+ * last, partial panel of a block of columns is copied, zero padded. Depends on the micro-kernels
+ * only. */
+#include "gemm.h"
+
+#include "tensor.h"
+
+/* KC: reduction slice (output channels), as the forward's: a B panel of KC x NR floats stays
+ * in L1. MC: A rows (depth) per block, so that a block of A slices (MC x KC floats, 256 KiB)
+ * stays in L2 while the B panels of a block of columns stream past it. NC: columns per block
+ * (a multiple of every NR). */
+enum { BW_KC = DC_ENGINE_KC, BW_MC = 256, BW_NC = 512 };
+
+static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
+
+bool dc_engine_at_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t *out) {
+    const size_t mr = k->mr, g_out = s->out_channels / s->groups;
+    const size_t dims[3] = {s->in_channels / s->groups, s->kernel_h, s->kernel_w};
+    size_t depth, rounded;
+    return dc_product(dims, 3, &depth) && dc_add_size(depth, mr - 1, &rounded) &&
+           dc_mul_size(rounded / mr * mr, g_out, out);
+}
+
+bool dc_engine_input_grad_scratch_floats(const dc_conv_shape *s, const dc_gemm_kernel *k,
+                                         size_t *out) {
+    size_t at, tail;
+    const size_t g_out = s->out_channels / s->groups;
+    return dc_engine_at_floats(s, k, &at) && dc_mul_size(min_size(g_out, BW_KC), k->nr, &tail) &&
+           dc_add_size(at, tail, out);
+}
+
+void dc_engine_pack_at(const float *w, size_t g_out, size_t depth, size_t mr, float *packed) {
+    const size_t panels = (depth + mr - 1) / mr;
+    for (size_t i = 0; i < panels; ++i) {
+        const size_t r0 = i * mr, m = min_size(mr, depth - r0);
+        float *dst = packed + i * g_out * mr;
+        for (size_t o = 0; o < g_out; ++o) {
+            const float *src = w + o * depth + r0;
+            float *d = dst + o * mr;
+            for (size_t r = 0; r < m; ++r) {
+                d[r] = src[r];
+            }
+            for (size_t r = m; r < mr; ++r) {
+                d[r] = 0.0f;
+            }
+        }
+    }
+}
+
+void dc_engine_input_grad(const dc_gemm_kernel *k, const float *at, size_t depth, size_t g_out,
+                          const float *dy, size_t plane, float *dcol, bool accumulate,
+                          float *tail) {
+    const size_t mr = k->mr, nr = k->nr, panels = (depth + mr - 1) / mr;
+    const size_t mc_panels = BW_MC / mr > 0 ? BW_MC / mr : 1;
+    for (size_t c = 0; c < plane; c += BW_NC) {
+        const size_t nc = min_size(BW_NC, plane - c), npan = (nc + nr - 1) / nr;
+        const size_t full = nc / nr, rest = nc % nr;
+        for (size_t p0 = 0; p0 < g_out; p0 += BW_KC) {
+            const size_t kc = min_size(BW_KC, g_out - p0);
+            if (rest != 0) {
+                /* The partial panel: kc rows of `rest` columns, zeros past them. */
+                const float *src = dy + p0 * plane + c + full * nr;
+                for (size_t q = 0; q < kc; ++q) {
+                    float *d = tail + q * nr;
+                    for (size_t j = 0; j < rest; ++j) {
+                        d[j] = src[q * plane + j];
+                    }
+                    for (size_t j = rest; j < nr; ++j) {
+                        d[j] = 0.0f;
+                    }
+                }
+            }
+            /* The first slice overwrites dcol (unless the caller accumulates), later ones add:
+             * every element is its start plus the products in the order o = 0, 1, ... */
+            const bool add = accumulate || p0 > 0;
+            for (size_t i0 = 0; i0 < panels; i0 += mc_panels) {
+                const size_t i1 = min_size(panels, i0 + mc_panels);
+                for (size_t jp = 0; jp < npan; ++jp) {
+                    const bool direct = jp < full;
+                    const float *bp = direct ? dy + p0 * plane + c + jp * nr : tail;
+                    const size_t ldb = direct ? plane : nr, n = direct ? nr : rest;
+                    for (size_t i = i0; i < i1; ++i) {
+                        k->tile(kc, at + (i * g_out + p0) * mr, bp, ldb,
+                                dcol + i * mr * plane + c + jp * nr, plane,
+                                min_size(mr, depth - i * mr), n, NULL, add);
+                    }
+                }
+            }
+        }
+    }
+}
