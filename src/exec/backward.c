@@ -26,11 +26,11 @@ typedef struct samples_ctx {
     const dc_backward_layout *ws;
 } samples_ctx;
 
-/* The per-sample backward with the input gradient on the engine: for each group, W_g^T in
- * transposed panels (from the sample's mixed kernel, in the scratch after the conv's), the
- * GEMM into the col buffer (for a pointwise kernel into dx itself, adding), then the col2im;
- * the weight gradient after all groups' input gradients (it overwrites W_n), through the conv
- * module with dx = NULL. */
+/* The per-sample backward with the input gradient on the engine: for each group, the GEMM
+ * W_g^T dY_g from the sample's mixed kernel (packed block by block into the engine's scratch,
+ * after the conv's) into the col buffer (for a pointwise kernel into dx itself, adding), then
+ * the col2im; the weight gradient after all groups' input gradients (it overwrites W_n),
+ * through the conv module with dx = NULL. */
 static void engine_sample_backward(const dc_layer *l, const float *x, float *wn, const float *dy,
                                    float *dx, float *scratch) {
     const dc_conv_shape *s = &l->shape;
@@ -39,16 +39,14 @@ static void engine_sample_backward(const dc_layer *l, const float *x, float *wn,
         const size_t plane = s->out_h * s->out_w, in_plane = s->height * s->width;
         const size_t depth = g_in * s->kernel_h * s->kernel_w;
         const bool pointwise = dc_conv_is_pointwise(s);
-        size_t col_floats, at_floats;
-        /* both checked by the planner */
-        (void)dc_conv_backward_scratch_floats(s, &col_floats);
-        (void)dc_engine_at_floats(s, l->gemm, &at_floats);
-        float *col = scratch, *at = scratch + col_floats, *tail = at + at_floats;
+        size_t col_floats;
+        (void)dc_conv_backward_scratch_floats(s, &col_floats); /* checked by the planner */
+        float *col = scratch, *engine = scratch + col_floats;
         for (size_t g = 0; g < s->groups; ++g) {
             float *dxg = dx + g * g_in * in_plane;
-            dc_engine_pack_at(wn + g * g_out * depth, g_out, depth, l->gemm->mr, at);
-            dc_engine_input_grad(l->gemm, at, depth, g_out, dy + g * g_out * plane, plane,
-                                 pointwise ? dxg : col, pointwise, tail);
+            dc_engine_input_grad(l->gemm, wn + g * g_out * depth, depth, g_out,
+                                 dy + g * g_out * plane, plane, pointwise ? dxg : col, pointwise,
+                                 engine);
             if (!pointwise) {
                 dc_col2im_add(s, col, g_in, dxg);
             }

@@ -3,7 +3,7 @@
  * on the forward's micro-kernels. The rows of the tile are reduction indices of the forward
  * (depth = C_in/g * kh * kw) and the reduction runs over the group's output channels, so the
  * A panels hold W_g transposed: panel i, reduction index o, lane r = W_g[o][i * MR + r], MR
- * consecutive floats of one kernel row (dc_engine_pack_at). The B panels are rows of dY_g as
+ * consecutive floats of one kernel row, packed block by block as the driver reaches them. The B panels are rows of dY_g as
  * they lie (row stride = the output plane), as the forward reads a pointwise input: only the
  * last, partial panel of a block of columns is copied, zero padded. Depends on the micro-kernels
  * only. */
@@ -12,37 +12,41 @@
 #include "tensor.h"
 
 /* KC: reduction slice (output channels), as the forward's: a B panel of KC x NR floats stays
- * in L1. MC: A rows (depth) per block, so that a block of A slices (MC x KC floats, 256 KiB)
- * stays in L2 while the B panels of a block of columns stream past it. NC: columns per block
- * (a multiple of every NR). */
+ * in L1. MC: A rows (depth) per block: the block's A slices (MC x KC floats, 256 KiB) are packed
+ * right before use and stay in L2 while every B panel of the group's columns streams past them,
+ * so the kernel travels from memory once, straight into the block (a whole packed copy would
+ * go to memory and back). NC: columns per tail copy (a multiple of every NR). */
 enum { BW_KC = DC_ENGINE_KC, BW_MC = 256, BW_NC = 512 };
 
 static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
 
-bool dc_engine_at_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t *out) {
-    const size_t mr = k->mr, g_out = s->out_channels / s->groups;
-    const size_t dims[3] = {s->in_channels / s->groups, s->kernel_h, s->kernel_w};
-    size_t depth, rounded;
-    return dc_product(dims, 3, &depth) && dc_add_size(depth, mr - 1, &rounded) &&
-           dc_mul_size(rounded / mr * mr, g_out, out);
+/* Rows of A a block holds: BW_MC, or the depth rounded up to whole panels when smaller. */
+static size_t block_rows(size_t depth, size_t mr) {
+    const size_t rows = (depth + mr - 1) / mr * mr, mc = BW_MC / mr * mr;
+    return min_size(rows, mc > 0 ? mc : mr);
 }
 
 bool dc_engine_input_grad_scratch_floats(const dc_conv_shape *s, const dc_gemm_kernel *k,
                                          size_t *out) {
-    size_t at, tail;
-    const size_t g_out = s->out_channels / s->groups;
-    return dc_engine_at_floats(s, k, &at) && dc_mul_size(min_size(g_out, BW_KC), k->nr, &tail) &&
-           dc_add_size(at, tail, out);
+    const size_t g_out = s->out_channels / s->groups, kc = min_size(g_out, BW_KC);
+    const size_t dims[3] = {s->in_channels / s->groups, s->kernel_h, s->kernel_w};
+    size_t depth, block, tail;
+    /* depth + MR cannot overflow once the product exists: it is at most a checked kernel size */
+    return dc_product(dims, 3, &depth) && dc_mul_size(block_rows(depth, k->mr), kc, &block) &&
+           dc_mul_size(kc, k->nr, &tail) && dc_add_size(block, tail, out);
 }
 
-void dc_engine_pack_at(const float *w, size_t g_out, size_t depth, size_t mr, float *packed) {
-    const size_t panels = (depth + mr - 1) / mr;
-    for (size_t i = 0; i < panels; ++i) {
+/* Panels [i0, i1) of W^T, reduction indices [p0, p0 + kc), from w [g_out, depth] (row-major):
+ * panel i - i0, index o - p0, lane r at dst[((i - i0) * kc + o - p0) * mr + r] =
+ * w[o][i * mr + r], zeros past depth. */
+static void pack_block(const float *w, size_t depth, size_t mr, size_t i0, size_t i1, size_t p0,
+                       size_t kc, float *dst) {
+    for (size_t i = i0; i < i1; ++i) {
         const size_t r0 = i * mr, m = min_size(mr, depth - r0);
-        float *dst = packed + i * g_out * mr;
-        for (size_t o = 0; o < g_out; ++o) {
-            const float *src = w + o * depth + r0;
-            float *d = dst + o * mr;
+        float *panel = dst + (i - i0) * kc * mr;
+        for (size_t q = 0; q < kc; ++q) {
+            const float *src = w + (p0 + q) * depth + r0;
+            float *d = panel + q * mr;
             for (size_t r = 0; r < m; ++r) {
                 d[r] = src[r];
             }
@@ -53,40 +57,43 @@ void dc_engine_pack_at(const float *w, size_t g_out, size_t depth, size_t mr, fl
     }
 }
 
-void dc_engine_input_grad(const dc_gemm_kernel *k, const float *at, size_t depth, size_t g_out,
+void dc_engine_input_grad(const dc_gemm_kernel *k, const float *w, size_t depth, size_t g_out,
                           const float *dy, size_t plane, float *dcol, bool accumulate,
-                          float *tail) {
+                          float *scratch) {
     const size_t mr = k->mr, nr = k->nr, panels = (depth + mr - 1) / mr;
-    const size_t mc_panels = BW_MC / mr > 0 ? BW_MC / mr : 1;
-    for (size_t c = 0; c < plane; c += BW_NC) {
-        const size_t nc = min_size(BW_NC, plane - c), npan = (nc + nr - 1) / nr;
-        const size_t full = nc / nr, rest = nc % nr;
-        for (size_t p0 = 0; p0 < g_out; p0 += BW_KC) {
-            const size_t kc = min_size(BW_KC, g_out - p0);
-            if (rest != 0) {
-                /* The partial panel: kc rows of `rest` columns, zeros past them. */
-                const float *src = dy + p0 * plane + c + full * nr;
-                for (size_t q = 0; q < kc; ++q) {
-                    float *d = tail + q * nr;
-                    for (size_t j = 0; j < rest; ++j) {
-                        d[j] = src[q * plane + j];
-                    }
-                    for (size_t j = rest; j < nr; ++j) {
-                        d[j] = 0.0f;
+    const size_t mc_panels = block_rows(depth, mr) / mr;
+    float *block = scratch;
+    float *tail = scratch + block_rows(depth, mr) * min_size(g_out, BW_KC);
+    for (size_t p0 = 0; p0 < g_out; p0 += BW_KC) {
+        const size_t kc = min_size(BW_KC, g_out - p0);
+        /* The first slice overwrites dcol (unless the caller accumulates), later ones add:
+         * every element is its start plus the products in the order o = 0, 1, ... */
+        const bool add = accumulate || p0 > 0;
+        for (size_t i0 = 0; i0 < panels; i0 += mc_panels) {
+            const size_t i1 = min_size(panels, i0 + mc_panels);
+            pack_block(w, depth, mr, i0, i1, p0, kc, block);
+            for (size_t c = 0; c < plane; c += BW_NC) {
+                const size_t nc = min_size(BW_NC, plane - c), npan = (nc + nr - 1) / nr;
+                const size_t full = nc / nr, rest = nc % nr;
+                if (rest != 0) {
+                    /* The partial panel: kc rows of `rest` columns, zeros past them. */
+                    const float *src = dy + p0 * plane + c + full * nr;
+                    for (size_t q = 0; q < kc; ++q) {
+                        float *d = tail + q * nr;
+                        for (size_t j = 0; j < rest; ++j) {
+                            d[j] = src[q * plane + j];
+                        }
+                        for (size_t j = rest; j < nr; ++j) {
+                            d[j] = 0.0f;
+                        }
                     }
                 }
-            }
-            /* The first slice overwrites dcol (unless the caller accumulates), later ones add:
-             * every element is its start plus the products in the order o = 0, 1, ... */
-            const bool add = accumulate || p0 > 0;
-            for (size_t i0 = 0; i0 < panels; i0 += mc_panels) {
-                const size_t i1 = min_size(panels, i0 + mc_panels);
                 for (size_t jp = 0; jp < npan; ++jp) {
                     const bool direct = jp < full;
                     const float *bp = direct ? dy + p0 * plane + c + jp * nr : tail;
                     const size_t ldb = direct ? plane : nr, n = direct ? nr : rest;
                     for (size_t i = i0; i < i1; ++i) {
-                        k->tile(kc, at + (i * g_out + p0) * mr, bp, ldb,
+                        k->tile(kc, block + (i - i0) * kc * mr, bp, ldb,
                                 dcol + i * mr * plane + c + jp * nr, plane,
                                 min_size(mr, depth - i * mr), n, NULL, add);
                     }

@@ -131,22 +131,17 @@ void dc_engine_conv_clamped(const dc_conv_shape *s, const dc_gemm_kernel *k, con
 
 /* ---- The backward's input gradient (engine_backward.c) ---- */
 
-/* Floats of one group's kernel packed transposed (dc_engine_pack_at): ceil(depth / MR) * MR *
- * g_out. False on overflow. */
-bool dc_engine_at_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t *out);
-/* Floats of scratch the input gradient of one group needs: that packed kernel, then one partial
- * B panel (min(g_out, DC_ENGINE_KC) x NR). False on overflow. */
+/* Floats of scratch dc_engine_input_grad needs: one block of A panels of the transposed kernel
+ * (min(256, depth rounded up to MR) x min(g_out, DC_ENGINE_KC)), then one partial B panel
+ * (min(g_out, DC_ENGINE_KC) x NR). False on overflow. */
 bool dc_engine_input_grad_scratch_floats(const dc_conv_shape *s, const dc_gemm_kernel *k,
                                          size_t *out);
-/* Packs a group's kernel w [g_out, depth] (row-major) transposed into A panels of the rows of
- * W^T: panel i, reduction index o, lane r at packed[(i * g_out + o) * mr + r] =
- * w[o * depth + i * mr + r], zeros past depth. */
-void dc_engine_pack_at(const float *w, size_t g_out, size_t depth, size_t mr, float *packed);
-/* dcol [depth x plane] = W^T dY (accumulate: +=), W^T in the panels of dc_engine_pack_at (k's
- * MR), dY [g_out x plane] read in place; tail: min(g_out, DC_ENGINE_KC) * NR floats of scratch.
- * Each element is its start plus the products over o = 0, 1, ..., g_out - 1 in that order. */
-void dc_engine_input_grad(const dc_gemm_kernel *k, const float *at, size_t depth, size_t g_out,
+/* dcol [depth x plane] = W^T dY (accumulate: +=) for one group: W [g_out, depth] row-major
+ * (packed transposed block by block into the scratch), dY [g_out x plane] read in place, dcol
+ * of row stride plane. Each element is its start plus the products over o = 0, 1, ..., g_out - 1
+ * in that order. */
+void dc_engine_input_grad(const dc_gemm_kernel *k, const float *w, size_t depth, size_t g_out,
                           const float *dy, size_t plane, float *dcol, bool accumulate,
-                          float *tail);
+                          float *scratch);
 
 #endif
