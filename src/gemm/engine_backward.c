@@ -57,6 +57,16 @@ static void pack_block(const float *w, size_t depth, size_t mr, size_t i0, size_
     }
 }
 
+/* One tile: the m rows of A panel `a` by column panel jp of a block (`full` whole panels read
+ * in place from dy, row stride plane, then `rest` columns from the copy in tail). */
+static inline void run_tile(const dc_gemm_kernel *k, size_t kc, const float *a, const float *dy,
+                            const float *tail, size_t plane, size_t full, size_t rest, size_t jp,
+                            float *c, size_t m, bool add) {
+    const bool direct = jp < full;
+    k->tile(kc, a, direct ? dy + jp * k->nr : tail, direct ? plane : k->nr, c + jp * k->nr,
+            plane, m, direct ? k->nr : rest, NULL, add);
+}
+
 void dc_engine_input_grad(const dc_gemm_kernel *k, const float *w, size_t depth, size_t g_out,
                           const float *dy, size_t plane, float *dcol, bool accumulate,
                           float *scratch) {
@@ -88,14 +98,29 @@ void dc_engine_input_grad(const dc_gemm_kernel *k, const float *w, size_t depth,
                         }
                     }
                 }
-                for (size_t jp = 0; jp < npan; ++jp) {
-                    const bool direct = jp < full;
-                    const float *bp = direct ? dy + p0 * plane + c + jp * nr : tail;
-                    const size_t ldb = direct ? plane : nr, n = direct ? nr : rest;
+                /* Row panels outer: each A panel (kc x MR) stays in L1 while its MR rows of
+                 * dcol are written left to right (MR streams, which the prefetchers follow)
+                 * from B panels in L2. With one or two panels of columns (7x7 outputs) the rows
+                 * are too short for that to matter, and the B panels are kept in L1 instead
+                 * while the A block streams from L2 (measured: see
+                 * dc_exec_backward_prefers_engine). Either order sums each element the same
+                 * way. */
+                const float *dyc = dy + p0 * plane + c;
+                if (npan > 2) {
                     for (size_t i = i0; i < i1; ++i) {
-                        k->tile(kc, block + (i - i0) * kc * mr, bp, ldb,
-                                dcol + i * mr * plane + c + jp * nr, plane,
-                                min_size(mr, depth - i * mr), n, NULL, add);
+                        for (size_t jp = 0; jp < npan; ++jp) {
+                            run_tile(k, kc, block + (i - i0) * kc * mr, dyc, tail, plane, full,
+                                     rest, jp, dcol + i * mr * plane + c,
+                                     min_size(mr, depth - i * mr), add);
+                        }
+                    }
+                } else {
+                    for (size_t jp = 0; jp < npan; ++jp) {
+                        for (size_t i = i0; i < i1; ++i) {
+                            run_tile(k, kc, block + (i - i0) * kc * mr, dyc, tail, plane, full,
+                                     rest, jp, dcol + i * mr * plane + c,
+                                     min_size(mr, depth - i * mr), add);
+                        }
                     }
                 }
             }
