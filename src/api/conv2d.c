@@ -107,6 +107,7 @@ dynconv_status dc_conv2d_create_named(const char *fn, const dynconv_conv2d_geome
         }
         dc_exec_engine_pack(&l.core, l.packed);
     }
+    l.core.blas_avx512 = dc_blas_runs_avx512();
 
     /* Default: every thread of the process's default pool (one per CPU the process may run on);
      * the handle itself starts no thread. */

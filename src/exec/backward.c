@@ -10,11 +10,33 @@
 
 #include <string.h>
 
-/* The rule for the backward's input gradient on the engine (see dc_exec_choose_engine):
- * measured below. */
+/* The rule for the backward's input gradient (dc_exec_choose_engine sets backward_engine_on by
+ * it), from dynconv-backward-profile on bench/layers.txt, 1 thread, batch 16 and 1 (process CPU
+ * time, medians of 5 and 9 repetitions, the two paths and every piece taking turns), on a
+ * 2-vCPU AMD EPYC Zen 5 (AVX-512, 48 KiB L1d, 1 MiB L2; the engine's 8 x 32 kernel), shared
+ * with other work, against OpenBLAS 0.3.21:
+ *   - on its AVX2 Haswell kernels (OPENBLAS_CORETYPE=Haswell): the engine's GEMM (packing
+ *     included) takes 0.55 to 0.8 of cblas_sgemm's time on every 3x3 layer, the whole backward
+ *     0.80 to 0.95 at batch 16 and 1 (the 512-channel 7x7 layer gains least, its time being
+ *     in the mixing and the kernel sets' gradient); on the strided 1x1 layer 0.87 to 0.93, on
+ *     the pointwise ones at 56x56 and 28x28 with at least 64 output channels 0.84 to 0.97.
+ *     Pointwise at 7x7 (49 columns in 64 lanes, four reduction slices re-reading dx): 0.97 to
+ *     1.08 at batch 16, so BLAS. A short reduction (24 output channels, mb2_1x1_144_24_56)
+ *     leaves each tile mostly its loads and stores of dcol: 1.06 to 1.3 of the whole backward
+ *     at batch 16 (0.82 at batch 1), so BLAS;
+ *   - on its own AVX-512 kernels (Cooperlake, its choice on this CPU; SkylakeX and
+ *     SapphireRapids run the same sgemm kernels): BLAS is ahead at batch 16 on every layer but
+ *     one (the engine's GEMM 1.05 to 1.3 of its time, the whole backward 1.0 to 1.15), and at
+ *     batch 1 the engine gains only on 56x56 and 28x28 images (0.8 to 0.95), losing on 14x14 and
+ *     7x7: BLAS throughout, the engine not paying enough anywhere for a rule of its own;
+ *   - the engine on AVX2 or the baseline kernel was not measured against BLAS: BLAS;
+ *   - fewer output positions than one B panel is wide (linear layers: one column): BLAS, as in
+ *     the forward's rule (most of every tile idle). */
 bool dc_exec_backward_prefers_engine(const dc_layer *l) {
-    (void)l;
-    return true;
+    const dc_conv_shape *s = &l->shape;
+    const size_t plane = s->out_h * s->out_w;
+    return l->gemm->isa == DC_ISA_AVX512 && !l->blas_avx512 && plane >= l->gemm->nr &&
+           s->out_channels / s->groups >= 64 && (!dc_conv_is_pointwise(s) || plane >= 256);
 }
 
 /* What the per-sample convolution backward's task needs. */

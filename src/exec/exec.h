@@ -39,6 +39,8 @@ typedef struct dc_layer {
     size_t packed_len;
     bool engine_on;           /* the current shape runs on the engine (dc_exec_choose_engine) */
     bool backward_engine_on;  /* the backward's input gradient GEMM runs on it (same) */
+    bool blas_avx512;         /* the BLAS runs AVX-512 kernels (set at create; the backward's
+                               * rule depends on it) */
 } dc_layer;
 
 /* At create: chooses the micro-kernel for the layer's geometry (l->gemm, l->packed_len; none
