@@ -14,21 +14,21 @@
  * it), from dynconv-backward-profile on bench/layers.txt, 1 thread, batch 16 and 1 (process CPU
  * time, medians of 5 and 9 repetitions, the two paths and every piece taking turns), on a
  * 2-vCPU AMD EPYC Zen 5 (AVX-512, 48 KiB L1d, 1 MiB L2; the engine's 8 x 32 kernel), shared
- * with other work, against OpenBLAS 0.3.21:
+ * with other work, against OpenBLAS 0.3.21 (the tables: docs/benchmarks-backward.md):
  *   - on its AVX2 Haswell kernels (OPENBLAS_CORETYPE=Haswell): the engine's GEMM (packing
  *     included) takes 0.55 to 0.8 of cblas_sgemm's time on every 3x3 layer, the whole backward
- *     0.80 to 0.95 at batch 16 and 1 (the 512-channel 7x7 layer gains least, its time being
- *     in the mixing and the kernel sets' gradient); on the strided 1x1 layer 0.87 to 0.93, on
- *     the pointwise ones at 56x56 and 28x28 with at least 64 output channels 0.84 to 0.97.
- *     Pointwise at 7x7 (49 columns in 64 lanes, four reduction slices re-reading dx): 0.97 to
+ *     0.80 to 0.97 at batch 16 and 1 (the 512-channel 7x7 layer gains least, its time being
+ *     in the mixing and the kernel sets' gradient); on the strided 1x1 layer 0.87 to 0.97, on
+ *     the pointwise ones at 56x56 and 28x28 with at least 64 output channels 0.82 to 0.95.
+ *     Pointwise at 7x7 (49 columns in 64 lanes, 4 or 5 reduction slices re-reading dx): 0.97 to
  *     1.08 at batch 16, so BLAS. A short reduction (24 output channels, mb2_1x1_144_24_56)
  *     leaves each tile mostly its loads and stores of dcol: 1.06 to 1.3 of the whole backward
  *     at batch 16 (0.82 at batch 1), so BLAS;
  *   - on its own AVX-512 kernels (Cooperlake, its choice on this CPU; SkylakeX and
- *     SapphireRapids run the same sgemm kernels): BLAS is ahead at batch 16 on every layer but
- *     one (the engine's GEMM 1.05 to 1.3 of its time, the whole backward 1.0 to 1.15), and at
- *     batch 1 the engine gains only on 56x56 and 28x28 images (0.8 to 0.95), losing on 14x14 and
- *     7x7: BLAS throughout, the engine not paying enough anywhere for a rule of its own;
+ *     SapphireRapids run the same sgemm kernels): at batch 16 the engine's GEMM is even on two
+ *     layers (0.98, 0.99 of BLAS's time), ahead on one (mb2_1x1_32_192_28, 0.79) and behind on
+ *     the others (1.04 to 1.94; the whole backward 0.97 to 1.30); at batch 1 ahead on 56x56 and
+ *     28x28 images (0.79 to 0.96), behind on 14x14 and 7x7 (1.06 to 1.21): BLAS throughout;
  *   - the engine on AVX2 or the baseline kernel was not measured against BLAS: BLAS;
  *   - fewer output positions than one B panel is wide (linear layers: one column): BLAS, as in
  *     the forward's rule (most of every tile idle). */
