@@ -1,6 +1,7 @@
 /* When the forward runs on the library's own engine (src/gemm) instead of im2col + BLAS, and
  * the engine's part of create: choosing the micro-kernel and packing the kernel sets. */
 #include "exec.h"
+#include "plan.h"
 
 #include "gemm.h"
 #include "tensor.h"
@@ -8,8 +9,10 @@
 #include <stdatomic.h>
 
 static atomic_int engine_mode = DC_ENGINE_AUTO;
+static atomic_int backward_engine_mode = DC_ENGINE_AUTO;
 
 void dc_exec_set_engine_mode(int mode) { atomic_store(&engine_mode, mode); }
+void dc_exec_set_backward_engine_mode(int mode) { atomic_store(&backward_engine_mode, mode); }
 
 bool dc_exec_engine_setup(dc_layer *l, size_t *pack_floats) {
     const dc_conv_shape *s = &l->shape;
@@ -18,6 +21,7 @@ bool dc_exec_engine_setup(dc_layer *l, size_t *pack_floats) {
     l->packed = NULL;
     l->packed_len = 0;
     l->engine_on = false;
+    l->backward_engine_on = false;
     if (dc_conv_is_depthwise(s)) {
         return true; /* its direct loop beats any GEMM (an inner dimension of kh*kw) */
     }
@@ -74,4 +78,7 @@ void dc_exec_choose_engine(dc_layer *l) {
     const int mode = atomic_load(&engine_mode);
     l->engine_on = l->gemm != NULL && mode != DC_ENGINE_NEVER &&
                    (mode == DC_ENGINE_ALWAYS || rule_prefers_engine(l));
+    const int bwd = atomic_load(&backward_engine_mode);
+    l->backward_engine_on = l->gemm != NULL && bwd != DC_ENGINE_NEVER &&
+                            (bwd == DC_ENGINE_ALWAYS || dc_exec_backward_prefers_engine(l));
 }
