@@ -43,6 +43,7 @@ HAND_WRITTEN = [
     ("benchmarks-training.md", "Training step of a DY-ResNet-18 from PyTorch (dynconv.torch)"),
     ("benchmarks-networks.md", "Networks: whole-network forward, libdynconv against PyTorch "
      "eager"),
+    ("benchmarks-backward.md", "Backward: the input gradient on the own engine"),
 ]
 # The array dynconv-bench's bandwidth reference sums (membw/256/tT), in MiB.
 MEMBW_MIB = 256
