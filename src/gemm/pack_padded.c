@@ -50,9 +50,9 @@ bool dc_engine_padded_floats(const dc_conv_shape *s, size_t *out) {
     return dc_product(dims, 5, out);
 }
 
-/* Floats of the padded row make_phase_rows lays out on the stack: 4096-wide inputs at
- * stride 2 and more. */
-enum { TMP_ROW = 4352 };
+/* Floats of the padded row make_phase_rows lays out on the stack; wider rows go through
+ * make_phase. */
+enum { TMP_ROW = 1024 };
 
 /* One phase (a, b) of one channel: plane[i][j] = padded[i * sh + a][j * sw + b], 0 outside. */
 static void make_phase(const dc_conv_shape *s, const float *xc, size_t a, size_t b,
