@@ -53,6 +53,10 @@ static const geo geos[] = {
     {"deep_300",             40,  9, 3, 3, 1, 1, 1, 1, 1, 1, 1,  6,  6},
     {"many_cols_700",         3,  9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 25, 28},
     {"output_1x1",            3,  4, 3, 3, 1, 1, 0, 0, 1, 1, 1,  3,  3},
+    /* stride phases of wide rows, and of rows wider than the copy lays out at once */
+    {"stride2_wide_600",      2,  5, 3, 3, 2, 2, 1, 1, 1, 1, 1,  3, 600},
+    {"stride2_wider_1100",    2,  3, 3, 3, 2, 2, 1, 1, 1, 1, 1,  3, 1100},
+    {"stride2x3_wide_700",    2,  3, 3, 5, 2, 3, 1, 2, 1, 1, 1,  4, 700},
 };
 /* clang-format on */
 
