@@ -373,6 +373,163 @@ static void test_driver_avx512(void **state) {
     run_driver_tests(DC_ISA_AVX512);
 }
 
+/* ---- stride 1 without B panels (engine_rows.c) ---- */
+
+/* clang-format off */
+static const geo rows_geos[] = {
+    /* name                 cin cout kh kw sh sw ph pw dh dw  g   h   w */
+    {"rows_3x3_pad1_odd",     5, 11, 3, 3, 1, 1, 1, 1, 1, 1, 1,  9, 13},
+    {"rows_3x3_pad0_odd",     4,  9, 3, 3, 1, 1, 0, 0, 1, 1, 1, 10, 11},
+    {"rows_5x5_pad2",         3, 10, 5, 5, 1, 1, 2, 2, 1, 1, 1,  8,  9},
+    {"rows_3x3_pad2",         3,  7, 3, 3, 1, 1, 2, 2, 1, 1, 1,  6,  7},
+    {"rows_3x3_dil2_pad2",    4,  9, 3, 3, 1, 1, 2, 2, 2, 2, 1, 11,  9},
+    {"rows_3x5_pad1x0",       3,  6, 3, 5, 1, 1, 1, 0, 1, 1, 1,  7, 12},
+    {"rows_1x3_padw1",        6,  5, 1, 3, 1, 1, 0, 1, 1, 1, 1,  5,  9},
+    {"rows_groups2",          6, 10, 3, 3, 1, 1, 1, 1, 1, 1, 2,  8,  7},
+    {"rows_groups3_deep",    90, 12, 3, 3, 1, 1, 1, 1, 1, 1, 3,  5,  6},
+    {"rows_deep_300",        40,  9, 3, 3, 1, 1, 1, 1, 1, 1, 1,  6,  6},
+    {"rows_many_cols_700",    3,  9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 25, 28},
+    {"rows_wide_40",          3, 17, 3, 3, 1, 1, 1, 1, 1, 1, 1,  3, 40},
+    {"rows_output_1x1",       3,  4, 3, 3, 1, 1, 0, 0, 1, 1, 1,  3,  3},
+    {"rows_width_1",          2,  5, 3, 3, 1, 1, 1, 1, 1, 1, 1,  7,  1},
+    {"rows_56_narrow_tiles", 20, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1,  4, 56},
+};
+/* Stride-1 shapes the path cannot take (it falls back to the panels even when forced). */
+static const geo rows_refused[] = {
+    {"k3x1_padw1",            3,  5, 3, 1, 1, 1, 1, 1, 1, 1, 1,  6,  7},
+    {"3x3_pad2_wider",        3,  5, 3, 3, 1, 1, 1, 3, 1, 1, 1,  6,  7},
+    {"stride2",               3,  5, 3, 3, 2, 2, 1, 1, 1, 1, 1,  6,  7},
+    {"pointwise",             3,  5, 1, 1, 1, 1, 0, 0, 1, 1, 1,  6,  7},
+};
+/* clang-format on */
+
+/* One call over columns [c0, c1) of the whole reduction, with clamp cl. */
+static void conv_range(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
+                       const float *packed, const float *bias, float *y, float *scratch,
+                       size_t c0, size_t c1, const dc_engine_clamp *cl) {
+    const size_t depth = depth_of(s);
+    dc_engine_conv_clamped(s, k, x, packed, depth * k->mr, 0, bias, y, scratch, c0, c1, 0, depth,
+                           cl);
+}
+
+/* The path against the integer convolution (check_driver: whole, bands, slice by slice), then
+ * the same bits as the packed path: whole, clamped, in bands that cut output rows anywhere
+ * (one column, a row and one, one short of the end), and slice by slice with the clamp on the
+ * last slice. */
+static void check_rows(const geo *g, const dc_gemm_kernel *k) {
+    const dc_conv_shape s = shape_of(g);
+    const size_t depth = depth_of(&s), plane = s.out_h * s.out_w;
+    const size_t y_len = s.out_channels * plane, mr = k->mr;
+    dc_engine_force_rows(1);
+    if (!dc_engine_uses_rows(&s, k)) {
+        fail_msg("%s (%s): the path is not taken", g->name, k->name);
+    }
+    check_driver(g, k, true);
+    check_driver(g, k, false);
+    tu_rng rng;
+    tu_rng_seed(&rng, 300 + (uint64_t)k->isa);
+    float *x = tu_alloc(s.in_channels * s.height * s.width * sizeof(float));
+    float *w = tu_alloc(s.out_channels * depth * sizeof(float));
+    float *b = tu_alloc(s.out_channels * sizeof(float));
+    tu_fill_int(&rng, x, s.in_channels * s.height * s.width, -3, 3);
+    tu_fill_int(&rng, w, s.out_channels * depth, -3, 3);
+    tu_fill_int(&rng, b, s.out_channels, -20, 20);
+    size_t len, scratch_len;
+    assert_true(dc_engine_packed_floats(&s, k, &len));
+    assert_true(dc_engine_scratch_floats(&s, k, plane, &scratch_len));
+    float *packed = tu_alloc(len * sizeof(float));
+    /* NaN everywhere at first: a lane read from scratch the path did not fill would show */
+    float *scratch = tu_alloc(scratch_len * sizeof(float));
+    memset(scratch, 0xFF, scratch_len * sizeof(float));
+    float *y_pan = tu_alloc(y_len * sizeof(float));
+    float *y_rows = tu_alloc(y_len * sizeof(float));
+    double *want = tu_alloc(y_len * sizeof(double));
+    dc_engine_pack_a(&s, k, w, packed);
+    int_conv(&s, x, w, b, want);
+    const dc_engine_clamp cl = {-40.0f, 45.0f};
+    for (size_t i = 0; i < y_len; ++i) {
+        want[i] = want[i] < cl.lo ? cl.lo : want[i] > cl.hi ? cl.hi : want[i];
+    }
+    dc_engine_force_rows(0);
+    conv_range(&s, k, x, packed, b, y_pan, scratch, 0, plane, &cl);
+    assert_int_equal(tu_count_mismatches("panels", y_pan, want, y_len, 0.0, 0.0), 0);
+
+    dc_engine_force_rows(1);
+    memset(y_rows, 0xFF, y_len * sizeof(float));
+    conv_range(&s, k, x, packed, b, y_rows, scratch, 0, plane, &cl);
+    assert_memory_equal(y_pan, y_rows, y_len * sizeof(float));
+
+    size_t cuts[] = {0, 1, s.out_w + 1, plane - 1, plane};
+    for (size_t i = 1; i < 5; ++i) { /* tiny planes: keep the cuts in order */
+        cuts[i] = cuts[i] < cuts[i - 1] ? cuts[i - 1] : cuts[i] > plane ? plane : cuts[i];
+    }
+    memset(y_rows, 0xFF, y_len * sizeof(float));
+    for (size_t i = 0; i < 4; ++i) {
+        conv_range(&s, k, x, packed, b, y_rows, scratch, cuts[i], cuts[i + 1], &cl);
+    }
+    assert_memory_equal(y_pan, y_rows, y_len * sizeof(float));
+
+    /* slices, later ones adding to y, over two bands */
+    memset(y_rows, 0xFF, y_len * sizeof(float));
+    for (size_t p0 = 0; p0 < depth; p0 += DC_ENGINE_KC) {
+        const size_t p1 = depth - p0 < DC_ENGINE_KC ? depth : p0 + DC_ENGINE_KC;
+        const size_t half = plane / 2 + 1 < plane ? plane / 2 + 1 : plane;
+        dc_engine_conv_clamped(&s, k, x, packed, depth * mr, 0, b, y_rows, scratch, 0, half, p0,
+                               p1, p1 == depth ? &cl : NULL);
+        dc_engine_conv_clamped(&s, k, x, packed, depth * mr, 0, b, y_rows, scratch, half, plane,
+                               p0, p1, p1 == depth ? &cl : NULL);
+    }
+    assert_memory_equal(y_pan, y_rows, y_len * sizeof(float));
+    dc_engine_force_rows(-1);
+    free(want);
+    free(y_rows);
+    free(y_pan);
+    free(scratch);
+    free(packed);
+    free(b);
+    free(w);
+    free(x);
+}
+
+static void run_rows_tests(dc_isa isa) {
+    const dc_gemm_kernel *k = kernel_or_skip(isa);
+    for (size_t i = 0; i < sizeof rows_geos / sizeof rows_geos[0]; ++i) {
+        check_rows(&rows_geos[i], k);
+    }
+}
+
+static void test_rows_baseline(void **state) {
+    (void)state;
+    run_rows_tests(DC_ISA_BASELINE);
+}
+static void test_rows_avx2(void **state) {
+    (void)state;
+    run_rows_tests(DC_ISA_AVX2);
+}
+static void test_rows_avx512(void **state) {
+    (void)state;
+    run_rows_tests(DC_ISA_AVX512);
+}
+
+/* Shapes outside the path are refused even when it is forced, and still computed right. */
+static void test_rows_refused(void **state) {
+    (void)state;
+    dc_engine_force_rows(1);
+    for (int isa = 0; isa <= DC_ISA_AVX512; ++isa) {
+        const dc_gemm_kernel *k = dc_gemm_kernel_for((dc_isa)isa);
+        for (size_t i = 0; k != NULL && i < sizeof rows_refused / sizeof rows_refused[0]; ++i) {
+            const dc_conv_shape s = shape_of(&rows_refused[i]);
+            assert_false(dc_engine_rows_possible(&s, k));
+            assert_false(dc_engine_uses_rows(&s, k));
+            check_driver(&rows_refused[i], k, true);
+        }
+    }
+    dc_engine_force_rows(0);
+    const dc_conv_shape s = shape_of(&rows_geos[0]);
+    assert_false(dc_engine_uses_rows(&s, dc_gemm_select()));
+    dc_engine_force_rows(-1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_select_and_force),
@@ -385,6 +542,10 @@ int main(void) {
         cmocka_unit_test(test_driver_baseline),
         cmocka_unit_test(test_driver_avx2),
         cmocka_unit_test(test_driver_avx512),
+        cmocka_unit_test(test_rows_baseline),
+        cmocka_unit_test(test_rows_avx2),
+        cmocka_unit_test(test_rows_avx512),
+        cmocka_unit_test(test_rows_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

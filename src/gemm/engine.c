@@ -137,10 +137,20 @@ bool dc_engine_scratch_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, s
     }
     /* Never more than one block of columns; a block is whole B panels. */
     const size_t nc = round_up(min_size(cols, DC_NC), k->nr);
-    size_t panels, padded = 0;
-    return dc_mul_size(min_size(depth, DC_KC), nc, &panels) &&
-           (!dc_engine_uses_padded(s) || dc_engine_padded_floats(s, &padded)) &&
-           dc_add_size(panels, padded, out);
+    size_t panels, padded = 0, rows = 0;
+    if (!(dc_mul_size(min_size(depth, DC_KC), nc, &panels) &&
+          (!dc_engine_uses_padded(s) || dc_engine_padded_floats(s, &padded)) &&
+          dc_add_size(panels, padded, out))) {
+        return false;
+    }
+    /* Room for either path (the choice can be forced after the scratch was sized). */
+    if (dc_engine_rows_possible(s, k)) {
+        if (!dc_engine_rows_floats(s, k, &rows)) {
+            return false;
+        }
+        *out = rows > *out ? rows : *out;
+    }
+    return true;
 }
 
 void dc_engine_conv(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
@@ -172,6 +182,11 @@ void dc_engine_conv_clamped(const dc_conv_shape *s, const dc_gemm_kernel *k, con
     const bool pointwise = dc_conv_is_pointwise(s), padded = dc_engine_uses_padded(s);
     const size_t taps = s->kernel_h * s->kernel_w;
     if (col0 >= col1 || p_begin >= p_end) {
+        return;
+    }
+    if (dc_engine_uses_rows(s, k)) {
+        dc_engine_conv_rows(s, k, x, a, a_stride, a_p0, b, y, scratch, col0, col1, p_begin,
+                            p_end, clamp);
         return;
     }
     /* The padded copy of the group's input lies after the panels (the channels this range of

@@ -129,6 +129,27 @@ void dc_engine_conv_clamped(const dc_conv_shape *s, const dc_gemm_kernel *k, con
                             float *y, float *scratch, size_t col0, size_t col1, size_t p_begin,
                             size_t p_end, const dc_engine_clamp *clamp);
 
+/* ---- Stride-1 kernels without B panels (engine_rows.c) ---- */
+
+/* Whether dc_engine_conv_rows handles shape s with kernel k: stride 1, a kernel larger than
+ * 1x1, pad_w <= (kw - 1) * dw, and a row micro-kernel of k's shape. */
+bool dc_engine_rows_possible(const dc_conv_shape *s, const dc_gemm_kernel *k);
+/* Whether dc_engine_conv_clamped takes that path: possible, and the rule (or a forced mode)
+ * says so. */
+bool dc_engine_uses_rows(const dc_conv_shape *s, const dc_gemm_kernel *k);
+/* For tests: -1 the rule, 0 never, 1 whenever possible. */
+void dc_engine_force_rows(int mode);
+/* Floats of scratch dc_engine_conv_rows needs (any column range): the shared-border copy of a
+ * group's input, pw + C_in/g * (H + 2ph) * (W + pw), and NR floats after it. False on
+ * overflow. */
+bool dc_engine_rows_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t *out);
+/* dc_engine_conv_clamped's contract, computed with the micro-kernel reading B rows in place
+ * from that copy; the same bits as the packed path. */
+void dc_engine_conv_rows(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
+                         const float *a, size_t a_stride, size_t a_p0, const float *b, float *y,
+                         float *scratch, size_t col0, size_t col1, size_t p_begin, size_t p_end,
+                         const dc_engine_clamp *clamp);
+
 /* ---- The backward's input gradient (engine_backward.c) ---- */
 
 /* Floats of scratch dc_engine_input_grad needs: one block of A panels of the transposed kernel

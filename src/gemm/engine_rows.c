@@ -1,0 +1,369 @@
+/* Stride-1 kernels larger than 1x1 without B panels: the micro-kernel reads its B rows in place
+ * from a zero-padded copy of the input whose rows share their borders.
+ *
+ * The copy of channel c holds padded row r (0 <= r < Hp = H + 2ph) at pitch P = W + pw:
+ * xp[pw + c * Hp * P + r * P + j] is the input at (r - ph, j) for j < W and 0 for W <= j < P,
+ * with pw zeros before the first row. A column left of a row (j = -k, k <= pw) is then the
+ * zero tail of the row above, so one gap of pw zeros is both the right border of a row and the
+ * left border of the next. Output (oh, ow) gets the padded position q = oh * P + ow, and its tap
+ * (c, ki, kj) reads xp[c * Hp * P + ki * dh * P + kj * dw + q]: for NR consecutive positions,
+ * NR consecutive floats at an offset that depends only on the reduction index. The last
+ * P - out_w = (kw - 1) * dw - pw positions of each padded row are not outputs (one in 57 at
+ * 56x56, one in 29 at 28x28, one in 15 at 14x14 for a 3x3 kernel of pad 1): their lanes are
+ * computed and dropped, and the kept lanes of a tile, in order, are consecutive outputs, which
+ * the micro-kernel stores compacted.
+ *
+ * Every output is its start (the bias, or y for a later slice) plus the same products in the
+ * same order as in dc_engine_conv's packed path, so the two give the same bits, whatever the
+ * column range or the reduction's split into calls. */
+#include "gemm.h"
+
+#include "tensor.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(DYNCONV_PORTABLE)
+#define DC_ROWS_X86 1
+#include <immintrin.h>
+#endif
+
+/* Padded positions per block (whole tiles at every NR) and the reduction slice. */
+enum { ROWS_NC = 512, ROWS_KC = DC_ENGINE_KC, ROWS_MAX_NR = 32 };
+
+static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
+
+/* C rows [0, m) (stride ldc) from a kc-long A panel slice and B rows b + off[p] (NR floats
+ * each); lane j of the tile is kept when bit j of `keep` is set, and the kept lanes go in order
+ * to c[0], c[1], ... of each row. Start and order of the sums as in dc_gemm_tile_fn. */
+typedef void (*rows_tile_fn)(size_t kc, const float *a, const float *b, const size_t *off,
+                             float *c, size_t ldc, size_t m, uint32_t keep, const float *bias,
+                             bool accumulate);
+
+enum { BASE_MR = 4, BASE_NR = 8 };
+
+static void rows_baseline(size_t kc, const float *a, const float *b, const size_t *off,
+                          float *c, size_t ldc, size_t m, uint32_t keep, const float *bias,
+                          bool accumulate) {
+    float acc[BASE_MR][BASE_NR];
+    for (size_t r = 0; r < BASE_MR; ++r) {
+        const float start = bias != NULL && !accumulate && r < m ? bias[r] : 0.0f;
+        for (size_t j = 0; j < BASE_NR; ++j) {
+            acc[r][j] = start;
+        }
+    }
+    for (size_t p = 0; p < kc; ++p) {
+        const float *bp = b + off[p], *ap = a + p * BASE_MR;
+        for (size_t r = 0; r < BASE_MR; ++r) {
+            for (size_t j = 0; j < BASE_NR; ++j) {
+                acc[r][j] += ap[r] * bp[j];
+            }
+        }
+    }
+    for (size_t r = 0; r < m; ++r) {
+        float *cr = c + r * ldc;
+        size_t o = 0;
+        for (size_t j = 0; j < BASE_NR; ++j) {
+            if (keep >> j & 1u) {
+                cr[o] = accumulate ? cr[o] + acc[r][j] : acc[r][j];
+                ++o;
+            }
+        }
+    }
+}
+
+#if defined(DC_ROWS_X86)
+enum { AVX2_MR = 6, AVX2_NR = 16, AVX512_MR = 8, AVX512_NR = 32 };
+
+__attribute__((target("avx2,fma"))) static void
+rows_avx2(size_t kc, const float *a, const float *b, const size_t *off, float *c, size_t ldc,
+          size_t m, uint32_t keep, const float *bias, bool accumulate) {
+    __m256 c0[AVX2_MR], c1[AVX2_MR];
+    for (size_t r = 0; r < AVX2_MR; ++r) {
+        c0[r] = _mm256_set1_ps(bias != NULL && !accumulate && r < m ? bias[r] : 0.0f);
+        c1[r] = c0[r];
+    }
+    for (size_t p = 0; p < kc; ++p) {
+        const float *bp = b + off[p];
+        const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
+        const float *ap = a + p * AVX2_MR;
+        for (size_t r = 0; r < AVX2_MR; ++r) {
+            const __m256 av = _mm256_broadcast_ss(ap + r);
+            c0[r] = _mm256_fmadd_ps(av, b0, c0[r]);
+            c1[r] = _mm256_fmadd_ps(av, b1, c1[r]);
+        }
+    }
+    /* Rows with constant indices (the accumulators stay in registers); the kept lanes through
+     * a row buffer. */
+#define DC_STORE_ROW(r)                                                                       \
+    if ((r) < m) {                                                                            \
+        float *cr = c + (r) * ldc, t[AVX2_NR];                                                \
+        _mm256_storeu_ps(t, c0[r]);                                                           \
+        _mm256_storeu_ps(t + 8, c1[r]);                                                       \
+        size_t o = 0;                                                                         \
+        for (size_t j = 0; j < AVX2_NR; ++j) {                                                \
+            if (keep >> j & 1u) {                                                             \
+                cr[o] = accumulate ? cr[o] + t[j] : t[j];                                     \
+                ++o;                                                                          \
+            }                                                                                 \
+        }                                                                                     \
+    }
+    DC_STORE_ROW(0)
+    DC_STORE_ROW(1)
+    DC_STORE_ROW(2)
+    DC_STORE_ROW(3)
+    DC_STORE_ROW(4)
+    DC_STORE_ROW(5)
+#undef DC_STORE_ROW
+}
+
+/* The kept lanes of v under `lanes`, compacted, (+)= into the first popcount(lanes) floats of
+ * cr: a compress in registers, then one masked load and store (the memory forms of compress
+ * and expand are slow on some cores). */
+#define DC_PUT16(cr, lanes, v)                                                                \
+    do {                                                                                      \
+        const __mmask16 n_ = (__mmask16)((1u << __builtin_popcount(lanes)) - 1u);             \
+        __m512 v_ = _mm512_maskz_compress_ps((__mmask16)(lanes), (v));                        \
+        if (accumulate) {                                                                     \
+            v_ = _mm512_add_ps(_mm512_maskz_loadu_ps(n_, (cr)), v_);                         \
+        }                                                                                     \
+        _mm512_mask_storeu_ps((cr), n_, v_);                                                  \
+    } while (0)
+
+/* Only lanes 0..15 kept (the last tile of a range): half the work, 8 accumulators. */
+__attribute__((target("avx512f"))) static void
+rows_avx512_half(size_t kc, const float *a, const float *b, const size_t *off, float *c,
+                 size_t ldc, size_t m, uint32_t keep, const float *bias, bool accumulate) {
+    __m512 c0[AVX512_MR];
+    for (size_t r = 0; r < AVX512_MR; ++r) {
+        c0[r] = _mm512_set1_ps(bias != NULL && !accumulate && r < m ? bias[r] : 0.0f);
+    }
+    for (size_t p = 0; p < kc; ++p) {
+        const __m512 b0 = _mm512_loadu_ps(b + off[p]);
+        const float *ap = a + p * AVX512_MR;
+        for (size_t r = 0; r < AVX512_MR; ++r) {
+            c0[r] = _mm512_fmadd_ps(_mm512_set1_ps(ap[r]), b0, c0[r]);
+        }
+    }
+    const unsigned lo = keep & 0xFFFFu;
+#define DC_STORE_ROW(r)                                                                       \
+    if ((r) < m) {                                                                            \
+        DC_PUT16(c + (r) * ldc, lo, c0[r]);                                                   \
+    }
+    DC_STORE_ROW(0)
+    DC_STORE_ROW(1)
+    DC_STORE_ROW(2)
+    DC_STORE_ROW(3)
+    DC_STORE_ROW(4)
+    DC_STORE_ROW(5)
+    DC_STORE_ROW(6)
+    DC_STORE_ROW(7)
+#undef DC_STORE_ROW
+}
+
+__attribute__((target("avx512f"))) static void
+rows_avx512(size_t kc, const float *a, const float *b, const size_t *off, float *c, size_t ldc,
+            size_t m, uint32_t keep, const float *bias, bool accumulate) {
+    if (keep >> 16 == 0) {
+        rows_avx512_half(kc, a, b, off, c, ldc, m, keep, bias, accumulate);
+        return;
+    }
+    __m512 c0[AVX512_MR], c1[AVX512_MR];
+    for (size_t r = 0; r < AVX512_MR; ++r) {
+        c0[r] = _mm512_set1_ps(bias != NULL && !accumulate && r < m ? bias[r] : 0.0f);
+        c1[r] = c0[r];
+    }
+    for (size_t p = 0; p < kc; ++p) {
+        const float *bp = b + off[p];
+        const __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16);
+        const float *ap = a + p * AVX512_MR;
+        for (size_t r = 0; r < AVX512_MR; ++r) {
+            const __m512 av = _mm512_set1_ps(ap[r]);
+            c0[r] = _mm512_fmadd_ps(av, b0, c0[r]);
+            c1[r] = _mm512_fmadd_ps(av, b1, c1[r]);
+        }
+    }
+    const unsigned lo = keep & 0xFFFFu, hi = keep >> 16;
+    const size_t nlo = (size_t)__builtin_popcount(lo);
+#define DC_STORE_ROW(r)                                                                       \
+    if ((r) < m) {                                                                            \
+        DC_PUT16(c + (r) * ldc, lo, c0[r]);                                                   \
+        DC_PUT16(c + (r) * ldc + nlo, hi, c1[r]);                                             \
+    }
+    DC_STORE_ROW(0)
+    DC_STORE_ROW(1)
+    DC_STORE_ROW(2)
+    DC_STORE_ROW(3)
+    DC_STORE_ROW(4)
+    DC_STORE_ROW(5)
+    DC_STORE_ROW(6)
+    DC_STORE_ROW(7)
+#undef DC_STORE_ROW
+}
+#undef DC_PUT16
+#endif
+
+/* The tile of kernel k's shape, or NULL when there is none. */
+static rows_tile_fn rows_tile_for(const dc_gemm_kernel *k) {
+    switch (k->isa) {
+    case DC_ISA_BASELINE:
+        return k->mr == BASE_MR && k->nr == BASE_NR ? rows_baseline : NULL;
+#if defined(DC_ROWS_X86)
+    case DC_ISA_AVX2:
+        return k->mr == AVX2_MR && k->nr == AVX2_NR ? rows_avx2 : NULL;
+    case DC_ISA_AVX512:
+        return k->mr == AVX512_MR && k->nr == AVX512_NR ? rows_avx512 : NULL;
+#endif
+    default:
+        return NULL;
+    }
+}
+
+/* -1: the rule; 0: never; 1: whenever the shape allows. */
+static atomic_int rows_mode = -1;
+
+void dc_engine_force_rows(int mode) { atomic_store(&rows_mode, mode < 0 ? -1 : mode > 0); }
+
+bool dc_engine_rows_possible(const dc_conv_shape *s, const dc_gemm_kernel *k) {
+    /* The shared border needs pw <= (kw - 1) * dw: no output left of the row's first input or
+     * right of its last is then more than pw columns away from it. */
+    return s->stride_h == 1 && s->stride_w == 1 && s->kernel_h * s->kernel_w > 1 &&
+           s->pad_w <= (s->kernel_w - 1) * s->dilation_w && rows_tile_for(k) != NULL;
+}
+
+/* The rule, from the engine alone (dc_engine_conv_clamped over one sample, static 3x3 kernel
+ * of pad 1, C_in = C_out; this path against the B panels in the same binary, interleaved pairs,
+ * process CPU time, median of 9 ratios; AMD EPYC Zen 5, 2 cores shared with other work):
+ *                       AVX-512 1 thread  2 threads  slice by slice   AVX2 1 thread
+ *   64 ch, 56x56              0.82          0.99*         0.84            0.84
+ *   128 ch, 28x28             0.95          0.94          0.92            0.97
+ *   256 ch, 14x14             1.02          1.01          1.01            1.08
+ *   512 ch, 7x7               0.95          1.06*         0.91            0.98
+ *   144 ch 56x56 0.90, 32 ch 112x112 0.70, 64 ch 5x5 (pad 2) 56x56 0.82 (AVX-512, 1 thread).
+ *   (* the two-thread runs are the noisiest: the other cores' load.)
+ * The gain is the panel build saved (14% of the time at 56x56, 9% at 28x28, 5% at 14x14), the
+ * loss the dropped lanes, (kw - 1) * dw - pw of each P = W + pw padded positions: 1 in 57 at
+ * 56x56, 1 in 29 at 28x28, 1 in 15 at 14x14 (where the two cancel). So: the wide kernels, when
+ * at most one position in 24 is dropped; the baseline kernel keeps its panels (not measured). */
+static bool rule_prefers_rows(const dc_conv_shape *s, const dc_gemm_kernel *k) {
+    const size_t pitch = s->width + s->pad_w, dropped = pitch - s->out_w;
+    return (k->isa == DC_ISA_AVX512 || k->isa == DC_ISA_AVX2) && dropped * 24 <= pitch;
+}
+
+bool dc_engine_uses_rows(const dc_conv_shape *s, const dc_gemm_kernel *k) {
+    const int mode = atomic_load(&rows_mode);
+    return mode != 0 && dc_engine_rows_possible(s, k) && (mode == 1 || rule_prefers_rows(s, k));
+}
+
+bool dc_engine_rows_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t *out) {
+    size_t hp, pitch, chan, all;
+    return dc_add_size(s->height, 2 * s->pad_h, &hp) &&
+           dc_add_size(s->width, s->pad_w, &pitch) && dc_mul_size(hp, pitch, &chan) &&
+           dc_mul_size(chan, s->in_channels / s->groups, &all) &&
+           dc_add_size(all, s->pad_w + k->nr, out);
+}
+
+/* Channels [c0, c1) of a group's input into the shared-border copy (layout above), the pw
+ * zeros before channel c0's first row, and NR zeros after channel c1 - 1: the last tile of a
+ * range reads up to NR - 1 floats past its channel's rows, for lanes that are dropped. */
+static void pad_rows(const dc_conv_shape *s, const float *xg, size_t c0, size_t c1, size_t nr,
+                     float *xp) {
+    const size_t w = s->width, pw = s->pad_w, pitch = w + pw, hp = s->height + 2 * s->pad_h;
+    const size_t chan = hp * pitch;
+    memset(xp + c0 * chan, 0, pw * sizeof(float));
+    for (size_t c = c0; c < c1; ++c) {
+        float *dst = xp + pw + c * chan;
+        const float *src = xg + c * s->height * w;
+        memset(dst, 0, s->pad_h * pitch * sizeof(float));
+        for (size_t r = 0; r < s->height; ++r) {
+            float *row = dst + (s->pad_h + r) * pitch;
+            memcpy(row, src + r * w, w * sizeof(float));
+            memset(row + w, 0, pw * sizeof(float));
+        }
+        memset(dst + (s->pad_h + s->height) * pitch, 0, s->pad_h * pitch * sizeof(float));
+    }
+    memset(xp + pw + c1 * chan, 0, nr * sizeof(float));
+}
+
+/* Rows [0, m) (row stride ld) of n columns, clamped in place (as dc_engine_conv_clamped). */
+static void clamp_cols(float *y, size_t ld, size_t m, size_t n, const dc_engine_clamp *cl) {
+    const float lo = cl->lo, hi = cl->hi;
+    for (size_t r = 0; r < m; ++r) {
+        float *row = y + r * ld;
+        for (size_t j = 0; j < n; ++j) {
+            const float v = row[j] < lo ? lo : row[j];
+            row[j] = v > hi ? hi : v;
+        }
+    }
+}
+
+void dc_engine_conv_rows(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
+                         const float *a, size_t a_stride, size_t a_p0, const float *b, float *y,
+                         float *scratch, size_t col0, size_t col1, size_t p_begin, size_t p_end,
+                         const dc_engine_clamp *clamp) {
+    const size_t g_in = s->in_channels / s->groups, g_out = s->out_channels / s->groups;
+    const size_t mr = k->mr, nr = k->nr, panels = (g_out + mr - 1) / mr;
+    const size_t plane = s->out_h * s->out_w, in_plane = s->height * s->width;
+    const size_t taps = s->kernel_h * s->kernel_w, ow_n = s->out_w;
+    const size_t pitch = s->width + s->pad_w, chan = (s->height + 2 * s->pad_h) * pitch;
+    const rows_tile_fn tile = rows_tile_for(k);
+    if (col0 >= col1 || p_begin >= p_end || tile == NULL) {
+        return;
+    }
+    /* Padded positions of the first and one past the last output of the range. */
+    const size_t qa = col0 / ow_n * pitch + col0 % ow_n;
+    const size_t qb = (col1 - 1) / ow_n * pitch + (col1 - 1) % ow_n + 1;
+    size_t off[ROWS_KC];
+    uint32_t keep[ROWS_NC / BASE_NR];
+    size_t out[ROWS_NC / BASE_NR], kept[ROWS_NC / BASE_NR];
+    for (size_t g = 0; g < s->groups; ++g) {
+        const float *xg = x + g * g_in * in_plane;
+        const float *ag = a + g * panels * a_stride - a_p0 * mr;
+        float *yg = y + g * g_out * plane;
+        pad_rows(s, xg, p_begin / taps, (p_end - 1) / taps + 1, nr, scratch);
+        for (size_t qc = qa; qc < qb; qc += ROWS_NC) {
+            const size_t nq = min_size(ROWS_NC, qb - qc), tiles = (nq + nr - 1) / nr;
+            /* Which lanes of each tile are outputs, and where the first one goes. */
+            for (size_t t = 0; t < tiles; ++t) {
+                uint32_t bits = 0;
+                size_t first = SIZE_MAX;
+                for (size_t j = 0; j < nr; ++j) {
+                    const size_t q = qc + t * nr + j;
+                    if (q < qb && q % pitch < ow_n) {
+                        bits |= (uint32_t)1 << j;
+                        first = first == SIZE_MAX ? q / pitch * ow_n + q % pitch : first;
+                    }
+                }
+                keep[t] = bits;
+                out[t] = first;
+                kept[t] = (size_t)__builtin_popcount(bits);
+            }
+            for (size_t p0 = p_begin; p0 < p_end; p0 += ROWS_KC) {
+                const size_t kc = min_size(ROWS_KC, p_end - p0);
+                for (size_t i = 0; i < kc; ++i) {
+                    const size_t p = p0 + i, ch = p / taps, ki = p % taps / s->kernel_w;
+                    const size_t kj = p % s->kernel_w;
+                    off[i] = ch * chan + ki * s->dilation_h * pitch + kj * s->dilation_w;
+                }
+                /* The first slice starts from the bias, the others add to y. */
+                const bool accumulate = p0 > 0;
+                for (size_t t = 0; t < tiles; ++t) {
+                    if (keep[t] == 0) {
+                        continue; /* only dropped positions (a wide kernel's border) */
+                    }
+                    const float *bt = scratch + qc + t * nr;
+                    for (size_t i = 0; i < panels; ++i) {
+                        const size_t m = min_size(mr, g_out - i * mr);
+                        tile(kc, ag + i * a_stride + p0 * mr, bt, off,
+                             yg + i * mr * plane + out[t], plane, m, keep[t],
+                             b != NULL ? b + g * g_out + i * mr : NULL, accumulate);
+                    }
+                    if (clamp != NULL && p0 + kc == p_end) {
+                        clamp_cols(yg + out[t], plane, g_out, kept[t], clamp);
+                    }
+                }
+            }
+        }
+    }
+}
