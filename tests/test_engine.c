@@ -393,6 +393,8 @@ static const geo rows_geos[] = {
     {"rows_output_1x1",       3,  4, 3, 3, 1, 1, 0, 0, 1, 1, 1,  3,  3},
     {"rows_width_1",          2,  5, 3, 3, 1, 1, 1, 1, 1, 1, 1,  7,  1},
     {"rows_56_narrow_tiles", 20, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1,  4, 56},
+    {"rows_3x1_padh1",        4,  9, 3, 1, 1, 1, 1, 0, 1, 1, 1,  7, 10},
+    {"rows_5x5_pad2_big",    12, 20, 5, 5, 1, 1, 2, 2, 1, 1, 1, 14, 30},
 };
 /* Stride-1 shapes the path cannot take (it falls back to the panels even when forced). */
 static const geo rows_refused[] = {
@@ -412,15 +414,16 @@ static void conv_range(const dc_conv_shape *s, const dc_gemm_kernel *k, const fl
                            cl);
 }
 
-/* The path against the integer convolution (check_driver: whole, bands, slice by slice), then
+/* The path (forced `mode`: 1, or 2 for the AVX-512 kernel's form without masked loads) against
+ * the integer convolution (check_driver: whole, bands, slice by slice), then
  * the same bits as the packed path: whole, clamped, in bands that cut output rows anywhere
  * (one column, a row and one, one short of the end), and slice by slice with the clamp on the
  * last slice. */
-static void check_rows(const geo *g, const dc_gemm_kernel *k) {
+static void check_rows(const geo *g, const dc_gemm_kernel *k, int mode) {
     const dc_conv_shape s = shape_of(g);
     const size_t depth = depth_of(&s), plane = s.out_h * s.out_w;
     const size_t y_len = s.out_channels * plane, mr = k->mr;
-    dc_engine_force_rows(1);
+    dc_engine_force_rows(mode);
     if (!dc_engine_uses_rows(&s, k)) {
         fail_msg("%s (%s): the path is not taken", g->name, k->name);
     }
@@ -454,7 +457,7 @@ static void check_rows(const geo *g, const dc_gemm_kernel *k) {
     conv_range(&s, k, x, packed, b, y_pan, scratch, 0, plane, &cl);
     assert_int_equal(tu_count_mismatches("panels", y_pan, want, y_len, 0.0, 0.0), 0);
 
-    dc_engine_force_rows(1);
+    dc_engine_force_rows(mode);
     memset(y_rows, 0xFF, y_len * sizeof(float));
     conv_range(&s, k, x, packed, b, y_rows, scratch, 0, plane, &cl);
     assert_memory_equal(y_pan, y_rows, y_len * sizeof(float));
@@ -494,7 +497,10 @@ static void check_rows(const geo *g, const dc_gemm_kernel *k) {
 static void run_rows_tests(dc_isa isa) {
     const dc_gemm_kernel *k = kernel_or_skip(isa);
     for (size_t i = 0; i < sizeof rows_geos / sizeof rows_geos[0]; ++i) {
-        check_rows(&rows_geos[i], k);
+        check_rows(&rows_geos[i], k, 1);
+        if (isa == DC_ISA_AVX512) {
+            check_rows(&rows_geos[i], k, 2);
+        }
     }
 }
 

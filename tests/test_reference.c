@@ -425,14 +425,18 @@ int main(void)
         dc_exec_set_engine_mode(v < 0 ? DC_ENGINE_NEVER : DC_ENGINE_ALWAYS);
         engine_forced = v >= 0;
         /* On the engine, stride-1 kernels both from B panels and read in place
-         * (src/gemm/engine_rows.c), whatever the rule would pick. */
-        for (int rows = v < 0 ? 1 : 0; rows <= 1; ++rows) {
+         * (src/gemm/engine_rows.c; on AVX-512 also without its masked form), whatever the
+         * rule would pick. */
+        for (int rows = v < 0 ? 1 : 0; rows <= (v == DC_ISA_AVX512 ? 2 : 1); ++rows) {
             dc_engine_force_rows(rows);
             for (int borrow = 0; borrow <= 1; ++borrow) {
                 char group[112];
                 snprintf(group, sizeof group, "reference, %s%s%s, %s weights",
                          v < 0 ? "im2col + BLAS" : "engine ", v < 0 ? "" : names[v],
-                         v < 0 ? "" : rows ? ", stride 1 in place" : ", B panels",
+                         v < 0        ? ""
+                         : rows == 2 ? ", stride 1 in place unmasked"
+                         : rows      ? ", stride 1 in place"
+                                     : ", B panels",
                          borrow ? "borrowed" : "copied");
                 create_flags = borrow ? DYNCONV_FLAG_BORROW_WEIGHTS : 0;
                 failed += _cmocka_run_group_tests(group, tests, n_conv + n_lin, NULL, NULL);

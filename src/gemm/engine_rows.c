@@ -202,6 +202,56 @@ rows_avx512(size_t kc, const float *a, const float *b, const size_t *off, float 
 #undef DC_STORE_ROW
 }
 #undef DC_PUT16
+
+/* "Same" padding (out_w = W): rows at pitch W with no border columns at all, position q the
+ * output index itself, and the border read as zeros by masking the B loads instead: row p of
+ * the tile loads lanes 0..15 under keep[2p] and lanes 16..31 under keep[2p + 1], masks
+ * which clear the lanes whose tap falls left or right of the input row. A cleared lane is a
+ * product with +0, as with a zero of the padded copy: the same bits as the panels. Stores as
+ * dc_gemm_tile_fn (n columns). */
+__attribute__((target("avx512f"))) static void
+same_avx512(size_t kc, const float *a, const float *b, const size_t *off, const uint16_t *keep,
+            float *c, size_t ldc, size_t m, size_t n, const float *bias, bool accumulate) {
+    __m512 c0[AVX512_MR], c1[AVX512_MR];
+    for (size_t r = 0; r < AVX512_MR; ++r) {
+        c0[r] = _mm512_set1_ps(bias != NULL && !accumulate && r < m ? bias[r] : 0.0f);
+        c1[r] = c0[r];
+    }
+    for (size_t p = 0; p < kc; ++p) {
+        const float *bp = b + off[p];
+        const __m512 b0 = _mm512_maskz_loadu_ps((__mmask16)keep[2 * p], bp);
+        const __m512 b1 = _mm512_maskz_loadu_ps((__mmask16)keep[2 * p + 1], bp + 16);
+        const float *ap = a + p * AVX512_MR;
+        for (size_t r = 0; r < AVX512_MR; ++r) {
+            const __m512 av = _mm512_set1_ps(ap[r]);
+            c0[r] = _mm512_fmadd_ps(av, b0, c0[r]);
+            c1[r] = _mm512_fmadd_ps(av, b1, c1[r]);
+        }
+    }
+    const __mmask16 lo = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+    const __mmask16 hi = n >= 32   ? (__mmask16)0xFFFF
+                         : n > 16 ? (__mmask16)((1u << (n - 16)) - 1u)
+                                  : (__mmask16)0;
+#define DC_STORE_ROW(r)                                                                       \
+    if ((r) < m) {                                                                            \
+        float *cr = c + (r) * ldc;                                                            \
+        if (accumulate) {                                                                     \
+            c0[r] = _mm512_add_ps(_mm512_maskz_loadu_ps(lo, cr), c0[r]);                     \
+            c1[r] = _mm512_add_ps(_mm512_maskz_loadu_ps(hi, cr + 16), c1[r]);                \
+        }                                                                                     \
+        _mm512_mask_storeu_ps(cr, lo, c0[r]);                                                 \
+        _mm512_mask_storeu_ps(cr + 16, hi, c1[r]);                                            \
+    }
+    DC_STORE_ROW(0)
+    DC_STORE_ROW(1)
+    DC_STORE_ROW(2)
+    DC_STORE_ROW(3)
+    DC_STORE_ROW(4)
+    DC_STORE_ROW(5)
+    DC_STORE_ROW(6)
+    DC_STORE_ROW(7)
+#undef DC_STORE_ROW
+}
 #endif
 
 /* The tile of kernel k's shape, or NULL when there is none. */
@@ -220,10 +270,12 @@ static rows_tile_fn rows_tile_for(const dc_gemm_kernel *k) {
     }
 }
 
-/* -1: the rule; 0: never; 1: whenever the shape allows. */
+/* -1: the rule; 0: never; 1: whenever the shape allows; 2: as 1, never the masked form. */
 static atomic_int rows_mode = -1;
 
-void dc_engine_force_rows(int mode) { atomic_store(&rows_mode, mode < 0 ? -1 : mode > 0); }
+void dc_engine_force_rows(int mode) {
+    atomic_store(&rows_mode, mode < 0 ? -1 : mode > 2 ? 2 : mode);
+}
 
 bool dc_engine_rows_possible(const dc_conv_shape *s, const dc_gemm_kernel *k) {
     /* The shared border needs pw <= (kw - 1) * dw: no output left of the row's first input or
@@ -232,28 +284,45 @@ bool dc_engine_rows_possible(const dc_conv_shape *s, const dc_gemm_kernel *k) {
            s->pad_w <= (s->kernel_w - 1) * s->dilation_w && rows_tile_for(k) != NULL;
 }
 
+/* Whether the masked "same" form applies: out_w = W, on the AVX-512 kernel, kw <= 16. */
+static bool same_form(const dc_conv_shape *s, const dc_gemm_kernel *k) {
+#if defined(DC_ROWS_X86)
+    return k->isa == DC_ISA_AVX512 && k->mr == AVX512_MR && k->nr == AVX512_NR &&
+           s->out_w == s->width && s->kernel_w <= 16;
+#else
+    (void)s;
+    (void)k;
+    return false;
+#endif
+}
+
 /* The rule, from the engine alone (dc_engine_conv_clamped over one sample, static 3x3 kernel
- * of pad 1, C_in = C_out; this path against the B panels in the same binary, interleaved pairs,
- * process CPU time, median of 9 ratios; AMD EPYC Zen 5, 2 cores shared with other work):
- *                       AVX-512 1 thread  2 threads  slice by slice   AVX2 1 thread
- *   64 ch, 56x56              0.82          0.99*         0.84            0.84
- *   128 ch, 28x28             0.95          0.94          0.92            0.97
- *   256 ch, 14x14             1.02          1.01          1.01            1.08
- *   512 ch, 7x7               0.95          1.06*         0.91            0.98
- *   144 ch 56x56 0.90, 32 ch 112x112 0.70, 64 ch 5x5 (pad 2) 56x56 0.82 (AVX-512, 1 thread).
- *   (* the two-thread runs are the noisiest: the other cores' load.)
- * The gain is the panel build saved (14% of the time at 56x56, 9% at 28x28, 5% at 14x14), the
- * loss the dropped lanes, (kw - 1) * dw - pw of each P = W + pw padded positions: 1 in 57 at
- * 56x56, 1 in 29 at 28x28, 1 in 15 at 14x14 (where the two cancel). So: the wide kernels, when
- * at most one position in 24 is dropped; the baseline kernel keeps its panels (not measured). */
+ * of pad 1, C_in = C_out; each form against the B panels in the same binary, interleaved,
+ * process CPU time, median of 81 ratios; AMD EPYC Zen 5, 2 cores shared with other work):
+ *                       AVX-512 masked   AVX-512 unmasked   AVX2 (unmasked)
+ *   64 ch, 56x56             0.84             0.83-0.86          0.84
+ *   128 ch, 28x28            0.92             0.94-0.95          0.97
+ *   256 ch, 14x14            0.94             0.99               1.08
+ *   512 ch, 7x7              0.96             0.98-1.01          0.98
+ * and, AVX-512 unmasked: 144 ch 56x56 0.89, 32 ch 112x112 0.70, 64 ch 5x5 (pad 2) 56x56 0.82;
+ * reduction slice by slice (the fused mixing's calls) and two threads splitting the columns
+ * within a few % of the same. The gain is the panel build saved (14% of the time at 56x56, 9%
+ * at 28x28, 5% at 14x14); the unmasked form pays for it with the dropped positions, one in
+ * P = W + pw per row for a 3x3 kernel of pad 1 (one in 15 at 14x14, where the two cancel). So:
+ * the masked form whenever it applies ("same" padding on AVX-512), else the unmasked one on
+ * the wide kernels when at most one position in 24 is dropped; the baseline kernel keeps its
+ * panels (not measured). */
 static bool rule_prefers_rows(const dc_conv_shape *s, const dc_gemm_kernel *k) {
     const size_t pitch = s->width + s->pad_w, dropped = pitch - s->out_w;
+    if (same_form(s, k)) {
+        return true;
+    }
     return (k->isa == DC_ISA_AVX512 || k->isa == DC_ISA_AVX2) && dropped * 24 <= pitch;
 }
 
 bool dc_engine_uses_rows(const dc_conv_shape *s, const dc_gemm_kernel *k) {
     const int mode = atomic_load(&rows_mode);
-    return mode != 0 && dc_engine_rows_possible(s, k) && (mode == 1 || rule_prefers_rows(s, k));
+    return mode != 0 && dc_engine_rows_possible(s, k) && (mode > 0 || rule_prefers_rows(s, k));
 }
 
 bool dc_engine_rows_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t *out) {
@@ -298,6 +367,90 @@ static void clamp_cols(float *y, size_t ld, size_t m, size_t n, const dc_engine_
     }
 }
 
+#if defined(DC_ROWS_X86)
+/* Channels [c0, c1) at pitch W, zero rows above and below (the layout of pad_rows with no
+ * border columns: row r of channel c at pw + c * Hp * W + r * W), pw zeros before channel c0
+ * and NR + pw after channel c1 - 1, for the masked lanes of the first and last tiles. */
+static void pad_same(const dc_conv_shape *s, const float *xg, size_t c0, size_t c1, size_t nr,
+                     float *xp) {
+    const size_t w = s->width, pw = s->pad_w, top = s->pad_h * w, body = s->height * w;
+    const size_t chan = body + 2 * top;
+    memset(xp + c0 * chan, 0, pw * sizeof(float));
+    for (size_t c = c0; c < c1; ++c) {
+        float *dst = xp + pw + c * chan;
+        memset(dst, 0, top * sizeof(float));
+        memcpy(dst + top, xg + c * body, body * sizeof(float));
+        memset(dst + top + body, 0, top * sizeof(float));
+    }
+    memset(xp + pw + c1 * chan, 0, (nr + pw) * sizeof(float));
+}
+
+/* dc_engine_conv_rows for same_form shapes: the tiles are the panel path's column tiles. */
+static void conv_same(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
+                      const float *a, size_t a_stride, size_t a_p0, const float *b, float *y,
+                      float *scratch, size_t col0, size_t col1, size_t p_begin, size_t p_end,
+                      const dc_engine_clamp *clamp) {
+    const size_t g_in = s->in_channels / s->groups, g_out = s->out_channels / s->groups;
+    const size_t mr = k->mr, nr = k->nr, panels = (g_out + mr - 1) / mr;
+    const size_t plane = s->out_h * s->out_w, in_plane = s->height * s->width;
+    const size_t taps = s->kernel_h * s->kernel_w, w = s->width, kw = s->kernel_w;
+    const size_t chan = (s->height + 2 * s->pad_h) * w;
+    enum { MAX_KW = 16 };
+    size_t off[ROWS_KC];
+    uint16_t keep[2 * ROWS_KC];
+    uint32_t tap_keep[ROWS_NC / AVX512_NR * MAX_KW];
+    unsigned char col_of[ROWS_KC];
+    for (size_t g = 0; g < s->groups; ++g) {
+        const float *xg = x + g * g_in * in_plane;
+        const float *ag = a + g * panels * a_stride - a_p0 * mr;
+        float *yg = y + g * g_out * plane;
+        pad_same(s, xg, p_begin / taps, (p_end - 1) / taps + 1, nr, scratch);
+        for (size_t c = col0; c < col1; c += ROWS_NC) {
+            const size_t nc = min_size(ROWS_NC, col1 - c), npan = (nc + nr - 1) / nr;
+            /* Tile jp's lanes kept for tap column kj (reading input column ow + kj * dw - pw):
+             * those inside the row. Once per block, for every slice. */
+            for (size_t jp = 0; jp < npan; ++jp) {
+                const size_t ow0 = (c + jp * nr) % w;
+                for (size_t kj = 0; kj < kw; ++kj) {
+                    uint32_t bits = 0;
+                    for (size_t j = 0, ow = ow0; j < nr; ++j, ow = ow + 1 == w ? 0 : ow + 1) {
+                        const size_t iw = ow + kj * s->dilation_w;
+                        bits |= (uint32_t)(iw >= s->pad_w && iw - s->pad_w < w) << j;
+                    }
+                    tap_keep[jp * kw + kj] = bits;
+                }
+            }
+            for (size_t p0 = p_begin; p0 < p_end; p0 += ROWS_KC) {
+                const size_t kc = min_size(ROWS_KC, p_end - p0);
+                for (size_t i = 0; i < kc; ++i) {
+                    const size_t p = p0 + i, ch = p / taps, ki = p % taps / kw, kj = p % kw;
+                    off[i] = ch * chan + ki * s->dilation_h * w + kj * s->dilation_w;
+                    col_of[i] = (unsigned char)kj;
+                }
+                const bool accumulate = p0 > 0;
+                for (size_t jp = 0; jp < npan; ++jp) {
+                    const size_t q0 = c + jp * nr, n = min_size(nr, nc - jp * nr);
+                    const uint32_t *tk = tap_keep + jp * kw;
+                    for (size_t i = 0; i < kc; ++i) {
+                        keep[2 * i] = (uint16_t)tk[col_of[i]];
+                        keep[2 * i + 1] = (uint16_t)(tk[col_of[i]] >> 16);
+                    }
+                    for (size_t i = 0; i < panels; ++i) {
+                        const size_t m = min_size(mr, g_out - i * mr);
+                        same_avx512(kc, ag + i * a_stride + p0 * mr, scratch + q0, off, keep,
+                                    yg + i * mr * plane + q0, plane, m, n,
+                                    b != NULL ? b + g * g_out + i * mr : NULL, accumulate);
+                    }
+                    if (clamp != NULL && p0 + kc == p_end) {
+                        clamp_cols(yg + q0, plane, g_out, n, clamp);
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
 void dc_engine_conv_rows(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
                          const float *a, size_t a_stride, size_t a_p0, const float *b, float *y,
                          float *scratch, size_t col0, size_t col1, size_t p_begin, size_t p_end,
@@ -311,6 +464,12 @@ void dc_engine_conv_rows(const dc_conv_shape *s, const dc_gemm_kernel *k, const 
     if (col0 >= col1 || p_begin >= p_end || tile == NULL) {
         return;
     }
+#if defined(DC_ROWS_X86)
+    if (same_form(s, k) && atomic_load(&rows_mode) != 2) {
+        conv_same(s, k, x, a, a_stride, a_p0, b, y, scratch, col0, col1, p_begin, p_end, clamp);
+        return;
+    }
+#endif
     /* Padded positions of the first and one past the last output of the range. */
     const size_t qa = col0 / ow_n * pitch + col0 % ow_n;
     const size_t qb = (col1 - 1) / ow_n * pitch + (col1 - 1) % ow_n + 1;

@@ -137,7 +137,8 @@ bool dc_engine_rows_possible(const dc_conv_shape *s, const dc_gemm_kernel *k);
 /* Whether dc_engine_conv_clamped takes that path: possible, and the rule (or a forced mode)
  * says so. */
 bool dc_engine_uses_rows(const dc_conv_shape *s, const dc_gemm_kernel *k);
-/* For tests: -1 the rule, 0 never, 1 whenever possible. */
+/* For tests: -1 the rule, 0 never, 1 whenever possible, 2 the same without the masked form
+ * for "same" padding. */
 void dc_engine_force_rows(int mode);
 /* Floats of scratch dc_engine_conv_rows needs (any column range): the shared-border copy of a
  * group's input, pw + C_in/g * (H + 2ph) * (W + pw), and NR floats after it. False on
