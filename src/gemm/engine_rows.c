@@ -311,7 +311,13 @@ static bool same_form(const dc_conv_shape *s, const dc_gemm_kernel *k) {
  * P = W + pw per row for a 3x3 kernel of pad 1 (one in 15 at 14x14, where the two cancel). So:
  * the masked form whenever it applies ("same" padding on AVX-512), else the unmasked one on
  * the wide kernels when at most one position in 24 is dropped; the baseline kernel keeps its
- * panels (not measured). */
+ * panels (not measured). The whole layer (dynconv-bench, K = 1 static / K = 4 dynamic, this
+ * rule against the panels everywhere, interleaved builds, process CPU time, medians of 9):
+ *                        b1 t1        b16 t1       b1 t2        b16 t2
+ *   r18_3x3_64_56      0.88 / 0.89  0.90 / 0.95  0.90 / 0.90  0.90 / 0.88
+ *   r18_3x3_128_28     0.90 / 0.91  0.91 / 0.90  0.96 / 0.93  0.92 / 0.86
+ *   r18_3x3_256_14     0.95 / 1.00  0.96 / 0.97  0.93 / 0.93  0.95 / 0.91
+ *   32 ch 112x112      0.85 / 0.86  0.78 / 0.84  0.83 / 0.85  0.85 / 0.86 */
 static bool rule_prefers_rows(const dc_conv_shape *s, const dc_gemm_kernel *k) {
     const size_t pitch = s->width + s->pad_w, dropped = pitch - s->out_w;
     if (same_form(s, k)) {
