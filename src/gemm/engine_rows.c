@@ -13,6 +13,9 @@
  * computed and dropped, and the kept lanes of a tile, in order, are consecutive outputs, which
  * the micro-kernel stores compacted.
  *
+ * For "same" padding (out_w = W) on AVX-512 a second form drops nothing: rows at pitch W with
+ * no border columns, the border cleared by masked B loads (see same_avx512).
+ *
  * Every output is its start (the bias, or y for a later slice) plus the same products in the
  * same order as in dc_engine_conv's packed path, so the two give the same bits, whatever the
  * column range or the reduction's split into calls. */

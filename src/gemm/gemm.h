@@ -92,7 +92,8 @@ void dc_engine_pack_b_padded(const dc_conv_shape *s, const dc_gemm_kernel *k, co
 
 /* Floats of scratch dc_engine_conv needs for a column range of up to `cols` columns: one block
  * of B panels, min(depth, DC_ENGINE_KC) * round_up(min(cols, 512), NR), plus for stride-1
- * shapes the padded copy of a group's input. False on overflow. */
+ * shapes the padded copy of a group's input; at least dc_engine_rows_floats where
+ * dc_engine_rows_possible. False on overflow. */
 bool dc_engine_scratch_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t cols,
                               size_t *out);
 
@@ -145,7 +146,8 @@ void dc_engine_force_rows(int mode);
  * overflow. */
 bool dc_engine_rows_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t *out);
 /* dc_engine_conv_clamped's contract, computed with the micro-kernel reading B rows in place
- * from that copy; the same bits as the packed path. */
+ * from that copy (for "same" padding on AVX-512, a copy without border columns, the border
+ * masked off); the same bits as the packed path. */
 void dc_engine_conv_rows(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
                          const float *a, size_t a_stride, size_t a_p0, const float *b, float *y,
                          float *scratch, size_t col0, size_t col1, size_t p_begin, size_t p_end,
