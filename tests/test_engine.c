@@ -373,7 +373,7 @@ static void test_driver_avx512(void **state) {
     run_driver_tests(DC_ISA_AVX512);
 }
 
-/* ---- stride 1 without B panels (engine_rows.c) ---- */
+/* ---- stride 1 without B panels (engine_inplace.c) ---- */
 
 /* clang-format off */
 static const geo rows_geos[] = {
@@ -423,8 +423,8 @@ static void check_rows(const geo *g, const dc_gemm_kernel *k, int mode) {
     const dc_conv_shape s = shape_of(g);
     const size_t depth = depth_of(&s), plane = s.out_h * s.out_w;
     const size_t y_len = s.out_channels * plane, mr = k->mr;
-    dc_engine_force_rows(mode);
-    if (!dc_engine_uses_rows(&s, k)) {
+    dc_engine_force_inplace(mode);
+    if (!dc_engine_uses_inplace(&s, k)) {
         fail_msg("%s (%s): the path is not taken", g->name, k->name);
     }
     check_driver(g, k, true);
@@ -453,11 +453,11 @@ static void check_rows(const geo *g, const dc_gemm_kernel *k, int mode) {
     for (size_t i = 0; i < y_len; ++i) {
         want[i] = want[i] < cl.lo ? cl.lo : want[i] > cl.hi ? cl.hi : want[i];
     }
-    dc_engine_force_rows(0);
+    dc_engine_force_inplace(0);
     conv_range(&s, k, x, packed, b, y_pan, scratch, 0, plane, &cl);
     assert_int_equal(tu_count_mismatches("panels", y_pan, want, y_len, 0.0, 0.0), 0);
 
-    dc_engine_force_rows(mode);
+    dc_engine_force_inplace(mode);
     memset(y_rows, 0xFF, y_len * sizeof(float));
     conv_range(&s, k, x, packed, b, y_rows, scratch, 0, plane, &cl);
     assert_memory_equal(y_pan, y_rows, y_len * sizeof(float));
@@ -483,7 +483,7 @@ static void check_rows(const geo *g, const dc_gemm_kernel *k, int mode) {
                                p0, p1, p1 == depth ? &cl : NULL);
     }
     assert_memory_equal(y_pan, y_rows, y_len * sizeof(float));
-    dc_engine_force_rows(-1);
+    dc_engine_force_inplace(-1);
     free(want);
     free(y_rows);
     free(y_pan);
@@ -520,20 +520,20 @@ static void test_rows_avx512(void **state) {
 /* Shapes outside the path are refused even when it is forced, and still computed right. */
 static void test_rows_refused(void **state) {
     (void)state;
-    dc_engine_force_rows(1);
+    dc_engine_force_inplace(1);
     for (int isa = 0; isa <= DC_ISA_AVX512; ++isa) {
         const dc_gemm_kernel *k = dc_gemm_kernel_for((dc_isa)isa);
         for (size_t i = 0; k != NULL && i < sizeof rows_refused / sizeof rows_refused[0]; ++i) {
             const dc_conv_shape s = shape_of(&rows_refused[i]);
-            assert_false(dc_engine_rows_possible(&s, k));
-            assert_false(dc_engine_uses_rows(&s, k));
+            assert_false(dc_engine_inplace_possible(&s, k));
+            assert_false(dc_engine_uses_inplace(&s, k));
             check_driver(&rows_refused[i], k, true);
         }
     }
-    dc_engine_force_rows(0);
+    dc_engine_force_inplace(0);
     const dc_conv_shape s = shape_of(&rows_geos[0]);
-    assert_false(dc_engine_uses_rows(&s, dc_gemm_select()));
-    dc_engine_force_rows(-1);
+    assert_false(dc_engine_uses_inplace(&s, dc_gemm_select()));
+    dc_engine_force_inplace(-1);
 }
 
 int main(void) {

@@ -425,10 +425,10 @@ int main(void)
         dc_exec_set_engine_mode(v < 0 ? DC_ENGINE_NEVER : DC_ENGINE_ALWAYS);
         engine_forced = v >= 0;
         /* On the engine, stride-1 kernels both from B panels and read in place
-         * (src/gemm/engine_rows.c; on AVX-512 also without its masked form), whatever the
+         * (src/gemm/engine_inplace.c; on AVX-512 also without its masked form), whatever the
          * rule would pick. */
         for (int rows = v < 0 ? 1 : 0; rows <= (v == DC_ISA_AVX512 ? 2 : 1); ++rows) {
-            dc_engine_force_rows(rows);
+            dc_engine_force_inplace(rows);
             for (int borrow = 0; borrow <= 1; ++borrow) {
                 char group[112];
                 snprintf(group, sizeof group, "reference, %s%s%s, %s weights",
@@ -443,7 +443,7 @@ int main(void)
             }
         }
     }
-    dc_engine_force_rows(-1);
+    dc_engine_force_inplace(-1);
     dc_gemm_force_auto();
     dc_exec_set_engine_mode(DC_ENGINE_AUTO);
 #else

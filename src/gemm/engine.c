@@ -144,8 +144,8 @@ bool dc_engine_scratch_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, s
         return false;
     }
     /* Room for either path (the choice can be forced after the scratch was sized). */
-    if (dc_engine_rows_possible(s, k)) {
-        if (!dc_engine_rows_floats(s, k, &rows)) {
+    if (dc_engine_inplace_possible(s, k)) {
+        if (!dc_engine_inplace_floats(s, k, &rows)) {
             return false;
         }
         *out = rows > *out ? rows : *out;
@@ -184,8 +184,8 @@ void dc_engine_conv_clamped(const dc_conv_shape *s, const dc_gemm_kernel *k, con
     if (col0 >= col1 || p_begin >= p_end) {
         return;
     }
-    if (dc_engine_uses_rows(s, k)) {
-        dc_engine_conv_rows(s, k, x, a, a_stride, a_p0, b, y, scratch, col0, col1, p_begin,
+    if (dc_engine_uses_inplace(s, k)) {
+        dc_engine_conv_inplace(s, k, x, a, a_stride, a_p0, b, y, scratch, col0, col1, p_begin,
                             p_end, clamp);
         return;
     }

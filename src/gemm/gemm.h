@@ -92,8 +92,8 @@ void dc_engine_pack_b_padded(const dc_conv_shape *s, const dc_gemm_kernel *k, co
 
 /* Floats of scratch dc_engine_conv needs for a column range of up to `cols` columns: one block
  * of B panels, min(depth, DC_ENGINE_KC) * round_up(min(cols, 512), NR), plus for stride-1
- * shapes the padded copy of a group's input; at least dc_engine_rows_floats where
- * dc_engine_rows_possible. False on overflow. */
+ * shapes the padded copy of a group's input; at least dc_engine_inplace_floats where
+ * dc_engine_inplace_possible. False on overflow. */
 bool dc_engine_scratch_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t cols,
                               size_t *out);
 
@@ -130,25 +130,25 @@ void dc_engine_conv_clamped(const dc_conv_shape *s, const dc_gemm_kernel *k, con
                             float *y, float *scratch, size_t col0, size_t col1, size_t p_begin,
                             size_t p_end, const dc_engine_clamp *clamp);
 
-/* ---- Stride-1 kernels without B panels (engine_rows.c) ---- */
+/* ---- Stride-1 kernels without B panels (engine_inplace.c) ---- */
 
-/* Whether dc_engine_conv_rows handles shape s with kernel k: stride 1, a kernel larger than
+/* Whether dc_engine_conv_inplace handles shape s with kernel k: stride 1, a kernel larger than
  * 1x1, pad_w <= (kw - 1) * dw, and a row micro-kernel of k's shape. */
-bool dc_engine_rows_possible(const dc_conv_shape *s, const dc_gemm_kernel *k);
+bool dc_engine_inplace_possible(const dc_conv_shape *s, const dc_gemm_kernel *k);
 /* Whether dc_engine_conv_clamped takes that path: possible, and the rule (or a forced mode)
  * says so. */
-bool dc_engine_uses_rows(const dc_conv_shape *s, const dc_gemm_kernel *k);
+bool dc_engine_uses_inplace(const dc_conv_shape *s, const dc_gemm_kernel *k);
 /* For tests: -1 the rule, 0 never, 1 whenever possible, 2 the same without the masked form
  * for "same" padding. */
-void dc_engine_force_rows(int mode);
-/* Floats of scratch dc_engine_conv_rows needs (any column range): the shared-border copy of a
+void dc_engine_force_inplace(int mode);
+/* Floats of scratch dc_engine_conv_inplace needs (any column range): the shared-border copy of a
  * group's input, pw + C_in/g * (H + 2ph) * (W + pw), and NR floats after it. False on
  * overflow. */
-bool dc_engine_rows_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t *out);
+bool dc_engine_inplace_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t *out);
 /* dc_engine_conv_clamped's contract, computed with the micro-kernel reading B rows in place
  * from that copy (for "same" padding on AVX-512, a copy without border columns, the border
  * masked off); the same bits as the packed path. */
-void dc_engine_conv_rows(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
+void dc_engine_conv_inplace(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
                          const float *a, size_t a_stride, size_t a_p0, const float *b, float *y,
                          float *scratch, size_t col0, size_t col1, size_t p_begin, size_t p_end,
                          const dc_engine_clamp *clamp);

@@ -276,11 +276,11 @@ static rows_tile_fn rows_tile_for(const dc_gemm_kernel *k) {
 /* -1: the rule; 0: never; 1: whenever the shape allows; 2: as 1, never the masked form. */
 static atomic_int rows_mode = -1;
 
-void dc_engine_force_rows(int mode) {
+void dc_engine_force_inplace(int mode) {
     atomic_store(&rows_mode, mode < 0 ? -1 : mode > 2 ? 2 : mode);
 }
 
-bool dc_engine_rows_possible(const dc_conv_shape *s, const dc_gemm_kernel *k) {
+bool dc_engine_inplace_possible(const dc_conv_shape *s, const dc_gemm_kernel *k) {
     /* The shared border needs pw <= (kw - 1) * dw: no output left of the row's first input or
      * right of its last is then more than pw columns away from it. */
     return s->stride_h == 1 && s->stride_w == 1 && s->kernel_h * s->kernel_w > 1 &&
@@ -329,12 +329,12 @@ static bool rule_prefers_rows(const dc_conv_shape *s, const dc_gemm_kernel *k) {
     return (k->isa == DC_ISA_AVX512 || k->isa == DC_ISA_AVX2) && dropped * 24 <= pitch;
 }
 
-bool dc_engine_uses_rows(const dc_conv_shape *s, const dc_gemm_kernel *k) {
+bool dc_engine_uses_inplace(const dc_conv_shape *s, const dc_gemm_kernel *k) {
     const int mode = atomic_load(&rows_mode);
-    return mode != 0 && dc_engine_rows_possible(s, k) && (mode > 0 || rule_prefers_rows(s, k));
+    return mode != 0 && dc_engine_inplace_possible(s, k) && (mode > 0 || rule_prefers_rows(s, k));
 }
 
-bool dc_engine_rows_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t *out) {
+bool dc_engine_inplace_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t *out) {
     size_t hp, pitch, chan, all;
     return dc_add_size(s->height, 2 * s->pad_h, &hp) &&
            dc_add_size(s->width, s->pad_w, &pitch) && dc_mul_size(hp, pitch, &chan) &&
@@ -394,7 +394,7 @@ static void pad_same(const dc_conv_shape *s, const float *xg, size_t c0, size_t 
     memset(xp + pw + c1 * chan, 0, (nr + pw) * sizeof(float));
 }
 
-/* dc_engine_conv_rows for same_form shapes: the tiles are the panel path's column tiles. */
+/* dc_engine_conv_inplace for same_form shapes: the tiles are the panel path's column tiles. */
 static void conv_same(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
                       const float *a, size_t a_stride, size_t a_p0, const float *b, float *y,
                       float *scratch, size_t col0, size_t col1, size_t p_begin, size_t p_end,
@@ -460,7 +460,7 @@ static void conv_same(const dc_conv_shape *s, const dc_gemm_kernel *k, const flo
 }
 #endif
 
-void dc_engine_conv_rows(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
+void dc_engine_conv_inplace(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
                          const float *a, size_t a_stride, size_t a_p0, const float *b, float *y,
                          float *scratch, size_t col0, size_t col1, size_t p_begin, size_t p_end,
                          const dc_engine_clamp *clamp) {
