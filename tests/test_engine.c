@@ -376,28 +376,28 @@ static void test_driver_avx512(void **state) {
 /* ---- stride 1 without B panels (engine_inplace.c) ---- */
 
 /* clang-format off */
-static const geo rows_geos[] = {
+static const geo inplace_geos[] = {
     /* name                 cin cout kh kw sh sw ph pw dh dw  g   h   w */
-    {"rows_3x3_pad1_odd",     5, 11, 3, 3, 1, 1, 1, 1, 1, 1, 1,  9, 13},
-    {"rows_3x3_pad0_odd",     4,  9, 3, 3, 1, 1, 0, 0, 1, 1, 1, 10, 11},
-    {"rows_5x5_pad2",         3, 10, 5, 5, 1, 1, 2, 2, 1, 1, 1,  8,  9},
-    {"rows_3x3_pad2",         3,  7, 3, 3, 1, 1, 2, 2, 1, 1, 1,  6,  7},
-    {"rows_3x3_dil2_pad2",    4,  9, 3, 3, 1, 1, 2, 2, 2, 2, 1, 11,  9},
-    {"rows_3x5_pad1x0",       3,  6, 3, 5, 1, 1, 1, 0, 1, 1, 1,  7, 12},
-    {"rows_1x3_padw1",        6,  5, 1, 3, 1, 1, 0, 1, 1, 1, 1,  5,  9},
-    {"rows_groups2",          6, 10, 3, 3, 1, 1, 1, 1, 1, 1, 2,  8,  7},
-    {"rows_groups3_deep",    90, 12, 3, 3, 1, 1, 1, 1, 1, 1, 3,  5,  6},
-    {"rows_deep_300",        40,  9, 3, 3, 1, 1, 1, 1, 1, 1, 1,  6,  6},
-    {"rows_many_cols_700",    3,  9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 25, 28},
-    {"rows_wide_40",          3, 17, 3, 3, 1, 1, 1, 1, 1, 1, 1,  3, 40},
-    {"rows_output_1x1",       3,  4, 3, 3, 1, 1, 0, 0, 1, 1, 1,  3,  3},
-    {"rows_width_1",          2,  5, 3, 3, 1, 1, 1, 1, 1, 1, 1,  7,  1},
-    {"rows_56_narrow_tiles", 20, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1,  4, 56},
-    {"rows_3x1_padh1",        4,  9, 3, 1, 1, 1, 1, 0, 1, 1, 1,  7, 10},
-    {"rows_5x5_pad2_big",    12, 20, 5, 5, 1, 1, 2, 2, 1, 1, 1, 14, 30},
+    {"inplace_3x3_pad1_odd",     5, 11, 3, 3, 1, 1, 1, 1, 1, 1, 1,  9, 13},
+    {"inplace_3x3_pad0_odd",     4,  9, 3, 3, 1, 1, 0, 0, 1, 1, 1, 10, 11},
+    {"inplace_5x5_pad2",         3, 10, 5, 5, 1, 1, 2, 2, 1, 1, 1,  8,  9},
+    {"inplace_3x3_pad2",         3,  7, 3, 3, 1, 1, 2, 2, 1, 1, 1,  6,  7},
+    {"inplace_3x3_dil2_pad2",    4,  9, 3, 3, 1, 1, 2, 2, 2, 2, 1, 11,  9},
+    {"inplace_3x5_pad1x0",       3,  6, 3, 5, 1, 1, 1, 0, 1, 1, 1,  7, 12},
+    {"inplace_1x3_padw1",        6,  5, 1, 3, 1, 1, 0, 1, 1, 1, 1,  5,  9},
+    {"inplace_groups2",          6, 10, 3, 3, 1, 1, 1, 1, 1, 1, 2,  8,  7},
+    {"inplace_groups3_deep",    90, 12, 3, 3, 1, 1, 1, 1, 1, 1, 3,  5,  6},
+    {"inplace_deep_300",        40,  9, 3, 3, 1, 1, 1, 1, 1, 1, 1,  6,  6},
+    {"inplace_many_cols_700",    3,  9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 25, 28},
+    {"inplace_wide_40",          3, 17, 3, 3, 1, 1, 1, 1, 1, 1, 1,  3, 40},
+    {"inplace_output_1x1",       3,  4, 3, 3, 1, 1, 0, 0, 1, 1, 1,  3,  3},
+    {"inplace_width_1",          2,  5, 3, 3, 1, 1, 1, 1, 1, 1, 1,  7,  1},
+    {"inplace_56_narrow_tiles", 20, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1,  4, 56},
+    {"inplace_3x1_padh1",        4,  9, 3, 1, 1, 1, 1, 0, 1, 1, 1,  7, 10},
+    {"inplace_5x5_pad2_big",    12, 20, 5, 5, 1, 1, 2, 2, 1, 1, 1, 14, 30},
 };
 /* Stride-1 shapes the path cannot take (it falls back to the panels even when forced). */
-static const geo rows_refused[] = {
+static const geo inplace_refused[] = {
     {"k3x1_padw1",            3,  5, 3, 1, 1, 1, 1, 1, 1, 1, 1,  6,  7},
     {"3x3_pad2_wider",        3,  5, 3, 3, 1, 1, 1, 3, 1, 1, 1,  6,  7},
     {"stride2",               3,  5, 3, 3, 2, 2, 1, 1, 1, 1, 1,  6,  7},
@@ -406,7 +406,7 @@ static const geo rows_refused[] = {
 /* clang-format on */
 
 /* One call over columns [c0, c1) of the whole reduction, with clamp cl. */
-static void conv_range(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
+static void inplace_range(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
                        const float *packed, const float *bias, float *y, float *scratch,
                        size_t c0, size_t c1, const dc_engine_clamp *cl) {
     const size_t depth = depth_of(s);
@@ -419,7 +419,7 @@ static void conv_range(const dc_conv_shape *s, const dc_gemm_kernel *k, const fl
  * the same bits as the packed path: whole, clamped, in bands that cut output rows anywhere
  * (one column, a row and one, one short of the end), and slice by slice with the clamp on the
  * last slice. */
-static void check_rows(const geo *g, const dc_gemm_kernel *k, int mode) {
+static void check_inplace(const geo *g, const dc_gemm_kernel *k, int mode) {
     const dc_conv_shape s = shape_of(g);
     const size_t depth = depth_of(&s), plane = s.out_h * s.out_w;
     const size_t y_len = s.out_channels * plane, mr = k->mr;
@@ -454,12 +454,12 @@ static void check_rows(const geo *g, const dc_gemm_kernel *k, int mode) {
         want[i] = want[i] < cl.lo ? cl.lo : want[i] > cl.hi ? cl.hi : want[i];
     }
     dc_engine_force_inplace(0);
-    conv_range(&s, k, x, packed, b, y_pan, scratch, 0, plane, &cl);
+    inplace_range(&s, k, x, packed, b, y_pan, scratch, 0, plane, &cl);
     assert_int_equal(tu_count_mismatches("panels", y_pan, want, y_len, 0.0, 0.0), 0);
 
     dc_engine_force_inplace(mode);
     memset(y_rows, 0xFF, y_len * sizeof(float));
-    conv_range(&s, k, x, packed, b, y_rows, scratch, 0, plane, &cl);
+    inplace_range(&s, k, x, packed, b, y_rows, scratch, 0, plane, &cl);
     assert_memory_equal(y_pan, y_rows, y_len * sizeof(float));
 
     size_t cuts[] = {0, 1, s.out_w + 1, plane - 1, plane};
@@ -468,7 +468,7 @@ static void check_rows(const geo *g, const dc_gemm_kernel *k, int mode) {
     }
     memset(y_rows, 0xFF, y_len * sizeof(float));
     for (size_t i = 0; i < 4; ++i) {
-        conv_range(&s, k, x, packed, b, y_rows, scratch, cuts[i], cuts[i + 1], &cl);
+        inplace_range(&s, k, x, packed, b, y_rows, scratch, cuts[i], cuts[i + 1], &cl);
     }
     assert_memory_equal(y_pan, y_rows, y_len * sizeof(float));
 
@@ -494,44 +494,44 @@ static void check_rows(const geo *g, const dc_gemm_kernel *k, int mode) {
     free(x);
 }
 
-static void run_rows_tests(dc_isa isa) {
+static void run_inplace_tests(dc_isa isa) {
     const dc_gemm_kernel *k = kernel_or_skip(isa);
-    for (size_t i = 0; i < sizeof rows_geos / sizeof rows_geos[0]; ++i) {
-        check_rows(&rows_geos[i], k, 1);
+    for (size_t i = 0; i < sizeof inplace_geos / sizeof inplace_geos[0]; ++i) {
+        check_inplace(&inplace_geos[i], k, 1);
         if (isa == DC_ISA_AVX512) {
-            check_rows(&rows_geos[i], k, 2);
+            check_inplace(&inplace_geos[i], k, 2);
         }
     }
 }
 
-static void test_rows_baseline(void **state) {
+static void test_inplace_baseline(void **state) {
     (void)state;
-    run_rows_tests(DC_ISA_BASELINE);
+    run_inplace_tests(DC_ISA_BASELINE);
 }
-static void test_rows_avx2(void **state) {
+static void test_inplace_avx2(void **state) {
     (void)state;
-    run_rows_tests(DC_ISA_AVX2);
+    run_inplace_tests(DC_ISA_AVX2);
 }
-static void test_rows_avx512(void **state) {
+static void test_inplace_avx512(void **state) {
     (void)state;
-    run_rows_tests(DC_ISA_AVX512);
+    run_inplace_tests(DC_ISA_AVX512);
 }
 
 /* Shapes outside the path are refused even when it is forced, and still computed right. */
-static void test_rows_refused(void **state) {
+static void test_inplace_refused(void **state) {
     (void)state;
     dc_engine_force_inplace(1);
     for (int isa = 0; isa <= DC_ISA_AVX512; ++isa) {
         const dc_gemm_kernel *k = dc_gemm_kernel_for((dc_isa)isa);
-        for (size_t i = 0; k != NULL && i < sizeof rows_refused / sizeof rows_refused[0]; ++i) {
-            const dc_conv_shape s = shape_of(&rows_refused[i]);
+        for (size_t i = 0; k != NULL && i < sizeof inplace_refused / sizeof inplace_refused[0]; ++i) {
+            const dc_conv_shape s = shape_of(&inplace_refused[i]);
             assert_false(dc_engine_inplace_possible(&s, k));
             assert_false(dc_engine_uses_inplace(&s, k));
-            check_driver(&rows_refused[i], k, true);
+            check_driver(&inplace_refused[i], k, true);
         }
     }
     dc_engine_force_inplace(0);
-    const dc_conv_shape s = shape_of(&rows_geos[0]);
+    const dc_conv_shape s = shape_of(&inplace_geos[0]);
     assert_false(dc_engine_uses_inplace(&s, dc_gemm_select()));
     dc_engine_force_inplace(-1);
 }
@@ -548,10 +548,10 @@ int main(void) {
         cmocka_unit_test(test_driver_baseline),
         cmocka_unit_test(test_driver_avx2),
         cmocka_unit_test(test_driver_avx512),
-        cmocka_unit_test(test_rows_baseline),
-        cmocka_unit_test(test_rows_avx2),
-        cmocka_unit_test(test_rows_avx512),
-        cmocka_unit_test(test_rows_refused),
+        cmocka_unit_test(test_inplace_baseline),
+        cmocka_unit_test(test_inplace_avx2),
+        cmocka_unit_test(test_inplace_avx512),
+        cmocka_unit_test(test_inplace_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
