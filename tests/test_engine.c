@@ -1,6 +1,7 @@
 /* The own convolution engine (src/gemm) on its own, with small integers so that every product
  * and sum is exact in float and the expected values can be held to tolerance 0:
- *   - each micro-kernel (every ISA this CPU runs; the others are skipped and reported) against
+ *   - each micro-kernel (every ISA this CPU runs, in both layouts: vectors along the positions
+ *     and along the channels; the others are skipped and reported) against
  *     an integer matrix product, for every tile edge (m, n), reduction lengths and strides,
  *     overwrite, bias and accumulate, and that nothing outside the tile is written;
  *   - the A packing against its index formula, the B packing (both packers, each copy
@@ -69,15 +70,22 @@ static void check_tile(const dc_gemm_kernel *k, size_t kc, size_t m, size_t n, s
     free(a);
 }
 
-static void run_tile_tests(dc_isa isa) {
-    const dc_gemm_kernel *k = kernel_or_skip(isa);
+static void run_tile_tests_of(dc_isa isa, bool channel_lanes) {
+    const dc_gemm_kernel *k = kernel_of_or_skip(isa, channel_lanes);
+    assert_true(k->channel_lanes == channel_lanes);
     tu_rng rng;
     tu_rng_seed(&rng, 1000 + (uint64_t)isa);
     const size_t kcs[] = {1, 3, 17, 256, 300};
     for (size_t ik = 0; ik < sizeof kcs / sizeof kcs[0]; ++ik) {
         for (size_t m = 1; m <= k->mr; ++m) {
-            const size_t ns[] = {1, k->nr / 2 + 1, k->nr - 1, k->nr};
-            for (size_t in = 0; in < 4; ++in) {
+            /* every width of a narrow tile; the edges and the middle of a wide one */
+            size_t ns[8] = {1, k->nr / 2 + 1, k->nr - 1, k->nr}, count = 4;
+            if (k->nr <= 8) {
+                for (count = 0; count < k->nr; ++count) {
+                    ns[count] = count + 1;
+                }
+            }
+            for (size_t in = 0; in < count; ++in) {
                 for (int mode = 0; mode < 3; ++mode) { /* overwrite, with bias, accumulate */
                     check_tile(k, kcs[ik], m, ns[in], k->nr, mode == 2, mode == 1, &rng);
                     /* B read in place, rows further apart than NR */
@@ -88,9 +96,19 @@ static void run_tile_tests(dc_isa isa) {
     }
 }
 
+static void run_tile_tests(dc_isa isa) { run_tile_tests_of(isa, false); }
+
 static void test_tile_baseline(void **state) {
     (void)state;
     run_tile_tests(DC_ISA_BASELINE);
+}
+static void test_tile_baseline_channels(void **state) {
+    (void)state;
+    run_tile_tests_of(DC_ISA_BASELINE, true);
+}
+static void test_tile_avx512_channels(void **state) {
+    (void)state;
+    run_tile_tests_of(DC_ISA_AVX512, true);
 }
 static void test_tile_avx2(void **state) {
     (void)state;
@@ -118,8 +136,22 @@ static void test_select_and_force(void **state) {
             assert_int_equal(dc_gemm_select()->isa, isa);
         }
     }
+    /* the channel-lanes kernels: forced like the others; AVX2 has none */
+    assert_null(dc_gemm_kernel_of(DC_ISA_AVX2, true));
+    assert_false(dc_gemm_force(DC_ISA_AVX2, true));
+    for (int isa = 0; isa <= DC_ISA_AVX512; ++isa) {
+        const dc_gemm_kernel *k = dc_gemm_kernel_of((dc_isa)isa, true);
+        assert_true(dc_gemm_force((dc_isa)isa, true) == (k != NULL));
+        if (k != NULL) {
+            assert_true(k->channel_lanes && k->isa == (dc_isa)isa);
+            assert_ptr_equal(dc_gemm_select(), k);
+            assert_ptr_equal(dc_gemm_forced(), k);
+        }
+    }
     dc_gemm_force_auto();
+    assert_null(dc_gemm_forced());
     assert_ptr_equal(dc_gemm_select(), best);
+    assert_false(best->channel_lanes);
 }
 
 /* dc_engine_pack_a: element (g, panel j, p, r) = w[g * g_out + j * MR + r][p], 0 past g_out. */
@@ -213,8 +245,8 @@ static void check_pack_b(const geo *g, size_t nr, const dc_gemm_kernel *padded_w
 
 static void test_pack_a(void **state) {
     (void)state;
-    for (int isa = 0; isa <= DC_ISA_AVX512; ++isa) {
-        const dc_gemm_kernel *k = dc_gemm_kernel_for((dc_isa)isa);
+    for (int v = 0; v < 2 * (DC_ISA_AVX512 + 1); ++v) {
+        const dc_gemm_kernel *k = dc_gemm_kernel_of((dc_isa)(v / 2), v % 2 != 0);
         for (size_t i = 0; k != NULL && i < sizeof geos / sizeof geos[0]; ++i) {
             check_pack_a(&geos[i], k);
         }
@@ -223,8 +255,8 @@ static void test_pack_a(void **state) {
 
 static void test_pack_b(void **state) {
     (void)state;
-    const size_t nrs[] = {8, 16, 32};
-    for (size_t in = 0; in < 3; ++in) {
+    const size_t nrs[] = {7, 8, 16, 32};
+    for (size_t in = 0; in < 4; ++in) {
         for (size_t i = 0; i < sizeof geos / sizeof geos[0]; ++i) {
             check_pack_b(&geos[i], nrs[in], NULL);
             const dc_conv_shape s = shape_of(&geos[i]);
@@ -353,11 +385,22 @@ static void check_driver(const geo *g, const dc_gemm_kernel *k, bool with_bias) 
     free(x);
 }
 
-static void run_driver_tests(dc_isa isa) {
-    const dc_gemm_kernel *k = kernel_or_skip(isa);
+static void run_driver_tests_of(dc_isa isa, bool channel_lanes) {
+    const dc_gemm_kernel *k = kernel_of_or_skip(isa, channel_lanes);
     for (size_t i = 0; i < sizeof geos / sizeof geos[0]; ++i) {
         check_driver(&geos[i], k, i % 2 == 0);
     }
+}
+
+static void run_driver_tests(dc_isa isa) { run_driver_tests_of(isa, false); }
+
+static void test_driver_baseline_channels(void **state) {
+    (void)state;
+    run_driver_tests_of(DC_ISA_BASELINE, true);
+}
+static void test_driver_avx512_channels(void **state) {
+    (void)state;
+    run_driver_tests_of(DC_ISA_AVX512, true);
 }
 
 static void test_driver_baseline(void **state) {
@@ -379,12 +422,16 @@ int main(void) {
         cmocka_unit_test(test_tile_baseline),
         cmocka_unit_test(test_tile_avx2),
         cmocka_unit_test(test_tile_avx512),
+        cmocka_unit_test(test_tile_baseline_channels),
+        cmocka_unit_test(test_tile_avx512_channels),
         cmocka_unit_test(test_pack_rows),
         cmocka_unit_test(test_pack_a),
         cmocka_unit_test(test_pack_b),
         cmocka_unit_test(test_driver_baseline),
         cmocka_unit_test(test_driver_avx2),
         cmocka_unit_test(test_driver_avx512),
+        cmocka_unit_test(test_driver_baseline_channels),
+        cmocka_unit_test(test_driver_avx512_channels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,6 +22,7 @@ bool dc_exec_engine_setup(dc_layer *l, size_t *pack_floats) {
         return true; /* its direct loop beats any GEMM (an inner dimension of kh*kw) */
     }
     const dc_gemm_kernel *k = dc_gemm_select();
+    l->gemm_pinned = dc_gemm_forced() != NULL;
     size_t len;
     if (!dc_engine_packed_floats(s, k, &len) || !dc_mul_size(len, l->kernels, pack_floats)) {
         return false;
@@ -29,6 +30,32 @@ bool dc_exec_engine_setup(dc_layer *l, size_t *pack_floats) {
     l->gemm = k;
     l->packed_len = len;
     return true;
+}
+
+/* Share of a tile's work that is real: output channels over whole panels, times positions over
+ * whole B panels (per group). */
+static double tile_fill(const dc_conv_shape *s, const dc_gemm_kernel *k) {
+    const size_t g_out = s->out_channels / s->groups, plane = s->out_h * s->out_w;
+    const size_t rows = (g_out + k->mr - 1) / k->mr * k->mr;
+    const size_t cols = (plane + k->nr - 1) / k->nr * k->nr;
+    return (double)g_out / (double)rows * (double)plane / (double)cols;
+}
+
+/* The channel-lanes kernel (32 x 7 on AVX-512) where its tiles are fuller than the 8 x 32
+ * one's by more than 5% (see the rule below for the figures): the planes of 7x7 and 14x14
+ * (49 of 64 and 196 of 224 lanes of 32-wide tiles, none idle with 7 positions per tile), with
+ * channel counts that are multiples of 32 or close to them. The baseline kernels are never
+ * swapped automatically (the channel-lanes one is there for tests). */
+const dc_gemm_kernel *dc_exec_engine_kernel(const dc_layer *l) {
+    if (l->gemm == NULL || l->gemm_pinned || l->gemm->isa == DC_ISA_BASELINE) {
+        return l->gemm;
+    }
+    const dc_gemm_kernel *pos = dc_gemm_kernel_of(l->gemm->isa, false);
+    const dc_gemm_kernel *ch = dc_gemm_kernel_of(l->gemm->isa, true);
+    if (ch == NULL) {
+        return pos;
+    }
+    return tile_fill(&l->shape, ch) > 1.05 * tile_fill(&l->shape, pos) ? ch : pos;
 }
 
 void dc_exec_engine_pack(dc_layer *l, float *buf) {

@@ -37,6 +37,7 @@ typedef struct dc_layer {
     const dc_gemm_kernel *gemm;
     const float *packed;
     size_t packed_len;
+    bool gemm_pinned;         /* a test forced l->gemm at create: no choice by shape */
     bool engine_on;           /* the current shape runs on the engine (dc_exec_choose_engine) */
 } dc_layer;
 
@@ -45,6 +46,11 @@ typedef struct dc_layer {
  * of the K kernel sets to allocate when the layer owns its weights (0: nothing to pack). False
  * on overflow. */
 bool dc_exec_engine_setup(dc_layer *l, size_t *pack_floats);
+/* The micro-kernel for l's current shape, of the instruction set l->gemm has: the channel-lanes
+ * one where its tiles fit the plane better (the rule in exec/engine.c), else the
+ * position-lanes one; l->gemm itself when pinned or NULL. Reshape repacks the layer's kernel
+ * sets when this differs from l->gemm. */
+const dc_gemm_kernel *dc_exec_engine_kernel(const dc_layer *l);
 /* Packs the layer's K kernel sets into buf (pack_floats floats) and points l->packed at it. */
 void dc_exec_engine_pack(dc_layer *l, float *buf);
 /* Sets l->engine_on for l's current shape: whether its forwards run on the own engine (else

@@ -94,9 +94,10 @@ static void sample_attention(const forward_ctx *c, size_t i) {
 /* pi of a static layer's single kernel: exactly 1 (multiplying by it changes no bit). */
 static const float one = 1.0f;
 
-/* Reduction indices a borrowed kernel's rows are mixed in at a time: MR rows of this many
- * floats (16 KiB at MR = 8) stay in L1 between the mixing and the packing. */
-enum { MIX_SPAN = 512 };
+/* Floats of the tile a borrowed kernel's rows are mixed into: MR rows of MIX_TILE / MR
+ * reduction indices (512 at MR = 8, 128 at MR = 32), 16 KiB that stay in L1 between the mixing
+ * and the packing. */
+enum { MIX_TILE = 8 * 512 };
 
 /* Mixes reduction indices [p0, p0 + np) of global panels [j0, j1) of the layer's kernel for
  * `chunk` samples (pi [chunk, K]) into A panels: sample n, panel gp, index p at
@@ -119,19 +120,20 @@ static void engine_mix(const dc_layer *l, const float *pi, size_t chunk, size_t 
         }
         return;
     }
-    float tile[DC_GEMM_MAX_MR * MIX_SPAN];
+    float tile[MIX_TILE];
+    const size_t span = MIX_TILE / mr;
     for (size_t gp = j0; gp < j1; ++gp) {
         const size_t g = gp / panels, j = gp % panels, row0 = g * g_out + j * mr;
         const size_t m = g_out - j * mr < mr ? g_out - j * mr : mr;
-        for (size_t q0 = p0; q0 < p0 + np; q0 += MIX_SPAN) {
-            const size_t nq = p0 + np - q0 < MIX_SPAN ? p0 + np - q0 : MIX_SPAN;
+        for (size_t q0 = p0; q0 < p0 + np; q0 += span) {
+            const size_t nq = p0 + np - q0 < span ? p0 + np - q0 : span;
             for (size_t n = 0; n < chunk; ++n) {
                 for (size_t r = 0; r < m; ++r) {
                     dc_aggregate_block(l->kernels, l->kernel_len, 1, pi + n * l->kernels,
-                                       l->weight + (row0 + r) * depth + q0, tile + r * MIX_SPAN,
+                                       l->weight + (row0 + r) * depth + q0, tile + r * span,
                                        0, nq);
                 }
-                dc_engine_pack_rows(tile, MIX_SPAN, m, nq, mr,
+                dc_engine_pack_rows(tile, span, m, nq, mr,
                                     out + n * out_stride + gp * a_stride + (q0 - p0) * mr);
             }
         }

@@ -32,18 +32,30 @@ typedef struct dc_gemm_kernel {
     const char *name;
     size_t mr, nr;            /* rows of A panels, columns of B panels */
     dc_gemm_tile_fn tile;
+    /* The vectors run along the tile's rows (output channels) and B's values are broadcast
+     * (MR = 32, NR = 7: small planes split into whole tiles), instead of along its columns
+     * (output positions). The tile contract above is the same either way. */
+    bool channel_lanes;
 } dc_gemm_kernel;
 
-/* The micro-kernel for `isa`, or NULL when it is not built in (DYNCONV_PORTABLE builds only the
- * baseline) or the CPU lacks it. */
+/* The micro-kernel for `isa` with its vectors along the positions (channel_lanes false) or
+ * along the channels, or NULL when it is not built in (DYNCONV_PORTABLE builds only the
+ * baseline ones), the CPU lacks it, or the ISA has no kernel of that shape (AVX2 has no
+ * channel-lanes kernel). */
+const dc_gemm_kernel *dc_gemm_kernel_of(dc_isa isa, bool channel_lanes);
+/* dc_gemm_kernel_of(isa, false). */
 const dc_gemm_kernel *dc_gemm_kernel_for(dc_isa isa);
 
-/* The widest micro-kernel this CPU runs, unless dc_gemm_force_isa chose another. */
+/* The widest position-lanes micro-kernel this CPU runs, unless a test forced a kernel. */
 const dc_gemm_kernel *dc_gemm_select(void);
+/* The kernel a test forced (dc_gemm_force, dc_gemm_force_isa), or NULL: automatic choice. */
+const dc_gemm_kernel *dc_gemm_forced(void);
 
-/* For tests: dc_gemm_select returns the kernel of `isa` from now on (false, and nothing changes,
- * when that kernel is unavailable); dc_gemm_force_auto undoes it. Layers created before keep the
- * kernel their panels were packed for. */
+/* For tests: dc_gemm_select returns dc_gemm_kernel_of(isa, channel_lanes) from now on, and
+ * layers created meanwhile keep it whatever their shape (false, and nothing changes, when that
+ * kernel is unavailable); dc_gemm_force_isa(isa) is dc_gemm_force(isa, false);
+ * dc_gemm_force_auto undoes either. Layers created before keep their choice. */
+bool dc_gemm_force(dc_isa isa, bool channel_lanes);
 bool dc_gemm_force_isa(dc_isa isa);
 void dc_gemm_force_auto(void);
 
@@ -54,7 +66,7 @@ void dc_gemm_force_auto(void);
 bool dc_engine_packed_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t *out);
 
 /* The largest MR of any micro-kernel (callers may size row tiles with it). */
-#define DC_GEMM_MAX_MR 8
+#define DC_GEMM_MAX_MR 32
 
 /* Packs one kernel set w [C_out, C_in/g, kh, kw] into panels: group g, panel j, element (p, r)
  * at ((g * panels + j) * depth + p) * MR + r = w[g * g_out + j * MR + r][p], zero past g_out. */
