@@ -374,7 +374,8 @@ static void bm_sgemm(dcb_state *st, void *arg) {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: dynconv-bench [--layers FILE] [--batches LIST] [--threads LIST] [--sgemm N]\n"
-            "                     [--engine auto|off|on] [--benchmark_filter=REGEX]\n"
+            "                     [--engine auto|off|on] [--kernel auto|positions|channels]\n"
+            "                     [--benchmark_filter=REGEX]\n"
             "                     [--benchmark_* flags]\n"
             "  --layers FILE    layer list (default %s)\n"
             "  --batches LIST   comma-separated batch sizes (default 1,16)\n"
@@ -383,6 +384,9 @@ static void usage(FILE *f) {
             "  --engine MODE    convolution path of the layers: the library's rule (auto, the\n"
             "                   default), im2col + BLAS only (off), the own engine wherever the\n"
             "                   layer has one (on)\n"
+            "  --kernel KIND    the engine's micro-kernel: chosen by shape (auto, the default),\n"
+            "                   vectors along the output positions or along the channels, for\n"
+            "                   every layer\n"
             "Benchmark names: layer/NAME/bB/tT/{dynamic,static}, module/NAME/bB/MODULE,\n"
             "sgemm/N/tT. --benchmark_list_tests lists them. Google Benchmark's flags include\n"
             "--benchmark_filter, --benchmark_repetitions, --benchmark_min_time (seconds),\n"
@@ -495,6 +499,13 @@ int main(int argc, char **argv) {
             dc_exec_set_engine_mode(strcmp(v, "off") == 0  ? DC_ENGINE_NEVER
                                     : strcmp(v, "on") == 0 ? DC_ENGINE_ALWAYS
                                                            : DC_ENGINE_AUTO);
+        } else if (strcmp(a, "--kernel") == 0 && v != NULL) {
+            /* The engine's micro-kernel for every layer, whatever its shape (auto: the rule):
+             * the widest ISA's, vectors along the positions or along the channels. */
+            const dc_isa isa = dc_gemm_select()->isa;
+            ok = strcmp(v, "auto") == 0 ||
+                 (strcmp(v, "positions") == 0 && dc_gemm_force(isa, false)) ||
+                 (strcmp(v, "channels") == 0 && dc_gemm_force(isa, true));
         } else if (strcmp(a, "--sgemm") == 0 && v != NULL) {
             ok = strcmp(v, "0") == 0 ? (sgemm_n = 0, true) : parse_int(v, 16384, &sgemm_n);
         } else {

@@ -78,9 +78,9 @@ static void check_forward_exact(const geo *gm, int64_t kernels, int64_t batch, u
     free(w);
 }
 
-static void run_forward_exact(dc_isa isa) {
-    kernel_or_skip(isa);
-    assert_true(dc_gemm_force_isa(isa));
+static void run_forward_exact_of(dc_isa isa, bool channel_lanes) {
+    kernel_of_or_skip(isa, channel_lanes);
+    assert_true(dc_gemm_force(isa, channel_lanes));
     dc_exec_set_engine_mode(DC_ENGINE_ALWAYS);
     const int64_t ks[] = {1, 2, 4};
     for (size_t i = 0; i < sizeof geos / sizeof geos[0]; ++i) {
@@ -96,6 +96,51 @@ static void run_forward_exact(dc_isa isa) {
     }
     dc_exec_set_engine_mode(DC_ENGINE_AUTO);
     dc_gemm_force_auto();
+}
+
+static void run_forward_exact(dc_isa isa) { run_forward_exact_of(isa, false); }
+
+static void test_forward_exact_baseline_channels(void **state) {
+    (void)state;
+    run_forward_exact_of(DC_ISA_BASELINE, true);
+}
+static void test_forward_exact_avx512_channels(void **state) {
+    (void)state;
+    run_forward_exact_of(DC_ISA_AVX512, true);
+}
+
+/* The automatic choice follows the shape: a layer reshaped between planes where the two
+ * layouts win (7x7 and 14x14: channel lanes; 8x16: position lanes) is repacked each time and
+ * stays exact, with copied and borrowed weights, K = 1 and 4. */
+static void test_kernel_follows_shape(void **state) {
+    (void)state;
+    dc_exec_set_engine_mode(DC_ENGINE_ALWAYS);
+    const dc_gemm_kernel *best = dc_gemm_select();
+    const geo sizes[] = {
+        {"channels_64_7x7", 6, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 7, 7},
+        {"channels_64_8x16", 6, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 8, 16},
+        {"channels_64_14x14", 6, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 14, 14},
+    };
+    for (int pass = 0; pass < 2; ++pass) {
+        for (size_t i = 0; i < 3; ++i) {
+            /* the rule itself, on the layer as reshape sees it */
+            dc_layer l;
+            memset(&l, 0, sizeof l);
+            l.shape = shape_of(&sizes[i]);
+            l.gemm = best;
+            const dc_gemm_kernel *k = dc_exec_engine_kernel(&l);
+            const bool want_channels = i != 1 && dc_gemm_kernel_of(best->isa, true) != NULL &&
+                                       best->isa != DC_ISA_BASELINE;
+            assert_true(k->channel_lanes == want_channels);
+            assert_true(k->isa == best->isa);
+            l.gemm_pinned = true;
+            assert_ptr_equal(dc_exec_engine_kernel(&l), best);
+            for (int64_t kk = 1; kk <= 4; kk += 3) {
+                check_forward_exact(&sizes[i], kk, 2, pass ? DYNCONV_FLAG_BORROW_WEIGHTS : 0, 2);
+            }
+        }
+    }
+    dc_exec_set_engine_mode(DC_ENGINE_AUTO);
 }
 
 static void test_forward_exact_baseline(void **state) {
@@ -215,9 +260,9 @@ static size_t engine_formula(const ws_case *c, size_t mr, size_t nr) {
     return att + t * slot;
 }
 
-static void run_ws_formula(dc_isa isa) {
-    const dc_gemm_kernel *k = kernel_or_skip(isa);
-    assert_true(dc_gemm_force_isa(isa));
+static void run_ws_formula_of(dc_isa isa, bool channel_lanes) {
+    const dc_gemm_kernel *k = kernel_of_or_skip(isa, channel_lanes);
+    assert_true(dc_gemm_force(isa, channel_lanes));
     dc_exec_set_engine_mode(DC_ENGINE_ALWAYS);
     for (size_t i = 0; i < sizeof ws_cases / sizeof ws_cases[0]; ++i) {
         const ws_case *c = &ws_cases[i];
@@ -255,6 +300,17 @@ static void run_ws_formula(dc_isa isa) {
     dc_gemm_force_auto();
 }
 
+static void run_ws_formula(dc_isa isa) { run_ws_formula_of(isa, false); }
+
+static void test_ws_formula_baseline_channels(void **state) {
+    (void)state;
+    run_ws_formula_of(DC_ISA_BASELINE, true);
+}
+static void test_ws_formula_avx512_channels(void **state) {
+    (void)state;
+    run_ws_formula_of(DC_ISA_AVX512, true);
+}
+
 static void test_ws_formula_baseline(void **state) {
     (void)state;
     run_ws_formula(DC_ISA_BASELINE);
@@ -273,10 +329,15 @@ int main(void) {
         cmocka_unit_test(test_forward_exact_baseline),
         cmocka_unit_test(test_forward_exact_avx2),
         cmocka_unit_test(test_forward_exact_avx512),
+        cmocka_unit_test(test_forward_exact_baseline_channels),
+        cmocka_unit_test(test_forward_exact_avx512_channels),
+        cmocka_unit_test(test_kernel_follows_shape),
         cmocka_unit_test(test_layer_keeps_its_kernel),
         cmocka_unit_test(test_ws_formula_baseline),
         cmocka_unit_test(test_ws_formula_avx2),
         cmocka_unit_test(test_ws_formula_avx512),
+        cmocka_unit_test(test_ws_formula_baseline_channels),
+        cmocka_unit_test(test_ws_formula_avx512_channels),
     };
     if (dynconv_threadpool_create(2, 0, &pool2) != DYNCONV_OK) {
         fprintf(stderr, "cannot create a pool of 2 threads: %s\n", dynconv_last_error_message());

@@ -22,7 +22,8 @@
 
 #if defined(DC_TEST_ENGINE_VARIANTS)
 /* Built a second time against the internal layers: the whole table once per convolution path
- * (im2col + BLAS only; the own engine forced, with each micro-kernel this CPU runs), with
+ * (im2col + BLAS only; the own engine forced, with each micro-kernel this CPU runs, vectors
+ * along the positions and along the channels), with
  * copied and with borrowed weights (packed at create, or mixed and packed in every forward). */
 #include "exec.h"
 #include "gemm.h"
@@ -415,9 +416,11 @@ int main(void)
     int failed = 0;
     /* Variant 0: im2col + BLAS; then the engine with each micro-kernel, widest first (an ISA
      * this CPU lacks is skipped, and said so). Each with copied and borrowed weights. */
-    static const char *const names[] = {"baseline", "avx2", "avx512"};
-    for (int v = -1; v <= DC_ISA_AVX512; ++v) {
-        if (v >= 0 && !dc_gemm_force_isa((dc_isa)v)) {
+    static const char *const names[] = {"baseline", "avx2", "avx512", "baseline-channels",
+                                        "avx2-channels", "avx512-channels"};
+    for (int v = -1; v < 2 * (DC_ISA_AVX512 + 1); ++v) {
+        /* v = isa, then 3 + isa for the channel-lanes kernel of isa (none on AVX2) */
+        if (v >= 0 && !dc_gemm_force((dc_isa)(v % 3), v >= 3)) {
             printf("[  SKIPPED ] the %s micro-kernel: not built in or not supported here\n",
                    names[v]);
             continue;

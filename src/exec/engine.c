@@ -42,7 +42,11 @@ static double tile_fill(const dc_conv_shape *s, const dc_gemm_kernel *k) {
 }
 
 /* The channel-lanes kernel (32 x 7 on AVX-512) where its tiles are fuller than the 8 x 32
- * one's by more than 5% (see the rule below for the figures): the planes of 7x7 and 14x14
+ * one's by more than 5%, measured on bench/layers.txt on the engine (Zen 5, process CPU time,
+ * medians of 3 interleaved runs; noisy, shared machine): pointwise at 7x7 0.8 to 0.9 of the
+ * 8 x 32 kernel's time; 3x3 at 28x28, where the fill is 784 of 800 lanes, 1.05 to 1.15 (so
+ * not there); 3x3 at 7x7 and 14x14 within the noise. The rule picks the planes of 7x7 and
+ * 14x14
  * (49 of 64 and 196 of 224 lanes of 32-wide tiles, none idle with 7 positions per tile), with
  * channel counts that are multiples of 32 or close to them. The baseline kernels are never
  * swapped automatically (the channel-lanes one is there for tests). */
@@ -72,10 +76,15 @@ void dc_exec_engine_pack(dc_layer *l, float *buf) {
  *   - kernels larger than 1x1 (3x3 at stride 1 and 2): the engine, 0.6 to 1.1 of the time
  *     (ahead on most cases; the dynamic 512-channel 7x7 layer gains most, from mixing
  *     slices into L2 instead of whole kernels into memory);
- *   - pointwise kernels: the engine only for 256 to 1024 output positions (28x28: 0.65 to 0.9
+ *   - pointwise kernels: the engine for 256 to 1024 output positions (28x28: 0.65 to 0.9
  *     of the time); at 56x56 the image streams from memory and OpenBLAS's copy of it does
- *     better (1.05 to 1.2), at 7x7 the 49 columns fill 49 of 64 lanes of the 32-wide tiles
- *     (even at best);
+ *     better (1.05 to 1.2); at 7x7 the 49 columns fill 49 of 64 lanes of the 32-wide tiles
+ *     (even at best), but the 32 x 7 channel-lanes tiles fill all of them, and with those
+ *     (smaller planes, when dc_exec_engine_kernel chose them) the engine takes 0.5 to 0.7 of
+ *     BLAS's time (Zen 5, 2 vCPUs, OpenBLAS on its Haswell kernels, process CPU time, medians
+ *     of 3 interleaved runs: mb2_1x1_160_960_7 static at batch 16, 1.22 ms against 2.45,
+ *     dynamic 2.39 against 3.39; mb2_1x1_320_1280_7 static 3.55 against 6.55, dynamic 6.5
+ *     against 10.3; the 8 x 32 tiles 1.48 and 4.13 static);
  *   - strided 1x1 kernels: im2col + BLAS (the engine 1.1 to 1.35);
  *   - fewer output positions than one B panel is wide: im2col + BLAS (most of a tile idle);
  *   - borrowed weights with K > 1 whose K sets exceed 8 MiB: im2col + BLAS, as mixing and
@@ -94,7 +103,8 @@ static bool rule_prefers_engine(const dc_layer *l) {
     if (s->kernel_h * s->kernel_w > 1) {
         return true;
     }
-    return dc_conv_is_pointwise(s) && plane >= 256 && plane <= 1024;
+    return dc_conv_is_pointwise(s) &&
+           ((plane >= 256 && plane <= 1024) || (plane < 256 && l->gemm->channel_lanes));
 }
 
 void dc_exec_choose_engine(dc_layer *l) {
