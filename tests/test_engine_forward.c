@@ -222,6 +222,12 @@ static const ws_case ws_cases[] = {
     {"pointwise_k1_copied",        32,  40, 1, 1, 0, 1, 1,  8, 3, 28, 2, false, true},
     {"pointwise_k1_borrowed",      32,  40, 1, 1, 0, 1, 1,  8, 3, 28, 2, true,  true},
     {"3x3_k1_copied",              48,  40, 3, 1, 1, 1, 1,  8, 2, 16, 1, false, true},
+    /* one-group pointwise on a small image: B samples' row blocks in one kernel's room; B
+     * capped by the thread's samples, by 8, and by the row panels (3 channels: one panel) */
+    {"pointwise_blocked_b5_t1",    16,  40, 1, 1, 0, 1, 4, 16, 5,  5, 1, false, true},
+    {"pointwise_blocked_b12_t2",   32,  70, 1, 1, 0, 1, 4, 16, 24, 6, 2, true,  true},
+    {"pointwise_blocked_1panel",   16,   3, 1, 1, 0, 1, 3, 16, 6,  5, 1, false, true},
+    {"pointwise_groups2_not_blocked", 16, 40, 1, 1, 0, 2, 4, 16, 5, 5, 1, false, true},
 };
 /* clang-format on */
 
@@ -234,10 +240,15 @@ static size_t engine_formula(const ws_case *c, size_t mr, size_t nr) {
     const size_t plane = oh * oh, rows = ceil_div(cout / g, mr) * mr;
     const size_t big_p = g * rows * depth;
     size_t b = 1, w = 0;
+    const bool pointwise = c->k == 1 && c->s == 1 && c->p == 0;
+    const bool batch_attention = 8 * (size_t)c->hidden > hw * hw;
     if (kk > 1 && 4 * kk * big_p <= ((size_t)8 << 20)) {
         w = big_p;
+        if (pointwise && g == 1 && batch_attention && n / t >= 2) {
+            const size_t panels = ceil_div(cout, mr), per = n / t < 8 ? n / t : 8;
+            b = per < panels ? per : panels;
+        }
     } else if (kk > 1) {
-        const bool batch_attention = 8 * (size_t)c->hidden > hw * hw;
         b = batch_attention && n / t >= 2 ? (n / t < 8 ? n / t : 8) : 1;
         w = b * g * rows * 256;
         if (n % t > 0 && big_p > w) {
@@ -246,7 +257,6 @@ static size_t engine_formula(const ws_case *c, size_t mr, size_t nr) {
     } else if (c->borrowed) {
         w = big_p;
     }
-    const bool pointwise = c->k == 1 && c->s == 1 && c->p == 0;
     size_t scratch = (depth < 256 ? depth : 256) * ceil_div(plane < 512 ? plane : 512, nr) * nr;
     if (!pointwise) {
         const size_t q = ceil_div(hw + 2 * (size_t)c->p, (size_t)c->s);

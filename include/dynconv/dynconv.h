@@ -610,7 +610,9 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  *   the own engine, with MR x NR its tile (8 x 32 or 32 x 7 AVX-512, 6 x 16 AVX2, 4 x 8
  *     baseline) and
  *     P = g * ceil((C_out/g) / MR) * MR * depth (one kernel set in panels):
- *     K > 1 and 4*K*P <= 8 MiB: B = 1, W = P;
+ *     K > 1 and 4*K*P <= 8 MiB: B = 1, W = P; except for one-group pointwise kernels with
+ *       8*hidden > H*W and N/T >= 2: B = min(N/T, 8, ceil(C_out / MR)) (W = P holds the B
+ *       samples' blocks of row panels side by side);
  *     K > 1 and 4*K*P > 8 MiB (kernels mixed 256 reduction indices at a time, each slice
  *       convolved at once): B = min(N/T, 8) when 8*hidden > H*W and N/T >= 2, else 1;
  *       W = B * g * ceil((C_out/g) / MR) * MR * 256, or P if that is larger and N % T > 0

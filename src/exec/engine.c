@@ -3,6 +3,7 @@
 #include "exec.h"
 
 #include "gemm.h"
+#include "plan.h"
 #include "tensor.h"
 
 #include <stdatomic.h>

@@ -101,7 +101,7 @@ enum { MIX_TILE = 8 * 512 };
 
 /* Mixes reduction indices [p0, p0 + np) of global panels [j0, j1) of the layer's kernel for
  * `chunk` samples (pi [chunk, K]) into A panels: sample n, panel gp, index p at
- * out + n * out_stride + gp * a_stride + (p - p0) * MR.
+ * out + n * out_stride + (gp - j0) * a_stride + (p - p0) * MR.
  * Owned weights: the K packed sets mixed as they lie (a panel is a permutation of kernel values
  * plus zeros, so mixing commutes with packing); each panel slice is contiguous in every set.
  * Borrowed ones (the caller may change them between forwards): MR rows at a time, a span of
@@ -115,7 +115,7 @@ static void engine_mix(const dc_layer *l, const float *pi, size_t chunk, size_t 
     if (l->packed != NULL) {
         for (size_t gp = j0; gp < j1; ++gp) {
             dc_aggregate_block(l->kernels, l->packed_len, chunk, pi,
-                               l->packed + (gp * depth + p0) * mr, out + gp * a_stride,
+                               l->packed + (gp * depth + p0) * mr, out + (gp - j0) * a_stride,
                                out_stride, np * mr);
         }
         return;
@@ -134,7 +134,7 @@ static void engine_mix(const dc_layer *l, const float *pi, size_t chunk, size_t 
                                        0, nq);
                 }
                 dc_engine_pack_rows(tile, span, m, nq, mr,
-                                    out + n * out_stride + gp * a_stride + (q0 - p0) * mr);
+                                    out + n * out_stride + (gp - j0) * a_stride + (q0 - p0) * mr);
             }
         }
     }
@@ -144,6 +144,48 @@ static void engine_mix(const dc_layer *l, const float *pi, size_t chunk, size_t 
 static size_t engine_panels(const dc_layer *l) {
     const size_t g_out = l->shape.out_channels / l->shape.groups, mr = l->gemm->mr;
     return l->shape.groups * ((g_out + mr - 1) / mr);
+}
+
+/* Bytes of mixed kernel rows and their K sources one block of dc_exec_engine_blocked keeps
+ * in L2 for the chunk's convolutions (about one core's L2; much smaller blocks cost more in
+ * per-call overhead than they save: 2 panels a block were twice as slow). */
+enum { BLOCK_BYTES = 2 << 20 };
+
+
+/* Samples [i, i + chunk) of a blocked layer (pi and the chunk's biases ready): row panels a
+ * block at a time, each block mixed for the whole chunk in one pass over the K sets (sample n's
+ * block at wt + n * nb * depth * MR) and every sample's output rows of that block convolved
+ * right after, while the block is in L2. The sums are those of the whole kernel, in the same
+ * order, so the result is bitwise that of mixing whole kernels. */
+static void engine_blocks(const forward_ctx *c, size_t i, size_t chunk, float *wt,
+                          const float *bt, float *col) {
+    const dc_layer *l = c->layer;
+    const dc_conv_shape *s = &l->shape;
+    const size_t in_len = s->in_channels * s->height * s->width;
+    const size_t plane = s->out_h * s->out_w, out_len = s->out_channels * plane;
+    const size_t mr = l->gemm->mr, depth = l->kernel_len / s->out_channels;
+    const size_t panels = engine_panels(l), panel_floats = depth * mr;
+    const size_t per_panel = panel_floats * sizeof(float) * (l->kernels + chunk);
+    size_t nb = panels / chunk; /* the slot holds `panels` panels: chunk <= panels */
+    if (nb * per_panel > BLOCK_BYTES) {
+        nb = BLOCK_BYTES / per_panel > 0 ? BLOCK_BYTES / per_panel : 1;
+    }
+    const float *pi = c->ws->pi + i * l->kernels;
+    for (size_t j0 = 0; j0 < panels; j0 += nb) {
+        const size_t j1 = panels - j0 < nb ? panels : j0 + nb;
+        engine_mix(l, pi, chunk, j0, j1, 0, depth, wt, nb * panel_floats, panel_floats);
+        /* The block's output channels as a layer of their own (one group, pointwise). */
+        dc_conv_shape sub = *s;
+        const size_t rows = (j1 - j0) * mr;
+        sub.out_channels = s->out_channels - j0 * mr < rows ? s->out_channels - j0 * mr : rows;
+        for (size_t j = 0; j < chunk; ++j) {
+            dc_engine_conv_clamped(&sub, l->gemm, c->input + (i + j) * in_len,
+                                   wt + j * nb * panel_floats, panel_floats, 0,
+                                   bt != NULL ? bt + j * s->out_channels + j0 * mr : NULL,
+                                   c->output + (i + j) * out_len + j0 * mr * plane, col, 0,
+                                   plane, 0, depth, engine_clamp(l));
+        }
+    }
 }
 
 /* Whole samples on the engine. Kernels that fit in cache are mixed whole for a chunk of
@@ -158,7 +200,7 @@ static void engine_samples(const forward_ctx *c, size_t i0, size_t i1, float *wt
     const size_t plane = s->out_h * s->out_w, out_len = s->out_channels * plane;
     const size_t mr = l->gemm->mr, depth = l->kernel_len / s->out_channels;
     const size_t panels = engine_panels(l), slice_len = panels * DC_ENGINE_KC * mr;
-    const bool fused = dc_exec_engine_fused(l);
+    const bool fused = dc_exec_engine_fused(l), blocked = dc_exec_engine_blocked(l);
     const dc_engine_clamp *act = engine_clamp(l);
     const float *w = l->packed;
     if (l->kernels == 1 && w == NULL) {
@@ -193,6 +235,10 @@ static void engine_samples(const forward_ctx *c, size_t i0, size_t i1, float *wt
                                            p0 + np, p0 + np == depth ? act : NULL);
                 }
             }
+            continue;
+        }
+        if (blocked) {
+            engine_blocks(c, i, chunk, wt, bt, col);
             continue;
         }
         if (l->kernels > 1) {
@@ -293,7 +339,8 @@ static void engine_mix_task(void *p, size_t index, size_t count) {
     const size_t depth = l->kernel_len / l->shape.out_channels;
     size_t j0, j1;
     dc_exec_share(engine_panels(l), index, count, &j0, &j1);
-    engine_mix(l, pi, 1, j0, j1, 0, depth, slot_part(c->ws, 0, true, c->ws->weights_at),
+    engine_mix(l, pi, 1, j0, j1, 0, depth,
+               slot_part(c->ws, 0, true, c->ws->weights_at) + j0 * depth * l->gemm->mr,
                l->packed_len, depth * l->gemm->mr);
     if (index == 0 && l->kernels > 1 && l->bias != NULL) {
         dc_aggregate_range(l->kernels, l->shape.out_channels, pi, l->bias,
