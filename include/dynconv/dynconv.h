@@ -568,8 +568,11 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  *     or shrink the im2col;
  *   - the direct depthwise loop, for every depthwise layer (groups == C_in, kernel not 1x1
  *     with stride 1 and no padding).
- *   The engine runs kernels larger than 1x1, and pointwise kernels with 256 to 1024 output
- *   positions; not shapes with fewer output positions than its tile is wide (32, 16, 8 or 7),
+ *   The engine runs kernels larger than 1x1, pointwise kernels with 256 to 1024 output
+ *   positions, and pointwise kernels with fewer where reshape took the 32 x 7 tiles (with
+ *   K > 1, one group and 8*hidden > H*W, their row panels mixed a block at a time for several
+ *   samples in one pass over the K sets, each block convolved at once); not shapes with fewer
+ *   output positions than its tile is wide (32, 16, 8 or 7),
  *   strided 1x1 kernels, or borrowed weights with K > 1 whose K sets take more than 8 MiB
  *   packed (mixing and packing them in every forward would cost more than it saves). The
  *   rule was measured on bench/layers.txt against OpenBLAS on its SkylakeX kernels

@@ -83,9 +83,12 @@ void dc_exec_engine_pack(dc_layer *l, float *buf) {
  *     (even at best), but the 32 x 7 channel-lanes tiles fill all of them, and with those
  *     (smaller planes, when dc_exec_engine_kernel chose them) the engine takes 0.5 to 0.7 of
  *     BLAS's time (Zen 5, 2 vCPUs, OpenBLAS on its Haswell kernels, process CPU time, medians
- *     of 3 interleaved runs: mb2_1x1_160_960_7 static at batch 16, 1.22 ms against 2.45,
- *     dynamic 2.39 against 3.39; mb2_1x1_320_1280_7 static 3.55 against 6.55, dynamic 6.5
- *     against 10.3; the 8 x 32 tiles 1.48 and 4.13 static);
+ *     of 3 interleaved runs: mb2_1x1_160_960_7 static at batch 16, 1.22 ms against 2.45;
+ *     mb2_1x1_320_1280_7 static 3.55 against 6.55; the 8 x 32 tiles 1.48 and 4.13). Dynamic
+ *     one-group layers there mix row panels a block at a time for a chunk of samples
+ *     (dc_exec_engine_blocked: the K sets read once per chunk instead of once per sample):
+ *     1.66 ms against 3.50 and 5.7 against 11.4 at batch 16, 0.13 against 0.23 and 0.38
+ *     against 0.79 at batch 1 (with the 8 x 32 tiles that path did not beat BLAS);
  *   - strided 1x1 kernels: im2col + BLAS (the engine 1.1 to 1.35);
  *   - fewer output positions than one B panel is wide: im2col + BLAS (most of a tile idle);
  *   - borrowed weights with K > 1 whose K sets exceed 8 MiB: im2col + BLAS, as mixing and
