@@ -143,6 +143,69 @@ static void test_kernel_follows_shape(void **state) {
     dc_exec_set_engine_mode(DC_ENGINE_AUTO);
 }
 
+/* One layer reshaped back and forth between planes where the automatic choice differs (7x7 and
+ * 14x14: channel lanes on AVX-512; 8x16: position lanes): its kernel sets are repacked each time
+ * the choice changes, and every forward is exact. 3x3 and pointwise (hidden 8, so that at 7x7
+ * the batch's attention comes first and the pointwise layer mixes row panels by blocks), copied
+ * and borrowed weights, with the library's own rule. */
+static void check_reshaped_layer(int64_t k, uint32_t flags) {
+    const int64_t cin = 6, cout = 96, kernels = 4, hidden = 8, batch = 4;
+    const dynconv_conv2d_geometry g = {cin, cout, k, k, 1, 1, k / 2, k / 2, 1, 1, 1,
+                                       kernels, hidden};
+    const size_t wlen = (size_t)(kernels * cout * cin * k * k);
+    tu_rng rng;
+    tu_rng_seed(&rng, 4242 + (uint64_t)k);
+    float *w = tu_alloc(wlen * sizeof(float));
+    float *b = tu_alloc((size_t)(kernels * cout) * sizeof(float));
+    float *fc1 = tu_alloc((size_t)(hidden * cin) * sizeof(float));
+    float *fc2 = calloc((size_t)(kernels * hidden), sizeof(float));
+    assert_non_null(fc2);
+    tu_fill_int(&rng, w, wlen, -4, 4);
+    tu_fill_int(&rng, b, (size_t)(kernels * cout), -8, 8);
+    tu_fill_int(&rng, fc1, (size_t)(hidden * cin), -2, 2);
+    const dynconv_conv2d_weights wt = {w, b, fc1, NULL, fc2, NULL};
+    dynconv_conv2d *layer = NULL;
+    assert_int_equal(dynconv_conv2d_create(&g, &wt, 1.0f, flags, &layer), DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_set_threadpool(layer, pool2), DYNCONV_OK);
+    const int64_t sizes[][2] = {{7, 7}, {8, 16}, {14, 14}, {7, 7}, {8, 16}};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; ++i) {
+        const int64_t h = sizes[i][0], wd = sizes[i][1];
+        const size_t x_len = (size_t)(batch * cin * h * wd), y_len = (size_t)(batch * cout * h * wd);
+        float *x = tu_alloc(x_len * sizeof(float));
+        float *y = tu_alloc(y_len * sizeof(float));
+        double *want = tu_alloc(y_len * sizeof(double));
+        tu_fill_int(&rng, x, x_len, -3, 3);
+        ref_conv2d_forward(&g, &wt, 1.0, batch, h, wd, x, want, NULL);
+        for (int threads = 1; threads <= 2; ++threads) {
+            assert_int_equal(dynconv_conv2d_set_num_threads(layer, threads), DYNCONV_OK);
+            assert_int_equal(dynconv_conv2d_reshape(layer, batch, h, wd, NULL, NULL, NULL),
+                             DYNCONV_OK);
+            assert_int_equal(dynconv_conv2d_forward(layer, x, y, NULL, NULL, 0), DYNCONV_OK);
+            if (tu_count_mismatches("reshaped", y, want, y_len, 0.0, 0.0) != 0) {
+                fail_msg("%lldx%lld kernel, %lld x %lld, flags %u, %d thread(s): not exact",
+                         (long long)k, (long long)k, (long long)h, (long long)wd,
+                         (unsigned)flags, threads);
+            }
+        }
+        free(want);
+        free(y);
+        free(x);
+    }
+    dynconv_conv2d_destroy(layer);
+    free(fc2);
+    free(fc1);
+    free(b);
+    free(w);
+}
+
+static void test_reshape_changes_kernel(void **state) {
+    (void)state;
+    for (int64_t k = 1; k <= 3; k += 2) {
+        check_reshaped_layer(k, 0);
+        check_reshaped_layer(k, DYNCONV_FLAG_BORROW_WEIGHTS);
+    }
+}
+
 static void test_forward_exact_baseline(void **state) {
     (void)state;
     run_forward_exact(DC_ISA_BASELINE);
@@ -342,6 +405,7 @@ int main(void) {
         cmocka_unit_test(test_forward_exact_baseline_channels),
         cmocka_unit_test(test_forward_exact_avx512_channels),
         cmocka_unit_test(test_kernel_follows_shape),
+        cmocka_unit_test(test_reshape_changes_kernel),
         cmocka_unit_test(test_layer_keeps_its_kernel),
         cmocka_unit_test(test_ws_formula_baseline),
         cmocka_unit_test(test_ws_formula_avx2),
