@@ -13,6 +13,8 @@
 #                build/bench-report/ for --quick or --no-torch, so a partial run never
 #                replaces the committed report.
 #   --layers F   another layer list (same format as bench/layers.txt)
+# The hand-written benchmark notes (docs/benchmarks-engine.md, -training.md, -networks.md) are
+# left alone; the report links to them.
 # Installs what it needs with scripts/deps.sh (apt-get). Raw results stay in build/bench-report/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +28,7 @@ while [ $# -gt 0 ]; do
            out=$2; shift ;;
     --layers) [ $# -ge 2 ] || { echo "compare.sh: --layers needs a file" >&2; exit 2; }
               layers=$2; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown argument '$1' (--help lists the options)" >&2; exit 2 ;;
   esac
   shift
@@ -69,10 +71,10 @@ bench=(build/bench/bench/dynconv-bench --layers "$layers" --batches 1,16 --threa
        --benchmark_out_format=json)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# The sgemm reference keeps its single runs (its best is the machine's rate), at the start and
-# again at the end, in case the load was high at one of the two.
+# The sgemm and memory bandwidth references keep their single runs (the best is what the machine
+# can reach), at the start and again at the end, in case the load was high at one of the two.
 echo "== sgemm reference (libdynconv's OpenBLAS)"
-"${bench[@]}" --benchmark_filter='^sgemm/' --benchmark_out="$raw/0-sgemm.json"
+"${bench[@]}" --benchmark_filter='^(sgemm|membw)/' --benchmark_out="$raw/0-sgemm.json"
 # Layer by layer, libdynconv then PyTorch: a change in the machine's load then hits both sides
 # of a ratio alike, instead of one whole half of the run.
 for name in $names; do
@@ -91,7 +93,7 @@ if [ $quick -eq 0 ]; then
     --benchmark_report_aggregates_only=true
 fi
 echo "== sgemm reference again"
-"${bench[@]}" --benchmark_filter='^sgemm/' --benchmark_out="$raw/3-sgemm.json"
+"${bench[@]}" --benchmark_filter='^(sgemm|membw)/' --benchmark_out="$raw/3-sgemm.json"
 appendix=()
 if [ $torch -eq 1 ] && [ $quick -eq 0 ]; then
   echo "== backward, libdynconv against PyTorch autograd"

@@ -10,7 +10,11 @@
  *                              pool, attention, aggregate, im2col, gemm (the generic path's
  *                              two halves), conv (the per-sample convolution, any path)
  * and sgemm/N/tT, a square N x N x N cblas_sgemm: the GFLOP/s this machine's BLAS reaches,
- * which the convolutions are compared against.
+ * which the convolutions are compared against; membw/256/tT, the sum of a 256 MiB float array
+ * on T threads: the memory read bandwidth, against which bench/report.py sets the reading of
+ * the K kernel sets.
+ * The dynamic layer benchmarks also record the plan their handle made (counters plan_engine,
+ * plan_chunk, plan_team, plan_nr), so that the report need not guess it from the shape.
  * FLOPS counters count the convolution's multiply-adds only (2 * N * C_out * C_in/g * kh * kw *
  * H_out * W_out) for both variants, so that the dynamic layer's extra work shows as a lower rate.
  * Times are wall-clock: worker threads do work the calling thread's CPU time would not show. */
@@ -23,7 +27,10 @@
 #include "attention.h"
 #include "conv.h"
 #include "exec.h"
+#include "internal.h"
+#include "plan.h"
 #include "tensor.h"
+#include "threadpool.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -206,6 +213,17 @@ static void bm_layer(dcb_state *st, void *arg) {
     }
     dcb_counter(st, "FLOPS", conv_flops(l, c->batch), DCB_RATE_PER_ITERATION);
     dcb_counter(st, "workspace_bytes", (double)workspace, DCB_PLAIN);
+    if (c->kernels > 1) {
+        /* What the forward does with this shape, from the handle itself: whether it runs on
+         * the own engine and with which tile width, how many kernels a thread mixes in one pass
+         * over the K sets, and how many threads the forward really uses. */
+        const dc_layer *core = &layer->core;
+        dcb_counter(st, "plan_engine", core->engine_on ? 1.0 : 0.0, DCB_PLAIN);
+        dcb_counter(st, "plan_nr", core->gemm != NULL ? (double)core->gemm->nr : 0.0, DCB_PLAIN);
+        dcb_counter(st, "plan_chunk", (double)layer->chunk, DCB_PLAIN);
+        dcb_counter(st, "plan_team",
+                    (double)dc_exec_team(core, (size_t)c->batch, layer->threads), DCB_PLAIN);
+    }
     {
         /* The count the handle really uses, as it reports it. */
         int used = 0;
@@ -367,6 +385,65 @@ static void bm_sgemm(dcb_state *st, void *arg) {
     dc_aligned_free(out);
 }
 
+/* The memory read bandwidth: a float array of MEMBW_MIB MiB, far larger than any cache, summed
+ * on `threads` threads of a pool, each its own contiguous share. */
+enum { MEMBW_MIB = 256, MEMBW_LANES = 32 };
+
+typedef struct membw_ctx {
+    const float *data;
+    size_t count;
+    float sums[64];        /* one per thread (at most 64 threads for this benchmark) */
+} membw_ctx;
+
+static void membw_task(void *p, size_t index, size_t count) {
+    membw_ctx *c = p;
+    size_t i0, i1;
+    dc_exec_share(c->count / MEMBW_LANES, index, count, &i0, &i1);
+    /* Independent lanes, so that the compiler can keep them in vector registers: the loop is
+     * then limited by the loads, not by the latency of one chain of additions. */
+    float acc[MEMBW_LANES] = {0};
+    for (size_t i = i0 * MEMBW_LANES; i < i1 * MEMBW_LANES; i += MEMBW_LANES) {
+        for (size_t j = 0; j < MEMBW_LANES; ++j) {
+            acc[j] += c->data[i + j];
+        }
+    }
+    float sum = 0.0f;
+    for (size_t j = 0; j < MEMBW_LANES; ++j) {
+        sum += acc[j];
+    }
+    c->sums[index] = sum;
+}
+
+static void bm_membw(dcb_state *st, void *arg) {
+    const bench_case *c = arg;
+    const size_t count = (size_t)MEMBW_MIB << 20 >> 2;
+    membw_ctx *ctx = calloc(1, sizeof *ctx);
+    float *data = random_buffer(count, 1.0f);
+    dc_pool *pool = c->threads <= 64 ? dc_pool_create((size_t)c->threads) : NULL;
+    if (ctx == NULL || data == NULL || pool == NULL) {
+        dcb_skip_with_error(st, "out of memory, or no thread pool");
+    } else {
+        ctx->data = data;
+        ctx->count = count;
+        dc_pool_run(pool, (size_t)c->threads, membw_task, ctx); /* warm-up */
+        volatile float sink = 0.0f;
+        while (dcb_keep_running(st)) {
+            dc_pool_run(pool, (size_t)c->threads, membw_task, ctx);
+            sink += ctx->sums[0];
+        }
+        (void)sink;
+        dcb_counter(st, "bytes_read", (double)count * sizeof(float), DCB_PLAIN);
+        dcb_counter(st, "bytes_per_second", (double)count * sizeof(float),
+                    DCB_RATE_PER_ITERATION);
+        char label[64];
+        snprintf(label, sizeof label, "threads=%d", c->threads);
+        dcb_set_label(st, label);
+    }
+    dc_pool_destroy(pool);
+    dc_aligned_free(data);
+    free(ctx);
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Command line and list file                                                               */
 /* ---------------------------------------------------------------------------------------- */
@@ -380,7 +457,8 @@ static void usage(FILE *f) {
             "  --layers FILE    layer list (default %s)\n"
             "  --batches LIST   comma-separated batch sizes (default 1,16)\n"
             "  --threads LIST   comma-separated thread counts (default 1,2)\n"
-            "  --sgemm N        size of the square sgemm reference, 0 for none (default 2048)\n"
+            "  --sgemm N        size of the square sgemm reference, 0 for none (default 2048);\n"
+            "                   0 also drops the memory bandwidth reference\n"
             "  --engine MODE    convolution path of the layers: the library's rule (auto, the\n"
             "                   default), im2col + BLAS only (off), the own engine wherever the\n"
             "                   layer has one (on)\n"
@@ -388,10 +466,10 @@ static void usage(FILE *f) {
             "                   vectors along the output positions or along the channels, for\n"
             "                   every layer\n"
             "Benchmark names: layer/NAME/bB/tT/{dynamic,static}, module/NAME/bB/MODULE,\n"
-            "sgemm/N/tT. --benchmark_list_tests lists them. Google Benchmark's flags include\n"
-            "--benchmark_filter, --benchmark_repetitions, --benchmark_min_time (seconds),\n"
-            "--benchmark_out=FILE with --benchmark_out_format=json. Exit status: 0, 1 when a\n"
-            "benchmark failed, 2 on bad usage or a bad list file.\n",
+            "sgemm/N/tT, membw/256/tT. --benchmark_list_tests lists them. Google Benchmark's\n"
+            "flags include --benchmark_filter, --benchmark_repetitions, --benchmark_min_time\n"
+            "(seconds), --benchmark_out=FILE with --benchmark_out_format=json. Exit status:\n"
+            "0, 1 when a benchmark failed, 2 on bad usage or a bad list file.\n",
             DYNCONV_BENCH_DEFAULT_LAYERS);
 }
 
@@ -529,7 +607,7 @@ int main(int argc, char **argv) {
     describe_machine();
 
     /* Every case the run may select; registered benchmarks point into this array. */
-    const size_t n_cases = n_threads + n_layers * n_batches * (2 * n_threads + 6);
+    const size_t n_cases = 2 * n_threads + n_layers * n_batches * (2 * n_threads + 6);
     bench_case *cases = calloc(n_cases, sizeof *cases);
     if (cases == NULL) {
         fprintf(stderr, "dynconv-bench: out of memory\n");
@@ -549,6 +627,13 @@ int main(int argc, char **argv) {
         c->threads = (int)threads[t];
         snprintf(name, sizeof name, "sgemm/%" PRId64 "/t%d", sgemm_n, c->threads);
         ok = add(name, bm_sgemm, c, &timed);
+    }
+    /* The bandwidth reference goes with the sgemm one: both describe the machine. */
+    for (size_t t = 0; ok && sgemm_n > 0 && t < n_threads; ++t) {
+        bench_case *c = &cases[next++];
+        c->threads = (int)threads[t];
+        snprintf(name, sizeof name, "membw/%d/t%d", MEMBW_MIB, c->threads);
+        ok = add(name, bm_membw, c, &timed);
     }
     for (size_t li = 0; ok && li < n_layers; ++li) {
         for (size_t b = 0; ok && b < n_batches; ++b) {

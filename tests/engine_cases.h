@@ -64,6 +64,10 @@ static const geo geos[] = {
     {"pointwise_70_14x14",    9, 70, 1, 1, 1, 1, 0, 0, 1, 1, 1, 14, 14},
     {"pointwise_33_700",      5, 33, 1, 1, 1, 1, 0, 0, 1, 1, 1, 25, 28},
     {"groups2_66_stride2",    4, 66, 3, 3, 2, 2, 1, 1, 1, 1, 2, 13, 11},
+    /* stride phases of wide rows, and of rows wider than the copy lays out at once */
+    {"stride2_wide_600",      2,  5, 3, 3, 2, 2, 1, 1, 1, 1, 1,  3, 600},
+    {"stride2_wider_1100",    2,  3, 3, 3, 2, 2, 1, 1, 1, 1, 1,  3, 1100},
+    {"stride2x3_wide_700",    2,  3, 3, 5, 2, 3, 1, 2, 1, 1, 1,  4, 700},
 };
 /* clang-format on */
 

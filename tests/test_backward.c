@@ -17,6 +17,10 @@
 #include <dynconv/dynconv.h>
 
 #include "reference.h"
+#if defined(DC_TEST_ENGINE_VARIANTS)
+#include "exec.h"
+#include "gemm.h"
+#endif
 #include "gradcheck.h"
 #include "reference_grad.h"
 #include "testutil.h"
@@ -852,6 +856,116 @@ static void test_schedule_bad_arguments(void **state)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Larger static layers against the definition                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Shapes past the engine's blocking of the input gradient (depth over 256 rows, more than 256
+ * output channels in a group, more than 512 output positions, partial panels everywhere), too
+ * large for finite differences: with K = 1 the attention contributes nothing (softmax of one
+ * logit), so dL/dx is the transposed convolution of dy with the kernel and dL/dW the
+ * correlation of dy with the input, both computed here in double from the definition. */
+typedef struct big_case {
+    const char *name;
+    dynconv_conv2d_geometry g;
+    int64_t n, h, w;
+} big_case;
+
+/* clang-format off */
+static const big_case big_cases[] = {
+    /* name                    geometry: cin cout kh kw sh sw ph pw dh dw g K hid        n  h   w */
+    {"big_3x3_depth360_out264", CONV(40, 264, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2),         1, 23, 23},
+    {"big_3x3_groups2_odd",     CONV(38, 18, 3, 3, 1, 1, 1, 1, 1, 1, 2, 1, 2),          2, 25, 21},
+    {"big_3x3_s2_dil2_g3",      CONV(93, 30, 3, 3, 2, 2, 2, 2, 2, 2, 3, 1, 2),          2, 17, 19},
+    {"big_1x1_out300_plane529", CONV(13, 300, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 2),         2, 23, 23},
+    {"big_1x1_s2_groups2",      CONV(36, 20, 1, 1, 2, 2, 0, 0, 1, 1, 2, 1, 2),          2, 15, 13},
+    {"big_5x3_asym_7x7",        CONV(24, 70, 5, 3, 1, 2, 2, 1, 1, 1, 1, 1, 2),          3, 7, 7},
+};
+/* clang-format on */
+
+static void test_big_static(void **state)
+{
+    const big_case *c = *state;
+    const dynconv_conv2d_geometry *g = &c->g;
+    const int64_t cin = g->in_channels, cout = g->out_channels, grp = g->groups;
+    const int64_t gi = cin / grp, go = cout / grp, kh = g->kernel_h, kw = g->kernel_w;
+    const int64_t oh = ref_out_size(c->h, kh, g->stride_h, g->pad_h, g->dilation_h);
+    const int64_t ow = ref_out_size(c->w, kw, g->stride_w, g->pad_w, g->dilation_w);
+    const size_t x_count = (size_t)(c->n * cin * c->h * c->w);
+    const size_t y_count = (size_t)(c->n * cout * oh * ow);
+    const size_t w_count = (size_t)(cout * gi * kh * kw);
+    tu_rng rng;
+    tu_rng_seed(&rng, 99);
+    float *x = tu_alloc(x_count * sizeof(float)), *dy = tu_alloc(y_count * sizeof(float));
+    float *w = tu_alloc(w_count * sizeof(float)), *fc1 = tu_alloc((size_t)(2 * cin) * sizeof(float));
+    float *fc2 = tu_alloc(2 * sizeof(float));
+    tu_fill_uniform(&rng, x, x_count, -1.0f, 1.0f);
+    tu_fill_uniform(&rng, dy, y_count, -1.0f, 1.0f);
+    tu_fill_uniform(&rng, w, w_count, -0.5f, 0.5f);
+    tu_fill_uniform(&rng, fc1, (size_t)(2 * cin), -0.5f, 0.5f);
+    tu_fill_uniform(&rng, fc2, 2, -0.5f, 0.5f);
+    double *dx_want = tu_alloc(x_count * sizeof(double));
+    double *dw_want = tu_alloc(w_count * sizeof(double));
+    memset(dx_want, 0, x_count * sizeof(double));
+    memset(dw_want, 0, w_count * sizeof(double));
+    for (int64_t n = 0; n < c->n; ++n) {
+        for (int64_t o = 0; o < cout; ++o) {
+            const int64_t gr = o / go;
+            for (int64_t ci = 0; ci < gi; ++ci) {
+                const int64_t ch = gr * gi + ci;
+                for (int64_t ki = 0; ki < kh; ++ki) {
+                    for (int64_t kj = 0; kj < kw; ++kj) {
+                        const size_t wi = (size_t)(((o * gi + ci) * kh + ki) * kw + kj);
+                        for (int64_t a = 0; a < oh; ++a) {
+                            const int64_t ih = a * g->stride_h - g->pad_h + ki * g->dilation_h;
+                            if (ih < 0 || ih >= c->h) {
+                                continue;
+                            }
+                            for (int64_t b = 0; b < ow; ++b) {
+                                const int64_t iw =
+                                    b * g->stride_w - g->pad_w + kj * g->dilation_w;
+                                if (iw < 0 || iw >= c->w) {
+                                    continue;
+                                }
+                                const size_t xi = (size_t)(((n * cin + ch) * c->h + ih) * c->w + iw);
+                                const double gy = dy[((n * cout + o) * oh + a) * ow + b];
+                                dx_want[xi] += (double)w[wi] * gy;
+                                dw_want[wi] += (double)x[xi] * gy;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    const dynconv_conv2d_weights wts = {w, NULL, fc1, NULL, fc2, NULL};
+    dynconv_conv2d *layer = NULL;
+    assert_int_equal(dynconv_conv2d_create(g, &wts, 1.0f, 0, &layer), DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_reshape(layer, c->n, c->h, c->w, NULL, NULL, NULL),
+                     DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_prepare_backward(layer, NULL), DYNCONV_OK);
+    float *dx = tu_alloc(x_count * sizeof(float)), *dw = tu_alloc(w_count * sizeof(float));
+    const dynconv_conv2d_gradients gr = {dx, dw, NULL, NULL, NULL, NULL, NULL};
+    assert_int_equal(dynconv_conv2d_backward(layer, x, dy, &gr, 0, NULL, 0), DYNCONV_OK);
+    char what[96];
+    snprintf(what, sizeof what, "%s dinput", c->name);
+    size_t bad = gc_compare(what, dx, dx_want, x_count);
+    snprintf(what, sizeof what, "%s dweight", c->name);
+    bad += gc_compare(what, dw, dw_want, w_count);
+    /* A strided kernel leaves most of dL/dx at zero: only its weight gradient must be varied,
+     * and dL/dx far from all zero. */
+    size_t nonzero = 0;
+    for (size_t i = 0; i < x_count; ++i) {
+        nonzero += dx_want[i] != 0.0;
+    }
+    assert_true(tu_nontrivial(dw_want, w_count));
+    assert_true(nonzero * 8 > x_count);
+    assert_int_equal(bad, 0);
+    dynconv_conv2d_destroy(layer);
+    free(dx), free(dw), free(dx_want), free(dw_want);
+    free(x), free(dy), free(w), free(fc1), free(fc2);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 
 int main(void)
 {
@@ -868,16 +982,44 @@ int main(void)
         cmocka_unit_test(test_backward_bad_arguments),
         cmocka_unit_test(test_schedule_bad_arguments),
     };
-    const size_t count = fd + COUNT(fixed);
+    const size_t big = COUNT(big_cases), count = fd + big + COUNT(fixed);
     struct CMUnitTest *tests = tu_alloc(count * sizeof *tests);
     for (size_t i = 0; i < fd; ++i) {
         tests[i] = (struct CMUnitTest){cases[i].name, test_finite_differences, NULL, NULL,
                                        (void *)&cases[i]};
     }
-    for (size_t i = 0; i < COUNT(fixed); ++i) {
-        tests[fd + i] = fixed[i];
+    for (size_t i = 0; i < big; ++i) {
+        tests[fd + i] = (struct CMUnitTest){big_cases[i].name, test_big_static, NULL, NULL,
+                                            (void *)&big_cases[i]};
     }
+    for (size_t i = 0; i < COUNT(fixed); ++i) {
+        tests[fd + big + i] = fixed[i];
+    }
+#if defined(DC_TEST_ENGINE_VARIANTS)
+    /* Variant 0: the input gradient through BLAS; then on the engine with each micro-kernel
+     * (vectors along the positions, then along the channels) (an ISA this CPU lacks is skipped, and said so). The forward's own choice
+     * stays automatic: the backward does not use it. */
+    int failed = 0;
+    static const char *const names[] = {"baseline", "avx2", "avx512", "baseline-channels",
+                                        "avx2-channels", "avx512-channels"};
+    for (int v = -1; v < 2 * (DC_ISA_AVX512 + 1); ++v) {
+        /* v = isa, then 3 + isa for the channel-lanes kernel of isa (none on AVX2) */
+        if (v >= 0 && !dc_gemm_force((dc_isa)(v % 3), v >= 3)) {
+            printf("[  SKIPPED ] the %s micro-kernel: not built in or not supported here\n",
+                   names[v]);
+            continue;
+        }
+        dc_exec_set_backward_engine_mode(v < 0 ? DC_ENGINE_NEVER : DC_ENGINE_ALWAYS);
+        char group[64];
+        snprintf(group, sizeof group, "backward, %s%s", v < 0 ? "im2col + BLAS" : "engine ",
+                 v < 0 ? "" : names[v]);
+        failed += _cmocka_run_group_tests(group, tests, count, NULL, NULL);
+    }
+    dc_gemm_force_auto();
+    dc_exec_set_backward_engine_mode(DC_ENGINE_AUTO);
+#else
     const int failed = _cmocka_run_group_tests("backward", tests, count, NULL, NULL);
+#endif
     free(tests);
     return failed;
 }

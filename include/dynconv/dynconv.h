@@ -576,7 +576,7 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  *   strided 1x1 kernels, or borrowed weights with K > 1 whose K sets take more than 8 MiB
  *   packed (mixing and packing them in every forward would cost more than it saves). The
  *   rule was measured on bench/layers.txt against OpenBLAS on its SkylakeX kernels
- *   (docs/benchmarks.md).
+ *   (docs/benchmarks-engine.md).
  *
  * What the threads do: at batch N >= threads, each thread takes whole samples (pooling,
  * attention, its own aggregated kernel and scratch, convolution); the last N % threads

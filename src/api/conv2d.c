@@ -107,6 +107,7 @@ dynconv_status dc_conv2d_create_named(const char *fn, const dynconv_conv2d_geome
         }
         dc_exec_engine_pack(&l.core, l.packed);
     }
+    l.core.blas_avx512 = dc_blas_runs_avx512();
 
     /* Default: every thread of the process's default pool (one per CPU the process may run on);
      * the handle itself starts no thread. */
@@ -370,6 +371,7 @@ dynconv_status dc_conv2d_reshape_named(const char *fn, dynconv_conv2d *layer, in
 
     layer->core.shape = s;
     layer->core.engine_on = next.engine_on;
+    layer->core.backward_engine_on = next.backward_engine_on;
     layer->batch = n;
     layer->chunk = chunk;
     layer->workspace_size = ws_bytes;

@@ -13,4 +13,27 @@ const char *dynconv_blas_core(void) {
     return s != NULL ? s : "unknown";
 }
 
+/* Case-insensitive equality of an ASCII name (OpenBLAS has spelt its cores both ways). */
+static bool same_name(const char *a, const char *b) {
+    for (; *a != '\0' && *b != '\0'; ++a, ++b) {
+        const char x = *a >= 'A' && *a <= 'Z' ? (char)(*a - 'A' + 'a') : *a;
+        const char y = *b >= 'A' && *b <= 'Z' ? (char)(*b - 'A' + 'a') : *b;
+        if (x != y) {
+            return false;
+        }
+    }
+    return *a == *b;
+}
+
+bool dc_blas_runs_avx512(void) {
+    static const char *const wide[] = {"skylakex", "cooperlake", "sapphirerapids"};
+    const char *core = dynconv_blas_core();
+    for (size_t i = 0; i < sizeof wide / sizeof wide[0]; ++i) {
+        if (same_name(core, wide[i])) {
+            return true;
+        }
+    }
+    return false;
+}
+
 int dynconv_blas_num_threads(void) { return openblas_get_num_threads(); }

@@ -1,6 +1,7 @@
 /* When the forward runs on the library's own engine (src/gemm) instead of im2col + BLAS, and
  * the engine's part of create: choosing the micro-kernel and packing the kernel sets. */
 #include "exec.h"
+#include "plan.h"
 
 #include "gemm.h"
 #include "plan.h"
@@ -9,8 +10,10 @@
 #include <stdatomic.h>
 
 static atomic_int engine_mode = DC_ENGINE_AUTO;
+static atomic_int backward_engine_mode = DC_ENGINE_AUTO;
 
 void dc_exec_set_engine_mode(int mode) { atomic_store(&engine_mode, mode); }
+void dc_exec_set_backward_engine_mode(int mode) { atomic_store(&backward_engine_mode, mode); }
 
 bool dc_exec_engine_setup(dc_layer *l, size_t *pack_floats) {
     const dc_conv_shape *s = &l->shape;
@@ -19,6 +22,7 @@ bool dc_exec_engine_setup(dc_layer *l, size_t *pack_floats) {
     l->packed = NULL;
     l->packed_len = 0;
     l->engine_on = false;
+    l->backward_engine_on = false;
     if (dc_conv_is_depthwise(s)) {
         return true; /* its direct loop beats any GEMM (an inner dimension of kh*kw) */
     }
@@ -73,7 +77,7 @@ void dc_exec_engine_pack(dc_layer *l, float *buf) {
 
 /* The rule, from bench/layers.txt at batch 1 and 16 on 1 and 2 threads, own engine against
  * im2col + OpenBLAS 0.3.21 on its SkylakeX kernels, on the 2-core AVX-512 machine of
- * docs/benchmarks.md (process CPU time, medians of 5):
+ * docs/benchmarks-engine.md (process CPU time, medians of 5):
  *   - kernels larger than 1x1 (3x3 at stride 1 and 2): the engine, 0.6 to 1.1 of the time
  *     (ahead on most cases; the dynamic 512-channel 7x7 layer gains most, from mixing
  *     slices into L2 instead of whole kernels into memory);
@@ -115,4 +119,7 @@ void dc_exec_choose_engine(dc_layer *l) {
     const int mode = atomic_load(&engine_mode);
     l->engine_on = l->gemm != NULL && mode != DC_ENGINE_NEVER &&
                    (mode == DC_ENGINE_ALWAYS || rule_prefers_engine(l));
+    const int bwd = atomic_load(&backward_engine_mode);
+    l->backward_engine_on = l->gemm != NULL && bwd != DC_ENGINE_NEVER &&
+                            (bwd == DC_ENGINE_ALWAYS || dc_exec_backward_prefers_engine(l));
 }

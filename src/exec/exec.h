@@ -39,6 +39,9 @@ typedef struct dc_layer {
     size_t packed_len;
     bool gemm_pinned;         /* a test forced l->gemm at create: no choice by shape */
     bool engine_on;           /* the current shape runs on the engine (dc_exec_choose_engine) */
+    bool backward_engine_on;  /* the backward's input gradient GEMM runs on it (same) */
+    bool blas_avx512;         /* the BLAS runs AVX-512 kernels (set at create; the backward's
+                               * rule depends on it) */
 } dc_layer;
 
 /* At create: chooses the micro-kernel for the layer's geometry (l->gemm, l->packed_len; none
@@ -61,6 +64,8 @@ void dc_exec_choose_engine(dc_layer *l);
  * DC_ENGINE_ALWAYS (the engine wherever the layer has one), for the reshapes that follow. */
 enum { DC_ENGINE_AUTO = 0, DC_ENGINE_NEVER = 1, DC_ENGINE_ALWAYS = 2 };
 void dc_exec_set_engine_mode(int mode);
+/* The same for the backward's input gradient (l->backward_engine_on), on its own. */
+void dc_exec_set_backward_engine_mode(int mode);
 
 /* The forward workspace for `batch` samples on `threads` threads, in bytes (never 0), and the
  * kernels a thread aggregates at once (*chunk, to pass to dc_exec_forward); false when a size

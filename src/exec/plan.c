@@ -177,8 +177,13 @@ bool dc_plan_backward_layout(const dc_layer *l, size_t batch, size_t threads, ch
                              dc_backward_layout *out, size_t *bytes) {
     /* One convolution scratch per thread, each starting on a cache line. */
     const size_t line = DC_ALIGNMENT / sizeof(float);
-    size_t scratch_floats, stride, all_scratch = 0;
+    size_t scratch_floats, engine_floats = 0, stride, all_scratch = 0;
+    /* On the engine, the conv scratch is followed by the kernel of a group packed transposed
+     * and a partial B panel (dc_engine_input_grad_scratch_floats). */
     if (!dc_conv_backward_scratch_floats(&l->shape, &scratch_floats) ||
+        (l->backward_engine_on &&
+         (!dc_engine_input_grad_scratch_floats(&l->shape, l->gemm, &engine_floats) ||
+          !dc_add_size(scratch_floats, engine_floats, &scratch_floats))) ||
         !dc_add_size(scratch_floats, line - 1, &stride) ||
         !dc_mul_size(stride / line * line, threads, &all_scratch)) {
         return false;

@@ -66,6 +66,10 @@ bool dc_exec_engine_fused(const dc_layer *l);
  * next to the image). The slot's P floats hold the chunk's blocks side by side. */
 bool dc_exec_engine_blocked(const dc_layer *l);
 
+/* The rule for the backward's input gradient on the engine (exec/backward.c), for the shape
+ * in l (l->gemm set). */
+bool dc_exec_backward_prefers_engine(const dc_layer *l);
+
 /* Whether the attention of the whole batch comes before the convolutions (small images). */
 bool dc_attention_per_batch(const dc_layer *l, const dc_conv_shape *s);
 

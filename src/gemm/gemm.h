@@ -141,4 +141,19 @@ void dc_engine_conv_clamped(const dc_conv_shape *s, const dc_gemm_kernel *k, con
                             float *y, float *scratch, size_t col0, size_t col1, size_t p_begin,
                             size_t p_end, const dc_engine_clamp *clamp);
 
+/* ---- The backward's input gradient (engine_backward.c) ---- */
+
+/* Floats of scratch dc_engine_input_grad needs: one block of A panels of the transposed kernel
+ * (min(256, depth rounded up to MR) x min(g_out, DC_ENGINE_KC)), then one partial B panel
+ * (min(g_out, DC_ENGINE_KC) x NR). False on overflow. */
+bool dc_engine_input_grad_scratch_floats(const dc_conv_shape *s, const dc_gemm_kernel *k,
+                                         size_t *out);
+/* dcol [depth x plane] = W^T dY (accumulate: +=) for one group: W [g_out, depth] row-major
+ * (packed transposed block by block into the scratch), dY [g_out x plane] read in place, dcol
+ * of row stride plane. Each element is its start plus the products over o = 0, 1, ..., g_out - 1
+ * in that order. */
+void dc_engine_input_grad(const dc_gemm_kernel *k, const float *w, size_t depth, size_t g_out,
+                          const float *dy, size_t plane, float *dcol, bool accumulate,
+                          float *scratch);
+
 #endif

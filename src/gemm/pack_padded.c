@@ -50,6 +50,10 @@ bool dc_engine_padded_floats(const dc_conv_shape *s, size_t *out) {
     return dc_product(dims, 5, out);
 }
 
+/* Floats of the padded row make_phase_rows lays out on the stack; wider rows go through
+ * make_phase. */
+enum { TMP_ROW = 1024 };
+
 /* One phase (a, b) of one channel: plane[i][j] = padded[i * sh + a][j * sw + b], 0 outside. */
 static void make_phase(const dc_conv_shape *s, const float *xc, size_t a, size_t b,
                        float *plane) {
@@ -69,16 +73,61 @@ static void make_phase(const dc_conv_shape *s, const float *xc, size_t a, size_t
     }
 }
 
+/* Row i of every phase (a, b) of one channel from padded row r = i * sh + a: the padded row
+ * laid out once in `tmp` (Wq * sw floats: the border's zeros, the input row, zeros to the end),
+ * then split by column phase, plane (a, b)[i][j] = tmp[j * sw + b]. Stride 2 spelled out with
+ * both phases in one loop, which the compiler turns into vector shuffles. */
+static void make_phase_rows(const dc_conv_shape *s, const float *xc, size_t r, float *tmp,
+                            float *chan) {
+    const size_t hq = phase_rows(s), wq = phase_cols(s), sh = s->stride_h, sw = s->stride_w;
+    const size_t i = r / sh, a = r % sh, phase = hq * wq;
+    float *dst = chan + a * sw * phase + i * wq; /* phase (a, 0), row i */
+    if (r < s->pad_h || r - s->pad_h >= s->height) {
+        for (size_t b = 0; b < sw; ++b) {
+            memset(dst + b * phase, 0, wq * sizeof(float));
+        }
+        return;
+    }
+    const size_t tail = wq * sw - s->pad_w - s->width; /* >= pad_w, and the rounding */
+    memset(tmp, 0, s->pad_w * sizeof(float));
+    memcpy(tmp + s->pad_w, xc + (r - s->pad_h) * s->width, s->width * sizeof(float));
+    memset(tmp + s->pad_w + s->width, 0, tail * sizeof(float));
+    if (sw == 2) {
+        float *restrict d0 = dst, *restrict d1 = dst + phase;
+        const float *restrict t2 = tmp;
+        for (size_t j = 0; j < wq; ++j) {
+            d0[j] = t2[2 * j];
+            d1[j] = t2[2 * j + 1];
+        }
+        return;
+    }
+    for (size_t b = 0; b < sw; ++b) {
+        float *restrict d = dst + b * phase;
+        for (size_t j = 0; j < wq; ++j) {
+            d[j] = tmp[j * sw + b];
+        }
+    }
+}
+
 void dc_engine_pad_input(const dc_conv_shape *s, const float *xg, size_t c0, size_t c1,
                          float *xp) {
     const size_t wp = s->width + 2 * s->pad_w, hp = s->height + 2 * s->pad_h;
     if (s->stride_h != 1 || s->stride_w != 1) {
-        const size_t phase = phase_rows(s) * phase_cols(s);
-        for (size_t c = c0; c < c1; ++c) {
+        const size_t hq = phase_rows(s), wq = phase_cols(s);
+        const size_t chan = s->stride_h * s->stride_w * hq * wq;
+        /* One padded row at a time (Wq * sw floats; a row too wide for it goes a piece at a
+         * time through the plain loops below). */
+        float tmp[TMP_ROW];
+        for (size_t c = c0; c < c1 && wq * s->stride_w <= TMP_ROW; ++c) {
+            for (size_t r = 0; r < hq * s->stride_h; ++r) {
+                make_phase_rows(s, xg + c * s->height * s->width, r, tmp, xp + c * chan);
+            }
+        }
+        for (size_t c = c0; c < c1 && wq * s->stride_w > TMP_ROW; ++c) {
             for (size_t a = 0; a < s->stride_h; ++a) {
                 for (size_t b = 0; b < s->stride_w; ++b) {
                     make_phase(s, xg + c * s->height * s->width, a, b,
-                               xp + ((c * s->stride_h + a) * s->stride_w + b) * phase);
+                               xp + ((c * s->stride_h + a) * s->stride_w + b) * hq * wq);
                 }
             }
         }
