@@ -23,7 +23,8 @@
 #if defined(DC_TEST_ENGINE_VARIANTS)
 /* Built a second time against the internal layers: the whole table once per convolution path
  * (im2col + BLAS only; the own engine forced, with each micro-kernel this CPU runs), with
- * copied and with borrowed weights (packed at create, or mixed and packed in every forward). */
+ * copied and with borrowed weights (packed at create, or mixed and packed in every forward),
+ * and on the engine with and without the row-panel driver for a sample convolved alone. */
 #include "exec.h"
 #include "gemm.h"
 #endif
@@ -424,17 +425,24 @@ int main(void)
         }
         dc_exec_set_engine_mode(v < 0 ? DC_ENGINE_NEVER : DC_ENGINE_ALWAYS);
         engine_forced = v >= 0;
-        for (int borrow = 0; borrow <= 1; ++borrow) {
-            char group[96];
-            snprintf(group, sizeof group, "reference, %s%s, %s weights",
-                     v < 0 ? "im2col + BLAS" : "engine ", v < 0 ? "" : names[v],
-                     borrow ? "borrowed" : "copied");
-            create_flags = borrow ? DYNCONV_FLAG_BORROW_WEIGHTS : 0;
-            failed += _cmocka_run_group_tests(group, tests, n_conv + n_lin, NULL, NULL);
+        /* On the engine, a sample convolved alone (batch 1, the samples left over below the
+         * thread count, one thread) on the row-panel driver, and never on it. */
+        for (int rows = v < 0 ? 0 : 1; rows >= 0; --rows) {
+            dc_exec_set_rows_mode(rows ? DC_ENGINE_ALWAYS : DC_ENGINE_NEVER);
+            for (int borrow = 0; borrow <= 1; ++borrow) {
+                char group[128];
+                snprintf(group, sizeof group, "reference, %s%s%s, %s weights",
+                         v < 0 ? "im2col + BLAS" : "engine ", v < 0 ? "" : names[v],
+                         v < 0 ? "" : rows ? " (row panels)" : " (mixed first)",
+                         borrow ? "borrowed" : "copied");
+                create_flags = borrow ? DYNCONV_FLAG_BORROW_WEIGHTS : 0;
+                failed += _cmocka_run_group_tests(group, tests, n_conv + n_lin, NULL, NULL);
+            }
         }
     }
     dc_gemm_force_auto();
     dc_exec_set_engine_mode(DC_ENGINE_AUTO);
+    dc_exec_set_rows_mode(DC_ENGINE_AUTO);
 #else
     const int failed = _cmocka_run_group_tests("reference", tests, n_conv + n_lin, NULL, NULL);
 #endif

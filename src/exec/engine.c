@@ -82,3 +82,41 @@ void dc_exec_choose_engine(dc_layer *l) {
     l->backward_engine_on = l->gemm != NULL && bwd != DC_ENGINE_NEVER &&
                             (bwd == DC_ENGINE_ALWAYS || dc_exec_backward_prefers_engine(l));
 }
+
+static atomic_int rows_mode = DC_ENGINE_AUTO;
+
+void dc_exec_set_rows_mode(int mode) { atomic_store(&rows_mode, mode); }
+
+/* Static kernels above this many bytes take the row-panel driver (see the rule below). */
+#define DC_ROWS_STATIC_BYTES ((size_t)8 << 20)
+
+/* The rule, from bench/layers.txt at batch 1 on 1 and 2 threads, the row-panel driver against
+ * mixing first (main's path), on the 2-core AVX-512 machine of docs/benchmarks.md while it was
+ * shared (process CPU time, medians of 3 repetitions in each of 2 to 4 interleaved rounds;
+ * the noise between rounds was about 10 %):
+ *   - output planes of one column block (DC_NC = 512 positions: 7x7, 14x14), dynamic layers:
+ *     the row panels, 0.75 to 1.0 of the time (512 channels at 7x7: 4.4-4.7 ms to 3.5-4.0 on
+ *     2 threads, about even on 1; 256 at 14x14: 1.8-2.1 to 1.6-1.9; 128->256 stride 2:
+ *     1.15-1.37 to 0.93-1.06 on 2 threads), with borrowed weights as well (0.8-0.95);
+ *   - larger planes: mixing first (each column block would mix the kernel again: 128
+ *     channels at 28x28 took 1.1-1.3 of the time on 2 threads);
+ *   - static layers (nothing to mix) only when the kernel is larger than 8 MiB: 512 channels
+ *     at 7x7, 0.8-0.9 of the time (each thread reads its half of the kernel instead of all of
+ *     it; borrowed, packed in every forward, 0.55 on 2 threads); smaller kernels stay in cache
+ *     either way (0.95 to 1.1: even).
+ * How much of the K sets' stream the prefetches hide depends on the tile calls per panel
+ * slice: at 14x14 (7 calls of 32 columns) most of it, at 7x7 (2 calls) little, as a burst of
+ * prefetches larger than the core's outstanding misses stalls the multiply-adds behind it. */
+bool dc_exec_engine_rows(const dc_layer *l) {
+    const int mode = atomic_load(&rows_mode);
+    if (!l->engine_on || mode == DC_ENGINE_NEVER) {
+        return false;
+    }
+    if (mode == DC_ENGINE_ALWAYS) {
+        return true;
+    }
+    if (l->shape.out_h * l->shape.out_w > 512) {
+        return false;
+    }
+    return l->kernels > 1 || l->packed_len > DC_ROWS_STATIC_BYTES / sizeof(float);
+}
