@@ -211,7 +211,10 @@ static size_t engine_panels(const dc_layer *l) {
 /* Whole samples on the engine. Kernels that fit in cache are mixed whole for a chunk of
  * samples, then each sample convolved. Larger ones (dc_exec_engine_fused) are mixed one
  * reduction slice at a time for the chunk, and each sample's convolution consumes that slice
- * at once from L2: the K sets are read once per chunk, and no mixed kernel goes to memory. */
+ * at once from L2: the K sets are read once per chunk, and no mixed kernel goes to memory.
+ * A sample mixed on its own (chunk 1) takes the row-panel driver where dc_exec_engine_rows
+ * says so: each panel slice mixed into L1 right before its tiles, the next one prefetched
+ * under them. */
 static void engine_samples(const forward_ctx *c, size_t i0, size_t i1, float *wt, float *bt,
                            float *col) {
     const dc_layer *l = c->layer;
@@ -244,7 +247,7 @@ static void engine_samples(const forward_ctx *c, size_t i0, size_t i1, float *wt
             }
         }
         if (chunk == 1 && rows) {
-            const rows_source src = {l, pi, l->kernels > 1 ? NULL : w};
+            rows_source src = {l, pi, l->kernels > 1 ? NULL : w};
             const dc_engine_rows_src from = {rows_slice, rows_prefetch, (void *)&src};
             dc_engine_conv_rows(s, l->gemm, c->input + i * in_len, &from, 0, panels,
                                 l->kernels > 1 ? bt : l->bias, c->output + i * out_len, col, wt,
@@ -380,7 +383,7 @@ static void engine_rows_task(void *p, size_t index, size_t count) {
     }
     /* Owned static kernels are used where they lie; the others are mixed (or, borrowed at
      * K = 1, packed) slice by slice. */
-    const rows_source src = {l, pi, l->kernels == 1 && l->packed != NULL ? l->packed : NULL};
+    rows_source src = {l, pi, l->kernels == 1 && l->packed != NULL ? l->packed : NULL};
     const dc_engine_rows_src from = {rows_slice, rows_prefetch, (void *)&src};
     dc_engine_conv_rows(s, l->gemm, c->input + i * s->in_channels * s->height * s->width, &from,
                         j0, j1, b, c->output + i * s->out_channels * plane,
