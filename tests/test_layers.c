@@ -53,6 +53,11 @@ static const conv_case conv_cases[] = {
     {"depthwise_5x5_s2_wide",    2,  2, 2,  9,40, 5, 5, 2, 2, 2, 2, 1, 1, false},
     {"depthwise_rect_dilated",   2,  2, 2, 10,29, 2, 4, 1, 1, 1, 3, 3, 2, true},
     {"channel_multiplier_x3_w70",2,  6, 2,  4,70, 3, 3, 1, 1, 0, 1, 1, 1, true},
+    /* the flat depthwise loop: 14x14, 7x7 without bias, 5x5 with padding 2, rows of 2 */
+    {"depthwise_flat_14x14",     3,  3, 3, 14,14, 3, 3, 1, 1, 1, 1, 1, 1, true},
+    {"depthwise_flat_7x7_nobias",4,  4, 4,  7, 7, 3, 3, 1, 1, 1, 1, 1, 1, false},
+    {"depthwise_flat_5x5_pad2",  2,  2, 2,  9,11, 5, 5, 1, 1, 2, 2, 1, 1, true},
+    {"depthwise_flat_rows_of_2", 2,  4, 2,  9, 2, 3, 3, 1, 1, 1, 1, 1, 1, true},
     {"pointwise",                8, 12, 1,  7, 7, 1, 1, 1, 1, 0, 0, 1, 1, true},
     {"pointwise_groups2",        8,  6, 2,  5, 6, 1, 1, 1, 1, 0, 0, 1, 1, false},
     {"conv_1x1_stride2",         6,  5, 1,  9, 9, 1, 1, 2, 2, 0, 0, 1, 1, true},
