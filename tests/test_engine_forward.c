@@ -1,7 +1,8 @@
 /* The public forward on the own engine (forced, each micro-kernel this CPU runs, copied and
- * borrowed weights, batch 1 and 3, 1 and 2 threads) on the geometries of engine_cases.h,
- * against the double reference with integer data and an attention made uniform (pi = 1/K
- * exactly), at tolerance 0; a layer keeping the micro-kernel it was packed for; and
+ * borrowed weights, batch 1 and 3, 1 and 2 threads, with and without the row-panel driver) on
+ * the geometries of engine_cases.h, against the double reference with integer data and an
+ * attention made uniform (pi = 1/K exactly), at tolerance 0; the row-panel driver against
+ * mixing first on random floats, bitwise; a layer keeping the micro-kernel it was packed for; and
  * reshape's workspace size against the header's formula (section 7), computed here. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -83,17 +84,22 @@ static void run_forward_exact_of(dc_isa isa, bool channel_lanes) {
     assert_true(dc_gemm_force(isa, channel_lanes));
     dc_exec_set_engine_mode(DC_ENGINE_ALWAYS);
     const int64_t ks[] = {1, 2, 4};
-    for (size_t i = 0; i < sizeof geos / sizeof geos[0]; ++i) {
-        for (size_t ik = 0; ik < 3; ++ik) {
-            for (int64_t batch = 1; batch <= 3; batch += 2) {
-                for (int threads = 1; threads <= 2; ++threads) {
-                    check_forward_exact(&geos[i], ks[ik], batch, 0, threads);
-                    check_forward_exact(&geos[i], ks[ik], batch, DYNCONV_FLAG_BORROW_WEIGHTS,
-                                        threads);
+    /* A sample convolved alone on the row-panel driver, then never on it. */
+    for (int rows = 1; rows >= 0; --rows) {
+        dc_exec_set_rows_mode(rows ? DC_ENGINE_ALWAYS : DC_ENGINE_NEVER);
+        for (size_t i = 0; i < sizeof geos / sizeof geos[0]; ++i) {
+            for (size_t ik = 0; ik < 3; ++ik) {
+                for (int64_t batch = 1; batch <= 3; batch += 2) {
+                    for (int threads = 1; threads <= 2; ++threads) {
+                        check_forward_exact(&geos[i], ks[ik], batch, 0, threads);
+                        check_forward_exact(&geos[i], ks[ik], batch,
+                                            DYNCONV_FLAG_BORROW_WEIGHTS, threads);
+                    }
                 }
             }
         }
     }
+    dc_exec_set_rows_mode(DC_ENGINE_AUTO);
     dc_exec_set_engine_mode(DC_ENGINE_AUTO);
     dc_gemm_force_auto();
 }
@@ -198,12 +204,124 @@ static void check_reshaped_layer(int64_t k, uint32_t flags) {
     free(w);
 }
 
+/* ---- the row-panel driver against mixing first, bitwise ---- */
+
+/* One forward of random floats (an attention that differs between samples) with the row-panel
+ * driver on or off for samples convolved alone. */
+static void forward_rows(const dynconv_conv2d_geometry *g, const dynconv_conv2d_weights *wt,
+                         const dc_conv_shape *s, int64_t batch, uint32_t flags, int threads,
+                         int rows_mode, const float *x, float *y) {
+    dc_exec_set_rows_mode(rows_mode);
+    dynconv_conv2d *layer = NULL;
+    assert_int_equal(dynconv_conv2d_create(g, wt, 1.0f, flags, &layer), DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_set_threadpool(layer, pool2), DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_set_num_threads(layer, threads), DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_reshape(layer, batch, (int64_t)s->height,
+                                            (int64_t)s->width, NULL, NULL, NULL),
+                     DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_forward(layer, x, y, NULL, NULL, 0), DYNCONV_OK);
+    dynconv_conv2d_destroy(layer);
+}
+
+/* The integer tables above cannot tell summation orders apart; random floats can: the
+ * row-panel driver (each thread mixing and convolving its own output channels) must give the
+ * bits of mixing first (whole kernels, or slice by slice for all panels, then the columns),
+ * at batch 1 and 3 (a sample left over at 2 threads), K = 1 and 4, copied and borrowed. */
+static void check_rows_bitwise(const geo *gm, int64_t kernels, int64_t batch, uint32_t flags,
+                               int threads) {
+    const dynconv_conv2d_geometry g = {
+        (int64_t)gm->cin, (int64_t)gm->cout, (int64_t)gm->kh, (int64_t)gm->kw,
+        (int64_t)gm->sh,  (int64_t)gm->sw,   (int64_t)gm->ph, (int64_t)gm->pw,
+        (int64_t)gm->dh,  (int64_t)gm->dw,   (int64_t)gm->groups, kernels, 3};
+    const dc_conv_shape s = shape_of(gm);
+    const size_t wlen = (size_t)kernels * s.out_channels * depth_of(&s);
+    const size_t x_len = (size_t)batch * s.in_channels * s.height * s.width;
+    const size_t y_len = (size_t)batch * s.out_channels * s.out_h * s.out_w;
+    tu_rng rng;
+    tu_rng_seed(&rng, 101 + (uint64_t)kernels);
+    float *w = tu_alloc(wlen * sizeof(float));
+    float *b = tu_alloc((size_t)kernels * s.out_channels * sizeof(float));
+    float *fc1 = tu_alloc(3 * s.in_channels * sizeof(float));
+    float *fc2 = tu_alloc((size_t)kernels * 3 * sizeof(float));
+    float *x = tu_alloc(x_len * sizeof(float));
+    float *y_rows = tu_alloc(y_len * sizeof(float));
+    float *y_mix = tu_alloc(y_len * sizeof(float));
+    tu_fill_uniform(&rng, w, wlen, -1.0f, 1.0f);
+    tu_fill_uniform(&rng, b, (size_t)kernels * s.out_channels, -1.0f, 1.0f);
+    tu_fill_uniform(&rng, fc1, 3 * s.in_channels, -1.0f, 1.0f);
+    tu_fill_uniform(&rng, fc2, (size_t)kernels * 3, -2.0f, 2.0f);
+    tu_fill_uniform(&rng, x, x_len, -1.0f, 1.0f);
+    for (size_t i = 0; i < x_len; ++i) {
+        x[i] += (float)(i * (size_t)batch / x_len); /* each sample its own attention */
+    }
+    const dynconv_conv2d_weights wt = {w, b, fc1, NULL, fc2, NULL};
+    forward_rows(&g, &wt, &s, batch, flags, threads, DC_ENGINE_ALWAYS, x, y_rows);
+    forward_rows(&g, &wt, &s, batch, flags, threads, DC_ENGINE_NEVER, x, y_mix);
+    assert_true(tu_nontrivial_f(y_mix, y_len));
+    if (memcmp(y_rows, y_mix, y_len * sizeof(float)) != 0) {
+        fail_msg("%s: K=%lld N=%lld flags=%u threads=%d: row panels differ from mixing first",
+                 gm->name, (long long)kernels, (long long)batch, (unsigned)flags, threads);
+    }
+    free(y_mix);
+    free(y_rows);
+    free(x);
+    free(fc2);
+    free(fc1);
+    free(b);
+    free(w);
+}
+
 static void test_reshape_changes_kernel(void **state) {
     (void)state;
     for (int64_t k = 1; k <= 3; k += 2) {
         check_reshaped_layer(k, 0);
         check_reshaped_layer(k, DYNCONV_FLAG_BORROW_WEIGHTS);
     }
+}
+
+static void run_rows_bitwise_of(dc_isa isa, bool channel_lanes) {
+    kernel_of_or_skip(isa, channel_lanes);
+    assert_true(dc_gemm_force(isa, channel_lanes));
+    dc_exec_set_engine_mode(DC_ENGINE_ALWAYS);
+    const int64_t ks[] = {1, 4};
+    for (size_t i = 0; i < sizeof geos / sizeof geos[0]; ++i) {
+        for (size_t ik = 0; ik < 2; ++ik) {
+            for (int64_t batch = 1; batch <= 3; batch += 2) {
+                for (int threads = 1; threads <= 2; ++threads) {
+                    check_rows_bitwise(&geos[i], ks[ik], batch, 0, threads);
+                    check_rows_bitwise(&geos[i], ks[ik], batch, DYNCONV_FLAG_BORROW_WEIGHTS,
+                                       threads);
+                }
+            }
+        }
+    }
+    dc_exec_set_rows_mode(DC_ENGINE_AUTO);
+    dc_exec_set_engine_mode(DC_ENGINE_AUTO);
+    dc_gemm_force_auto();
+}
+
+static void run_rows_bitwise(dc_isa isa) { run_rows_bitwise_of(isa, false); }
+
+static void test_rows_bitwise_baseline_channels(void **state) {
+    (void)state;
+    run_rows_bitwise_of(DC_ISA_BASELINE, true);
+}
+static void test_rows_bitwise_avx512_channels(void **state) {
+    (void)state;
+    run_rows_bitwise_of(DC_ISA_AVX512, true);
+}
+
+static void test_rows_bitwise_baseline(void **state) {
+    (void)state;
+    run_rows_bitwise(DC_ISA_BASELINE);
+}
+static void test_rows_bitwise_avx2(void **state) {
+    (void)state;
+    run_rows_bitwise(DC_ISA_AVX2);
+}
+static void test_rows_bitwise_avx512(void **state) {
+    (void)state;
+    run_rows_bitwise(DC_ISA_AVX512);
 }
 
 static void test_forward_exact_baseline(void **state) {
@@ -406,6 +524,11 @@ int main(void) {
         cmocka_unit_test(test_forward_exact_avx512_channels),
         cmocka_unit_test(test_kernel_follows_shape),
         cmocka_unit_test(test_reshape_changes_kernel),
+        cmocka_unit_test(test_rows_bitwise_baseline),
+        cmocka_unit_test(test_rows_bitwise_avx2),
+        cmocka_unit_test(test_rows_bitwise_avx512),
+        cmocka_unit_test(test_rows_bitwise_baseline_channels),
+        cmocka_unit_test(test_rows_bitwise_avx512_channels),
         cmocka_unit_test(test_layer_keeps_its_kernel),
         cmocka_unit_test(test_ws_formula_baseline),
         cmocka_unit_test(test_ws_formula_avx2),

@@ -123,3 +123,43 @@ void dc_exec_choose_engine(dc_layer *l) {
     l->backward_engine_on = l->gemm != NULL && bwd != DC_ENGINE_NEVER &&
                             (bwd == DC_ENGINE_ALWAYS || dc_exec_backward_prefers_engine(l));
 }
+
+static atomic_int rows_mode = DC_ENGINE_AUTO;
+
+void dc_exec_set_rows_mode(int mode) { atomic_store(&rows_mode, mode); }
+
+/* Static kernels above this many bytes take the row-panel driver (see the rule below). */
+#define DC_ROWS_STATIC_BYTES ((size_t)8 << 20)
+
+/* The rule, from bench/layers.txt at batch 1 on 1 and 2 threads, the row-panel driver against
+ * mixing first (the path before it), on the 2-core AVX-512 machine of docs/benchmarks.md while
+ * it was shared (load 3 to 7: process CPU time, medians of 3 repetitions in each of 4 to 6
+ * interleaved rounds, five such runs; rounds of the same code differed by up to 10-20 %):
+ *   - output planes of one column block (DC_NC = 512 positions: 7x7, 14x14), dynamic layers:
+ *     the row panels. 512 channels at 7x7: 0.81 to 0.97 of the time on 2 threads (4.4-4.8 ms
+ *     to 3.7-4.3), even on 1 (0.91 to 1.04); 256 at 14x14: 0.81 to 0.96 (1.8-2.2 ms to
+ *     1.6-1.9); 128->256 at stride 2: 0.95 to 0.99 on 1 thread, 0.68 to 0.97 on 2. Borrowed
+ *     weights alike (128->256: 0.81 and 0.95);
+ *   - larger planes: mixing first (each column block would mix the kernel again: 128
+ *     channels at 28x28 took 1.1 to 1.3 of the time on 2 threads);
+ *   - static layers (nothing to mix) only when the kernel is larger than 8 MiB: 512 channels
+ *     at 7x7, 0.7 to 0.9 of the time (each thread reads its half of the kernel instead of all
+ *     of it; borrowed, packed in every forward, 0.54 on 2 threads); smaller kernels stay in
+ *     cache either way (0.95 to 1.1: even).
+ * How much of the K sets' stream the prefetches hide depends on the tile calls per panel
+ * slice: at 14x14 (7 calls of 32 columns) a good part, at 7x7 (2 calls) little: a burst of
+ * prefetches larger than the core's outstanding misses stalls the multiply-adds behind it,
+ * and prefetching less per call (tried: 8 to 32 lines per K set) gained nothing either. */
+bool dc_exec_engine_rows(const dc_layer *l) {
+    const int mode = atomic_load(&rows_mode);
+    if (!l->engine_on || mode == DC_ENGINE_NEVER) {
+        return false;
+    }
+    if (mode == DC_ENGINE_ALWAYS) {
+        return true;
+    }
+    if (l->shape.out_h * l->shape.out_w > 512) {
+        return false;
+    }
+    return l->kernels > 1 || l->packed_len > DC_ROWS_STATIC_BYTES / sizeof(float);
+}

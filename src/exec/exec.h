@@ -66,6 +66,14 @@ enum { DC_ENGINE_AUTO = 0, DC_ENGINE_NEVER = 1, DC_ENGINE_ALWAYS = 2 };
 void dc_exec_set_engine_mode(int mode);
 /* The same for the backward's input gradient (l->backward_engine_on), on its own. */
 void dc_exec_set_backward_engine_mode(int mode);
+/* Whether a sample convolved alone on the engine (batch 1, the samples left over below the
+ * thread count, and whole samples mixed one at a time) runs on the row-panel driver
+ * (dc_engine_conv_rows: each thread mixes and convolves its own output channels, slice by
+ * slice) rather than mixing the kernel first: by the rule in exec/engine.c. */
+bool dc_exec_engine_rows(const dc_layer *l);
+/* For tests and benchmarks: the same three modes for that choice (ALWAYS: wherever the layer
+ * runs on the engine). */
+void dc_exec_set_rows_mode(int mode);
 
 /* The forward workspace for `batch` samples on `threads` threads, in bytes (never 0), and the
  * kernels a thread aggregates at once (*chunk, to pass to dc_exec_forward); false when a size

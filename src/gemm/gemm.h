@@ -156,4 +156,33 @@ void dc_engine_input_grad(const dc_gemm_kernel *k, const float *w, size_t depth,
                           const float *dy, size_t plane, float *dcol, bool accumulate,
                           float *scratch);
 
+/* ---- The row-panel driver (engine_rows.c) ---- */
+
+/* Where dc_engine_conv_rows gets the A panels from. slice returns reduction indices
+ * [p0, p0 + kc) of global panel gp (group * panels + panel; p0 a multiple of DC_ENGINE_KC, kc
+ * the slice's length), kc x MR floats laid out as in a packed panel: either made into buf
+ * (which the driver passes, kc * MR floats) or pointing into memory that stays unchanged for
+ * the call. prefetch (NULL: none) is told, part by part, which slice comes next: part `part`
+ * of `parts` (0 <= part < parts), so the caller can spread the prefetches of its sources over
+ * the tile calls of the current slice. */
+typedef struct dc_engine_rows_src {
+    const float *(*slice)(void *ctx, size_t gp, size_t p0, size_t kc, float *buf);
+    void (*prefetch)(void *ctx, size_t gp, size_t p0, size_t kc, size_t part, size_t parts);
+    void *ctx;
+} dc_engine_rows_src;
+
+/* Every column and the whole reduction of the output channels of global panels [gp0, gp1) of
+ * one sample: y = conv(x, W) + b, then clamp (NULL: none) on those rows. W comes from src one
+ * panel slice at a time: for each reduction slice the B panels of a block of columns are built
+ * once and every owned panel slice runs over all of them (the K sets behind slice() are read
+ * once per column block: callers use it where the output plane is one block, DC_NC = 512
+ * columns, or less). b [C_out] or NULL; scratch: dc_engine_scratch_floats(s, k, plane) floats;
+ * abuf: MR * min(depth, DC_ENGINE_KC) floats, or NULL when slice() never writes. Each output
+ * value is summed as in dc_engine_conv_clamped (its bias, then slice by slice, each in
+ * reduction order), so the result is bitwise that of dc_engine_conv_clamped over the same
+ * kernel, however the panels are split between calls or threads. */
+void dc_engine_conv_rows(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
+                         const dc_engine_rows_src *src, size_t gp0, size_t gp1, const float *b,
+                         float *y, float *scratch, float *abuf, const dc_engine_clamp *clamp);
+
 #endif
