@@ -150,6 +150,9 @@ static void fail(dcb_state *st, const char *what, dynconv_status status) {
     dcb_skip_with_error(st, msg);
 }
 
+/* Create flags of the layers (--weights borrowed: DYNCONV_FLAG_BORROW_WEIGHTS). */
+static uint32_t layer_flags;
+
 /* The public forward of one layer, dynamic (K = 4) or static (K = 1). */
 static void bm_layer(dcb_state *st, void *arg) {
     const bench_case *c = arg;
@@ -179,8 +182,8 @@ static void bm_layer(dcb_state *st, void *arg) {
     const dynconv_conv2d_weights w = {.weight = weight, .bias = bias, .fc1_weight = fc1,
                                       .fc2_weight = fc2, .fc2_bias = fc2_bias};
     /* The weights copied into the handle, as by default: the handle then keeps them packed for
-     * the engine as well (borrowed weights are packed in every forward). */
-    dynconv_status status = dynconv_conv2d_create(&g, &w, 1.0f, 0, &layer);
+     * the engine as well (borrowed weights, --weights borrowed, are packed in every forward). */
+    dynconv_status status = dynconv_conv2d_create(&g, &w, 1.0f, layer_flags, &layer);
     if (status != DYNCONV_OK) {
         fail(st, "create", status);
         goto done;
@@ -451,7 +454,9 @@ static void bm_membw(dcb_state *st, void *arg) {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: dynconv-bench [--layers FILE] [--batches LIST] [--threads LIST] [--sgemm N]\n"
-            "                     [--engine auto|off|on] [--benchmark_filter=REGEX]\n"
+            "                     [--engine auto|off|on] [--rows auto|off|on]\n"
+            "                     [--kernel auto|positions|channels] [--weights copied|borrowed]\n"
+            "                     [--benchmark_filter=REGEX]\n"
             "                     [--benchmark_* flags]\n"
             "  --layers FILE    layer list (default %s)\n"
             "  --batches LIST   comma-separated batch sizes (default 1,16)\n"
@@ -461,6 +466,13 @@ static void usage(FILE *f) {
             "  --engine MODE    convolution path of the layers: the library's rule (auto, the\n"
             "                   default), im2col + BLAS only (off), the own engine wherever the\n"
             "                   layer has one (on)\n"
+            "  --kernel KIND    the engine's micro-kernel: chosen by shape (auto, the default),\n"
+            "                   vectors along the output positions or along the channels, for\n"
+            "                   every layer\n"
+            "  --rows MODE      a sample convolved alone on the engine: the row-panel driver\n"
+            "                   by the library's rule (auto), never (off), always (on)\n"
+            "  --weights HOW    the layers copy their weights (copied, the default) or borrow\n"
+            "                   them (borrowed: mixed and packed in every forward)\n"
             "Benchmark names: layer/NAME/bB/tT/{dynamic,static}, module/NAME/bB/MODULE,\n"
             "sgemm/N/tT, membw/256/tT. --benchmark_list_tests lists them. Google Benchmark's\n"
             "flags include --benchmark_filter, --benchmark_repetitions, --benchmark_min_time\n"
@@ -573,6 +585,23 @@ int main(int argc, char **argv) {
             dc_exec_set_engine_mode(strcmp(v, "off") == 0  ? DC_ENGINE_NEVER
                                     : strcmp(v, "on") == 0 ? DC_ENGINE_ALWAYS
                                                            : DC_ENGINE_AUTO);
+        } else if (strcmp(a, "--kernel") == 0 && v != NULL) {
+            /* The engine's micro-kernel for every layer, whatever its shape (auto: the rule):
+             * the widest ISA's, vectors along the positions or along the channels. */
+            const dc_isa isa = dc_gemm_select()->isa;
+            ok = strcmp(v, "auto") == 0 ||
+                 (strcmp(v, "positions") == 0 && dc_gemm_force(isa, false)) ||
+                 (strcmp(v, "channels") == 0 && dc_gemm_force(isa, true));
+        } else if (strcmp(a, "--weights") == 0 && v != NULL) {
+            ok = strcmp(v, "copied") == 0 || strcmp(v, "borrowed") == 0;
+            layer_flags = strcmp(v, "borrowed") == 0 ? DYNCONV_FLAG_BORROW_WEIGHTS : 0;
+        } else if (strcmp(a, "--rows") == 0 && v != NULL) {
+            /* Whether a sample convolved alone takes the engine's row-panel driver: the rule,
+             * never, or wherever the layer is on the engine. */
+            ok = strcmp(v, "auto") == 0 || strcmp(v, "off") == 0 || strcmp(v, "on") == 0;
+            dc_exec_set_rows_mode(strcmp(v, "off") == 0  ? DC_ENGINE_NEVER
+                                  : strcmp(v, "on") == 0 ? DC_ENGINE_ALWAYS
+                                                         : DC_ENGINE_AUTO);
         } else if (strcmp(a, "--sgemm") == 0 && v != NULL) {
             ok = strcmp(v, "0") == 0 ? (sgemm_n = 0, true) : parse_int(v, 16384, &sgemm_n);
         } else {

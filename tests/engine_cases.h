@@ -6,6 +6,7 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -16,15 +17,20 @@
 
 static const char *const isa_names[] = {"baseline", "avx2", "avx512"};
 
-/* The kernel of `isa`, or a skipped test when this CPU or build does not have it. */
-static inline const dc_gemm_kernel *kernel_or_skip(dc_isa isa) {
-    const dc_gemm_kernel *k = dc_gemm_kernel_for(isa);
+/* The kernel of `isa` in either layout, or a skipped test when this CPU or build does not have
+ * it. */
+static inline const dc_gemm_kernel *kernel_of_or_skip(dc_isa isa, bool channel_lanes) {
+    const dc_gemm_kernel *k = dc_gemm_kernel_of(isa, channel_lanes);
     if (k == NULL) {
-        printf("[  SKIPPED ] the %s micro-kernel is not built in or not supported here\n",
-               isa_names[isa]);
+        printf("[  SKIPPED ] the %s%s micro-kernel is not built in or not supported here\n",
+               isa_names[isa], channel_lanes ? "-channels" : "");
         skip();
     }
     return k;
+}
+
+static inline const dc_gemm_kernel *kernel_or_skip(dc_isa isa) {
+    return kernel_of_or_skip(isa, false);
 }
 
 /* ---- geometries for packing and the driver ---- */
@@ -53,6 +59,11 @@ static const geo geos[] = {
     {"deep_300",             40,  9, 3, 3, 1, 1, 1, 1, 1, 1, 1,  6,  6},
     {"many_cols_700",         3,  9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 25, 28},
     {"output_1x1",            3,  4, 3, 3, 1, 1, 0, 0, 1, 1, 1,  3,  3},
+    /* more channels than one 32-row panel; planes of whole and partial 7-wide tiles */
+    {"channels_40_7x7",       6, 40, 3, 3, 1, 1, 1, 1, 1, 1, 1,  7,  7},
+    {"pointwise_70_14x14",    9, 70, 1, 1, 1, 1, 0, 0, 1, 1, 1, 14, 14},
+    {"pointwise_33_700",      5, 33, 1, 1, 1, 1, 0, 0, 1, 1, 1, 25, 28},
+    {"groups2_66_stride2",    4, 66, 3, 3, 2, 2, 1, 1, 1, 1, 2, 13, 11},
     /* stride phases of wide rows, and of rows wider than the copy lays out at once */
     {"stride2_wide_600",      2,  5, 3, 3, 2, 2, 1, 1, 1, 1, 1,  3, 600},
     {"stride2_wider_1100",    2,  3, 3, 3, 2, 2, 1, 1, 1, 1, 1,  3, 1100},

@@ -996,13 +996,15 @@ int main(void)
         tests[fd + big + i] = fixed[i];
     }
 #if defined(DC_TEST_ENGINE_VARIANTS)
-    /* Variant 0: the input gradient through BLAS; then on the engine with each micro-kernel,
-     * widest first (an ISA this CPU lacks is skipped, and said so). The forward's own choice
+    /* Variant 0: the input gradient through BLAS; then on the engine with each micro-kernel
+     * (vectors along the positions, then along the channels) (an ISA this CPU lacks is skipped, and said so). The forward's own choice
      * stays automatic: the backward does not use it. */
     int failed = 0;
-    static const char *const names[] = {"baseline", "avx2", "avx512"};
-    for (int v = -1; v <= DC_ISA_AVX512; ++v) {
-        if (v >= 0 && !dc_gemm_force_isa((dc_isa)v)) {
+    static const char *const names[] = {"baseline", "avx2", "avx512", "baseline-channels",
+                                        "avx2-channels", "avx512-channels"};
+    for (int v = -1; v < 2 * (DC_ISA_AVX512 + 1); ++v) {
+        /* v = isa, then 3 + isa for the channel-lanes kernel of isa (none on AVX2) */
+        if (v >= 0 && !dc_gemm_force((dc_isa)(v % 3), v >= 3)) {
             printf("[  SKIPPED ] the %s micro-kernel: not built in or not supported here\n",
                    names[v]);
             continue;

@@ -1,12 +1,16 @@
 /* The own convolution engine (src/gemm) on its own, with small integers so that every product
  * and sum is exact in float and the expected values can be held to tolerance 0:
- *   - each micro-kernel (every ISA this CPU runs; the others are skipped and reported) against
+ *   - each micro-kernel (every ISA this CPU runs, in both layouts: vectors along the positions
+ *     and along the channels; the others are skipped and reported) against
  *     an integer matrix product, for every tile edge (m, n), reduction lengths and strides,
  *     overwrite, bias and accumulate, and that nothing outside the tile is written;
  *   - the A packing against its index formula, the B packing (both packers, each copy
  *     routine) against the conv layer's im2col (an independent implementation);
  *   - dc_engine_conv against a direct integer convolution, whole and cut into column bands and
- *     reduction slices (which must give the same bits).
+ *     reduction slices (which must give the same bits);
+ *   - the row-panel driver dc_engine_conv_rows against dc_engine_conv_clamped, on random
+ *     floats (where the order of the sums shows), the panels cut between calls, the slices it
+ *     asks for and the ones announced to its prefetch callback checked against each other.
  * tests/test_engine_forward.c has the public forward on the engine. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -69,15 +73,22 @@ static void check_tile(const dc_gemm_kernel *k, size_t kc, size_t m, size_t n, s
     free(a);
 }
 
-static void run_tile_tests(dc_isa isa) {
-    const dc_gemm_kernel *k = kernel_or_skip(isa);
+static void run_tile_tests_of(dc_isa isa, bool channel_lanes) {
+    const dc_gemm_kernel *k = kernel_of_or_skip(isa, channel_lanes);
+    assert_true(k->channel_lanes == channel_lanes);
     tu_rng rng;
     tu_rng_seed(&rng, 1000 + (uint64_t)isa);
     const size_t kcs[] = {1, 3, 17, 256, 300};
     for (size_t ik = 0; ik < sizeof kcs / sizeof kcs[0]; ++ik) {
         for (size_t m = 1; m <= k->mr; ++m) {
-            const size_t ns[] = {1, k->nr / 2 + 1, k->nr - 1, k->nr};
-            for (size_t in = 0; in < 4; ++in) {
+            /* every width of a narrow tile; the edges and the middle of a wide one */
+            size_t ns[8] = {1, k->nr / 2 + 1, k->nr - 1, k->nr}, count = 4;
+            if (k->nr <= 8) {
+                for (count = 0; count < k->nr; ++count) {
+                    ns[count] = count + 1;
+                }
+            }
+            for (size_t in = 0; in < count; ++in) {
                 for (int mode = 0; mode < 3; ++mode) { /* overwrite, with bias, accumulate */
                     check_tile(k, kcs[ik], m, ns[in], k->nr, mode == 2, mode == 1, &rng);
                     /* B read in place, rows further apart than NR */
@@ -88,9 +99,19 @@ static void run_tile_tests(dc_isa isa) {
     }
 }
 
+static void run_tile_tests(dc_isa isa) { run_tile_tests_of(isa, false); }
+
 static void test_tile_baseline(void **state) {
     (void)state;
     run_tile_tests(DC_ISA_BASELINE);
+}
+static void test_tile_baseline_channels(void **state) {
+    (void)state;
+    run_tile_tests_of(DC_ISA_BASELINE, true);
+}
+static void test_tile_avx512_channels(void **state) {
+    (void)state;
+    run_tile_tests_of(DC_ISA_AVX512, true);
 }
 static void test_tile_avx2(void **state) {
     (void)state;
@@ -118,8 +139,22 @@ static void test_select_and_force(void **state) {
             assert_int_equal(dc_gemm_select()->isa, isa);
         }
     }
+    /* the channel-lanes kernels: forced like the others; AVX2 has none */
+    assert_null(dc_gemm_kernel_of(DC_ISA_AVX2, true));
+    assert_false(dc_gemm_force(DC_ISA_AVX2, true));
+    for (int isa = 0; isa <= DC_ISA_AVX512; ++isa) {
+        const dc_gemm_kernel *k = dc_gemm_kernel_of((dc_isa)isa, true);
+        assert_true(dc_gemm_force((dc_isa)isa, true) == (k != NULL));
+        if (k != NULL) {
+            assert_true(k->channel_lanes && k->isa == (dc_isa)isa);
+            assert_ptr_equal(dc_gemm_select(), k);
+            assert_ptr_equal(dc_gemm_forced(), k);
+        }
+    }
     dc_gemm_force_auto();
+    assert_null(dc_gemm_forced());
     assert_ptr_equal(dc_gemm_select(), best);
+    assert_false(best->channel_lanes);
 }
 
 /* dc_engine_pack_a: element (g, panel j, p, r) = w[g * g_out + j * MR + r][p], 0 past g_out. */
@@ -213,8 +248,8 @@ static void check_pack_b(const geo *g, size_t nr, const dc_gemm_kernel *padded_w
 
 static void test_pack_a(void **state) {
     (void)state;
-    for (int isa = 0; isa <= DC_ISA_AVX512; ++isa) {
-        const dc_gemm_kernel *k = dc_gemm_kernel_for((dc_isa)isa);
+    for (int v = 0; v < 2 * (DC_ISA_AVX512 + 1); ++v) {
+        const dc_gemm_kernel *k = dc_gemm_kernel_of((dc_isa)(v / 2), v % 2 != 0);
         for (size_t i = 0; k != NULL && i < sizeof geos / sizeof geos[0]; ++i) {
             check_pack_a(&geos[i], k);
         }
@@ -223,8 +258,8 @@ static void test_pack_a(void **state) {
 
 static void test_pack_b(void **state) {
     (void)state;
-    const size_t nrs[] = {8, 16, 32};
-    for (size_t in = 0; in < 3; ++in) {
+    const size_t nrs[] = {7, 8, 16, 32};
+    for (size_t in = 0; in < 4; ++in) {
         for (size_t i = 0; i < sizeof geos / sizeof geos[0]; ++i) {
             check_pack_b(&geos[i], nrs[in], NULL);
             const dc_conv_shape s = shape_of(&geos[i]);
@@ -353,11 +388,22 @@ static void check_driver(const geo *g, const dc_gemm_kernel *k, bool with_bias) 
     free(x);
 }
 
-static void run_driver_tests(dc_isa isa) {
-    const dc_gemm_kernel *k = kernel_or_skip(isa);
+static void run_driver_tests_of(dc_isa isa, bool channel_lanes) {
+    const dc_gemm_kernel *k = kernel_of_or_skip(isa, channel_lanes);
     for (size_t i = 0; i < sizeof geos / sizeof geos[0]; ++i) {
         check_driver(&geos[i], k, i % 2 == 0);
     }
+}
+
+static void run_driver_tests(dc_isa isa) { run_driver_tests_of(isa, false); }
+
+static void test_driver_baseline_channels(void **state) {
+    (void)state;
+    run_driver_tests_of(DC_ISA_BASELINE, true);
+}
+static void test_driver_avx512_channels(void **state) {
+    (void)state;
+    run_driver_tests_of(DC_ISA_AVX512, true);
 }
 
 static void test_driver_baseline(void **state) {
@@ -371,6 +417,148 @@ static void test_driver_avx2(void **state) {
 static void test_driver_avx512(void **state) {
     (void)state;
     run_driver_tests(DC_ISA_AVX512);
+}
+
+/* ---- the row-panel driver ---- */
+
+/* What the driver asked for: the packed kernel it reads, and the slice announced last. */
+typedef struct rows_probe {
+    const float *packed;
+    size_t depth, mr, gp0, gp1;
+    bool copy;                /* made into buf (else pointed to where it lies) */
+    bool announced;           /* a prefetch named (next_gp, next_p0) before this slice */
+    size_t next_gp, next_p0, next_kc, parts_seen, slices;
+    size_t errors;
+} rows_probe;
+
+static const float *probe_slice(void *p, size_t gp, size_t p0, size_t kc, float *buf) {
+    rows_probe *r = p;
+    /* every slice but a call's first was announced, with its length, all parts of it */
+    const bool first = r->slices == 0;
+    if (gp < r->gp0 || gp >= r->gp1 || p0 % DC_ENGINE_KC != 0 ||
+        kc != (r->depth - p0 < DC_ENGINE_KC ? r->depth - p0 : DC_ENGINE_KC) ||
+        (!first && (!r->announced || r->next_gp != gp || r->next_p0 != p0 ||
+                    r->next_kc != kc))) {
+        ++r->errors;
+    }
+    r->announced = false;
+    r->parts_seen = 0;
+    ++r->slices;
+    const float *src = r->packed + (gp * r->depth + p0) * r->mr;
+    if (!r->copy) {
+        return src;
+    }
+    memcpy(buf, src, kc * r->mr * sizeof(float));
+    return buf;
+}
+
+static void probe_prefetch(void *p, size_t gp, size_t p0, size_t kc, size_t part,
+                           size_t parts) {
+    rows_probe *r = p;
+    /* parts 0, 1, ..., parts - 1 in order, all naming the same slice */
+    if (part != r->parts_seen || part >= parts ||
+        (part > 0 && (gp != r->next_gp || p0 != r->next_p0 || kc != r->next_kc))) {
+        ++r->errors;
+    }
+    r->parts_seen = part + 1;
+    r->announced = part + 1 == parts;
+    r->next_gp = gp;
+    r->next_p0 = p0;
+    r->next_kc = kc;
+}
+
+/* Random floats, bias and a clamp (ReLU6): panels [0, all) cut into three calls (the middle
+ * one empty when there are fewer than three panels), with buffered and in-place slices, must
+ * give bitwise what dc_engine_conv_clamped gives, and leave the rows they do not own alone. */
+static void check_rows_driver(const geo *g, const dc_gemm_kernel *k) {
+    const dc_conv_shape s = shape_of(g);
+    const size_t depth = depth_of(&s), plane = s.out_h * s.out_w;
+    const size_t y_len = s.out_channels * plane, mr = k->mr;
+    tu_rng rng;
+    tu_rng_seed(&rng, 77 + (uint64_t)k->isa);
+    const size_t x_len = s.in_channels * s.height * s.width;
+    float *x = tu_alloc(x_len * sizeof(float));
+    float *w = tu_alloc(s.out_channels * depth * sizeof(float));
+    float *b = tu_alloc(s.out_channels * sizeof(float));
+    tu_fill_uniform(&rng, x, x_len, -1.0f, 1.0f);
+    tu_fill_uniform(&rng, w, s.out_channels * depth, -1.0f, 1.0f);
+    tu_fill_uniform(&rng, b, s.out_channels, -1.0f, 4.0f);
+    size_t len, scratch_len;
+    assert_true(dc_engine_packed_floats(&s, k, &len));
+    assert_true(dc_engine_scratch_floats(&s, k, plane, &scratch_len));
+    float *packed = tu_alloc(len * sizeof(float));
+    float *scratch = tu_alloc(scratch_len * sizeof(float));
+    const size_t kc_max = depth < DC_ENGINE_KC ? depth : DC_ENGINE_KC;
+    float *abuf = tu_alloc(kc_max * mr * sizeof(float));
+    float *y = tu_alloc(y_len * sizeof(float));
+    float *y2 = tu_alloc(y_len * sizeof(float));
+    dc_engine_pack_a(&s, k, w, packed);
+    const dc_engine_clamp relu6 = {0.0f, 6.0f};
+    dc_engine_conv_clamped(&s, k, x, packed, depth * mr, 0, b, y, scratch, 0, plane, 0, depth,
+                           &relu6);
+
+    const size_t all = len / (depth * mr), cut1 = all / 3, cut2 = all < 3 ? cut1 : all - all / 3;
+    const size_t cuts[4] = {0, cut1, cut2, all};
+    for (int copy = 0; copy <= 1; ++copy) {
+        memset(y2, 0xFF, y_len * sizeof(float));
+        for (size_t c = 0; c < 3; ++c) {
+            rows_probe probe = {.packed = packed, .depth = depth, .mr = mr, .gp0 = cuts[c],
+                                .gp1 = cuts[c + 1], .copy = copy != 0};
+            const dc_engine_rows_src src = {probe_slice, probe_prefetch, &probe};
+            dc_engine_conv_rows(&s, k, x, &src, cuts[c], cuts[c + 1], b, y2, scratch,
+                                copy ? abuf : NULL, &relu6);
+            /* each owned panel slice once per column block */
+            const size_t blocks = (plane + 511) / 512;
+            const size_t slices = (depth + DC_ENGINE_KC - 1) / DC_ENGINE_KC;
+            if (probe.errors != 0 || probe.slices != (cuts[c + 1] - cuts[c]) * slices * blocks ||
+                probe.announced) {
+                fail_msg("%s (%s): panels [%zu, %zu): %zu slices fetched, %zu protocol errors",
+                         g->name, k->name, cuts[c], cuts[c + 1], probe.slices, probe.errors);
+            }
+        }
+        if (memcmp(y, y2, y_len * sizeof(float)) != 0) {
+            fail_msg("%s (%s): the row-panel driver differs (copy %d)", g->name, k->name, copy);
+        }
+    }
+    free(y2);
+    free(y);
+    free(abuf);
+    free(scratch);
+    free(packed);
+    free(b);
+    free(w);
+    free(x);
+}
+
+static void run_rows_tests_of(dc_isa isa, bool channel_lanes) {
+    const dc_gemm_kernel *k = kernel_of_or_skip(isa, channel_lanes);
+    for (size_t i = 0; i < sizeof geos / sizeof geos[0]; ++i) {
+        check_rows_driver(&geos[i], k);
+    }
+}
+
+static void run_rows_tests(dc_isa isa) { run_rows_tests_of(isa, false); }
+
+static void test_rows_baseline_channels(void **state) {
+    (void)state;
+    run_rows_tests_of(DC_ISA_BASELINE, true);
+}
+static void test_rows_avx512_channels(void **state) {
+    (void)state;
+    run_rows_tests_of(DC_ISA_AVX512, true);
+}
+
+static void test_rows_baseline(void **state) {
+    (void)state;
+    run_rows_tests(DC_ISA_BASELINE);
+}
+static void test_rows_avx2(void **state) {
+    (void)state;
+    run_rows_tests(DC_ISA_AVX2);
+}
+static void test_rows_avx512(void **state) {
+    (void)state;
+    run_rows_tests(DC_ISA_AVX512);
 }
 
 /* ---- stride 1 without B panels (engine_inplace.c) ---- */
@@ -542,12 +730,21 @@ int main(void) {
         cmocka_unit_test(test_tile_baseline),
         cmocka_unit_test(test_tile_avx2),
         cmocka_unit_test(test_tile_avx512),
+        cmocka_unit_test(test_tile_baseline_channels),
+        cmocka_unit_test(test_tile_avx512_channels),
         cmocka_unit_test(test_pack_rows),
         cmocka_unit_test(test_pack_a),
         cmocka_unit_test(test_pack_b),
         cmocka_unit_test(test_driver_baseline),
         cmocka_unit_test(test_driver_avx2),
         cmocka_unit_test(test_driver_avx512),
+        cmocka_unit_test(test_driver_baseline_channels),
+        cmocka_unit_test(test_driver_avx512_channels),
+        cmocka_unit_test(test_rows_baseline),
+        cmocka_unit_test(test_rows_avx2),
+        cmocka_unit_test(test_rows_avx512),
+        cmocka_unit_test(test_rows_baseline_channels),
+        cmocka_unit_test(test_rows_avx512_channels),
         cmocka_unit_test(test_inplace_baseline),
         cmocka_unit_test(test_inplace_avx2),
         cmocka_unit_test(test_inplace_avx512),

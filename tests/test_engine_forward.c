@@ -1,7 +1,8 @@
 /* The public forward on the own engine (forced, each micro-kernel this CPU runs, copied and
- * borrowed weights, batch 1 and 3, 1 and 2 threads) on the geometries of engine_cases.h,
- * against the double reference with integer data and an attention made uniform (pi = 1/K
- * exactly), at tolerance 0; a layer keeping the micro-kernel it was packed for; and
+ * borrowed weights, batch 1 and 3, 1 and 2 threads, with and without the row-panel driver) on
+ * the geometries of engine_cases.h, against the double reference with integer data and an
+ * attention made uniform (pi = 1/K exactly), at tolerance 0; the row-panel driver against
+ * mixing first on random floats, bitwise; a layer keeping the micro-kernel it was packed for; and
  * reshape's workspace size against the header's formula (section 7), computed here. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -78,24 +79,249 @@ static void check_forward_exact(const geo *gm, int64_t kernels, int64_t batch, u
     free(w);
 }
 
-static void run_forward_exact(dc_isa isa) {
-    kernel_or_skip(isa);
-    assert_true(dc_gemm_force_isa(isa));
+static void run_forward_exact_of(dc_isa isa, bool channel_lanes) {
+    kernel_of_or_skip(isa, channel_lanes);
+    assert_true(dc_gemm_force(isa, channel_lanes));
     dc_exec_set_engine_mode(DC_ENGINE_ALWAYS);
     const int64_t ks[] = {1, 2, 4};
-    for (size_t i = 0; i < sizeof geos / sizeof geos[0]; ++i) {
-        for (size_t ik = 0; ik < 3; ++ik) {
-            for (int64_t batch = 1; batch <= 3; batch += 2) {
-                for (int threads = 1; threads <= 2; ++threads) {
-                    check_forward_exact(&geos[i], ks[ik], batch, 0, threads);
-                    check_forward_exact(&geos[i], ks[ik], batch, DYNCONV_FLAG_BORROW_WEIGHTS,
-                                        threads);
+    /* A sample convolved alone on the row-panel driver, then never on it. */
+    for (int rows = 1; rows >= 0; --rows) {
+        dc_exec_set_rows_mode(rows ? DC_ENGINE_ALWAYS : DC_ENGINE_NEVER);
+        for (size_t i = 0; i < sizeof geos / sizeof geos[0]; ++i) {
+            for (size_t ik = 0; ik < 3; ++ik) {
+                for (int64_t batch = 1; batch <= 3; batch += 2) {
+                    for (int threads = 1; threads <= 2; ++threads) {
+                        check_forward_exact(&geos[i], ks[ik], batch, 0, threads);
+                        check_forward_exact(&geos[i], ks[ik], batch,
+                                            DYNCONV_FLAG_BORROW_WEIGHTS, threads);
+                    }
                 }
             }
         }
     }
+    dc_exec_set_rows_mode(DC_ENGINE_AUTO);
     dc_exec_set_engine_mode(DC_ENGINE_AUTO);
     dc_gemm_force_auto();
+}
+
+static void run_forward_exact(dc_isa isa) { run_forward_exact_of(isa, false); }
+
+static void test_forward_exact_baseline_channels(void **state) {
+    (void)state;
+    run_forward_exact_of(DC_ISA_BASELINE, true);
+}
+static void test_forward_exact_avx512_channels(void **state) {
+    (void)state;
+    run_forward_exact_of(DC_ISA_AVX512, true);
+}
+
+/* The automatic choice follows the shape: a layer reshaped between planes where the two
+ * layouts win (7x7 and 14x14: channel lanes; 8x16: position lanes) is repacked each time and
+ * stays exact, with copied and borrowed weights, K = 1 and 4. */
+static void test_kernel_follows_shape(void **state) {
+    (void)state;
+    dc_exec_set_engine_mode(DC_ENGINE_ALWAYS);
+    const dc_gemm_kernel *best = dc_gemm_select();
+    const geo sizes[] = {
+        {"channels_64_7x7", 6, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 7, 7},
+        {"channels_64_8x16", 6, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 8, 16},
+        {"channels_64_14x14", 6, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 14, 14},
+    };
+    for (int pass = 0; pass < 2; ++pass) {
+        for (size_t i = 0; i < 3; ++i) {
+            /* the rule itself, on the layer as reshape sees it */
+            dc_layer l;
+            memset(&l, 0, sizeof l);
+            l.shape = shape_of(&sizes[i]);
+            l.gemm = best;
+            const dc_gemm_kernel *k = dc_exec_engine_kernel(&l);
+            const bool want_channels = i != 1 && dc_gemm_kernel_of(best->isa, true) != NULL &&
+                                       best->isa != DC_ISA_BASELINE;
+            assert_true(k->channel_lanes == want_channels);
+            assert_true(k->isa == best->isa);
+            l.gemm_pinned = true;
+            assert_ptr_equal(dc_exec_engine_kernel(&l), best);
+            for (int64_t kk = 1; kk <= 4; kk += 3) {
+                check_forward_exact(&sizes[i], kk, 2, pass ? DYNCONV_FLAG_BORROW_WEIGHTS : 0, 2);
+            }
+        }
+    }
+    dc_exec_set_engine_mode(DC_ENGINE_AUTO);
+}
+
+/* One layer reshaped back and forth between planes where the automatic choice differs (7x7 and
+ * 14x14: channel lanes on AVX-512; 8x16: position lanes): its kernel sets are repacked each time
+ * the choice changes, and every forward is exact. 3x3 and pointwise (hidden 8, so that at 7x7
+ * the batch's attention comes first and the pointwise layer mixes row panels by blocks), copied
+ * and borrowed weights, with the library's own rule. */
+static void check_reshaped_layer(int64_t k, uint32_t flags) {
+    const int64_t cin = 6, cout = 96, kernels = 4, hidden = 8, batch = 4;
+    const dynconv_conv2d_geometry g = {cin, cout, k, k, 1, 1, k / 2, k / 2, 1, 1, 1,
+                                       kernels, hidden};
+    const size_t wlen = (size_t)(kernels * cout * cin * k * k);
+    tu_rng rng;
+    tu_rng_seed(&rng, 4242 + (uint64_t)k);
+    float *w = tu_alloc(wlen * sizeof(float));
+    float *b = tu_alloc((size_t)(kernels * cout) * sizeof(float));
+    float *fc1 = tu_alloc((size_t)(hidden * cin) * sizeof(float));
+    float *fc2 = calloc((size_t)(kernels * hidden), sizeof(float));
+    assert_non_null(fc2);
+    tu_fill_int(&rng, w, wlen, -4, 4);
+    tu_fill_int(&rng, b, (size_t)(kernels * cout), -8, 8);
+    tu_fill_int(&rng, fc1, (size_t)(hidden * cin), -2, 2);
+    const dynconv_conv2d_weights wt = {w, b, fc1, NULL, fc2, NULL};
+    dynconv_conv2d *layer = NULL;
+    assert_int_equal(dynconv_conv2d_create(&g, &wt, 1.0f, flags, &layer), DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_set_threadpool(layer, pool2), DYNCONV_OK);
+    const int64_t sizes[][2] = {{7, 7}, {8, 16}, {14, 14}, {7, 7}, {8, 16}};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; ++i) {
+        const int64_t h = sizes[i][0], wd = sizes[i][1];
+        const size_t x_len = (size_t)(batch * cin * h * wd), y_len = (size_t)(batch * cout * h * wd);
+        float *x = tu_alloc(x_len * sizeof(float));
+        float *y = tu_alloc(y_len * sizeof(float));
+        double *want = tu_alloc(y_len * sizeof(double));
+        tu_fill_int(&rng, x, x_len, -3, 3);
+        ref_conv2d_forward(&g, &wt, 1.0, batch, h, wd, x, want, NULL);
+        for (int threads = 1; threads <= 2; ++threads) {
+            assert_int_equal(dynconv_conv2d_set_num_threads(layer, threads), DYNCONV_OK);
+            assert_int_equal(dynconv_conv2d_reshape(layer, batch, h, wd, NULL, NULL, NULL),
+                             DYNCONV_OK);
+            assert_int_equal(dynconv_conv2d_forward(layer, x, y, NULL, NULL, 0), DYNCONV_OK);
+            if (tu_count_mismatches("reshaped", y, want, y_len, 0.0, 0.0) != 0) {
+                fail_msg("%lldx%lld kernel, %lld x %lld, flags %u, %d thread(s): not exact",
+                         (long long)k, (long long)k, (long long)h, (long long)wd,
+                         (unsigned)flags, threads);
+            }
+        }
+        free(want);
+        free(y);
+        free(x);
+    }
+    dynconv_conv2d_destroy(layer);
+    free(fc2);
+    free(fc1);
+    free(b);
+    free(w);
+}
+
+/* ---- the row-panel driver against mixing first, bitwise ---- */
+
+/* One forward of random floats (an attention that differs between samples) with the row-panel
+ * driver on or off for samples convolved alone. */
+static void forward_rows(const dynconv_conv2d_geometry *g, const dynconv_conv2d_weights *wt,
+                         const dc_conv_shape *s, int64_t batch, uint32_t flags, int threads,
+                         int rows_mode, const float *x, float *y) {
+    dc_exec_set_rows_mode(rows_mode);
+    dynconv_conv2d *layer = NULL;
+    assert_int_equal(dynconv_conv2d_create(g, wt, 1.0f, flags, &layer), DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_set_threadpool(layer, pool2), DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_set_num_threads(layer, threads), DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_reshape(layer, batch, (int64_t)s->height,
+                                            (int64_t)s->width, NULL, NULL, NULL),
+                     DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_forward(layer, x, y, NULL, NULL, 0), DYNCONV_OK);
+    dynconv_conv2d_destroy(layer);
+}
+
+/* The integer tables above cannot tell summation orders apart; random floats can: the
+ * row-panel driver (each thread mixing and convolving its own output channels) must give the
+ * bits of mixing first (whole kernels, or slice by slice for all panels, then the columns),
+ * at batch 1 and 3 (a sample left over at 2 threads), K = 1 and 4, copied and borrowed. */
+static void check_rows_bitwise(const geo *gm, int64_t kernels, int64_t batch, uint32_t flags,
+                               int threads) {
+    const dynconv_conv2d_geometry g = {
+        (int64_t)gm->cin, (int64_t)gm->cout, (int64_t)gm->kh, (int64_t)gm->kw,
+        (int64_t)gm->sh,  (int64_t)gm->sw,   (int64_t)gm->ph, (int64_t)gm->pw,
+        (int64_t)gm->dh,  (int64_t)gm->dw,   (int64_t)gm->groups, kernels, 3};
+    const dc_conv_shape s = shape_of(gm);
+    const size_t wlen = (size_t)kernels * s.out_channels * depth_of(&s);
+    const size_t x_len = (size_t)batch * s.in_channels * s.height * s.width;
+    const size_t y_len = (size_t)batch * s.out_channels * s.out_h * s.out_w;
+    tu_rng rng;
+    tu_rng_seed(&rng, 101 + (uint64_t)kernels);
+    float *w = tu_alloc(wlen * sizeof(float));
+    float *b = tu_alloc((size_t)kernels * s.out_channels * sizeof(float));
+    float *fc1 = tu_alloc(3 * s.in_channels * sizeof(float));
+    float *fc2 = tu_alloc((size_t)kernels * 3 * sizeof(float));
+    float *x = tu_alloc(x_len * sizeof(float));
+    float *y_rows = tu_alloc(y_len * sizeof(float));
+    float *y_mix = tu_alloc(y_len * sizeof(float));
+    tu_fill_uniform(&rng, w, wlen, -1.0f, 1.0f);
+    tu_fill_uniform(&rng, b, (size_t)kernels * s.out_channels, -1.0f, 1.0f);
+    tu_fill_uniform(&rng, fc1, 3 * s.in_channels, -1.0f, 1.0f);
+    tu_fill_uniform(&rng, fc2, (size_t)kernels * 3, -2.0f, 2.0f);
+    tu_fill_uniform(&rng, x, x_len, -1.0f, 1.0f);
+    for (size_t i = 0; i < x_len; ++i) {
+        x[i] += (float)(i * (size_t)batch / x_len); /* each sample its own attention */
+    }
+    const dynconv_conv2d_weights wt = {w, b, fc1, NULL, fc2, NULL};
+    forward_rows(&g, &wt, &s, batch, flags, threads, DC_ENGINE_ALWAYS, x, y_rows);
+    forward_rows(&g, &wt, &s, batch, flags, threads, DC_ENGINE_NEVER, x, y_mix);
+    assert_true(tu_nontrivial_f(y_mix, y_len));
+    if (memcmp(y_rows, y_mix, y_len * sizeof(float)) != 0) {
+        fail_msg("%s: K=%lld N=%lld flags=%u threads=%d: row panels differ from mixing first",
+                 gm->name, (long long)kernels, (long long)batch, (unsigned)flags, threads);
+    }
+    free(y_mix);
+    free(y_rows);
+    free(x);
+    free(fc2);
+    free(fc1);
+    free(b);
+    free(w);
+}
+
+static void test_reshape_changes_kernel(void **state) {
+    (void)state;
+    for (int64_t k = 1; k <= 3; k += 2) {
+        check_reshaped_layer(k, 0);
+        check_reshaped_layer(k, DYNCONV_FLAG_BORROW_WEIGHTS);
+    }
+}
+
+static void run_rows_bitwise_of(dc_isa isa, bool channel_lanes) {
+    kernel_of_or_skip(isa, channel_lanes);
+    assert_true(dc_gemm_force(isa, channel_lanes));
+    dc_exec_set_engine_mode(DC_ENGINE_ALWAYS);
+    const int64_t ks[] = {1, 4};
+    for (size_t i = 0; i < sizeof geos / sizeof geos[0]; ++i) {
+        for (size_t ik = 0; ik < 2; ++ik) {
+            for (int64_t batch = 1; batch <= 3; batch += 2) {
+                for (int threads = 1; threads <= 2; ++threads) {
+                    check_rows_bitwise(&geos[i], ks[ik], batch, 0, threads);
+                    check_rows_bitwise(&geos[i], ks[ik], batch, DYNCONV_FLAG_BORROW_WEIGHTS,
+                                       threads);
+                }
+            }
+        }
+    }
+    dc_exec_set_rows_mode(DC_ENGINE_AUTO);
+    dc_exec_set_engine_mode(DC_ENGINE_AUTO);
+    dc_gemm_force_auto();
+}
+
+static void run_rows_bitwise(dc_isa isa) { run_rows_bitwise_of(isa, false); }
+
+static void test_rows_bitwise_baseline_channels(void **state) {
+    (void)state;
+    run_rows_bitwise_of(DC_ISA_BASELINE, true);
+}
+static void test_rows_bitwise_avx512_channels(void **state) {
+    (void)state;
+    run_rows_bitwise_of(DC_ISA_AVX512, true);
+}
+
+static void test_rows_bitwise_baseline(void **state) {
+    (void)state;
+    run_rows_bitwise(DC_ISA_BASELINE);
+}
+static void test_rows_bitwise_avx2(void **state) {
+    (void)state;
+    run_rows_bitwise(DC_ISA_AVX2);
+}
+static void test_rows_bitwise_avx512(void **state) {
+    (void)state;
+    run_rows_bitwise(DC_ISA_AVX512);
 }
 
 static void test_forward_exact_baseline(void **state) {
@@ -177,6 +403,12 @@ static const ws_case ws_cases[] = {
     {"pointwise_k1_copied",        32,  40, 1, 1, 0, 1, 1,  8, 3, 28, 2, false, true},
     {"pointwise_k1_borrowed",      32,  40, 1, 1, 0, 1, 1,  8, 3, 28, 2, true,  true},
     {"3x3_k1_copied",              48,  40, 3, 1, 1, 1, 1,  8, 2, 16, 1, false, true},
+    /* one-group pointwise on a small image: B samples' row blocks in one kernel's room; B
+     * capped by the thread's samples, by 8, and by the row panels (3 channels: one panel) */
+    {"pointwise_blocked_b5_t1",    16,  40, 1, 1, 0, 1, 4, 16, 5,  5, 1, false, true},
+    {"pointwise_blocked_b12_t2",   32,  70, 1, 1, 0, 1, 4, 16, 24, 6, 2, true,  true},
+    {"pointwise_blocked_1panel",   16,   3, 1, 1, 0, 1, 3, 16, 6,  5, 1, false, true},
+    {"pointwise_groups2_not_blocked", 16, 40, 1, 1, 0, 2, 4, 16, 5, 5, 1, false, true},
 };
 /* clang-format on */
 
@@ -189,10 +421,15 @@ static size_t engine_formula(const ws_case *c, size_t mr, size_t nr) {
     const size_t plane = oh * oh, rows = ceil_div(cout / g, mr) * mr;
     const size_t big_p = g * rows * depth;
     size_t b = 1, w = 0;
+    const bool pointwise = c->k == 1 && c->s == 1 && c->p == 0;
+    const bool batch_attention = 8 * (size_t)c->hidden > hw * hw;
     if (kk > 1 && 4 * kk * big_p <= ((size_t)8 << 20)) {
         w = big_p;
+        if (pointwise && g == 1 && batch_attention && n / t >= 2) {
+            const size_t panels = ceil_div(cout, mr), per = n / t < 8 ? n / t : 8;
+            b = per < panels ? per : panels;
+        }
     } else if (kk > 1) {
-        const bool batch_attention = 8 * (size_t)c->hidden > hw * hw;
         b = batch_attention && n / t >= 2 ? (n / t < 8 ? n / t : 8) : 1;
         w = b * g * rows * 256;
         if (n % t > 0 && big_p > w) {
@@ -201,7 +438,6 @@ static size_t engine_formula(const ws_case *c, size_t mr, size_t nr) {
     } else if (c->borrowed) {
         w = big_p;
     }
-    const bool pointwise = c->k == 1 && c->s == 1 && c->p == 0;
     size_t scratch = (depth < 256 ? depth : 256) * ceil_div(plane < 512 ? plane : 512, nr) * nr;
     if (!pointwise) {
         const size_t q = ceil_div(hw + 2 * (size_t)c->p, (size_t)c->s);
@@ -215,9 +451,9 @@ static size_t engine_formula(const ws_case *c, size_t mr, size_t nr) {
     return att + t * slot;
 }
 
-static void run_ws_formula(dc_isa isa) {
-    const dc_gemm_kernel *k = kernel_or_skip(isa);
-    assert_true(dc_gemm_force_isa(isa));
+static void run_ws_formula_of(dc_isa isa, bool channel_lanes) {
+    const dc_gemm_kernel *k = kernel_of_or_skip(isa, channel_lanes);
+    assert_true(dc_gemm_force(isa, channel_lanes));
     dc_exec_set_engine_mode(DC_ENGINE_ALWAYS);
     for (size_t i = 0; i < sizeof ws_cases / sizeof ws_cases[0]; ++i) {
         const ws_case *c = &ws_cases[i];
@@ -255,6 +491,17 @@ static void run_ws_formula(dc_isa isa) {
     dc_gemm_force_auto();
 }
 
+static void run_ws_formula(dc_isa isa) { run_ws_formula_of(isa, false); }
+
+static void test_ws_formula_baseline_channels(void **state) {
+    (void)state;
+    run_ws_formula_of(DC_ISA_BASELINE, true);
+}
+static void test_ws_formula_avx512_channels(void **state) {
+    (void)state;
+    run_ws_formula_of(DC_ISA_AVX512, true);
+}
+
 static void test_ws_formula_baseline(void **state) {
     (void)state;
     run_ws_formula(DC_ISA_BASELINE);
@@ -273,10 +520,21 @@ int main(void) {
         cmocka_unit_test(test_forward_exact_baseline),
         cmocka_unit_test(test_forward_exact_avx2),
         cmocka_unit_test(test_forward_exact_avx512),
+        cmocka_unit_test(test_forward_exact_baseline_channels),
+        cmocka_unit_test(test_forward_exact_avx512_channels),
+        cmocka_unit_test(test_kernel_follows_shape),
+        cmocka_unit_test(test_reshape_changes_kernel),
+        cmocka_unit_test(test_rows_bitwise_baseline),
+        cmocka_unit_test(test_rows_bitwise_avx2),
+        cmocka_unit_test(test_rows_bitwise_avx512),
+        cmocka_unit_test(test_rows_bitwise_baseline_channels),
+        cmocka_unit_test(test_rows_bitwise_avx512_channels),
         cmocka_unit_test(test_layer_keeps_its_kernel),
         cmocka_unit_test(test_ws_formula_baseline),
         cmocka_unit_test(test_ws_formula_avx2),
         cmocka_unit_test(test_ws_formula_avx512),
+        cmocka_unit_test(test_ws_formula_baseline_channels),
+        cmocka_unit_test(test_ws_formula_avx512_channels),
     };
     if (dynconv_threadpool_create(2, 0, &pool2) != DYNCONV_OK) {
         fprintf(stderr, "cannot create a pool of 2 threads: %s\n", dynconv_last_error_message());

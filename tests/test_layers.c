@@ -53,6 +53,11 @@ static const conv_case conv_cases[] = {
     {"depthwise_5x5_s2_wide",    2,  2, 2,  9,40, 5, 5, 2, 2, 2, 2, 1, 1, false},
     {"depthwise_rect_dilated",   2,  2, 2, 10,29, 2, 4, 1, 1, 1, 3, 3, 2, true},
     {"channel_multiplier_x3_w70",2,  6, 2,  4,70, 3, 3, 1, 1, 0, 1, 1, 1, true},
+    /* the flat depthwise loop: 14x14, 7x7 without bias, 5x5 with padding 2, rows of 2 */
+    {"depthwise_flat_14x14",     3,  3, 3, 14,14, 3, 3, 1, 1, 1, 1, 1, 1, true},
+    {"depthwise_flat_7x7_nobias",4,  4, 4,  7, 7, 3, 3, 1, 1, 1, 1, 1, 1, false},
+    {"depthwise_flat_5x5_pad2",  2,  2, 2,  9,11, 5, 5, 1, 1, 2, 2, 1, 1, true},
+    {"depthwise_flat_rows_of_2", 2,  4, 2,  9, 2, 3, 3, 1, 1, 1, 1, 1, 1, true},
     {"pointwise",                8, 12, 1,  7, 7, 1, 1, 1, 1, 0, 0, 1, 1, true},
     {"pointwise_groups2",        8,  6, 2,  5, 6, 1, 1, 1, 1, 0, 0, 1, 1, false},
     {"conv_1x1_stride2",         6,  5, 1,  9, 9, 1, 1, 2, 2, 0, 0, 1, 1, true},
@@ -134,10 +139,18 @@ static void conv_exact_case(void **state)
     const bool strided_1x1 = c->kh == 1 && c->kw == 1 && c->ph == 0 && c->pw == 0 &&
                              !pointwise && !depthwise;
     assert_int_equal(dc_conv_is_strided_1x1(&s), strided_1x1);
+    /* Small planes of the same width at stride 1 (at most 1024 floats) also take the flat
+     * depthwise loop: kw copies of the plane with ph rows + pw floats of zeros on each side
+     * and 16 floats of slack; the scratch is the larger of the two. */
+    const bool flat = depthwise && c->sh == 1 && c->sw == 1 && s.out_w == c->w && c->pw < c->w &&
+                      c->kw <= 16 && c->h * c->w <= 1024 && s.out_h * c->w <= 1024;
+    const size_t rows_scratch = (c->h + 2 * c->ph) * (c->w + 2 * c->pw) + 8 * c->sw;
+    const size_t flat_scratch = c->kw * (c->h * c->w + 2 * (c->ph * c->w + c->pw) + 16);
     size_t scratch = 0;
     assert_true(dc_conv_scratch_floats(&s, &scratch));
-    assert_int_equal(scratch, depthwise ? (c->h + 2 * c->ph) * (c->w + 2 * c->pw) + 8 * c->sw
-                                        : col_floats);
+    assert_int_equal(scratch, !depthwise                  ? col_floats
+                              : flat && flat_scratch > rows_scratch ? flat_scratch
+                                                                    : rows_scratch);
 
     float *x = tu_alloc(x_len * sizeof(float));
     float *w = tu_alloc(w_len * sizeof(float));

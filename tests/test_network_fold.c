@@ -507,11 +507,13 @@ int main(void) {
     /* The folding table on every convolution path, so that the fused activation is checked in
      * each one's output pass: im2col + BLAS, then the engine with each micro-kernel (an ISA
      * this CPU lacks is skipped, and said so), each on 1 and 2 threads. */
-    static const char *const names[] = {"baseline", "avx2", "avx512"};
+    static const char *const names[] = {"baseline", "avx2", "avx512", "baseline-channels",
+                                        "avx2-channels", "avx512-channels"};
     const struct CMUnitTest fold[] = {cmocka_unit_test(folding_matches_double_reference)};
     int failed = 0;
-    for (int v = -1; v <= DC_ISA_AVX512; ++v) {
-        if (v >= 0 && !dc_gemm_force_isa((dc_isa)v)) {
+    for (int v = -1; v < 2 * (DC_ISA_AVX512 + 1); ++v) {
+        /* v = isa, then 3 + isa for the channel-lanes kernel of isa (none on AVX2) */
+        if (v >= 0 && !dc_gemm_force((dc_isa)(v % 3), v >= 3)) {
             printf("[  SKIPPED ] the %s micro-kernel: not built in or not supported here\n",
                    names[v]);
             continue;

@@ -22,8 +22,10 @@
 
 #if defined(DC_TEST_ENGINE_VARIANTS)
 /* Built a second time against the internal layers: the whole table once per convolution path
- * (im2col + BLAS only; the own engine forced, with each micro-kernel this CPU runs), with
- * copied and with borrowed weights (packed at create, or mixed and packed in every forward). */
+ * (im2col + BLAS only; the own engine forced, with each micro-kernel this CPU runs, vectors
+ * along the positions and along the channels), with
+ * copied and with borrowed weights (packed at create, or mixed and packed in every forward),
+ * and on the engine with and without the row-panel driver for a sample convolved alone. */
 #include "exec.h"
 #include "gemm.h"
 #endif
@@ -170,6 +172,17 @@ static const conv_case conv_cases[] = {
     /* small images: the attention of the whole batch first */
     {"fast_small_image_batch6",          16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 8,  6, 7, 7,  1.f, B_ALL},
     {"fast_small_image_depthwise_b12",   96, 96, 3, 3, 1, 1, 1, 1, 1, 1,96, 4,24, 12, 7, 7,  1.f, B_ALL},
+    /* the flat depthwise loop (stride 1, output rows as wide as the input's, plane <= 1024):
+     * batch 1 shares the channels between threads, batch 3 whole samples and a shared one */
+    {"fast_flat_depthwise_14x14_b1",    576,576, 3, 3, 1, 1, 1, 1, 1, 1,576,4, 8,  1,14,14,  1.f, B_ALL},
+    {"fast_flat_depthwise_7x7_b3",      832,832, 3, 3, 1, 1, 1, 1, 1, 1,832,4, 8,  3, 7, 7,  1.f, B_ALL},
+    {"flat_depthwise_odd_5x9",            6,  6, 3, 3, 1, 1, 1, 1, 1, 1, 6, 4, 3,  2, 5, 9,  1.f, B_ALL},
+    {"flat_depthwise_5x5_pad2_nobias",    8,  8, 5, 5, 1, 1, 2, 2, 1, 1, 8, 3, 3,  2, 9,11,  1.f, B_NONE},
+    {"flat_depthwise_3x5_dilated_cols",   6,  6, 3, 5, 1, 1, 1, 4, 1, 2, 6, 3, 3,  2, 6,13,  1.f, B_ALL},
+    {"flat_depthwise_pad0_rows",          6,  6, 3, 3, 1, 1, 0, 1, 1, 1, 6, 3, 3,  2, 8,10,  1.f, B_CONV},
+    {"flat_depthwise_rows_of_2",          4,  4, 3, 3, 1, 1, 1, 1, 1, 1, 4, 3, 3,  2, 9, 2,  1.f, B_ALL},
+    {"flat_channel_multiplier_x2_14x14",  8, 16, 3, 3, 1, 1, 1, 1, 1, 1, 8, 4, 4,  2,14,14,  1.f, B_ALL},
+    {"flat_depthwise_32x32_largest",     16, 16, 3, 3, 1, 1, 1, 1, 1, 1,16, 3, 4,  1,32,32,  1.f, B_ALL},
     {"fast_small_image_pointwise_b4",    64,128, 1, 1, 1, 1, 0, 0, 1, 1, 1, 4,16,  4, 7, 7,  1.f, B_CONV},
     /* K kernels over 8 MiB: each thread mixes a chunk of its samples in one pass */
     {"fast_big_kernels_chunked_b4",     256,256, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4,64,  4, 5, 5,  1.f, B_ALL},
@@ -415,28 +428,37 @@ int main(void)
     int failed = 0;
     /* Variant 0: im2col + BLAS; then the engine with each micro-kernel, widest first (an ISA
      * this CPU lacks is skipped, and said so). Each with copied and borrowed weights. */
-    static const char *const names[] = {"baseline", "avx2", "avx512"};
-    for (int v = -1; v <= DC_ISA_AVX512; ++v) {
-        if (v >= 0 && !dc_gemm_force_isa((dc_isa)v)) {
+    static const char *const names[] = {"baseline", "avx2", "avx512", "baseline-channels",
+                                        "avx2-channels", "avx512-channels"};
+    for (int v = -1; v < 2 * (DC_ISA_AVX512 + 1); ++v) {
+        /* v = isa, then 3 + isa for the channel-lanes kernel of isa (none on AVX2) */
+        if (v >= 0 && !dc_gemm_force((dc_isa)(v % 3), v >= 3)) {
             printf("[  SKIPPED ] the %s micro-kernel: not built in or not supported here\n",
                    names[v]);
             continue;
         }
         dc_exec_set_engine_mode(v < 0 ? DC_ENGINE_NEVER : DC_ENGINE_ALWAYS);
         engine_forced = v >= 0;
-        /* On the engine, stride-1 kernels both from B panels and read in place
-         * (src/gemm/engine_inplace.c; on AVX-512 also without its masked form), whatever the
-         * rule would pick. */
-        for (int rows = v < 0 ? 1 : 0; rows <= (v == DC_ISA_AVX512 ? 2 : 1); ++rows) {
-            dc_engine_force_inplace(rows);
+        /* On the engine, a sample convolved alone (batch 1, the samples left over below the
+         * thread count, one thread) on the row-panel driver, and never on it; without it,
+         * stride-1 kernels both from B panels and read in place (src/gemm/engine_inplace.c,
+         * which the channel-lanes kernels never take; on AVX-512 also without its masked form),
+         * whatever the rules would pick. The row-panel driver builds B panels of its own, so
+         * the in-place choice does not reach it. */
+        const int inplace_max = v < 0 || v >= 3 ? 0 : v == DC_ISA_AVX512 ? 2 : 1;
+        for (int step = v < 0 ? inplace_max + 1 : 0; step <= inplace_max + 1; ++step) {
+            const int rows = step == 0, inplace = step == 0 ? -1 : step - 1;
+            dc_exec_set_rows_mode(rows ? DC_ENGINE_ALWAYS : DC_ENGINE_NEVER);
+            dc_engine_force_inplace(inplace);
             for (int borrow = 0; borrow <= 1; ++borrow) {
-                char group[112];
-                snprintf(group, sizeof group, "reference, %s%s%s, %s weights",
+                char group[160];
+                snprintf(group, sizeof group, "reference, %s%s%s%s, %s weights",
                          v < 0 ? "im2col + BLAS" : "engine ", v < 0 ? "" : names[v],
-                         v < 0        ? ""
-                         : rows == 2 ? ", stride 1 in place unmasked"
-                         : rows      ? ", stride 1 in place"
-                                     : ", B panels",
+                         v < 0 ? "" : rows ? " (row panels)" : " (mixed first)",
+                         v < 0 || rows    ? ""
+                         : inplace == 2 ? ", stride 1 in place unmasked"
+                         : inplace == 1 ? ", stride 1 in place"
+                                        : ", B panels",
                          borrow ? "borrowed" : "copied");
                 create_flags = borrow ? DYNCONV_FLAG_BORROW_WEIGHTS : 0;
                 failed += _cmocka_run_group_tests(group, tests, n_conv + n_lin, NULL, NULL);
@@ -446,6 +468,7 @@ int main(void)
     dc_engine_force_inplace(-1);
     dc_gemm_force_auto();
     dc_exec_set_engine_mode(DC_ENGINE_AUTO);
+    dc_exec_set_rows_mode(DC_ENGINE_AUTO);
 #else
     const int failed = _cmocka_run_group_tests("reference", tests, n_conv + n_lin, NULL, NULL);
 #endif

@@ -558,15 +558,21 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  * Convolution paths: each shape (fixed by reshape) runs on one of
  *   - the library's own engine: register-blocked micro-kernels for AVX-512 (8 x 32 tiles),
  *     AVX2 + FMA (6 x 16) or baseline x86-64 (4 x 8), the widest this CPU runs, chosen at
- *     create; the K kernel sets kept in the micro-kernel's panel layout (MR output channels
+ *     create; on AVX-512, for planes its tiles fit better (7x7 and 14x14: 7 positions per
+ *     tile instead of 32), reshape takes a 32 x 7 tile with its vectors along the output
+ *     channels instead (repacking the kernel sets when the choice changes); the K kernel
+ *     sets kept in the micro-kernel's panel layout (MR output channels
  *     interleaved along the reduction), mixed per sample straight in that layout; the image
  *     side built panel by panel from a zero-padded copy of the input (no im2col matrix);
  *   - im2col + BLAS GEMM (the reference path), whose pointwise and strided 1x1 variants skip
  *     or shrink the im2col;
  *   - the direct depthwise loop, for every depthwise layer (groups == C_in, kernel not 1x1
  *     with stride 1 and no padding).
- *   The engine runs kernels larger than 1x1, and pointwise kernels with 256 to 1024 output
- *   positions; not shapes with fewer output positions than its tile is wide (32, 16 or 8),
+ *   The engine runs kernels larger than 1x1, pointwise kernels with 256 to 1024 output
+ *   positions, and pointwise kernels with fewer where reshape took the 32 x 7 tiles (with
+ *   K > 1, one group and 8*hidden > H*W, their row panels mixed a block at a time for several
+ *   samples in one pass over the K sets, each block convolved at once); not shapes with fewer
+ *   output positions than its tile is wide (32, 16, 8 or 7),
  *   strided 1x1 kernels, or borrowed weights with K > 1 whose K sets take more than 8 MiB
  *   packed (mixing and packing them in every forward would cost more than it saves). The
  *   rule was measured on bench/layers.txt against OpenBLAS on its SkylakeX kernels
@@ -604,9 +610,12 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  *             (H + 2*ph) * (W + 2*pw) + 8*sw for depthwise (groups == C_in: one padded input
  *             channel); otherwise (C_in/g)*kh*kw * H_out*W_out (the im2col matrix of a group;
  *             for a strided 1x1 kernel without padding, the group's input subsampled).
- *   the own engine, with MR x NR its tile (8 x 32 AVX-512, 6 x 16 AVX2, 4 x 8 baseline) and
+ *   the own engine, with MR x NR its tile (8 x 32 or 32 x 7 AVX-512, 6 x 16 AVX2, 4 x 8
+ *     baseline) and
  *     P = g * ceil((C_out/g) / MR) * MR * depth (one kernel set in panels):
- *     K > 1 and 4*K*P <= 8 MiB: B = 1, W = P;
+ *     K > 1 and 4*K*P <= 8 MiB: B = 1, W = P; except for one-group pointwise kernels with
+ *       8*hidden > H*W and N/T >= 2: B = min(N/T, 8, ceil(C_out / MR)) (W = P holds the B
+ *       samples' blocks of row panels side by side);
  *     K > 1 and 4*K*P > 8 MiB (kernels mixed 256 reduction indices at a time, each slice
  *       convolved at once): B = min(N/T, 8) when 8*hidden > H*W and N/T >= 2, else 1;
  *       W = B * g * ceil((C_out/g) / MR) * MR * 256, or P if that is larger and N % T > 0

@@ -31,12 +31,29 @@ void dc_aggregate_backward(size_t n, size_t k, size_t len, const float *pi, cons
  * Cloned for AVX2 like the other streaming loops; the project compiles as ISO C (no FMA
  * contraction), so both versions give the same bits. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(DYNCONV_PORTABLE)
-__attribute__((target_clones("avx2", "default")))
+__attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
 void dc_aggregate_block(size_t k, size_t stride, size_t samples, const float *pi,
                         const float *params, float *out, size_t out_stride, size_t count) {
     size_t i = 0;
 #if defined(__GNUC__)
+    /* Sixteen outputs at a time first: one zmm register on AVX-512 (half the instructions of
+     * two ymm ones; mixing took a fifth to a quarter of the dynamic engine layers' time on
+     * small images), two ymm ones on AVX2. */
+    typedef float v16f __attribute__((vector_size(64)));
+    for (; i + 16 <= count; i += 16) {
+        for (size_t n = 0; n < samples; ++n) {
+            const float *p = pi + n * k;
+            v16f acc, row;
+            memcpy(&row, params + i, sizeof row);
+            acc = p[0] * row;
+            for (size_t j = 1; j < k; ++j) {
+                memcpy(&row, params + j * stride + i, sizeof row);
+                acc += p[j] * row;
+            }
+            memcpy(out + n * out_stride + i, &acc, sizeof acc);
+        }
+    }
     typedef float v8f __attribute__((vector_size(32)));
     for (; i + 8 <= count; i += 8) {
         for (size_t n = 0; n < samples; ++n) {

@@ -317,6 +317,13 @@ dynconv_status dc_conv2d_reshape_named(const char *fn, dynconv_conv2d *layer, in
     /* The layer at the new shape, for the planner; the handle changes only once all passed. */
     dc_layer next = layer->core;
     next.shape = s;
+    /* The micro-kernel for this shape (its panels are repacked below, once all checks passed). */
+    next.gemm = dc_exec_engine_kernel(&next);
+    if (next.gemm != layer->core.gemm &&
+        (!dc_engine_packed_floats(&s, next.gemm, &next.packed_len) ||
+         next.packed_len > SIZE_MAX / sizeof(float) / next.kernels)) {
+        return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW, "%s: packed kernel sizes overflow", fn);
+    }
     dc_exec_choose_engine(&next);
     if (!dc_product(in_dims, 5, &bytes) || !dc_product(in_dims, 4, &in_count) ||
         !dc_product(out_dims, 5, &bytes) || !dc_product(out_dims, 4, &out_count) ||
@@ -347,6 +354,20 @@ dynconv_status dc_conv2d_reshape_named(const char *fn, dynconv_conv2d *layer, in
         layer->backward_enabled && bwd_bytes > ws_bytes ? bwd_bytes : ws_bytes;
 
     TRY(grow_own_workspace(fn, layer, own_bytes));
+    if (next.gemm != layer->core.gemm && layer->packed != NULL) {
+        float *repacked = dc_aligned_alloc(next.packed_len * next.kernels * sizeof(float));
+        if (repacked == NULL) {
+            return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY,
+                           "%s: cannot allocate %zu bytes of packed kernels", fn,
+                           next.packed_len * next.kernels * sizeof(float));
+        }
+        dc_exec_engine_pack(&next, repacked);
+        dc_aligned_free(layer->packed);
+        layer->packed = repacked;
+    }
+    layer->core.gemm = next.gemm;
+    layer->core.packed = next.packed;
+    layer->core.packed_len = next.packed_len;
 
     layer->core.shape = s;
     layer->core.engine_on = next.engine_on;

@@ -31,12 +31,19 @@
  *     28x28 images (0.79 to 0.96), behind on 14x14 and 7x7 (1.06 to 1.21): BLAS throughout;
  *   - the engine on AVX2 or the baseline kernel was not measured against BLAS: BLAS;
  *   - fewer output positions than one B panel is wide (linear layers: one column): BLAS, as in
- *     the forward's rule (most of every tile idle). */
+ *     the forward's rule (most of every tile idle);
+ *   - with the 32 x 7 channel-lanes kernel, which reshape takes at 7x7 and 14x14 (same
+ *     machine, OpenBLAS on Haswell kernels, medians of 3 at batch 16 and 9 at batch 1, two
+ *     runs): pointwise at 7x7 on the engine as well, the whole backward 0.84 to 0.91 of BLAS's
+ *     at batch 16 and 0.84 to 0.88 at batch 1 (mb2_1x1_160_960_7, mb2_1x1_320_1280_7; 0.97
+ *     to 1.07 with the 8 x 32 kernel); on r18_3x3_512_7 and r18_3x3_256_14 the engine's GEMM
+ *     31.5 to 33 and 21 to 22 ms against 34.5 to 38 and 23.7 with the 8 x 32 kernel. */
 bool dc_exec_backward_prefers_engine(const dc_layer *l) {
     const dc_conv_shape *s = &l->shape;
     const size_t plane = s->out_h * s->out_w;
     return l->gemm->isa == DC_ISA_AVX512 && !l->blas_avx512 && plane >= l->gemm->nr &&
-           s->out_channels / s->groups >= 64 && (!dc_conv_is_pointwise(s) || plane >= 256);
+           s->out_channels / s->groups >= 64 &&
+           (!dc_conv_is_pointwise(s) || plane >= 256 || l->gemm->channel_lanes);
 }
 
 /* What the per-sample convolution backward's task needs. */

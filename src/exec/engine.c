@@ -4,6 +4,7 @@
 #include "plan.h"
 
 #include "gemm.h"
+#include "plan.h"
 #include "tensor.h"
 
 #include <stdatomic.h>
@@ -26,6 +27,7 @@ bool dc_exec_engine_setup(dc_layer *l, size_t *pack_floats) {
         return true; /* its direct loop beats any GEMM (an inner dimension of kh*kw) */
     }
     const dc_gemm_kernel *k = dc_gemm_select();
+    l->gemm_pinned = dc_gemm_forced() != NULL;
     size_t len;
     if (!dc_engine_packed_floats(s, k, &len) || !dc_mul_size(len, l->kernels, pack_floats)) {
         return false;
@@ -33,6 +35,36 @@ bool dc_exec_engine_setup(dc_layer *l, size_t *pack_floats) {
     l->gemm = k;
     l->packed_len = len;
     return true;
+}
+
+/* Share of a tile's work that is real: output channels over whole panels, times positions over
+ * whole B panels (per group). */
+static double tile_fill(const dc_conv_shape *s, const dc_gemm_kernel *k) {
+    const size_t g_out = s->out_channels / s->groups, plane = s->out_h * s->out_w;
+    const size_t rows = (g_out + k->mr - 1) / k->mr * k->mr;
+    const size_t cols = (plane + k->nr - 1) / k->nr * k->nr;
+    return (double)g_out / (double)rows * (double)plane / (double)cols;
+}
+
+/* The channel-lanes kernel (32 x 7 on AVX-512) where its tiles are fuller than the 8 x 32
+ * one's by more than 5%, measured on bench/layers.txt on the engine (Zen 5, process CPU time,
+ * medians of 3 interleaved runs; noisy, shared machine): pointwise at 7x7 0.8 to 0.9 of the
+ * 8 x 32 kernel's time; 3x3 at 28x28, where the fill is 784 of 800 lanes, 1.05 to 1.15 (so
+ * not there); 3x3 at 7x7 and 14x14 within the noise. The rule picks the planes of 7x7 and
+ * 14x14
+ * (49 of 64 and 196 of 224 lanes of 32-wide tiles, none idle with 7 positions per tile), with
+ * channel counts that are multiples of 32 or close to them. The baseline kernels are never
+ * swapped automatically (the channel-lanes one is there for tests). */
+const dc_gemm_kernel *dc_exec_engine_kernel(const dc_layer *l) {
+    if (l->gemm == NULL || l->gemm_pinned || l->gemm->isa == DC_ISA_BASELINE) {
+        return l->gemm;
+    }
+    const dc_gemm_kernel *pos = dc_gemm_kernel_of(l->gemm->isa, false);
+    const dc_gemm_kernel *ch = dc_gemm_kernel_of(l->gemm->isa, true);
+    if (ch == NULL) {
+        return pos;
+    }
+    return tile_fill(&l->shape, ch) > 1.05 * tile_fill(&l->shape, pos) ? ch : pos;
 }
 
 void dc_exec_engine_pack(dc_layer *l, float *buf) {
@@ -49,10 +81,18 @@ void dc_exec_engine_pack(dc_layer *l, float *buf) {
  *   - kernels larger than 1x1 (3x3 at stride 1 and 2): the engine, 0.6 to 1.1 of the time
  *     (ahead on most cases; the dynamic 512-channel 7x7 layer gains most, from mixing
  *     slices into L2 instead of whole kernels into memory);
- *   - pointwise kernels: the engine only for 256 to 1024 output positions (28x28: 0.65 to 0.9
+ *   - pointwise kernels: the engine for 256 to 1024 output positions (28x28: 0.65 to 0.9
  *     of the time); at 56x56 the image streams from memory and OpenBLAS's copy of it does
- *     better (1.05 to 1.2), at 7x7 the 49 columns fill 49 of 64 lanes of the 32-wide tiles
- *     (even at best);
+ *     better (1.05 to 1.2); at 7x7 the 49 columns fill 49 of 64 lanes of the 32-wide tiles
+ *     (even at best), but the 32 x 7 channel-lanes tiles fill all of them, and with those
+ *     (smaller planes, when dc_exec_engine_kernel chose them) the engine takes 0.5 to 0.7 of
+ *     BLAS's time (Zen 5, 2 vCPUs, OpenBLAS on its Haswell kernels, process CPU time, medians
+ *     of 3 interleaved runs: mb2_1x1_160_960_7 static at batch 16, 1.22 ms against 2.45;
+ *     mb2_1x1_320_1280_7 static 3.55 against 6.55; the 8 x 32 tiles 1.48 and 4.13). Dynamic
+ *     one-group layers there mix row panels a block at a time for a chunk of samples
+ *     (dc_exec_engine_blocked: the K sets read once per chunk instead of once per sample):
+ *     1.66 ms against 3.50 and 5.7 against 11.4 at batch 16, 0.13 against 0.23 and 0.38
+ *     against 0.79 at batch 1 (with the 8 x 32 tiles that path did not beat BLAS);
  *   - strided 1x1 kernels: im2col + BLAS (the engine 1.1 to 1.35);
  *   - fewer output positions than one B panel is wide: im2col + BLAS (most of a tile idle);
  *   - borrowed weights with K > 1 whose K sets exceed 8 MiB: im2col + BLAS, as mixing and
@@ -71,7 +111,8 @@ static bool rule_prefers_engine(const dc_layer *l) {
     if (s->kernel_h * s->kernel_w > 1) {
         return true;
     }
-    return dc_conv_is_pointwise(s) && plane >= 256 && plane <= 1024;
+    return dc_conv_is_pointwise(s) &&
+           ((plane >= 256 && plane <= 1024) || (plane < 256 && l->gemm->channel_lanes));
 }
 
 void dc_exec_choose_engine(dc_layer *l) {
@@ -81,4 +122,44 @@ void dc_exec_choose_engine(dc_layer *l) {
     const int bwd = atomic_load(&backward_engine_mode);
     l->backward_engine_on = l->gemm != NULL && bwd != DC_ENGINE_NEVER &&
                             (bwd == DC_ENGINE_ALWAYS || dc_exec_backward_prefers_engine(l));
+}
+
+static atomic_int rows_mode = DC_ENGINE_AUTO;
+
+void dc_exec_set_rows_mode(int mode) { atomic_store(&rows_mode, mode); }
+
+/* Static kernels above this many bytes take the row-panel driver (see the rule below). */
+#define DC_ROWS_STATIC_BYTES ((size_t)8 << 20)
+
+/* The rule, from bench/layers.txt at batch 1 on 1 and 2 threads, the row-panel driver against
+ * mixing first (the path before it), on the 2-core AVX-512 machine of docs/benchmarks.md while
+ * it was shared (load 3 to 7: process CPU time, medians of 3 repetitions in each of 4 to 6
+ * interleaved rounds, five such runs; rounds of the same code differed by up to 10-20 %):
+ *   - output planes of one column block (DC_NC = 512 positions: 7x7, 14x14), dynamic layers:
+ *     the row panels. 512 channels at 7x7: 0.81 to 0.97 of the time on 2 threads (4.4-4.8 ms
+ *     to 3.7-4.3), even on 1 (0.91 to 1.04); 256 at 14x14: 0.81 to 0.96 (1.8-2.2 ms to
+ *     1.6-1.9); 128->256 at stride 2: 0.95 to 0.99 on 1 thread, 0.68 to 0.97 on 2. Borrowed
+ *     weights alike (128->256: 0.81 and 0.95);
+ *   - larger planes: mixing first (each column block would mix the kernel again: 128
+ *     channels at 28x28 took 1.1 to 1.3 of the time on 2 threads);
+ *   - static layers (nothing to mix) only when the kernel is larger than 8 MiB: 512 channels
+ *     at 7x7, 0.7 to 0.9 of the time (each thread reads its half of the kernel instead of all
+ *     of it; borrowed, packed in every forward, 0.54 on 2 threads); smaller kernels stay in
+ *     cache either way (0.95 to 1.1: even).
+ * How much of the K sets' stream the prefetches hide depends on the tile calls per panel
+ * slice: at 14x14 (7 calls of 32 columns) a good part, at 7x7 (2 calls) little: a burst of
+ * prefetches larger than the core's outstanding misses stalls the multiply-adds behind it,
+ * and prefetching less per call (tried: 8 to 32 lines per K set) gained nothing either. */
+bool dc_exec_engine_rows(const dc_layer *l) {
+    const int mode = atomic_load(&rows_mode);
+    if (!l->engine_on || mode == DC_ENGINE_NEVER) {
+        return false;
+    }
+    if (mode == DC_ENGINE_ALWAYS) {
+        return true;
+    }
+    if (l->shape.out_h * l->shape.out_w > 512) {
+        return false;
+    }
+    return l->kernels > 1 || l->packed_len > DC_ROWS_STATIC_BYTES / sizeof(float);
 }

@@ -37,6 +37,7 @@ typedef struct dc_layer {
     const dc_gemm_kernel *gemm;
     const float *packed;
     size_t packed_len;
+    bool gemm_pinned;         /* a test forced l->gemm at create: no choice by shape */
     bool engine_on;           /* the current shape runs on the engine (dc_exec_choose_engine) */
     bool backward_engine_on;  /* the backward's input gradient GEMM runs on it (same) */
     bool blas_avx512;         /* the BLAS runs AVX-512 kernels (set at create; the backward's
@@ -48,6 +49,11 @@ typedef struct dc_layer {
  * of the K kernel sets to allocate when the layer owns its weights (0: nothing to pack). False
  * on overflow. */
 bool dc_exec_engine_setup(dc_layer *l, size_t *pack_floats);
+/* The micro-kernel for l's current shape, of the instruction set l->gemm has: the channel-lanes
+ * one where its tiles fit the plane better (the rule in exec/engine.c), else the
+ * position-lanes one; l->gemm itself when pinned or NULL. Reshape repacks the layer's kernel
+ * sets when this differs from l->gemm. */
+const dc_gemm_kernel *dc_exec_engine_kernel(const dc_layer *l);
 /* Packs the layer's K kernel sets into buf (pack_floats floats) and points l->packed at it. */
 void dc_exec_engine_pack(dc_layer *l, float *buf);
 /* Sets l->engine_on for l's current shape: whether its forwards run on the own engine (else
@@ -60,6 +66,14 @@ enum { DC_ENGINE_AUTO = 0, DC_ENGINE_NEVER = 1, DC_ENGINE_ALWAYS = 2 };
 void dc_exec_set_engine_mode(int mode);
 /* The same for the backward's input gradient (l->backward_engine_on), on its own. */
 void dc_exec_set_backward_engine_mode(int mode);
+/* Whether a sample convolved alone on the engine (batch 1, the samples left over below the
+ * thread count, and whole samples mixed one at a time) runs on the row-panel driver
+ * (dc_engine_conv_rows: each thread mixes and convolves its own output channels, slice by
+ * slice) rather than mixing the kernel first: by the rule in exec/engine.c. */
+bool dc_exec_engine_rows(const dc_layer *l);
+/* For tests and benchmarks: the same three modes for that choice (ALWAYS: wherever the layer
+ * runs on the engine). */
+void dc_exec_set_rows_mode(int mode);
 
 /* The forward workspace for `batch` samples on `threads` threads, in bytes (never 0), and the
  * kernels a thread aggregates at once (*chunk, to pass to dc_exec_forward); false when a size

@@ -94,46 +94,112 @@ static void sample_attention(const forward_ctx *c, size_t i) {
 /* pi of a static layer's single kernel: exactly 1 (multiplying by it changes no bit). */
 static const float one = 1.0f;
 
-/* Reduction indices a borrowed kernel's rows are mixed in at a time: MR rows of this many
- * floats (16 KiB at MR = 8) stay in L1 between the mixing and the packing. */
-enum { MIX_SPAN = 512 };
+/* Floats of the tile a borrowed kernel's rows are mixed into: MR rows of MIX_TILE / MR
+ * reduction indices (512 at MR = 8, 128 at MR = 32), 16 KiB that stay in L1 between the mixing
+ * and the packing. */
+enum { MIX_TILE = 8 * 512 };
 
-/* Mixes reduction indices [p0, p0 + np) of global panels [j0, j1) of the layer's kernel for
- * `chunk` samples (pi [chunk, K]) into A panels: sample n, panel gp, index p at
- * out + n * out_stride + gp * a_stride + (p - p0) * MR.
+/* Mixes reduction indices [p0, p0 + np) of global panel gp of the layer's kernel for `chunk`
+ * samples (pi [chunk, K]) into A panel slices: sample n, index p at
+ * out + n * out_stride + (p - p0) * MR.
  * Owned weights: the K packed sets mixed as they lie (a panel is a permutation of kernel values
  * plus zeros, so mixing commutes with packing); each panel slice is contiguous in every set.
  * Borrowed ones (the caller may change them between forwards): MR rows at a time, a span of
  * each mixed into a small tile and packed from there, so the mixed kernel is never formed
  * whole. Either way each value is the same aggregation sum, so both give the same bits. */
-static void engine_mix(const dc_layer *l, const float *pi, size_t chunk, size_t j0, size_t j1,
-                       size_t p0, size_t np, float *out, size_t out_stride, size_t a_stride) {
+static void mix_panel(const dc_layer *l, const float *pi, size_t chunk, size_t gp, size_t p0,
+                      size_t np, float *out, size_t out_stride) {
     const dc_conv_shape *s = &l->shape;
     const size_t mr = l->gemm->mr, g_out = s->out_channels / s->groups;
     const size_t depth = l->kernel_len / s->out_channels, panels = (g_out + mr - 1) / mr;
     if (l->packed != NULL) {
-        for (size_t gp = j0; gp < j1; ++gp) {
-            dc_aggregate_block(l->kernels, l->packed_len, chunk, pi,
-                               l->packed + (gp * depth + p0) * mr, out + gp * a_stride,
-                               out_stride, np * mr);
+        dc_aggregate_block(l->kernels, l->packed_len, chunk, pi,
+                           l->packed + (gp * depth + p0) * mr, out, out_stride, np * mr);
+        return;
+    }
+    float tile[MIX_TILE];
+    const size_t span = MIX_TILE / mr;
+    const size_t g = gp / panels, j = gp % panels, row0 = g * g_out + j * mr;
+    const size_t m = g_out - j * mr < mr ? g_out - j * mr : mr;
+    for (size_t q0 = p0; q0 < p0 + np; q0 += span) {
+        const size_t nq = p0 + np - q0 < span ? p0 + np - q0 : span;
+        for (size_t n = 0; n < chunk; ++n) {
+            for (size_t r = 0; r < m; ++r) {
+                dc_aggregate_block(l->kernels, l->kernel_len, 1, pi + n * l->kernels,
+                                   l->weight + (row0 + r) * depth + q0, tile + r * span, 0,
+                                   nq);
+            }
+            dc_engine_pack_rows(tile, span, m, nq, mr, out + n * out_stride + (q0 - p0) * mr);
+        }
+    }
+}
+
+/* The same for global panels [j0, j1): panel gp at out + gp * a_stride. */
+static void engine_mix(const dc_layer *l, const float *pi, size_t chunk, size_t j0, size_t j1,
+                       size_t p0, size_t np, float *out, size_t out_stride, size_t a_stride) {
+    for (size_t gp = j0; gp < j1; ++gp) {
+        mix_panel(l, pi, chunk, gp, p0, np, out + gp * a_stride, out_stride);
+    }
+}
+
+/* The source of dc_engine_conv_rows: one sample's kernel, mixed panel slice by panel slice
+ * (pi of the sample; weights NULL) or taken from a kernel already packed whole (weights, as
+ * for a static layer: no arithmetic). */
+typedef struct rows_source {
+    const dc_layer *layer;
+    const float *pi;
+    const float *weights;
+} rows_source;
+
+static const float *rows_slice(void *p, size_t gp, size_t p0, size_t kc, float *buf) {
+    const rows_source *r = p;
+    const dc_layer *l = r->layer;
+    const size_t mr = l->gemm->mr, depth = l->kernel_len / l->shape.out_channels;
+    if (r->weights != NULL) {
+        return r->weights + (gp * depth + p0) * mr;
+    }
+    mix_panel(l, r->pi, 1, gp, p0, kc, buf, 0);
+    return buf;
+}
+
+/* A read prefetch into all cache levels (nothing where the compiler has no such builtin). */
+#if defined(__GNUC__)
+#define DC_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+#else
+#define DC_PREFETCH(p) ((void)(p))
+#endif
+
+/* Prefetches part `part` of `parts` of the cache lines a slice reads: the K packed slices (or
+ * the kernel's one), each kc * MR floats, or with borrowed weights K * m row pieces of kc
+ * floats each. The runs are cut into parts line by line, so that each tile call of the current
+ * slice is followed by a share of the next one's misses. */
+static void rows_prefetch(void *p, size_t gp, size_t p0, size_t kc, size_t part, size_t parts) {
+    const rows_source *r = p;
+    const dc_layer *l = r->layer;
+    const dc_conv_shape *s = &l->shape;
+    const size_t mr = l->gemm->mr, depth = l->kernel_len / s->out_channels;
+    const size_t line = 64 / sizeof(float);
+    if (r->weights != NULL || l->packed != NULL) {
+        const float *base = r->weights != NULL ? r->weights : l->packed;
+        const size_t sets = r->weights != NULL ? 1 : l->kernels, len = kc * mr;
+        const size_t lines = (len + line - 1) / line;
+        const size_t q0 = lines * part / parts, q1 = lines * (part + 1) / parts;
+        for (size_t k = 0; k < sets; ++k) {
+            const float *a = base + k * l->packed_len + (gp * depth + p0) * mr;
+            for (size_t q = q0; q < q1; ++q) {
+                DC_PREFETCH(a + q * line);
+            }
         }
         return;
     }
-    float tile[DC_GEMM_MAX_MR * MIX_SPAN];
-    for (size_t gp = j0; gp < j1; ++gp) {
-        const size_t g = gp / panels, j = gp % panels, row0 = g * g_out + j * mr;
-        const size_t m = g_out - j * mr < mr ? g_out - j * mr : mr;
-        for (size_t q0 = p0; q0 < p0 + np; q0 += MIX_SPAN) {
-            const size_t nq = p0 + np - q0 < MIX_SPAN ? p0 + np - q0 : MIX_SPAN;
-            for (size_t n = 0; n < chunk; ++n) {
-                for (size_t r = 0; r < m; ++r) {
-                    dc_aggregate_block(l->kernels, l->kernel_len, 1, pi + n * l->kernels,
-                                       l->weight + (row0 + r) * depth + q0, tile + r * MIX_SPAN,
-                                       0, nq);
-                }
-                dc_engine_pack_rows(tile, MIX_SPAN, m, nq, mr,
-                                    out + n * out_stride + gp * a_stride + (q0 - p0) * mr);
-            }
+    const size_t g_out = s->out_channels / s->groups, panels = (g_out + mr - 1) / mr;
+    const size_t g = gp / panels, j = gp % panels, row0 = g * g_out + j * mr;
+    const size_t m = g_out - j * mr < mr ? g_out - j * mr : mr;
+    const size_t runs = l->kernels * m, r0 = runs * part / parts, r1 = runs * (part + 1) / parts;
+    for (size_t q = r0; q < r1; ++q) {
+        const float *a = l->weight + q / m * l->kernel_len + (row0 + q % m) * depth + p0;
+        for (size_t f = 0; f < kc; f += line) {
+            DC_PREFETCH(a + f);
         }
     }
 }
@@ -144,10 +210,60 @@ static size_t engine_panels(const dc_layer *l) {
     return l->shape.groups * ((g_out + mr - 1) / mr);
 }
 
+/* Bytes of mixed kernel rows and their K sources one block of dc_exec_engine_blocked keeps
+ * in L2 for the chunk's convolutions (about one core's L2; much smaller blocks cost more in
+ * per-call overhead than they save: with 8-row panels, 2 panels a block were twice as slow;
+ * with the 32-row panels of the channel-lanes tiles, 256 KiB and 640 KiB blocks measured
+ * within the noise of this size). */
+enum { BLOCK_BYTES = 2 << 20 };
+
+/* Samples [i, i + chunk) of a blocked layer (pi and the chunk's biases ready): row panels a
+ * block at a time, each block mixed for the whole chunk in one pass over the K sets (sample n's
+ * block at wt + n * nb * depth * MR) and every sample's output rows of that block convolved
+ * right after, while the block is in L2. The sums are those of the whole kernel, in the same
+ * order, so the result is bitwise that of mixing whole kernels. */
+static void engine_blocks(const forward_ctx *c, size_t i, size_t chunk, float *wt,
+                          const float *bt, float *col) {
+    const dc_layer *l = c->layer;
+    const dc_conv_shape *s = &l->shape;
+    const size_t in_len = s->in_channels * s->height * s->width;
+    const size_t plane = s->out_h * s->out_w, out_len = s->out_channels * plane;
+    const size_t mr = l->gemm->mr, depth = l->kernel_len / s->out_channels;
+    const size_t panels = engine_panels(l), panel_floats = depth * mr;
+    const size_t per_panel = panel_floats * sizeof(float) * (l->kernels + chunk);
+    size_t nb = panels / chunk; /* the slot holds `panels` panels: chunk <= panels */
+    if (nb * per_panel > BLOCK_BYTES) {
+        nb = BLOCK_BYTES / per_panel > 0 ? BLOCK_BYTES / per_panel : 1;
+    }
+    const float *pi = c->ws->pi + i * l->kernels;
+    for (size_t j0 = 0; j0 < panels; j0 += nb) {
+        const size_t j1 = panels - j0 < nb ? panels : j0 + nb;
+        /* sample n's panel gp of the block at wt + (n * nb + gp - j0) * panel_floats */
+        for (size_t gp = j0; gp < j1; ++gp) {
+            mix_panel(l, pi, chunk, gp, 0, depth, wt + (gp - j0) * panel_floats,
+                      nb * panel_floats);
+        }
+        /* The block's output channels as a layer of their own (one group, pointwise). */
+        dc_conv_shape sub = *s;
+        const size_t rows = (j1 - j0) * mr;
+        sub.out_channels = s->out_channels - j0 * mr < rows ? s->out_channels - j0 * mr : rows;
+        for (size_t j = 0; j < chunk; ++j) {
+            dc_engine_conv_clamped(&sub, l->gemm, c->input + (i + j) * in_len,
+                                   wt + j * nb * panel_floats, panel_floats, 0,
+                                   bt != NULL ? bt + j * s->out_channels + j0 * mr : NULL,
+                                   c->output + (i + j) * out_len + j0 * mr * plane, col, 0,
+                                   plane, 0, depth, engine_clamp(l));
+        }
+    }
+}
+
 /* Whole samples on the engine. Kernels that fit in cache are mixed whole for a chunk of
  * samples, then each sample convolved. Larger ones (dc_exec_engine_fused) are mixed one
  * reduction slice at a time for the chunk, and each sample's convolution consumes that slice
- * at once from L2: the K sets are read once per chunk, and no mixed kernel goes to memory. */
+ * at once from L2: the K sets are read once per chunk, and no mixed kernel goes to memory.
+ * A sample mixed on its own (chunk 1) takes the row-panel driver where dc_exec_engine_rows
+ * says so: each panel slice mixed into L1 right before its tiles, the next one prefetched
+ * under them. */
 static void engine_samples(const forward_ctx *c, size_t i0, size_t i1, float *wt, float *bt,
                            float *col) {
     const dc_layer *l = c->layer;
@@ -156,7 +272,8 @@ static void engine_samples(const forward_ctx *c, size_t i0, size_t i1, float *wt
     const size_t plane = s->out_h * s->out_w, out_len = s->out_channels * plane;
     const size_t mr = l->gemm->mr, depth = l->kernel_len / s->out_channels;
     const size_t panels = engine_panels(l), slice_len = panels * DC_ENGINE_KC * mr;
-    const bool fused = dc_exec_engine_fused(l);
+    const bool fused = dc_exec_engine_fused(l), blocked = dc_exec_engine_blocked(l);
+    const bool rows = dc_exec_engine_rows(l);
     const dc_engine_clamp *act = engine_clamp(l);
     const float *w = l->packed;
     if (l->kernels == 1 && w == NULL) {
@@ -179,6 +296,14 @@ static void engine_samples(const forward_ctx *c, size_t i0, size_t i1, float *wt
                                      s->out_channels);
             }
         }
+        if (chunk == 1 && rows) {
+            rows_source src = {l, pi, l->kernels > 1 ? NULL : w};
+            const dc_engine_rows_src from = {rows_slice, rows_prefetch, (void *)&src};
+            dc_engine_conv_rows(s, l->gemm, c->input + i * in_len, &from, 0, panels,
+                                l->kernels > 1 ? bt : l->bias, c->output + i * out_len, col, wt,
+                                act);
+            continue;
+        }
         if (fused) {
             for (size_t p0 = 0; p0 < depth; p0 += DC_ENGINE_KC) {
                 const size_t np = depth - p0 < DC_ENGINE_KC ? depth - p0 : DC_ENGINE_KC;
@@ -191,6 +316,10 @@ static void engine_samples(const forward_ctx *c, size_t i0, size_t i1, float *wt
                                            p0 + np, p0 + np == depth ? act : NULL);
                 }
             }
+            continue;
+        }
+        if (blocked) {
+            engine_blocks(c, i, chunk, wt, bt, col);
             continue;
         }
         if (l->kernels > 1) {
@@ -280,6 +409,41 @@ static void channels_task(void *p, size_t index, size_t count) {
     dc_conv2d_channels(s, c->input + i * s->in_channels * s->height * s->width, w, b, out,
                        slot_part(c->ws, index, c->ws->has_col, c->ws->col_at), oc0, oc1);
     activate(l, out + oc0 * s->out_h * s->out_w, (oc1 - oc0) * s->out_h * s->out_w);
+}
+
+/* One shared sample on the engine, in one step (dc_exec_engine_rows): each thread owns a share
+ * of the kernel's panels (output channels), mixes their bias rows and panel slices itself, in
+ * its own slot, and convolves them over the whole image; nothing is shared but the input, so
+ * no barrier stands between mixing and convolving, and the stream of the K sets overlaps the
+ * arithmetic. */
+static void engine_rows_task(void *p, size_t index, size_t count) {
+    const forward_ctx *c = p;
+    const dc_layer *l = c->layer;
+    const dc_conv_shape *s = &l->shape;
+    const size_t i = c->sample, plane = s->out_h * s->out_w, mr = l->gemm->mr;
+    const size_t g_out = s->out_channels / s->groups, panels = (g_out + mr - 1) / mr;
+    const float *pi = l->kernels > 1 ? c->ws->pi + i * l->kernels : &one;
+    size_t j0, j1;
+    dc_exec_share(engine_panels(l), index, count, &j0, &j1);
+    const float *b = l->bias;
+    if (l->kernels > 1) {
+        float *bt = slot_part(c->ws, index, c->ws->has_biases, c->ws->biases_at);
+        for (size_t gp = j0; gp < j1 && bt != NULL; ++gp) {
+            const size_t row0 = gp / panels * g_out + gp % panels * mr;
+            const size_t m = g_out - gp % panels * mr < mr ? g_out - gp % panels * mr : mr;
+            dc_aggregate_range(l->kernels, s->out_channels, pi, l->bias, bt, row0, row0 + m);
+        }
+        b = bt;
+    }
+    /* Owned static kernels are used where they lie; the others are mixed (or, borrowed at
+     * K = 1, packed) slice by slice. */
+    rows_source src = {l, pi, l->kernels == 1 && l->packed != NULL ? l->packed : NULL};
+    const dc_engine_rows_src from = {rows_slice, rows_prefetch, (void *)&src};
+    dc_engine_conv_rows(s, l->gemm, c->input + i * s->in_channels * s->height * s->width, &from,
+                        j0, j1, b, c->output + i * s->out_channels * plane,
+                        slot_part(c->ws, index, c->ws->has_col, c->ws->col_at),
+                        slot_part(c->ws, index, c->ws->has_weights, c->ws->weights_at),
+                        engine_clamp(l));
 }
 
 /* One shared sample on the engine, step 1: each thread mixes (or, borrowed at K = 1, packs) a
@@ -405,6 +569,10 @@ void dc_exec_forward(const dc_layer *l, size_t batch, float temperature, size_t 
         if (l->kernels > 1 && !ctx.batch_attention) {
             dc_exec_run(pool, team, pool_task, &ctx);
             sample_attention(&ctx, i);
+        }
+        if (l->engine_on && dc_exec_engine_rows(l)) {
+            dc_exec_run(pool, team, engine_rows_task, &ctx);
+            continue;
         }
         if (l->engine_on) {
             if (dc_exec_mixes(l)) {

@@ -35,6 +35,12 @@ bool dc_exec_engine_fused(const dc_layer *l) {
             l->packed_len * sizeof(float) * l->kernels > DC_CACHED_KERNELS);
 }
 
+bool dc_exec_engine_blocked(const dc_layer *l) {
+    return l->engine_on && l->kernels > 1 && !dc_exec_engine_fused(l) &&
+           dc_conv_is_pointwise(&l->shape) && l->shape.groups == 1 &&
+           dc_attention_per_batch(l, &l->shape);
+}
+
 /* Samples whose kernel slices the engine mixes in one pass over the K sets (the slices are
  * DC_ENGINE_KC reduction indices long: 512 KiB for 512 channels, so 8 of them stay in L2 and
  * L3). Only when the attention of the batch comes first; else one sample at a time. */
@@ -43,11 +49,14 @@ enum { DC_FUSED_CHUNK = 8 };
 static size_t kernel_chunk(const dc_layer *l, const dc_conv_shape *s, size_t batch,
                            size_t threads) {
     const size_t cached = DC_CACHED_KERNELS, budget = (size_t)32 << 20;
-    if (dc_exec_engine_fused(l)) {
+    if (dc_exec_engine_fused(l) || dc_exec_engine_blocked(l)) {
         const size_t per_thread = batch / threads;
-        return !dc_attention_per_batch(l, s) || per_thread < 2 ? 1
-               : per_thread < DC_FUSED_CHUNK                 ? per_thread
-                                                             : DC_FUSED_CHUNK;
+        size_t chunk = !dc_attention_per_batch(l, s) || per_thread < 2 ? 1
+                       : per_thread < DC_FUSED_CHUNK                 ? per_thread
+                                                                     : DC_FUSED_CHUNK;
+        /* Blocked: each sample of the chunk needs at least one row panel of the slot. */
+        const size_t panels = (s->out_channels + l->gemm->mr - 1) / l->gemm->mr;
+        return dc_exec_engine_blocked(l) && chunk > panels ? panels : chunk;
     }
     const size_t kernel_bytes = dc_exec_mixed_floats(l) * sizeof(float);
     if (!dc_attention_per_batch(l, s) || batch / threads < 2 ||
@@ -64,10 +73,14 @@ size_t dc_exec_mixed_floats(const dc_layer *l) {
 }
 
 /* Floats of the mixed kernels in one slot: `chunk` whole kernels, or on the fused engine path
- * `chunk` slices, and a whole kernel besides when samples are shared between threads (they are
+ * `chunk` slices, or on the blocked one a single kernel, and a whole kernel besides when samples are shared between threads (they are
  * mixed whole into slot 0). False on overflow. */
 static bool slot_weights(const dc_layer *l, size_t batch, size_t threads, size_t chunk,
                          size_t *out) {
+    if (dc_exec_engine_blocked(l)) {
+        *out = l->packed_len; /* the chunk's blocks side by side in one kernel's room */
+        return true;
+    }
     if (!dc_exec_engine_fused(l)) {
         return dc_mul_size(chunk, dc_exec_mixed_floats(l), out);
     }

@@ -11,7 +11,9 @@
 #include <string.h>
 
 /* KC x NR floats of a B panel fit in L1 (32 KiB at NR = 32) beside the A slice; KC x NC in
- * L2 (512 KiB). DC_NC is a multiple of every kernel's NR. */
+ * L2 (512 KiB). A block is the whole panels within DC_NC columns (all of them for NR = 8, 16,
+ * 32; 511 columns for NR = 7), so that no block but the range's last ends in a partial panel
+ * and the padded packer's pieces (PIECE_COLS = DC_NC) start on a panel edge. */
 enum { DC_KC = DC_ENGINE_KC, DC_NC = 512 };
 
 static size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
@@ -199,8 +201,8 @@ void dc_engine_conv_clamped(const dc_conv_shape *s, const dc_gemm_kernel *k, con
         if (padded) {
             dc_engine_pad_input(s, xg, p_begin / taps, (p_end - 1) / taps + 1, xp);
         }
-        for (size_t c = col0; c < col1; c += DC_NC) {
-            const size_t nc = min_size(DC_NC, col1 - c), npan = (nc + nr - 1) / nr;
+        for (size_t c = col0; c < col1; c += DC_NC / nr * nr) {
+            const size_t nc = min_size(DC_NC / nr * nr, col1 - c), npan = (nc + nr - 1) / nr;
             for (size_t p0 = p_begin; p0 < p_end; p0 += DC_KC) {
                 const size_t kc = min_size(DC_KC, p_end - p0);
                 if (padded) {

@@ -32,18 +32,30 @@ typedef struct dc_gemm_kernel {
     const char *name;
     size_t mr, nr;            /* rows of A panels, columns of B panels */
     dc_gemm_tile_fn tile;
+    /* The vectors run along the tile's rows (output channels) and B's values are broadcast
+     * (MR = 32, NR = 7: small planes split into whole tiles), instead of along its columns
+     * (output positions). The tile contract above is the same either way. */
+    bool channel_lanes;
 } dc_gemm_kernel;
 
-/* The micro-kernel for `isa`, or NULL when it is not built in (DYNCONV_PORTABLE builds only the
- * baseline) or the CPU lacks it. */
+/* The micro-kernel for `isa` with its vectors along the positions (channel_lanes false) or
+ * along the channels, or NULL when it is not built in (DYNCONV_PORTABLE builds only the
+ * baseline ones), the CPU lacks it, or the ISA has no kernel of that shape (AVX2 has no
+ * channel-lanes kernel). */
+const dc_gemm_kernel *dc_gemm_kernel_of(dc_isa isa, bool channel_lanes);
+/* dc_gemm_kernel_of(isa, false). */
 const dc_gemm_kernel *dc_gemm_kernel_for(dc_isa isa);
 
-/* The widest micro-kernel this CPU runs, unless dc_gemm_force_isa chose another. */
+/* The widest position-lanes micro-kernel this CPU runs, unless a test forced a kernel. */
 const dc_gemm_kernel *dc_gemm_select(void);
+/* The kernel a test forced (dc_gemm_force, dc_gemm_force_isa), or NULL: automatic choice. */
+const dc_gemm_kernel *dc_gemm_forced(void);
 
-/* For tests: dc_gemm_select returns the kernel of `isa` from now on (false, and nothing changes,
- * when that kernel is unavailable); dc_gemm_force_auto undoes it. Layers created before keep the
- * kernel their panels were packed for. */
+/* For tests: dc_gemm_select returns dc_gemm_kernel_of(isa, channel_lanes) from now on, and
+ * layers created meanwhile keep it whatever their shape (false, and nothing changes, when that
+ * kernel is unavailable); dc_gemm_force_isa(isa) is dc_gemm_force(isa, false);
+ * dc_gemm_force_auto undoes either. Layers created before keep their choice. */
+bool dc_gemm_force(dc_isa isa, bool channel_lanes);
 bool dc_gemm_force_isa(dc_isa isa);
 void dc_gemm_force_auto(void);
 
@@ -54,7 +66,7 @@ void dc_gemm_force_auto(void);
 bool dc_engine_packed_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t *out);
 
 /* The largest MR of any micro-kernel (callers may size row tiles with it). */
-#define DC_GEMM_MAX_MR 8
+#define DC_GEMM_MAX_MR 32
 
 /* Packs one kernel set w [C_out, C_in/g, kh, kw] into panels: group g, panel j, element (p, r)
  * at ((g * panels + j) * depth + p) * MR + r = w[g * g_out + j * MR + r][p], zero past g_out. */
@@ -167,5 +179,34 @@ bool dc_engine_input_grad_scratch_floats(const dc_conv_shape *s, const dc_gemm_k
 void dc_engine_input_grad(const dc_gemm_kernel *k, const float *w, size_t depth, size_t g_out,
                           const float *dy, size_t plane, float *dcol, bool accumulate,
                           float *scratch);
+
+/* ---- The row-panel driver (engine_rows.c) ---- */
+
+/* Where dc_engine_conv_rows gets the A panels from. slice returns reduction indices
+ * [p0, p0 + kc) of global panel gp (group * panels + panel; p0 a multiple of DC_ENGINE_KC, kc
+ * the slice's length), kc x MR floats laid out as in a packed panel: either made into buf
+ * (which the driver passes, kc * MR floats) or pointing into memory that stays unchanged for
+ * the call. prefetch (NULL: none) is told, part by part, which slice comes next: part `part`
+ * of `parts` (0 <= part < parts), so the caller can spread the prefetches of its sources over
+ * the tile calls of the current slice. */
+typedef struct dc_engine_rows_src {
+    const float *(*slice)(void *ctx, size_t gp, size_t p0, size_t kc, float *buf);
+    void (*prefetch)(void *ctx, size_t gp, size_t p0, size_t kc, size_t part, size_t parts);
+    void *ctx;
+} dc_engine_rows_src;
+
+/* Every column and the whole reduction of the output channels of global panels [gp0, gp1) of
+ * one sample: y = conv(x, W) + b, then clamp (NULL: none) on those rows. W comes from src one
+ * panel slice at a time: for each reduction slice the B panels of a block of columns are built
+ * once and every owned panel slice runs over all of them (the K sets behind slice() are read
+ * once per column block: callers use it where the output plane is one block, DC_NC = 512
+ * columns, or less). b [C_out] or NULL; scratch: dc_engine_scratch_floats(s, k, plane) floats;
+ * abuf: MR * min(depth, DC_ENGINE_KC) floats, or NULL when slice() never writes. Each output
+ * value is summed as in dc_engine_conv_clamped (its bias, then slice by slice, each in
+ * reduction order), so the result is bitwise that of dc_engine_conv_clamped over the same
+ * kernel, however the panels are split between calls or threads. */
+void dc_engine_conv_rows(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
+                         const dc_engine_rows_src *src, size_t gp0, size_t gp1, const float *b,
+                         float *y, float *scratch, float *abuf, const dc_engine_clamp *clamp);
 
 #endif

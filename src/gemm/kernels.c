@@ -5,6 +5,12 @@
  *   AVX2 + FMA: 6 x 16, 12 ymm accumulators, edges through a small tile buffer;
  *   baseline: 4 x 8 in plain C (multiply then add: ISO C does not contract), which the compiler
  *   vectorises for whatever the build targets.
+ * And the channel-lanes shape, for small planes: the vectors run along the A panel's rows
+ * (output channels) and the B panel's values are broadcast, so that a tile is 32 channels by 7
+ * positions and 7x7, 14x14, 28x28 and 56x56 planes split into whole tiles:
+ *   AVX-512: 32 x 7, 14 zmm accumulators (two vectors of channels per position), transposed in
+ *   registers at the store;
+ *   baseline: 32 x 7 in plain C (so that every build and machine tests the shape).
  * The wide kernels are compiled with target attributes and called through a table chosen once
  * per layer, never through load-time resolvers, so the ThreadSanitizer build (which cannot run
  * resolvers) could keep them; DYNCONV_PORTABLE leaves them out anyway. */
@@ -41,6 +47,36 @@ static void tile_baseline(size_t kc, const float *a, const float *b, size_t ldb,
         float *cr = c + r * ldc;
         for (size_t j = 0; j < n; ++j) {
             cr[j] = accumulate ? cr[j] + acc[r][j] : acc[r][j];
+        }
+    }
+}
+
+enum { BASE_CH_MR = 32, BASE_CH_NR = 7 };
+
+/* The channel-lanes shape in plain C: acc[position][channel], the inner loop along the
+ * channels (contiguous in the A panel). The same sums as every tile: start, then p in order. */
+static void tile_baseline_ch(size_t kc, const float *a, const float *b, size_t ldb, float *c,
+                             size_t ldc, size_t m, size_t n, const float *bias,
+                             bool accumulate) {
+    float acc[BASE_CH_NR][BASE_CH_MR];
+    for (size_t j = 0; j < BASE_CH_NR; ++j) {
+        for (size_t r = 0; r < BASE_CH_MR; ++r) {
+            acc[j][r] = bias != NULL && !accumulate && r < m ? bias[r] : 0.0f;
+        }
+    }
+    for (size_t p = 0; p < kc; ++p) {
+        const float *bp = b + p * ldb, *ap = a + p * BASE_CH_MR;
+        for (size_t j = 0; j < BASE_CH_NR; ++j) {
+            const float bj = bp[j];
+            for (size_t r = 0; r < BASE_CH_MR; ++r) {
+                acc[j][r] += ap[r] * bj;
+            }
+        }
+    }
+    for (size_t r = 0; r < m; ++r) {
+        float *cr = c + r * ldc;
+        for (size_t j = 0; j < n; ++j) {
+            cr[j] = accumulate ? cr[j] + acc[j][r] : acc[j][r];
         }
     }
 }
@@ -141,53 +177,178 @@ __attribute__((target("avx512f"))) static void tile_avx512(size_t kc, const floa
 #undef DC_STORE_ROW
 }
 
-static const dc_gemm_kernel kernel_avx2 = {DC_ISA_AVX2, "avx2", AVX2_MR, AVX2_NR, tile_avx2};
+enum { AVX512_CH_MR = 32, AVX512_CH_NR = 7 };
+
+/* 16 channels x 8 positions (v[p] holds channels 0..15 of position p; v[7] is zero) into eight
+ * registers of two channels each: out[k] = channel 2k in lanes 0..7, channel 2k + 1 in lanes
+ * 8..15, position p in lane p of each half. A transpose by bit swaps: an element's register
+ * index (3 bits, the position) and its lane (4 bits, the channel) trade one bit per stage, the
+ * last stage also ordering the lanes as (channel bit 0, position). */
+__attribute__((target("avx512f"))) static inline void transpose_16x8(const __m512 v[8],
+                                                                     __m512 out[8]) {
+    __m512 s1[8], s2[8];
+    /* register bit 0 <-> lane bit 1: pairs of floats */
+    for (int i = 0; i < 8; i += 2) {
+        s1[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(v[i]),
+                                                    _mm512_castps_pd(v[i + 1])));
+        s1[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(v[i]),
+                                                        _mm512_castps_pd(v[i + 1])));
+    }
+    /* register bit 1 <-> lane bit 2: groups of four */
+    const __m512i lo2 = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+    const __m512i hi2 = _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+    static const int pair2[4] = {0, 1, 4, 5}; /* registers with bit 1 clear */
+    for (int q = 0; q < 4; ++q) {
+        const int i = pair2[q];
+        s2[i] = _mm512_permutex2var_ps(s1[i], lo2, s1[i + 2]);
+        s2[i + 2] = _mm512_permutex2var_ps(s1[i], hi2, s1[i + 2]);
+    }
+    /* register bit 2 <-> lane bit 3, then lanes (position, channel bit 0) reordered to
+     * (channel bit 0, position) */
+    const __m512i lo3 = _mm512_setr_epi32(0, 2, 4, 6, 16, 18, 20, 22, 1, 3, 5, 7, 17, 19, 21, 23);
+    const __m512i hi3 = _mm512_setr_epi32(8, 10, 12, 14, 24, 26, 28, 30, 9, 11, 13, 15, 25, 27, 29, 31);
+    for (int i = 0; i < 4; ++i) {
+        out[i] = _mm512_permutex2var_ps(s2[i], lo3, s2[i + 4]);
+        out[i + 4] = _mm512_permutex2var_ps(s2[i], hi3, s2[i + 4]);
+    }
+}
+
+/* Rows [r0, r0 + 16) of the tile, from their accumulators (acc[p]: 16 channels of position
+ * p), rows past m left alone. Two rows per transposed register: the upper half moved down for
+ * the second (a masked store at c + ldc - 8 would reach before c). */
+__attribute__((target("avx512f"))) static inline void store_16_rows(const __m512 acc[7],
+                                                                    float *c, size_t ldc,
+                                                                    size_t rows, size_t n,
+                                                                    bool accumulate) {
+    __m512 v[8], t[8];
+    for (int p = 0; p < 7; ++p) {
+        v[p] = acc[p];
+    }
+    v[7] = _mm512_setzero_ps();
+    transpose_16x8(v, t);
+    const __mmask16 cols = (__mmask16)((1u << n) - 1u);
+    for (size_t k = 0; k < 8; ++k) {
+        const size_t r = 2 * k;
+        if (r >= rows) {
+            break;
+        }
+        __m512 first = t[k], second = _mm512_shuffle_f32x4(t[k], t[k], 0xEE);
+        float *c0 = c + r * ldc, *c1 = c0 + ldc;
+        if (accumulate) {
+            first = _mm512_add_ps(_mm512_maskz_loadu_ps(cols, c0), first);
+        }
+        _mm512_mask_storeu_ps(c0, cols, first);
+        if (r + 1 < rows) {
+            if (accumulate) {
+                second = _mm512_add_ps(_mm512_maskz_loadu_ps(cols, c1), second);
+            }
+            _mm512_mask_storeu_ps(c1, cols, second);
+        }
+    }
+}
+
+__attribute__((target("avx512f"))) static void tile_avx512_ch(size_t kc, const float *a,
+                                                              const float *b, size_t ldb,
+                                                              float *c, size_t ldc, size_t m,
+                                                              size_t n, const float *bias,
+                                                              bool accumulate) {
+    const __mmask16 lo = m >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << m) - 1u);
+    const __mmask16 hi = m >= 32   ? (__mmask16)0xFFFF
+                         : m > 16 ? (__mmask16)((1u << (m - 16)) - 1u)
+                                  : (__mmask16)0;
+    __m512 start0 = _mm512_setzero_ps(), start1 = _mm512_setzero_ps();
+    if (bias != NULL && !accumulate) {
+        start0 = _mm512_maskz_loadu_ps(lo, bias);
+        start1 = _mm512_maskz_loadu_ps(hi, bias + 16);
+    }
+    __m512 c0[AVX512_CH_NR], c1[AVX512_CH_NR];
+    for (size_t j = 0; j < AVX512_CH_NR; ++j) {
+        c0[j] = start0;
+        c1[j] = start1;
+    }
+    for (size_t p = 0; p < kc; ++p) {
+        const __m512 a0 = _mm512_loadu_ps(a + p * AVX512_CH_MR);
+        const __m512 a1 = _mm512_loadu_ps(a + p * AVX512_CH_MR + 16);
+        const float *bp = b + p * ldb;
+        for (size_t j = 0; j < AVX512_CH_NR; ++j) {
+            const __m512 bv = _mm512_set1_ps(bp[j]);
+            c0[j] = _mm512_fmadd_ps(a0, bv, c0[j]);
+            c1[j] = _mm512_fmadd_ps(a1, bv, c1[j]);
+        }
+    }
+    store_16_rows(c0, c, ldc, m < 16 ? m : 16, n, accumulate);
+    if (m > 16) {
+        store_16_rows(c1, c + 16 * ldc, ldc, m - 16, n, accumulate);
+    }
+}
+
+static const dc_gemm_kernel kernel_avx2 = {DC_ISA_AVX2, "avx2", AVX2_MR, AVX2_NR, tile_avx2,
+                                           false};
 static const dc_gemm_kernel kernel_avx512 = {DC_ISA_AVX512, "avx512", AVX512_MR, AVX512_NR,
-                                             tile_avx512};
+                                             tile_avx512, false};
+static const dc_gemm_kernel kernel_avx512_ch = {DC_ISA_AVX512, "avx512-channels", AVX512_CH_MR,
+                                                AVX512_CH_NR, tile_avx512_ch, true};
 #endif
 
 static const dc_gemm_kernel kernel_baseline = {DC_ISA_BASELINE, "baseline", BASE_MR, BASE_NR,
-                                               tile_baseline};
+                                               tile_baseline, false};
+static const dc_gemm_kernel kernel_baseline_ch = {DC_ISA_BASELINE, "baseline-channels",
+                                                  BASE_CH_MR, BASE_CH_NR, tile_baseline_ch, true};
 
-const dc_gemm_kernel *dc_gemm_kernel_for(dc_isa isa) {
+const dc_gemm_kernel *dc_gemm_kernel_of(dc_isa isa, bool channel_lanes) {
     switch (isa) {
     case DC_ISA_BASELINE:
-        return &kernel_baseline;
+        return channel_lanes ? &kernel_baseline_ch : &kernel_baseline;
 #if defined(DC_GEMM_X86)
     case DC_ISA_AVX2:
-        /* __builtin_cpu_supports also checks that the OS saves the wide registers. */
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? &kernel_avx2
-                                                                                : NULL;
+        /* __builtin_cpu_supports also checks that the OS saves the wide registers. No
+         * channel-lanes kernel: 14 accumulators and the loads do not fit in 16 ymm registers,
+         * and fewer positions per tile lose the tail advantage the shape is for. */
+        return !channel_lanes && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+                   ? &kernel_avx2
+                   : NULL;
     case DC_ISA_AVX512:
-        return __builtin_cpu_supports("avx512f") ? &kernel_avx512 : NULL;
+        return !__builtin_cpu_supports("avx512f") ? NULL
+               : channel_lanes                    ? &kernel_avx512_ch
+                                                  : &kernel_avx512;
 #endif
     default:
         return NULL;
     }
 }
 
-/* -1: automatic; else the dc_isa tests asked for. Atomic, so that a test forcing a variant
- * while other threads create layers is not a data race (the choice itself is theirs). */
-static atomic_int forced_isa = -1;
+const dc_gemm_kernel *dc_gemm_kernel_for(dc_isa isa) { return dc_gemm_kernel_of(isa, false); }
+
+/* -1: automatic; else 2 * isa + channel_lanes of the kernel tests asked for. Atomic, so that a
+ * test forcing a variant while other threads create layers is not a data race (the choice
+ * itself is theirs). */
+static atomic_int forced_kernel = -1;
+
+const dc_gemm_kernel *dc_gemm_forced(void) {
+    const int forced = atomic_load(&forced_kernel);
+    return forced >= 0 ? dc_gemm_kernel_of((dc_isa)(forced / 2), forced % 2 != 0) : NULL;
+}
 
 const dc_gemm_kernel *dc_gemm_select(void) {
-    const int forced = atomic_load(&forced_isa);
-    if (forced >= 0) {
-        return dc_gemm_kernel_for((dc_isa)forced);
+    const dc_gemm_kernel *k = dc_gemm_forced();
+    if (k != NULL) {
+        return k;
     }
-    const dc_gemm_kernel *k = dc_gemm_kernel_for(DC_ISA_AVX512);
+    k = dc_gemm_kernel_for(DC_ISA_AVX512);
     if (k == NULL) {
         k = dc_gemm_kernel_for(DC_ISA_AVX2);
     }
     return k != NULL ? k : &kernel_baseline;
 }
 
-bool dc_gemm_force_isa(dc_isa isa) {
-    if (dc_gemm_kernel_for(isa) == NULL) {
+bool dc_gemm_force(dc_isa isa, bool channel_lanes) {
+    if (dc_gemm_kernel_of(isa, channel_lanes) == NULL) {
         return false;
     }
-    atomic_store(&forced_isa, (int)isa);
+    atomic_store(&forced_kernel, 2 * (int)isa + (channel_lanes ? 1 : 0));
     return true;
 }
 
-void dc_gemm_force_auto(void) { atomic_store(&forced_isa, -1); }
+bool dc_gemm_force_isa(dc_isa isa) { return dc_gemm_force(isa, false); }
+
+void dc_gemm_force_auto(void) { atomic_store(&forced_kernel, -1); }

@@ -169,8 +169,9 @@ static size_t make_pieces(const dc_conv_shape *s, size_t col0, size_t n, size_t 
     const size_t taps = s->kernel_h * s->kernel_w, wq = phase_cols(s);                       \
     const size_t sh = s->stride_h, sw = s->stride_w, phase = phase_rows(s) * wq;             \
     piece pieces[PIECE_COLS];                                                                 \
-    for (size_t j0 = 0; j0 < n; j0 += PIECE_COLS) {                                           \
-        const size_t nj = n - j0 < PIECE_COLS ? n - j0 : PIECE_COLS;                          \
+    const size_t step = PIECE_COLS / nr * nr; /* whole panels per round */                    \
+    for (size_t j0 = 0; j0 < n; j0 += step) {                                                 \
+        const size_t nj = n - j0 < step ? n - j0 : step;                                      \
         float *block = panels + j0 / nr * kc * nr;                                            \
         const size_t count = make_pieces(s, col0 + j0, nj, kc, nr, pieces);                   \
         const size_t tail = nj % nr == 0 ? 0 : nr - nj % nr;                                  \
