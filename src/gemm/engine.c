@@ -130,6 +130,22 @@ void dc_engine_pack_b(const dc_conv_shape *s, const float *xg, size_t p0, size_t
     }
 }
 
+void dc_engine_build_b(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *xg,
+                       const float *xp, size_t p0, size_t kc, size_t col0, size_t n,
+                       float *panels) {
+    const size_t nr = k->nr;
+    if (xp != NULL) {
+        dc_engine_pack_b_padded(s, k, xp, p0, kc, col0, n, nr, panels);
+    } else if (!dc_conv_is_pointwise(s)) {
+        dc_engine_pack_b(s, xg, p0, kc, col0, n, nr, panels);
+    } else if (n % nr != 0) {
+        /* Pointwise: only the last, partial panel is copied (zero padded); full panels are
+         * read in place from the input rows. */
+        const size_t full = n / nr * nr;
+        dc_engine_pack_b(s, xg, p0, kc, col0 + full, n - full, nr, panels + full / nr * kc * nr);
+    }
+}
+
 bool dc_engine_scratch_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t cols,
                               size_t *out) {
     size_t depth;
@@ -205,16 +221,7 @@ void dc_engine_conv_clamped(const dc_conv_shape *s, const dc_gemm_kernel *k, con
             const size_t nc = min_size(DC_NC / nr * nr, col1 - c), npan = (nc + nr - 1) / nr;
             for (size_t p0 = p_begin; p0 < p_end; p0 += DC_KC) {
                 const size_t kc = min_size(DC_KC, p_end - p0);
-                if (padded) {
-                    dc_engine_pack_b_padded(s, k, xp, p0, kc, c, nc, nr, scratch);
-                } else if (!pointwise) {
-                    dc_engine_pack_b(s, xg, p0, kc, c, nc, nr, scratch);
-                } else if (nc % nr != 0) {
-                    /* Pointwise: only the last, partial panel is copied (zero padded). */
-                    const size_t last = nc / nr * nr;
-                    dc_engine_pack_b(s, xg, p0, kc, c + last, nc - last, nr,
-                                     scratch + last / nr * kc * nr);
-                }
+                dc_engine_build_b(s, k, xg, padded ? xp : NULL, p0, kc, c, nc, scratch);
                 /* The first slice starts from the bias, the others add to y. */
                 const bool accumulate = p0 > 0;
                 /* B panel outer, row panels inner: the B panel (kc x NR floats, the larger

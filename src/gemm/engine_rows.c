@@ -81,15 +81,7 @@ void dc_engine_conv_rows(const dc_conv_shape *s, const dc_gemm_kernel *k, const 
             const size_t nc = min_size(block, plane - c), npan = (nc + nr - 1) / nr;
             for (size_t p0 = 0; p0 < depth; p0 += DC_KC) {
                 const size_t kc = min_size(DC_KC, depth - p0);
-                if (padded) {
-                    dc_engine_pack_b_padded(s, k, xp, p0, kc, c, nc, nr, scratch);
-                } else if (!pointwise) {
-                    dc_engine_pack_b(s, xg, p0, kc, c, nc, nr, scratch);
-                } else if (nc % nr != 0) {
-                    const size_t tail = nc / nr * nr;
-                    dc_engine_pack_b(s, xg, p0, kc, c + tail, nc - tail, nr,
-                                     scratch + tail / nr * kc * nr);
-                }
+                dc_engine_build_b(s, k, xg, padded ? xp : NULL, p0, kc, c, nc, scratch);
                 const bool accumulate = p0 > 0, ends = p0 + kc == depth;
                 for (size_t gp = first; gp < last; ++gp) {
                     const size_t i = gp - g * panels, m = min_size(mr, g_out - i * mr);

@@ -102,6 +102,14 @@ void dc_engine_pack_b_padded(const dc_conv_shape *s, const dc_gemm_kernel *k, co
                              size_t p0, size_t kc, size_t col0, size_t n, size_t nr,
                              float *panels);
 
+/* The B panels of reduction rows [p0, p0 + kc) and columns [col0, col0 + n) of a group's
+ * input xg, the way the drivers read them: from the padded copy xp when there is one
+ * (dc_engine_uses_padded), else packed straight from xg; for a pointwise kernel only the last,
+ * partial panel (full ones are read in place from xg). */
+void dc_engine_build_b(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *xg,
+                       const float *xp, size_t p0, size_t kc, size_t col0, size_t n,
+                       float *panels);
+
 /* Floats of scratch dc_engine_conv needs for a column range of up to `cols` columns: one block
  * of B panels, min(depth, DC_ENGINE_KC) * round_up(min(cols, 512), NR), plus for stride-1
  * shapes the padded copy of a group's input; at least dc_engine_inplace_floats where
