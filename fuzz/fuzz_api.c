@@ -46,7 +46,20 @@ typedef unsigned __int128 u128;
 /* "either success or overflow" */
 #define ST_OK_OR_OVERFLOW 100
 
+/* The case being run, printed when the library and the model disagree. */
+static const int64_t *current_geometry;
+static int64_t current_input[3];
+
 static void fail(const char *what, int got, int want) {
+    if (current_geometry != NULL) {
+        fprintf(stderr, "fuzz_api: geometry");
+        for (int i = 0; i < 13; ++i) {
+            fprintf(stderr, " %lld", (long long)current_geometry[i]);
+        }
+        fprintf(stderr, "\n");
+        fprintf(stderr, "fuzz_api: input %lld x %lld x %lld\n", (long long)current_input[0],
+                (long long)current_input[1], (long long)current_input[2]);
+    }
     fprintf(stderr, "fuzz_api: %s: status %d (%s), model expects %d\nmessage: %s\n", what, got,
             dynconv_status_string((dynconv_status)got), want, dynconv_last_error_message());
     abort();
@@ -430,6 +443,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     shape_model s = {size_value(&r), m.linear ? 1 : size_value(&r),
                      m.linear ? 1 : size_value(&r), 0, 0, 0, 0, 0};
 
+    current_geometry = m.g;
+    current_input[0] = s.n;
+    current_input[1] = s.h;
+    current_input[2] = s.w;
     int want = null_sel >= 1 && null_sel <= 6 ? ST_NULL : model_create(&m, temperature, flags,
                                                                        has_bias);
     /* Large layers: the harness cannot provide their weights, so they are borrowed (never
@@ -580,6 +597,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     free(buf);
 
 out:
+    current_geometry = NULL;
     do_destroy(&h);
     if (small) {
         free(weight);

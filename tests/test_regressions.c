@@ -85,11 +85,63 @@ static void linear_temperature_is_checked_before_size_overflow(void **state) {
     assert_null(layer);
 }
 
+/* A stride larger than the padded input is legal (one output row or column), but the engine's
+ * stride-phase copy sized one plane per phase: sh * ceil(Hp / sh) rows, 2^62 of them for a
+ * stride of 2^62 on a 5 x 5 input, so reshape reported SIZE_OVERFLOW for a layer of 36
+ * weights. Such shapes now take im2col + BLAS. Output row 0 reads the same taps whatever the
+ * stride, so it must equal row 0 of the stride-1 layer (the case found had pad_h 3, whose row 0
+ * reads only padding). */
+static void stride_beyond_padded_input_reshapes_and_runs(void **state) {
+    (void)state;
+    enum { N = 2, CIN = 2, H = 5, W = 5, K = 2, HID = 3 };
+    float weight[K * 1 * CIN * 9], fc1[HID * CIN], fc2[K * HID], x[N * CIN * H * W];
+    float *arrays[] = {weight, fc1, fc2, x};
+    const size_t lens[] = {sizeof weight, sizeof fc1, sizeof fc2, sizeof x};
+    for (size_t a = 0; a < 4; ++a) {
+        for (size_t i = 0; i < lens[a] / sizeof(float); ++i) {
+            arrays[a][i] = (float)((int)((i * 7 + a * 3) % 11) - 5) / 4.0f;
+        }
+    }
+    const int64_t strides[] = {INT64_C(1) << 62, 12, 1};
+    float first_row[3][N * 7];
+    for (size_t c = 0; c < 3; ++c) {
+        const dynconv_conv2d_geometry g = {
+            .in_channels = CIN, .out_channels = 1, .kernel_h = 3, .kernel_w = 3,
+            .stride_h = strides[c], .stride_w = 1, .pad_h = 1, .pad_w = 4, .dilation_h = 1,
+            .dilation_w = 3, .groups = 1, .num_kernels = K, .hidden = HID};
+        const dynconv_conv2d_weights w = {weight, NULL, fc1, NULL, fc2, NULL};
+        dynconv_conv2d *layer = NULL;
+        assert_int_equal(dynconv_conv2d_create(&g, &w, 1.0f, 0, &layer), DYNCONV_OK);
+        int64_t oh = 0, ow = 0;
+        size_t ws = 0;
+        assert_int_equal(dynconv_conv2d_reshape(layer, N, H, W, &oh, &ow, &ws), DYNCONV_OK);
+        assert_int_equal(ow, 7);
+        assert_int_equal(oh, strides[c] == 1 ? 5 : 1);
+        float y[N * 9 * 7];
+        assert_int_equal(dynconv_conv2d_forward(layer, x, y, NULL, NULL, 0), DYNCONV_OK);
+        for (size_t n = 0; n < N; ++n) {
+            memcpy(&first_row[c][n * 7], &y[n * (size_t)oh * 7], 7 * sizeof(float));
+        }
+        dynconv_conv2d_destroy(layer);
+    }
+    double scale = 0.0;
+    for (size_t i = 0; i < N * 7; ++i) {
+        scale = fmax(scale, fabs((double)first_row[2][i]));
+    }
+    assert_true(scale > 0.1); /* the data do reach the output */
+    for (size_t c = 0; c < 2; ++c) {
+        for (size_t i = 0; i < N * 7; ++i) {
+            assert_float_equal(first_row[c][i], first_row[2][i], 1e-5 * scale);
+        }
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(dilated_extent_of_2_pow_64_is_invalid_shape),
         cmocka_unit_test(linear_null_weight_is_reported_before_sizes),
         cmocka_unit_test(linear_temperature_is_checked_before_size_overflow),
+        cmocka_unit_test(stride_beyond_padded_input_reshapes_and_runs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

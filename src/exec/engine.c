@@ -115,10 +115,25 @@ static bool rule_prefers_engine(const dc_layer *l) {
            ((plane >= 256 && plane <= 1024) || (plane < 256 && l->gemm->channel_lanes));
 }
 
+/* Whether the engine can take the shape at all, whatever the rule or a forced mode says. Its
+ * strided scratch holds every stride phase of the padded input: sh * sw planes of
+ * ceil(Hp / sh) x ceil(Wp / sw). A stride beyond the padded extent leaves most of those phases
+ * empty (a stride of 2^62 on a 5 x 5 input would ask for 2^62 rows, and overflow), so such
+ * shapes, legal and rare, take im2col + BLAS, whose scratch is one column per output. */
+static bool engine_fits(const dc_layer *l) {
+    const dc_conv_shape *s = &l->shape;
+    size_t scratch;
+    if (dc_engine_uses_padded(s) &&
+        (s->stride_h > s->height + 2 * s->pad_h || s->stride_w > s->width + 2 * s->pad_w)) {
+        return false;
+    }
+    return dc_engine_scratch_floats(s, l->gemm, s->out_h * s->out_w, &scratch);
+}
+
 void dc_exec_choose_engine(dc_layer *l) {
     const int mode = atomic_load(&engine_mode);
     l->engine_on = l->gemm != NULL && mode != DC_ENGINE_NEVER &&
-                   (mode == DC_ENGINE_ALWAYS || rule_prefers_engine(l));
+                   (mode == DC_ENGINE_ALWAYS || rule_prefers_engine(l)) && engine_fits(l);
     const int bwd = atomic_load(&backward_engine_mode);
     l->backward_engine_on = l->gemm != NULL && bwd != DC_ENGINE_NEVER &&
                             (bwd == DC_ENGINE_ALWAYS || dc_exec_backward_prefers_engine(l));
