@@ -93,7 +93,15 @@ void dc_exec_engine_pack(dc_layer *l, float *buf) {
  *     (dc_exec_engine_blocked: the K sets read once per chunk instead of once per sample):
  *     1.66 ms against 3.50 and 5.7 against 11.4 at batch 16, 0.13 against 0.23 and 0.38
  *     against 0.79 at batch 1 (with the 8 x 32 tiles that path did not beat BLAS);
- *   - strided 1x1 kernels: im2col + BLAS (the engine 1.1 to 1.35);
+ *   - strided 1x1 kernels: im2col + BLAS (the engine 1.1 to 1.35 with the 8 x 32 tiles),
+ *     except below 256 output positions with the channel-lanes tiles against OpenBLAS on its
+ *     AVX2 kernels (Zen 5, OPENBLAS_CORETYPE=Haswell, CPU time, two interleaved runs:
+ *     r18_1x1s2_256_512_14 static at batch 16 1.72 ms against 2.30, dynamic 2.22 to 2.38
+ *     against 3.22 to 3.28, dynamic at batch 1 0.145 to 0.152 against 0.167 to 0.184). Against
+ *     its AVX-512 kernels BLAS stays ahead (Xeon model 167, SkylakeX kernels, medians of 3 in
+ *     two interleaved runs: static at batch 16 2.30 ms against 2.05 to 2.13, dynamic 3.68
+ *     against 3.41 to 3.56): the stride-phase copy builds all four phases of which a 1x1
+ *     kernel reads one;
  *   - fewer output positions than one B panel is wide: im2col + BLAS (most of a tile idle);
  *   - borrowed weights with K > 1 whose K sets exceed 8 MiB: im2col + BLAS, as mixing and
  *     packing them in every forward costs more than the engine saves (1.2 on 256 channels
@@ -111,8 +119,13 @@ static bool rule_prefers_engine(const dc_layer *l) {
     if (s->kernel_h * s->kernel_w > 1) {
         return true;
     }
-    return dc_conv_is_pointwise(s) &&
-           ((plane >= 256 && plane <= 1024) || (plane < 256 && l->gemm->channel_lanes));
+    if (dc_conv_is_pointwise(s)) {
+        return (plane >= 256 && plane <= 1024) || (plane < 256 && l->gemm->channel_lanes);
+    }
+    /* Strided 1x1 (unpadded): only with the channel-lanes tiles, and only against OpenBLAS's
+     * AVX2 kernels. */
+    return s->pad_h == 0 && s->pad_w == 0 && plane < 256 && l->gemm->channel_lanes &&
+           !l->blas_avx512;
 }
 
 /* Whether the engine can take the shape at all, whatever the rule or a forced mode says. Its
