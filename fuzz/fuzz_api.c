@@ -50,7 +50,7 @@ typedef unsigned __int128 u128;
 static const int64_t *current_geometry;
 static int64_t current_input[3];
 
-static void fail(const char *what, int got, int want) {
+static void report_case(void) {
     if (current_geometry != NULL) {
         fprintf(stderr, "fuzz_api: geometry");
         for (int i = 0; i < 13; ++i) {
@@ -60,6 +60,10 @@ static void fail(const char *what, int got, int want) {
         fprintf(stderr, "fuzz_api: input %lld x %lld x %lld\n", (long long)current_input[0],
                 (long long)current_input[1], (long long)current_input[2]);
     }
+}
+
+static void fail(const char *what, int got, int want) {
+    report_case();
     fprintf(stderr, "fuzz_api: %s: status %d (%s), model expects %d\nmessage: %s\n", what, got,
             dynconv_status_string((dynconv_status)got), want, dynconv_last_error_message());
     abort();
@@ -72,6 +76,7 @@ static void check(const char *what, dynconv_status got, int want) {
         fail(what, (int)got, want);
     }
     if (got != DYNCONV_OK && dynconv_last_error_message()[0] == '\0') {
+        report_case();
         fprintf(stderr, "fuzz_api: %s failed without a message\n", what);
         abort();
     }
@@ -301,6 +306,7 @@ static void check_sentinel(const char *what, const float *p, size_t n) {
     const uint32_t bits = SENTINEL_BITS;
     for (size_t i = 0; i < n; ++i) {
         if (memcmp(&p[i], &bits, sizeof bits) != 0) {
+            report_case();
             fprintf(stderr, "fuzz_api: %s wrote element %zu of an output although it failed\n",
                     what, i);
             abort();
@@ -318,18 +324,21 @@ static void check_forward_result(const layer_model *m, const shape_model *s, flo
         for (size_t j = 0; j < k; ++j) {
             const float v = att[r * k + j];
             if (!(v >= 0.0f && v <= 1.0f)) {
+                report_case();
                 fprintf(stderr, "fuzz_api: attention[%zu][%zu] = %g\n", r, j, (double)v);
                 abort();
             }
             sum += v;
         }
         if (fabs(sum - 1.0) > 1e-4) {
+            report_case();
             fprintf(stderr, "fuzz_api: attention row %zu sums to %.9g\n", r, sum);
             abort();
         }
     }
     for (size_t i = 0; i < (size_t)s->out_count; ++i) {
         if (!isfinite(y[i])) {
+            report_case();
             fprintf(stderr, "fuzz_api: output %zu is %g for finite data\n", i, (double)y[i]);
             abort();
         }
@@ -353,6 +362,7 @@ static void check_forward_result(const layer_model *m, const shape_model *s, flo
     }
     for (size_t i = 0; i < (size_t)s->out_count; ++i) {
         if (fabs((double)y[i] - ref[i]) > 1e-3 * scale) {
+            report_case();
             fprintf(stderr, "fuzz_api: output %zu = %.9g, reference %.9g\n", i, (double)y[i],
                     ref[i]);
             abort();
@@ -360,6 +370,7 @@ static void check_forward_result(const layer_model *m, const shape_model *s, flo
     }
     for (size_t i = 0; i < (size_t)s->n * k; ++i) {
         if (fabs((double)att[i] - pi[i]) > 1e-3) {
+            report_case();
             fprintf(stderr, "fuzz_api: attention %zu = %.9g, reference %.9g\n", i,
                     (double)att[i], pi[i]);
             abort();
@@ -480,6 +491,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     check(m.linear ? "dynconv_linear_create" : "dynconv_conv2d_create", st, want);
     if (st != DYNCONV_OK) {
         if (h.conv != NULL || h.lin != NULL) {
+            report_case();
             fprintf(stderr, "fuzz_api: a failed create wrote *out\n");
             abort();
         }
@@ -516,12 +528,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     check(m.linear ? "dynconv_linear_reshape" : "dynconv_conv2d_reshape", st, want);
     if (st != DYNCONV_OK) {
         if (out_h != -7 || out_w != -7 || ws_size != 7) {
+            report_case();
             fprintf(stderr, "fuzz_api: a failed reshape wrote its out-parameters\n");
             abort();
         }
         goto out;
     }
     if (!m.linear && ((u128)out_h != s.out_h || (u128)out_w != s.out_w)) {
+        report_case();
         fprintf(stderr, "fuzz_api: reshape gives %lld x %lld, the formula %llu x %llu\n",
                 (long long)out_h, (long long)out_w, (unsigned long long)s.out_h,
                 (unsigned long long)s.out_w);

@@ -67,6 +67,10 @@ static const conv_case conv_cases[] = {
     {"pad_wider_than_half_kernel",        3,  4, 3, 3, 1, 1, 2, 2, 1, 1, 1, 3, 3,  2, 6, 6,  1.f, B_ALL},
     /* dilation */
     {"dilation2_3x3",                     4,  4, 3, 3, 1, 1, 2, 2, 2, 2, 1, 4, 3,  2,10,10,  1.f, B_ALL},
+    /* kernels that leave stride phases unread: dilation 2 at stride 2 reads phase 0 only,
+     * a 2x2 kernel at stride 3 phases 0 and 1 of 3 */
+    {"dilation2_stride2_3x3",             4,  5, 3, 3, 2, 2, 2, 2, 2, 2, 1, 4, 3,  2,11,10,  1.f, B_ALL},
+    {"kernel2x2_stride3_pad1",            3,  4, 2, 2, 3, 3, 1, 1, 1, 1, 1, 3, 3,  2,10,11,  1.f, B_ALL},
     {"dilation3_stride2",                 3,  4, 3, 3, 2, 2, 1, 1, 3, 3, 1, 3, 3,  2,13,12,  1.f, B_ALL},
     /* rectangular kernels, including an even extent */
     {"rect_1x3",                          4,  5, 1, 3, 1, 1, 0, 1, 1, 1, 1, 4, 3,  2, 7, 9,  1.f, B_ALL},

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -136,12 +137,63 @@ static void stride_beyond_padded_input_reshapes_and_runs(void **state) {
     }
 }
 
+/* The softmax summed its exponentials in float: with 65537 kernels a row of attention weights
+ * summed to 0.9998 (fuzz_api allows 1e-4). The sum is now accumulated in double. */
+static void attention_of_65537_kernels_sums_to_one(void **state) {
+    (void)state;
+    enum { K = 65537, HID = 2, CIN = 1, COUT = 2, KH = 4, H = 8, W = 5 };
+    float *weight = malloc(sizeof(float) * K * COUT * CIN * KH);
+    float *fc2 = malloc(sizeof(float) * K * HID);
+    float *att = malloc(sizeof(float) * K);
+    float fc1[HID * CIN] = {0.75f, 1.25f}, x[CIN * H * W];
+    assert_non_null(weight);
+    assert_non_null(fc2);
+    assert_non_null(att);
+    for (size_t i = 0; i < (size_t)K * COUT * CIN * KH; ++i) {
+        weight[i] = (float)((int)(i % 13) - 6) / 8.0f;
+    }
+    for (size_t i = 0; i < (size_t)K * HID; ++i) {
+        fc2[i] = (float)((int)(i * 7 % 29) - 14) / 16.0f; /* logits spread over a few units */
+    }
+    for (size_t i = 0; i < CIN * H * W; ++i) {
+        x[i] = 0.5f + (float)(i % 5) / 4.0f;
+    }
+    const dynconv_conv2d_geometry g = {
+        .in_channels = CIN, .out_channels = COUT, .kernel_h = KH, .kernel_w = 1, .stride_h = 3,
+        .stride_w = 1, .pad_h = 5, .pad_w = 0, .dilation_h = 1, .dilation_w = 1, .groups = 1,
+        .num_kernels = K, .hidden = HID};
+    const dynconv_conv2d_weights w = {weight, NULL, fc1, NULL, fc2, NULL};
+    dynconv_conv2d *layer = NULL;
+    assert_int_equal(dynconv_conv2d_create(&g, &w, 1.0f, DYNCONV_FLAG_BORROW_WEIGHTS, &layer),
+                     DYNCONV_OK);
+    int64_t oh = 0, ow = 0;
+    size_t ws = 0;
+    assert_int_equal(dynconv_conv2d_reshape(layer, 1, H, W, &oh, &ow, &ws), DYNCONV_OK);
+    float *y = malloc(sizeof(float) * COUT * (size_t)(oh * ow));
+    assert_non_null(y);
+    assert_int_equal(dynconv_conv2d_forward(layer, x, y, att, NULL, 0), DYNCONV_OK);
+    double sum = 0.0, max = 0.0, min = 1.0;
+    for (size_t j = 0; j < K; ++j) {
+        sum += (double)att[j];
+        max = fmax(max, (double)att[j]);
+        min = fmin(min, (double)att[j]);
+    }
+    assert_true(max > 2.0 * min); /* the weights are not all equal */
+    assert_true(fabs(sum - 1.0) < 1e-5);
+    dynconv_conv2d_destroy(layer);
+    free(y);
+    free(att);
+    free(fc2);
+    free(weight);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(dilated_extent_of_2_pow_64_is_invalid_shape),
         cmocka_unit_test(linear_null_weight_is_reported_before_sizes),
         cmocka_unit_test(linear_temperature_is_checked_before_size_overflow),
         cmocka_unit_test(stride_beyond_padded_input_reshapes_and_runs),
+        cmocka_unit_test(attention_of_65537_kernels_sums_to_one),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

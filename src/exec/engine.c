@@ -98,10 +98,11 @@ void dc_exec_engine_pack(dc_layer *l, float *buf) {
  *     AVX2 kernels (Zen 5, OPENBLAS_CORETYPE=Haswell, CPU time, two interleaved runs:
  *     r18_1x1s2_256_512_14 static at batch 16 1.72 ms against 2.30, dynamic 2.22 to 2.38
  *     against 3.22 to 3.28, dynamic at batch 1 0.145 to 0.152 against 0.167 to 0.184). Against
- *     its AVX-512 kernels BLAS stays ahead (Xeon model 167, SkylakeX kernels, medians of 3 in
- *     two interleaved runs: static at batch 16 2.30 ms against 2.05 to 2.13, dynamic 3.68
- *     against 3.41 to 3.56): the stride-phase copy builds all four phases of which a 1x1
- *     kernel reads one;
+ *     its AVX-512 kernels the two are even (Xeon model 167, SkylakeX kernels, medians of 3 in
+ *     two interleaved runs, with only the stride phase the kernel reads built: static at batch
+ *     16 2.03 to 2.07 ms against 2.09 to 2.14, dynamic 3.49 to 3.68 against 3.58), so BLAS.
+ *     (Mixing such a layer's row panels a block at a time, as for pointwise layers, took 6.7
+ *     ms there: each block builds the sample's B panels again);
  *   - fewer output positions than one B panel is wide: im2col + BLAS (most of a tile idle);
  *   - borrowed weights with K > 1 whose K sets exceed 8 MiB: im2col + BLAS, as mixing and
  *     packing them in every forward costs more than the engine saves (1.2 on 256 channels

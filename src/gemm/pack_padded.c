@@ -7,7 +7,8 @@
  * sample, every panel row is a few contiguous runs (one per output row the panel's columns
  * cross), at offsets that depend on the panel and not on the reduction index: they are worked
  * out once per call, and each of the kc rows is then only copies, each one or two masked vector
- * moves on AVX-512. (Stride 1 has a single phase: the padded input itself.) */
+ * moves on AVX-512. (Stride 1 has a single phase: the padded input itself. Phases no tap reads,
+ * as with a kernel smaller than its stride, are not built.) */
 #include "gemm.h"
 
 #include "tensor.h"
@@ -73,6 +74,18 @@ static void make_phase(const dc_conv_shape *s, const float *xc, size_t a, size_t
     }
 }
 
+/* Whether some tap reads row phase a (of stride sh, taps ki * dh) or column phase b. A kernel
+ * smaller than its stride (a strided 1x1 reads phase (0, 0) alone) leaves the other phases
+ * unread, and they are not built. */
+static bool phase_read(size_t taps, size_t dilation, size_t stride, size_t phase) {
+    for (size_t k = 0; k < taps && k < stride; ++k) {
+        if (k * dilation % stride == phase) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Row i of every phase (a, b) of one channel from padded row r = i * sh + a: the padded row
  * laid out once in `tmp` (Wq * sw floats: the border's zeros, the input row, zeros to the end),
  * then split by column phase, plane (a, b)[i][j] = tmp[j * sw + b]. Stride 2 spelled out with
@@ -82,6 +95,9 @@ static void make_phase_rows(const dc_conv_shape *s, const float *xc, size_t r, f
     const size_t hq = phase_rows(s), wq = phase_cols(s), sh = s->stride_h, sw = s->stride_w;
     const size_t i = r / sh, a = r % sh, phase = hq * wq;
     float *dst = chan + a * sw * phase + i * wq; /* phase (a, 0), row i */
+    if (!phase_read(s->kernel_h, s->dilation_h, sh, a)) {
+        return;
+    }
     if (r < s->pad_h || r - s->pad_h >= s->height) {
         for (size_t b = 0; b < sw; ++b) {
             memset(dst + b * phase, 0, wq * sizeof(float));
@@ -92,7 +108,8 @@ static void make_phase_rows(const dc_conv_shape *s, const float *xc, size_t r, f
     memset(tmp, 0, s->pad_w * sizeof(float));
     memcpy(tmp + s->pad_w, xc + (r - s->pad_h) * s->width, s->width * sizeof(float));
     memset(tmp + s->pad_w + s->width, 0, tail * sizeof(float));
-    if (sw == 2) {
+    const bool all_columns = s->kernel_w >= sw && s->dilation_w == 1;
+    if (sw == 2 && all_columns) {
         float *restrict d0 = dst, *restrict d1 = dst + phase;
         const float *restrict t2 = tmp;
         for (size_t j = 0; j < wq; ++j) {
@@ -102,6 +119,9 @@ static void make_phase_rows(const dc_conv_shape *s, const float *xc, size_t r, f
         return;
     }
     for (size_t b = 0; b < sw; ++b) {
+        if (!all_columns && !phase_read(s->kernel_w, s->dilation_w, sw, b)) {
+            continue;
+        }
         float *restrict d = dst + b * phase;
         for (size_t j = 0; j < wq; ++j) {
             d[j] = tmp[j * sw + b];
@@ -126,6 +146,10 @@ void dc_engine_pad_input(const dc_conv_shape *s, const float *xg, size_t c0, siz
         for (size_t c = c0; c < c1 && wq * s->stride_w > TMP_ROW; ++c) {
             for (size_t a = 0; a < s->stride_h; ++a) {
                 for (size_t b = 0; b < s->stride_w; ++b) {
+                    if (!phase_read(s->kernel_h, s->dilation_h, s->stride_h, a) ||
+                        !phase_read(s->kernel_w, s->dilation_w, s->stride_w, b)) {
+                        continue;
+                    }
                     make_phase(s, xg + c * s->height * s->width, a, b,
                                xp + ((c * s->stride_h + a) * s->stride_w + b) * hq * wq);
                 }
