@@ -347,6 +347,14 @@ static void check_forward_result(const layer_model *m, const shape_model *s, flo
     if (!(temperature >= 0.25f && temperature <= 64.0f)) {
         return;
     }
+    /* The reference indexes in int64 (o * stride - pad + tap * dilation): strides, paddings and
+     * dilations the library accepts near 2^63 would overflow it. Those layers are still run
+     * and checked above; their values are compared only up to 2^30. */
+    for (int i = SH; i <= DW; ++i) {
+        if (m->g[i] > ((int64_t)1 << 30)) {
+            return;
+        }
+    }
     const dynconv_conv2d_geometry g = {m->g[0], m->g[1], m->g[2],  m->g[3],  m->g[4],
                                        m->g[5], m->g[6], m->g[7],  m->g[8],  m->g[9],
                                        m->g[10], m->g[11], m->g[12]};
