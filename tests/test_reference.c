@@ -132,6 +132,11 @@ static const conv_case conv_cases[] = {
      * im2col, for the zero border); stride 2 and 3, odd sizes, groups 1 and 2, batch 1 and 3 */
     {"strided_1x1_s2_odd_groups2_b3",     8,  6, 1, 1, 2, 2, 0, 0, 1, 1, 2, 4, 3,  3,11, 9,  1.f, B_ALL},
     {"strided_1x1_s3_odd_b1",             6,  5, 1, 1, 3, 3, 0, 0, 1, 1, 1, 4, 3,  1,10,13,  1.f, B_ALL},
+    /* ... with the batch's attention first (8 * hidden > out positions' input plane): on the
+     * engine, row panels mixed a block at a time for a chunk of samples, each block convolved
+     * on the gathered input as a pointwise layer */
+    {"strided_1x1_s2_batch_attention_b4", 8, 40, 1, 1, 2, 2, 0, 0, 1, 1, 1, 4, 8,  4, 7, 7,  1.f, B_ALL},
+    {"strided_1x1_s3x2_batch_attention",  5, 70, 1, 1, 3, 2, 0, 0, 1, 1, 1, 3, 9,  3, 8, 7,  0.7f, B_CONV},
     {"strided_1x1_s3_groups2_b1",         6,  4, 1, 1, 3, 3, 0, 0, 1, 1, 2, 3, 3,  1,11,11,  1.f, B_CONV},
     {"strided_1x1_s3x2_dilation2_b3",     5,  7, 1, 1, 3, 2, 0, 0, 2, 2, 1, 4, 3,  3,13,10,  1.f, B_ALL},
     {"strided_1x1_s2_pad1_groups2_b3",    8,  6, 1, 1, 2, 2, 1, 1, 1, 1, 2, 4, 3,  3, 9,11,  1.f, B_ALL},

@@ -150,6 +150,10 @@ static void gather_rows(const dc_conv_shape *s, const float *x, size_t c, size_t
     }
 }
 
+void dc_conv_gather_strided_1x1(const dc_conv_shape *s, const float *x, size_t c, float *out) {
+    gather_rows(s, x, c, 0, s->out_h, out);
+}
+
 /* Adjoint of gather_rows over all rows: x[ch, oh*sh, ow*sw] += col[ch, oh*out_w + ow]. Each input
  * position receives at most one entry, so this is the same sum as dc_col2im_add. */
 static void scatter_add(const dc_conv_shape *s, const float *col, size_t c, float *x) {

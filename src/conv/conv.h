@@ -45,6 +45,10 @@ bool dc_conv_is_depthwise(const dc_conv_shape *s);
  * a strided copy). With padding, a 1x1 kernel goes through im2col (the zero border). */
 bool dc_conv_is_strided_1x1(const dc_conv_shape *s);
 
+/* The GEMM operand of such a layer for channels [0, c): out [c, out_h * out_w] with
+ * out[ch, oh * out_w + ow] = x[ch, oh * sh, ow * sw]. */
+void dc_conv_gather_strided_1x1(const dc_conv_shape *s, const float *x, size_t c, float *out);
+
 /* Floats of scratch dc_conv2d_rows / dc_conv2d_sample / dc_conv2d_channels use: 0 for the
  * pointwise path, the padded input channel plus 8 * stride_w for the depthwise path, else
  * dc_conv_col_floats (for a strided 1x1 kernel: the gathered input of a group). False on

@@ -100,9 +100,11 @@ void dc_exec_engine_pack(dc_layer *l, float *buf) {
  *     against 3.22 to 3.28, dynamic at batch 1 0.145 to 0.152 against 0.167 to 0.184). Against
  *     its AVX-512 kernels the two are even (Xeon model 167, SkylakeX kernels, medians of 3 in
  *     two interleaved runs, with only the stride phase the kernel reads built: static at batch
- *     16 2.03 to 2.07 ms against 2.09 to 2.14, dynamic 3.49 to 3.68 against 3.58), so BLAS.
- *     (Mixing such a layer's row panels a block at a time, as for pointwise layers, took 6.7
- *     ms there: each block builds the sample's B panels again);
+ *     16 2.03 to 2.07 ms against 2.09 to 2.14), so BLAS for static layers. Dynamic ones mix
+ *     row panels a block at a time and convolve the gathered input as a pointwise layer
+ *     (dc_exec_engine_blocked), which BLAS's path cannot: batch 16 dynamic 3.26 to 3.39 ms
+ *     against 3.85 to 3.95 on 1 thread, 3.41 to 3.50 against 3.71 to 3.92 on 2 (batch 1 even),
+ *     so the engine for them against either kind of BLAS kernel;
  *   - fewer output positions than one B panel is wide: im2col + BLAS (most of a tile idle);
  *   - borrowed weights with K > 1 whose K sets exceed 8 MiB: im2col + BLAS, as mixing and
  *     packing them in every forward costs more than the engine saves (1.2 on 256 channels
@@ -123,10 +125,10 @@ static bool rule_prefers_engine(const dc_layer *l) {
     if (dc_conv_is_pointwise(s)) {
         return (plane >= 256 && plane <= 1024) || (plane < 256 && l->gemm->channel_lanes);
     }
-    /* Strided 1x1 (unpadded): only with the channel-lanes tiles, and only against OpenBLAS's
-     * AVX2 kernels. */
+    /* Strided 1x1 (unpadded): only with the channel-lanes tiles; static layers only against
+     * OpenBLAS's AVX2 kernels. */
     return s->pad_h == 0 && s->pad_w == 0 && plane < 256 && l->gemm->channel_lanes &&
-           !l->blas_avx512;
+           (!l->blas_avx512 || l->kernels > 1);
 }
 
 /* Whether the engine can take the shape at all, whatever the rule or a forced mode says. Its

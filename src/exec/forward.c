@@ -221,7 +221,13 @@ enum { BLOCK_BYTES = 2 << 20 };
  * block at a time, each block mixed for the whole chunk in one pass over the K sets (sample n's
  * block at wt + n * nb * depth * MR) and every sample's output rows of that block convolved
  * right after, while the block is in L2. The sums are those of the whole kernel, in the same
- * order, so the result is bitwise that of mixing whole kernels. */
+ * order, so the result is bitwise that of mixing whole kernels.
+ * A strided 1x1 layer is the pointwise layer of its subsampled input: each block convolves the
+ * sample's input gathered into the part of `col` past what the pointwise shape needs (the
+ * strided shape's stride-phase copy, at least sh * sw times as large, is not used). Gathering
+ * again for every block costs C_in * out_h * out_w copies against the block's C_in * rows *
+ * out_h * out_w multiply-adds; building the strided B panels block after block took twice
+ * the time of im2col + BLAS on ResNet-18's 256 -> 512 at 14x14. */
 static void engine_blocks(const forward_ctx *c, size_t i, size_t chunk, float *wt,
                           const float *bt, float *col) {
     const dc_layer *l = c->layer;
@@ -236,6 +242,18 @@ static void engine_blocks(const forward_ctx *c, size_t i, size_t chunk, float *w
         nb = BLOCK_BYTES / per_panel > 0 ? BLOCK_BYTES / per_panel : 1;
     }
     const float *pi = c->ws->pi + i * l->kernels;
+    /* The block's output channels as a layer of their own (one group, pointwise). */
+    dc_conv_shape sub = *s;
+    const bool gather = !dc_conv_is_pointwise(s);
+    float *gathered = NULL;
+    if (gather) {
+        sub.height = s->out_h;
+        sub.width = s->out_w;
+        sub.stride_h = sub.stride_w = 1;
+        size_t sub_col = 0;
+        (void)dc_engine_scratch_floats(&sub, l->gemm, plane, &sub_col); /* below the strided one */
+        gathered = col + sub_col;
+    }
     for (size_t j0 = 0; j0 < panels; j0 += nb) {
         const size_t j1 = panels - j0 < nb ? panels : j0 + nb;
         /* sample n's panel gp of the block at wt + (n * nb + gp - j0) * panel_floats */
@@ -243,12 +261,15 @@ static void engine_blocks(const forward_ctx *c, size_t i, size_t chunk, float *w
             mix_panel(l, pi, chunk, gp, 0, depth, wt + (gp - j0) * panel_floats,
                       nb * panel_floats);
         }
-        /* The block's output channels as a layer of their own (one group, pointwise). */
-        dc_conv_shape sub = *s;
         const size_t rows = (j1 - j0) * mr;
         sub.out_channels = s->out_channels - j0 * mr < rows ? s->out_channels - j0 * mr : rows;
         for (size_t j = 0; j < chunk; ++j) {
-            dc_engine_conv_clamped(&sub, l->gemm, c->input + (i + j) * in_len,
+            const float *x = c->input + (i + j) * in_len;
+            if (gather) {
+                dc_conv_gather_strided_1x1(s, x, s->in_channels, gathered);
+                x = gathered;
+            }
+            dc_engine_conv_clamped(&sub, l->gemm, x,
                                    wt + j * nb * panel_floats, panel_floats, 0,
                                    bt != NULL ? bt + j * s->out_channels + j0 * mr : NULL,
                                    c->output + (i + j) * out_len + j0 * mr * plane, col, 0,

@@ -37,7 +37,8 @@ bool dc_exec_engine_fused(const dc_layer *l) {
 
 bool dc_exec_engine_blocked(const dc_layer *l) {
     return l->engine_on && l->kernels > 1 && !dc_exec_engine_fused(l) &&
-           dc_conv_is_pointwise(&l->shape) && l->shape.groups == 1 &&
+           (dc_conv_is_pointwise(&l->shape) || dc_conv_is_strided_1x1(&l->shape)) &&
+           l->shape.groups == 1 &&
            dc_attention_per_batch(l, &l->shape);
 }
 
