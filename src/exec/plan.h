@@ -61,9 +61,10 @@ bool dc_exec_mixes(const dc_layer *l);
 bool dc_exec_engine_fused(const dc_layer *l);
 
 /* Whether whole samples on the engine mix a block of row panels for a chunk of samples in one
- * pass over the K sets, each block convolved right away: not fused, K > 1, pointwise or strided 1x1 (on its gathered input), one
- * group, and the attention of the whole batch first (small images, where the K sets are large
- * next to the image). The slot's P floats hold the chunk's blocks side by side. */
+ * pass over the K sets, each block convolved right away: not fused, K > 1, pointwise or strided
+ * 1x1 (convolved on its gathered input), one group, and the attention of the whole batch first
+ * (small images, where the K sets are large next to the image). The slot's P floats hold the
+ * chunk's blocks side by side. */
 bool dc_exec_engine_blocked(const dc_layer *l);
 
 /* The rule for the backward's input gradient on the engine (exec/backward.c), for the shape
