@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang-14 (ASan + UBSan) and runs each for a bounded time.
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]      (default 45)
+#   FUZZ_SEED=N scripts/fuzz.sh ...           (libFuzzer's -seed; unset or 0: a new one each run)
+# CI gives a fixed seed, so that a run on a given tree is repeatable and a failure it reports
+# can be replayed; runs by hand explore with a new seed each time.
 # The committed corpus (fuzz/corpus/<target>) seeds each run and is never modified; new inputs
 # go to build/fuzz/corpus/<target>. A failing input is written to build/fuzz/artifacts/ and the
 # script fails: add it to fuzz/corpus/<target>/ as regress-<what> (ctest replays it) and write a
@@ -9,6 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-45}
 case "$seconds" in ''|*[!0-9]*) echo "fuzz.sh: SECONDS must be a number" >&2; exit 2 ;; esac
+seed=${FUZZ_SEED:-0}
+case "$seed" in ''|*[!0-9]*) echo "fuzz.sh: FUZZ_SEED must be a number" >&2; exit 2 ;; esac
 
 scripts/deps.sh build fuzz
 build=build/fuzz
@@ -31,8 +36,8 @@ for t in "${targets[@]}"; do
   name=${t#fuzz_}
   work="$build/corpus/$name"
   mkdir -p "$work"
-  echo "== $t for ${seconds}s"
-  if ! "$build/fuzz/$t" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2048 \
+  echo "== $t for ${seconds}s (seed ${seed}; 0: libFuzzer picks one)"
+  if ! "$build/fuzz/$t" -seed="$seed" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2048 \
        -print_final_stats=1 -artifact_prefix="$build/artifacts/$t-" \
        "$work" "fuzz/corpus/$name" 2>"$build/$t.log"; then
     tail -n 60 "$build/$t.log"
