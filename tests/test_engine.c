@@ -30,8 +30,10 @@
 
 /* ---- micro-kernels ---- */
 
+/* pf: through the kernel's prefetching form, with 2 * kc - 1 lines (an odd count: the last
+ * step prefetches one) inside B. */
 static void check_tile(const dc_gemm_kernel *k, size_t kc, size_t m, size_t n, size_t ldb,
-                       bool accumulate, bool with_bias, tu_rng *rng) {
+                       bool accumulate, bool with_bias, bool pf, tu_rng *rng) {
     const size_t mr = k->mr, nr = k->nr, ldc = nr + 3, rows = mr + 2;
     float *a = tu_alloc((kc * mr + 1) * sizeof(float));
     float *b = tu_alloc((kc * ldb + 1) * sizeof(float));
@@ -46,7 +48,17 @@ static void check_tile(const dc_gemm_kernel *k, size_t kc, size_t m, size_t n, s
     if (bias != NULL) {
         tu_fill_int(rng, bias, m, -9, 9);
     }
-    k->tile(kc, a, b, ldb, c, ldc, m, n, bias, accumulate);
+    if (pf) {
+        const size_t pf_n = 2 * kc - 1;
+        const void **lines = tu_alloc(pf_n * sizeof(*lines));
+        for (size_t i = 0; i < pf_n; ++i) {
+            lines[i] = b + i % (kc * ldb);
+        }
+        k->tile_pf(kc, a, b, ldb, c, ldc, m, n, bias, accumulate, lines, pf_n);
+        free(lines);
+    } else {
+        k->tile(kc, a, b, ldb, c, ldc, m, n, bias, accumulate);
+    }
     for (size_t r = 0; r < rows; ++r) {
         for (size_t j = 0; j < ldc; ++j) {
             double want = before[r * ldc + j];
@@ -60,9 +72,9 @@ static void check_tile(const dc_gemm_kernel *k, size_t kc, size_t m, size_t n, s
                 want = (double)sum;
             }
             if ((double)c[r * ldc + j] != want) {
-                fail_msg("%s kc=%zu m=%zu n=%zu ldb=%zu acc=%d: C[%zu][%zu] = %g, want %g",
-                         k->name, kc, m, n, ldb, (int)accumulate, r, j, (double)c[r * ldc + j],
-                         want);
+                fail_msg("%s%s kc=%zu m=%zu n=%zu ldb=%zu acc=%d: C[%zu][%zu] = %g, want %g",
+                         k->name, pf ? " (prefetching)" : "", kc, m, n, ldb, (int)accumulate, r,
+                         j, (double)c[r * ldc + j], want);
             }
         }
     }
@@ -90,9 +102,13 @@ static void run_tile_tests_of(dc_isa isa, bool channel_lanes) {
             }
             for (size_t in = 0; in < count; ++in) {
                 for (int mode = 0; mode < 3; ++mode) { /* overwrite, with bias, accumulate */
-                    check_tile(k, kcs[ik], m, ns[in], k->nr, mode == 2, mode == 1, &rng);
-                    /* B read in place, rows further apart than NR */
-                    check_tile(k, kcs[ik], m, ns[in], k->nr + 13, mode == 2, mode == 1, &rng);
+                    for (int pf = 0; pf < (k->tile_pf != NULL ? 2 : 1); ++pf) {
+                        check_tile(k, kcs[ik], m, ns[in], k->nr, mode == 2, mode == 1, pf,
+                                   &rng);
+                        /* B read in place, rows further apart than NR */
+                        check_tile(k, kcs[ik], m, ns[in], k->nr + 13, mode == 2, mode == 1, pf,
+                                   &rng);
+                    }
                 }
             }
         }
@@ -504,7 +520,7 @@ static void check_rows_driver(const geo *g, const dc_gemm_kernel *k) {
         for (size_t c = 0; c < 3; ++c) {
             rows_probe probe = {.packed = packed, .depth = depth, .mr = mr, .gp0 = cuts[c],
                                 .gp1 = cuts[c + 1], .copy = copy != 0};
-            const dc_engine_rows_src src = {probe_slice, probe_prefetch, &probe};
+            const dc_engine_rows_src src = {probe_slice, probe_prefetch, NULL, &probe};
             dc_engine_conv_rows(&s, k, x, &src, cuts[c], cuts[c + 1], b, y2, scratch,
                                 copy ? abuf : NULL, &relu6);
             /* each owned panel slice once per column block */

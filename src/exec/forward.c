@@ -173,6 +173,9 @@ static const float *rows_slice(void *p, size_t gp, size_t p0, size_t kc, float *
  * the kernel's one), each kc * MR floats, or with borrowed weights K * m row pieces of kc
  * floats each. The runs are cut into parts line by line, so that each tile call of the current
  * slice is followed by a share of the next one's misses. */
+static size_t rows_prefetch_lines(void *p, size_t gp, size_t p0, size_t kc, size_t part,
+                                  size_t parts, const void **out, size_t max);
+
 static void rows_prefetch(void *p, size_t gp, size_t p0, size_t kc, size_t part, size_t parts) {
     const rows_source *r = p;
     const dc_layer *l = r->layer;
@@ -202,6 +205,35 @@ static void rows_prefetch(void *p, size_t gp, size_t p0, size_t kc, size_t part,
             DC_PREFETCH(a + f);
         }
     }
+}
+
+/* rows_prefetch's lines as addresses (the packed K sets, or the kernel packed whole); for
+ * borrowed weights read row by row, none (0: the driver prefetches them itself). Returns the
+ * part's count, of which at most max are written. */
+static size_t rows_prefetch_lines(void *p, size_t gp, size_t p0, size_t kc, size_t part,
+                                  size_t parts, const void **out, size_t max) {
+    const rows_source *r = p;
+    const dc_layer *l = r->layer;
+    if (r->weights == NULL && l->packed == NULL) {
+        return 0;
+    }
+    const size_t mr = l->gemm->mr, depth = l->kernel_len / l->shape.out_channels;
+    const size_t line = 64 / sizeof(float);
+    const float *base = r->weights != NULL ? r->weights : l->packed;
+    const size_t sets = r->weights != NULL ? 1 : l->kernels, len = kc * mr;
+    const size_t lines = (len + line - 1) / line;
+    const size_t q0 = lines * part / parts, q1 = lines * (part + 1) / parts;
+    size_t count = 0;
+    /* set by set: each set's run is read in order by the mixing */
+    for (size_t k = 0; k < sets; ++k) {
+        const float *a = base + k * l->packed_len + (gp * depth + p0) * mr;
+        for (size_t q = q0; q < q1; ++q, ++count) {
+            if (count < max) {
+                out[count] = a + q * line;
+            }
+        }
+    }
+    return count;
 }
 
 /* Panels of the whole kernel (all groups). */
@@ -319,7 +351,8 @@ static void engine_samples(const forward_ctx *c, size_t i0, size_t i1, float *wt
         }
         if (chunk == 1 && rows) {
             rows_source src = {l, pi, l->kernels > 1 ? NULL : w};
-            const dc_engine_rows_src from = {rows_slice, rows_prefetch, (void *)&src};
+            const dc_engine_rows_src from = {rows_slice, rows_prefetch, rows_prefetch_lines,
+                                     (void *)&src};
             dc_engine_conv_rows(s, l->gemm, c->input + i * in_len, &from, 0, panels,
                                 l->kernels > 1 ? bt : l->bias, c->output + i * out_len, col, wt,
                                 act);
@@ -459,7 +492,8 @@ static void engine_rows_task(void *p, size_t index, size_t count) {
     /* Owned static kernels are used where they lie; the others are mixed (or, borrowed at
      * K = 1, packed) slice by slice. */
     rows_source src = {l, pi, l->kernels == 1 && l->packed != NULL ? l->packed : NULL};
-    const dc_engine_rows_src from = {rows_slice, rows_prefetch, (void *)&src};
+    const dc_engine_rows_src from = {rows_slice, rows_prefetch, rows_prefetch_lines,
+                                     (void *)&src};
     dc_engine_conv_rows(s, l->gemm, c->input + i * s->in_channels * s->height * s->width, &from,
                         j0, j1, b, c->output + i * s->out_channels * plane,
                         slot_part(c->ws, index, c->ws->has_col, c->ws->col_at),

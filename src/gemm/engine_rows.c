@@ -69,6 +69,7 @@ void dc_engine_conv_rows(const dc_conv_shape *s, const dc_gemm_kernel *k, const 
         return;
     }
     float *xp = scratch + (total - pad);
+    const void *pf[2 * DC_KC]; /* the next slice's lines for one tile call */
     const size_t block = (total - pad) / min_size(depth, DC_KC); /* whole B panels */
     for (size_t g = gp0 / panels; g * panels < gp1; ++g) {
         const size_t first = gp0 > g * panels ? gp0 : g * panels;
@@ -93,7 +94,16 @@ void dc_engine_conv_rows(const dc_conv_shape *s, const dc_gemm_kernel *k, const 
                     float *yi = y + (g * g_out + i * mr) * plane + c;
                     const float *bias = b != NULL ? b + g * g_out + i * mr : NULL;
                     for (size_t jp = 0; jp < npan; ++jp) {
-                        if (ahead) {
+                        /* The next slice's lines: spread over this tile's steps where the
+                         * kernel can (two a step), else prefetched before it at once. */
+                        size_t pf_n = 0;
+                        if (ahead && k->tile_pf != NULL && src->prefetch_lines != NULL) {
+                            pf_n = src->prefetch_lines(src->ctx, ngp, np0,
+                                                       min_size(DC_KC, depth - np0), jp, npan,
+                                                       pf, 2 * kc);
+                        }
+                        if (ahead && (pf_n == 0 || pf_n > 2 * kc)) {
+                            pf_n = 0;
                             src->prefetch(src->ctx, ngp, np0, min_size(DC_KC, depth - np0), jp,
                                           npan);
                         }
@@ -101,8 +111,13 @@ void dc_engine_conv_rows(const dc_conv_shape *s, const dc_gemm_kernel *k, const 
                         const bool direct = pointwise && n == nr;
                         const float *bp = direct ? xg + p0 * in_plane + c + jp * nr
                                                  : scratch + jp * kc * nr;
-                        k->tile(kc, a, bp, direct ? in_plane : nr, yi + jp * nr, plane, m, n,
-                                bias, accumulate);
+                        if (pf_n > 0) {
+                            k->tile_pf(kc, a, bp, direct ? in_plane : nr, yi + jp * nr, plane,
+                                       m, n, bias, accumulate, pf, pf_n);
+                        } else {
+                            k->tile(kc, a, bp, direct ? in_plane : nr, yi + jp * nr, plane, m,
+                                    n, bias, accumulate);
+                        }
                     }
                     if (clamp != NULL && ends) {
                         clamp_rows(yi, plane, m, nc, clamp);

@@ -27,11 +27,19 @@ typedef void (*dc_gemm_tile_fn)(size_t kc, const float *a, const float *b, size_
                                 size_t ldc, size_t m, size_t n, const float *bias,
                                 bool accumulate);
 
+/* The same tile, which also prefetches into L2 the pf_n cache lines at pf[0..pf_n), spread
+ * over its reduction steps (two a step), so that a stream of lines the next tile needs from
+ * memory overlaps this tile's multiply-adds instead of stalling them in a burst. */
+typedef void (*dc_gemm_tile_pf_fn)(size_t kc, const float *a, const float *b, size_t ldb,
+                                   float *c, size_t ldc, size_t m, size_t n, const float *bias,
+                                   bool accumulate, const void *const *pf, size_t pf_n);
+
 typedef struct dc_gemm_kernel {
     dc_isa isa;
     const char *name;
     size_t mr, nr;            /* rows of A panels, columns of B panels */
     dc_gemm_tile_fn tile;
+    dc_gemm_tile_pf_fn tile_pf; /* NULL: the kernel has none */
     /* The vectors run along the tile's rows (output channels) and B's values are broadcast
      * (MR = 32, NR = 7: small planes split into whole tiles), instead of along its columns
      * (output positions). The tile contract above is the same either way. */
@@ -200,6 +208,11 @@ void dc_engine_input_grad(const dc_gemm_kernel *k, const float *w, size_t depth,
 typedef struct dc_engine_rows_src {
     const float *(*slice)(void *ctx, size_t gp, size_t p0, size_t kc, float *buf);
     void (*prefetch)(void *ctx, size_t gp, size_t p0, size_t kc, size_t part, size_t parts);
+    /* The same part's cache lines as addresses, at most `max` of them into out (NULL: the
+     * driver calls prefetch). With a kernel that has tile_pf, the driver hands them to the
+     * tile, which spreads them over its steps. Returns how many it wrote. */
+    size_t (*prefetch_lines)(void *ctx, size_t gp, size_t p0, size_t kc, size_t part,
+                             size_t parts, const void **out, size_t max);
     void *ctx;
 } dc_engine_rows_src;
 

@@ -247,11 +247,11 @@ __attribute__((target("avx512f"))) static inline void store_16_rows(const __m512
     }
 }
 
-__attribute__((target("avx512f"))) static void tile_avx512_ch(size_t kc, const float *a,
-                                                              const float *b, size_t ldb,
-                                                              float *c, size_t ldc, size_t m,
-                                                              size_t n, const float *bias,
-                                                              bool accumulate) {
+/* The channel-lanes tile, with or without prefetches (pf_n 0: none; inlined into both). */
+__attribute__((target("avx512f"))) static inline void
+tile_avx512_ch_body(size_t kc, const float *a, const float *b, size_t ldb, float *c, size_t ldc,
+                    size_t m, size_t n, const float *bias, bool accumulate,
+                    const void *const *pf, size_t pf_n) {
     const __mmask16 lo = m >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << m) - 1u);
     const __mmask16 hi = m >= 32   ? (__mmask16)0xFFFF
                          : m > 16 ? (__mmask16)((1u << (m - 16)) - 1u)
@@ -267,6 +267,12 @@ __attribute__((target("avx512f"))) static void tile_avx512_ch(size_t kc, const f
         c1[j] = start1;
     }
     for (size_t p = 0; p < kc; ++p) {
+        if (2 * p < pf_n) {
+            _mm_prefetch((const char *)pf[2 * p], _MM_HINT_T1);
+            if (2 * p + 1 < pf_n) {
+                _mm_prefetch((const char *)pf[2 * p + 1], _MM_HINT_T1);
+            }
+        }
         const __m512 a0 = _mm512_loadu_ps(a + p * AVX512_CH_MR);
         const __m512 a1 = _mm512_loadu_ps(a + p * AVX512_CH_MR + 16);
         const float *bp = b + p * ldb;
@@ -282,18 +288,35 @@ __attribute__((target("avx512f"))) static void tile_avx512_ch(size_t kc, const f
     }
 }
 
+__attribute__((target("avx512f"))) static void tile_avx512_ch(size_t kc, const float *a,
+                                                              const float *b, size_t ldb,
+                                                              float *c, size_t ldc, size_t m,
+                                                              size_t n, const float *bias,
+                                                              bool accumulate) {
+    tile_avx512_ch_body(kc, a, b, ldb, c, ldc, m, n, bias, accumulate, NULL, 0);
+}
+
+__attribute__((target("avx512f"))) static void
+tile_avx512_ch_pf(size_t kc, const float *a, const float *b, size_t ldb, float *c, size_t ldc,
+                  size_t m, size_t n, const float *bias, bool accumulate, const void *const *pf,
+                  size_t pf_n) {
+    tile_avx512_ch_body(kc, a, b, ldb, c, ldc, m, n, bias, accumulate, pf, pf_n);
+}
+
 static const dc_gemm_kernel kernel_avx2 = {DC_ISA_AVX2, "avx2", AVX2_MR, AVX2_NR, tile_avx2,
-                                           false};
+                                           NULL, false};
 static const dc_gemm_kernel kernel_avx512 = {DC_ISA_AVX512, "avx512", AVX512_MR, AVX512_NR,
-                                             tile_avx512, false};
+                                             tile_avx512, NULL, false};
 static const dc_gemm_kernel kernel_avx512_ch = {DC_ISA_AVX512, "avx512-channels", AVX512_CH_MR,
-                                                AVX512_CH_NR, tile_avx512_ch, true};
+                                                AVX512_CH_NR, tile_avx512_ch,
+                                                tile_avx512_ch_pf, true};
 #endif
 
 static const dc_gemm_kernel kernel_baseline = {DC_ISA_BASELINE, "baseline", BASE_MR, BASE_NR,
-                                               tile_baseline, false};
+                                               tile_baseline, NULL, false};
 static const dc_gemm_kernel kernel_baseline_ch = {DC_ISA_BASELINE, "baseline-channels",
-                                                  BASE_CH_MR, BASE_CH_NR, tile_baseline_ch, true};
+                                                  BASE_CH_MR, BASE_CH_NR, tile_baseline_ch,
+                                                  NULL, true};
 
 const dc_gemm_kernel *dc_gemm_kernel_of(dc_isa isa, bool channel_lanes) {
     switch (isa) {
