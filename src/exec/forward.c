@@ -173,8 +173,29 @@ static const float *rows_slice(void *p, size_t gp, size_t p0, size_t kc, float *
  * the kernel's one), each kc * MR floats, or with borrowed weights K * m row pieces of kc
  * floats each. The runs are cut into parts line by line, so that each tile call of the current
  * slice is followed by a share of the next one's misses. */
-static size_t rows_prefetch_lines(void *p, size_t gp, size_t p0, size_t kc, size_t part,
-                                  size_t parts, const void **out, size_t max);
+/* Part `part` of `parts` of a slice's lines in the packed K sets (or the kernel packed
+ * whole): lines [q0, q1) of each of the `sets` runs, run k at first + k * set_stride floats.
+ * False for borrowed weights read row by row, which have no packed runs. */
+typedef struct packed_lines {
+    const float *first;
+    size_t sets, set_stride, q0, q1;
+} packed_lines;
+
+static bool packed_part(const rows_source *r, size_t gp, size_t p0, size_t kc, size_t part,
+                        size_t parts, packed_lines *out) {
+    const dc_layer *l = r->layer;
+    if (r->weights == NULL && l->packed == NULL) {
+        return false;
+    }
+    const size_t mr = l->gemm->mr, depth = l->kernel_len / l->shape.out_channels;
+    const size_t line = 64 / sizeof(float), lines = (kc * mr + line - 1) / line;
+    out->first = (r->weights != NULL ? r->weights : l->packed) + (gp * depth + p0) * mr;
+    out->sets = r->weights != NULL ? 1 : l->kernels;
+    out->set_stride = l->packed_len;
+    out->q0 = lines * part / parts;
+    out->q1 = lines * (part + 1) / parts;
+    return true;
+}
 
 static void rows_prefetch(void *p, size_t gp, size_t p0, size_t kc, size_t part, size_t parts) {
     const rows_source *r = p;
@@ -182,15 +203,11 @@ static void rows_prefetch(void *p, size_t gp, size_t p0, size_t kc, size_t part,
     const dc_conv_shape *s = &l->shape;
     const size_t mr = l->gemm->mr, depth = l->kernel_len / s->out_channels;
     const size_t line = 64 / sizeof(float);
-    if (r->weights != NULL || l->packed != NULL) {
-        const float *base = r->weights != NULL ? r->weights : l->packed;
-        const size_t sets = r->weights != NULL ? 1 : l->kernels, len = kc * mr;
-        const size_t lines = (len + line - 1) / line;
-        const size_t q0 = lines * part / parts, q1 = lines * (part + 1) / parts;
-        for (size_t k = 0; k < sets; ++k) {
-            const float *a = base + k * l->packed_len + (gp * depth + p0) * mr;
-            for (size_t q = q0; q < q1; ++q) {
-                DC_PREFETCH(a + q * line);
+    packed_lines pl;
+    if (packed_part(r, gp, p0, kc, part, parts, &pl)) {
+        for (size_t k = 0; k < pl.sets; ++k) {
+            for (size_t q = pl.q0; q < pl.q1; ++q) {
+                DC_PREFETCH(pl.first + k * pl.set_stride + q * line);
             }
         }
         return;
@@ -207,29 +224,22 @@ static void rows_prefetch(void *p, size_t gp, size_t p0, size_t kc, size_t part,
     }
 }
 
-/* rows_prefetch's lines as addresses (the packed K sets, or the kernel packed whole); for
- * borrowed weights read row by row, none (0: the driver prefetches them itself). Returns the
- * part's count, of which at most max are written. */
+/* rows_prefetch's lines as addresses, for the tile to issue (none for borrowed weights read
+ * row by row: the driver then calls rows_prefetch). Returns the part's count, of which at most
+ * max are written. */
 static size_t rows_prefetch_lines(void *p, size_t gp, size_t p0, size_t kc, size_t part,
                                   size_t parts, const void **out, size_t max) {
-    const rows_source *r = p;
-    const dc_layer *l = r->layer;
-    if (r->weights == NULL && l->packed == NULL) {
+    packed_lines pl;
+    if (!packed_part(p, gp, p0, kc, part, parts, &pl)) {
         return 0;
     }
-    const size_t mr = l->gemm->mr, depth = l->kernel_len / l->shape.out_channels;
     const size_t line = 64 / sizeof(float);
-    const float *base = r->weights != NULL ? r->weights : l->packed;
-    const size_t sets = r->weights != NULL ? 1 : l->kernels, len = kc * mr;
-    const size_t lines = (len + line - 1) / line;
-    const size_t q0 = lines * part / parts, q1 = lines * (part + 1) / parts;
     size_t count = 0;
     /* set by set: each set's run is read in order by the mixing */
-    for (size_t k = 0; k < sets; ++k) {
-        const float *a = base + k * l->packed_len + (gp * depth + p0) * mr;
-        for (size_t q = q0; q < q1; ++q, ++count) {
+    for (size_t k = 0; k < pl.sets; ++k) {
+        for (size_t q = pl.q0; q < pl.q1; ++q, ++count) {
             if (count < max) {
-                out[count] = a + q * line;
+                out[count] = pl.first + k * pl.set_stride + q * line;
             }
         }
     }
