@@ -286,7 +286,7 @@ static void engine_blocks(const forward_ctx *c, size_t i, size_t chunk, float *w
     const float *pi = c->ws->pi + i * l->kernels;
     /* The block's output channels as a layer of their own (one group, pointwise). */
     dc_conv_shape sub = *s;
-    const bool gather = !dc_conv_is_pointwise(s);
+    const bool gather = dc_conv_is_strided_1x1(s);
     float *gathered = NULL;
     if (gather) {
         sub.height = s->out_h;

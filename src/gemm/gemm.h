@@ -210,7 +210,8 @@ typedef struct dc_engine_rows_src {
     void (*prefetch)(void *ctx, size_t gp, size_t p0, size_t kc, size_t part, size_t parts);
     /* The same part's cache lines as addresses, at most `max` of them into out (NULL: the
      * driver calls prefetch). With a kernel that has tile_pf, the driver hands them to the
-     * tile, which spreads them over its steps. Returns how many it wrote. */
+     * tile, which spreads them over its steps. Returns the part's count, which may exceed
+     * max (then only max were written, and the driver calls prefetch instead). */
     size_t (*prefetch_lines)(void *ctx, size_t gp, size_t p0, size_t kc, size_t part,
                              size_t parts, const void **out, size_t max);
     void *ctx;
