@@ -170,8 +170,8 @@ bool dc_engine_uses_inplace(const dc_conv_shape *s, const dc_gemm_kernel *k);
  * for "same" padding. */
 void dc_engine_force_inplace(int mode);
 /* Floats of scratch dc_engine_conv_inplace needs (any column range): the shared-border copy of a
- * group's input, pw + C_in/g * (H + 2ph) * (W + pw), and NR floats after it. False on
- * overflow. */
+ * group's input, pw + C_in/g * (H + 2ph) * (W + pw), and pw + max(NR, 48) floats after it (the
+ * masked form's tiles are 48 wide). False on overflow. */
 bool dc_engine_inplace_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t *out);
 /* dc_engine_conv_clamped's contract, computed with the micro-kernel reading B rows in place
  * from that copy (for "same" padding on AVX-512, a copy without border columns, the border
