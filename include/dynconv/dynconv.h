@@ -556,7 +556,8 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  * never on which pool provides the threads.
  *
  * Convolution paths: each shape (fixed by reshape) runs on one of
- *   - the library's own engine: register-blocked micro-kernels for AVX-512 (8 x 32 tiles),
+ *   - the library's own engine: register-blocked micro-kernels for AVX-512 (8 x 32 tiles;
+ *     8 x 48 where stride-1 "same" padding reads the input in place under masks),
  *     AVX2 + FMA (6 x 16) or baseline x86-64 (4 x 8), the widest this CPU runs, chosen at
  *     create; on AVX-512, for planes its tiles fit better (7x7 and 14x14: 7 positions per
  *     tile instead of 32), reshape takes a 32 x 7 tile with its vectors along the output
