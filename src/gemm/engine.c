@@ -3,7 +3,8 @@
  * slices of DC_KC; for each (column block, slice) the B panels are built straight from the
  * input (for a pointwise kernel full panels are read in place from the input rows), and every
  * row panel of W_g runs over each of them: one B panel (KC x NR floats) stays in L1 while the A
- * slices (KC x MR floats each) come from L2. */
+ * slices (KC x MR floats each) come from L2 (with the channel-lanes tiles, whose A slice is the
+ * larger operand, the other way round: tiles_by_row_panel). */
 #include "gemm.h"
 
 #include "tensor.h"
