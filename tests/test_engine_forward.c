@@ -19,6 +19,8 @@
 
 #include "engine_cases.h"
 #include "exec.h"
+#include "internal.h"
+#include "plan.h"
 #include "reference.h"
 #include "testutil.h"
 
@@ -29,12 +31,16 @@ static dynconv_threadpool *pool2;
 /* Integer weights, inputs and biases; fc2 all zero, so every logit is its bias (0) and the
  * softmax gives exactly 1/K: every value of the forward is a small multiple of 1/K, exact in
  * float. */
-static void check_forward_exact(const geo *gm, int64_t kernels, int64_t batch, uint32_t flags,
-                                int threads) {
+/* expect_chunk: 0, or the chunk of samples the handle must have planned, with its row panels
+ * mixed a block at a time (dc_exec_engine_blocked). */
+static void check_forward_exact_hidden(const geo *gm, int64_t kernels, int64_t hidden,
+                                       int64_t batch, uint32_t flags, int threads,
+                                       size_t expect_chunk) {
     const dynconv_conv2d_geometry g = {
         (int64_t)gm->cin, (int64_t)gm->cout, (int64_t)gm->kh, (int64_t)gm->kw,
         (int64_t)gm->sh,  (int64_t)gm->sw,   (int64_t)gm->ph, (int64_t)gm->pw,
-        (int64_t)gm->dh,  (int64_t)gm->dw,   (int64_t)gm->groups, kernels, 3};
+        (int64_t)gm->dh,  (int64_t)gm->dw,   (int64_t)gm->groups, kernels, hidden};
+    const size_t fc1_len = (size_t)hidden * gm->cin;
     const dc_conv_shape s = shape_of(gm);
     const size_t wlen = (size_t)kernels * s.out_channels * depth_of(&s);
     const size_t x_len = (size_t)batch * s.in_channels * s.height * s.width;
@@ -43,15 +49,15 @@ static void check_forward_exact(const geo *gm, int64_t kernels, int64_t batch, u
     tu_rng_seed(&rng, 31 + (uint64_t)kernels);
     float *w = tu_alloc(wlen * sizeof(float));
     float *b = tu_alloc((size_t)kernels * s.out_channels * sizeof(float));
-    float *fc1 = tu_alloc(3 * s.in_channels * sizeof(float));
-    float *fc2 = calloc((size_t)kernels * 3, sizeof(float));
+    float *fc1 = tu_alloc(fc1_len * sizeof(float));
+    float *fc2 = calloc((size_t)(kernels * hidden), sizeof(float));
     float *x = tu_alloc(x_len * sizeof(float));
     float *y = tu_alloc(y_len * sizeof(float));
     double *want = tu_alloc(y_len * sizeof(double));
     assert_non_null(fc2);
     tu_fill_int(&rng, w, wlen, -4, 4);
     tu_fill_int(&rng, b, (size_t)kernels * s.out_channels, -8, 8);
-    tu_fill_int(&rng, fc1, 3 * s.in_channels, -2, 2);
+    tu_fill_int(&rng, fc1, fc1_len, -2, 2);
     tu_fill_int(&rng, x, x_len, -3, 3);
     const dynconv_conv2d_weights wt = {w, b, fc1, NULL, fc2, NULL};
     ref_conv2d_forward(&g, &wt, 1.0, batch, (int64_t)s.height, (int64_t)s.width, x, want, NULL);
@@ -64,6 +70,13 @@ static void check_forward_exact(const geo *gm, int64_t kernels, int64_t batch, u
         dynconv_conv2d_reshape(layer, batch, (int64_t)s.height, (int64_t)s.width, NULL, NULL,
                                NULL),
         DYNCONV_OK);
+    if (expect_chunk > 0) {
+        assert_true(dc_exec_engine_blocked(&layer->core));
+        if (layer->chunk != expect_chunk) {
+            fail_msg("%s: N=%lld threads=%d planned a chunk of %zu samples, not %zu", gm->name,
+                     (long long)batch, threads, layer->chunk, expect_chunk);
+        }
+    }
     assert_int_equal(dynconv_conv2d_forward(layer, x, y, NULL, NULL, 0), DYNCONV_OK);
     if (tu_count_mismatches(gm->name, y, want, y_len, 0.0, 0.0) != 0) {
         fail_msg("%s: K=%lld N=%lld flags=%u threads=%d not exact", gm->name, (long long)kernels,
@@ -77,6 +90,11 @@ static void check_forward_exact(const geo *gm, int64_t kernels, int64_t batch, u
     free(fc1);
     free(b);
     free(w);
+}
+
+static void check_forward_exact(const geo *gm, int64_t kernels, int64_t batch, uint32_t flags,
+                                int threads) {
+    check_forward_exact_hidden(gm, kernels, 3, batch, flags, threads, 0);
 }
 
 static void run_forward_exact_of(dc_isa isa, bool channel_lanes) {
@@ -378,6 +396,78 @@ static void test_layer_keeps_its_kernel(void **state) {
 }
 
 
+/* ---- one-group pointwise and strided 1x1 layers mixed a block of row panels at a time ---- */
+
+/* Small images (8 * hidden > H * W: the attention of the batch first) with K > 1: several
+ * samples' blocks mixed in one pass over the K sets, each block convolved at once; a strided
+ * layer's inputs gathered once per chunk. Batches that give chunks of several samples, a
+ * last chunk shorter than the others, and samples left over for the threads to share. */
+typedef struct blocked_case {
+    geo g;
+    int64_t hidden;
+} blocked_case;
+
+/* clang-format off */
+static const blocked_case blocked_cases[] = {
+    /*  name                     cin cout kh kw sh sw ph pw dh dw g  h   w   hidden */
+    {{"pointwise_40_5x5",         12, 40, 1, 1, 1, 1, 0, 0, 1, 1, 1, 5,  5}, 4},
+    {{"pointwise_70_7x7",          9, 70, 1, 1, 1, 1, 0, 0, 1, 1, 1, 7,  7}, 8},
+    {{"1x1_stride2_40_9x9",       10, 40, 1, 1, 2, 2, 0, 0, 1, 1, 1, 9,  9}, 11},
+    {{"1x1_stride2_70_14x14",     16, 70, 1, 1, 2, 2, 0, 0, 1, 1, 1, 14, 14}, 25},
+    {{"1x1_stride2x3_33_13x20",    7, 33, 1, 1, 2, 3, 0, 0, 1, 1, 1, 13, 20}, 33},
+};
+/* clang-format on */
+
+static void run_blocked_exact_of(dc_isa isa, bool channel_lanes) {
+    const size_t mr = kernel_of_or_skip(isa, channel_lanes)->mr;
+    assert_true(dc_gemm_force(isa, channel_lanes));
+    dc_exec_set_engine_mode(DC_ENGINE_ALWAYS);
+    const int64_t batches[] = {1, 6, 7, 19};
+    for (size_t i = 0; i < sizeof blocked_cases / sizeof blocked_cases[0]; ++i) {
+        const blocked_case *c = &blocked_cases[i];
+        assert_true(8 * (size_t)c->hidden > c->g.h * c->g.w);
+        for (size_t ib = 0; ib < sizeof batches / sizeof batches[0]; ++ib) {
+            for (int threads = 1; threads <= 2; ++threads) {
+                /* the header's B: min(N/T, 8, ceil(C_out / MR)) when N/T >= 2 */
+                const size_t per = (size_t)batches[ib] / (size_t)threads;
+                const size_t panels = (c->g.cout + mr - 1) / mr;
+                const size_t chunk = per < 2 ? 1 : per < 8 ? per : 8;
+                const size_t want = chunk < panels ? chunk : panels;
+                check_forward_exact_hidden(&c->g, 4, c->hidden, batches[ib], 0, threads, want);
+                check_forward_exact_hidden(&c->g, 2, c->hidden, batches[ib],
+                                           DYNCONV_FLAG_BORROW_WEIGHTS, threads, want);
+            }
+        }
+    }
+    dc_exec_set_engine_mode(DC_ENGINE_AUTO);
+    dc_gemm_force_auto();
+}
+
+static void test_blocked_exact_baseline(void **state) {
+    (void)state;
+    run_blocked_exact_of(DC_ISA_BASELINE, false);
+}
+
+static void test_blocked_exact_baseline_channels(void **state) {
+    (void)state;
+    run_blocked_exact_of(DC_ISA_BASELINE, true);
+}
+
+static void test_blocked_exact_avx2(void **state) {
+    (void)state;
+    run_blocked_exact_of(DC_ISA_AVX2, false);
+}
+
+static void test_blocked_exact_avx512(void **state) {
+    (void)state;
+    run_blocked_exact_of(DC_ISA_AVX512, false);
+}
+
+static void test_blocked_exact_avx512_channels(void **state) {
+    (void)state;
+    run_blocked_exact_of(DC_ISA_AVX512, true);
+}
+
 /* ---- the workspace formula of the header (section 7), computed here on its own ---- */
 
 /* Bytes of a buffer of `floats` floats, rounded up to the workspace alignment. */
@@ -409,6 +499,11 @@ static const ws_case ws_cases[] = {
     {"pointwise_blocked_b12_t2",   32,  70, 1, 1, 0, 1, 4, 16, 24, 6, 2, true,  true},
     {"pointwise_blocked_1panel",   16,   3, 1, 1, 0, 1, 3, 16, 6,  5, 1, false, true},
     {"pointwise_groups2_not_blocked", 16, 40, 1, 1, 0, 2, 4, 16, 5, 5, 1, false, true},
+    /* strided 1x1: the same blocks, with the chunk's inputs gathered in the scratch */
+    {"strided1x1_blocked_b6_t1",   32,  40, 1, 2, 0, 1, 4, 16, 6,  9, 1, false, true},
+    {"strided1x1_blocked_b13_t2",  64,  70, 1, 2, 0, 1, 4, 32, 13, 14, 2, true,  false},
+    {"strided1x1_blocked_b1",      64,  70, 1, 2, 0, 1, 4, 32, 1, 14, 1, false, true},
+    {"strided1x1_per_sample",      32,  40, 1, 2, 0, 1, 4,  8, 6, 14, 1, false, true},
 };
 /* clang-format on */
 
@@ -422,10 +517,13 @@ static size_t engine_formula(const ws_case *c, size_t mr, size_t nr) {
     const size_t big_p = g * rows * depth;
     size_t b = 1, w = 0;
     const bool pointwise = c->k == 1 && c->s == 1 && c->p == 0;
+    const bool strided_1x1 = c->k == 1 && c->s > 1 && c->p == 0;
     const bool batch_attention = 8 * (size_t)c->hidden > hw * hw;
+    const bool blocked = kk > 1 && 4 * kk * big_p <= ((size_t)8 << 20) &&
+                         (pointwise || strided_1x1) && g == 1 && batch_attention;
     if (kk > 1 && 4 * kk * big_p <= ((size_t)8 << 20)) {
         w = big_p;
-        if (pointwise && g == 1 && batch_attention && n / t >= 2) {
+        if (blocked && n / t >= 2) {
             const size_t panels = ceil_div(cout, mr), per = n / t < 8 ? n / t : 8;
             b = per < panels ? per : panels;
         }
@@ -442,6 +540,13 @@ static size_t engine_formula(const ws_case *c, size_t mr, size_t nr) {
     if (!pointwise) {
         const size_t q = ceil_div(hw + 2 * (size_t)c->p, (size_t)c->s);
         scratch += (size_t)(c->cin / c->groups) * (size_t)(c->s * c->s) * q * q;
+    }
+    if (blocked && strided_1x1) {
+        /* the pointwise shape's B panels, then the chunk's inputs subsampled */
+        const size_t cin = (size_t)c->cin;
+        const size_t gather = (cin < 256 ? cin : 256) * ceil_div(plane < 512 ? plane : 512, nr) *
+                                  nr + b * cin * plane;
+        scratch = gather > scratch ? gather : scratch;
     }
     const size_t slot = (w > 0 ? buf(w) : 0) + (kk > 1 && c->bias ? buf(b * cout) : 0) +
                         buf(scratch);
@@ -522,6 +627,11 @@ int main(void) {
         cmocka_unit_test(test_forward_exact_avx512),
         cmocka_unit_test(test_forward_exact_baseline_channels),
         cmocka_unit_test(test_forward_exact_avx512_channels),
+        cmocka_unit_test(test_blocked_exact_baseline),
+        cmocka_unit_test(test_blocked_exact_avx2),
+        cmocka_unit_test(test_blocked_exact_avx512),
+        cmocka_unit_test(test_blocked_exact_baseline_channels),
+        cmocka_unit_test(test_blocked_exact_avx512_channels),
         cmocka_unit_test(test_kernel_follows_shape),
         cmocka_unit_test(test_reshape_changes_kernel),
         cmocka_unit_test(test_rows_bitwise_baseline),

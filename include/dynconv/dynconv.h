@@ -572,9 +572,12 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  *   The engine runs kernels larger than 1x1, pointwise kernels with 256 to 1024 output
  *   positions, and pointwise kernels with fewer where reshape took the 32 x 7 tiles (with
  *   K > 1, one group and 8*hidden > H*W, their row panels mixed a block at a time for several
- *   samples in one pass over the K sets, each block convolved at once); not shapes with fewer
+ *   samples in one pass over the K sets, each block convolved at once); strided 1x1 kernels
+ *   without padding with fewer than 256 output positions where reshape took the 32 x 7
+ *   tiles, with K > 1 (static ones only where OpenBLAS runs its AVX2 kernels), convolved as
+ *   the pointwise layer of their subsampled input; not shapes with fewer
  *   output positions than its tile is wide (32, 16, 8 or 7),
- *   strided 1x1 kernels, or borrowed weights with K > 1 whose K sets take more than 8 MiB
+ *   other strided 1x1 kernels, or borrowed weights with K > 1 whose K sets take more than 8 MiB
  *   packed (mixing and packing them in every forward would cost more than it saves). The
  *   rule was measured on bench/layers.txt against OpenBLAS on its SkylakeX kernels
  *   (docs/benchmarks-engine.md).
@@ -614,9 +617,10 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  *   the own engine, with MR x NR its tile (8 x 32 or 32 x 7 AVX-512, 6 x 16 AVX2, 4 x 8
  *     baseline) and
  *     P = g * ceil((C_out/g) / MR) * MR * depth (one kernel set in panels):
- *     K > 1 and 4*K*P <= 8 MiB: B = 1, W = P; except for one-group pointwise kernels with
- *       8*hidden > H*W and N/T >= 2: B = min(N/T, 8, ceil(C_out / MR)) (W = P holds the B
- *       samples' blocks of row panels side by side);
+ *     K > 1 and 4*K*P <= 8 MiB: B = 1, W = P; except for one-group pointwise and unpadded
+ *       strided 1x1 kernels ("blocked") with 8*hidden > H*W and N/T >= 2:
+ *       B = min(N/T, 8, ceil(C_out / MR)) (W = P holds the B samples' blocks of row panels
+ *       side by side);
  *     K > 1 and 4*K*P > 8 MiB (kernels mixed 256 reduction indices at a time, each slice
  *       convolved at once): B = min(N/T, 8) when 8*hidden > H*W and N/T >= 2, else 1;
  *       W = B * g * ceil((C_out/g) / MR) * MR * 256, or P if that is larger and N % T > 0
@@ -624,7 +628,10 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  *     K = 1: W = 0 with copied weights, P with borrowed ones (packed once per forward);
  *     scratch = min(depth, 256) * ceil(min(H_out*W_out, 512) / NR) * NR (one block of B
  *       panels), plus, unless pointwise, the padded input of a group split into stride phases:
- *       (C_in/g) * sh*sw * ceil((H + 2*ph) / sh) * ceil((W + 2*pw) / sw).
+ *       (C_in/g) * sh*sw * ceil((H + 2*ph) / sh) * ceil((W + 2*pw) / sw); for a blocked
+ *       strided 1x1 kernel, the larger of that and
+ *       min(C_in, 256) * ceil(min(H_out*W_out, 512) / NR) * NR + B * C_in * H_out*W_out
+ *       (the B samples' inputs subsampled once for all their blocks).
  * Each sample's kernel is aggregated just before its convolution, into its thread's slot, so the
  * workspace does not hold N aggregated kernels; for large kernels B of them at a time (at most
  * 32 MiB per thread; on the engine B slices of them), so that the K kernels are read from

@@ -264,12 +264,12 @@ enum { BLOCK_BYTES = 2 << 20 };
  * block at wt + n * nb * depth * MR) and every sample's output rows of that block convolved
  * right after, while the block is in L2. The sums are those of the whole kernel, in the same
  * order, so the result is bitwise that of mixing whole kernels.
- * A strided 1x1 layer is the pointwise layer of its subsampled input: each block convolves the
- * sample's input gathered into the part of `col` past what the pointwise shape needs (the
- * strided shape's stride-phase copy, at least sh * sw times as large, is not used). Gathering
- * again for every block costs C_in * out_h * out_w copies against the block's C_in * rows *
- * out_h * out_w multiply-adds; building the strided B panels block after block took twice
- * the time of im2col + BLAS on ResNet-18's 256 -> 512 at 14x14. */
+ * A strided 1x1 layer is the pointwise layer of its subsampled input: the chunk's inputs are
+ * gathered once into the scratch past what the pointwise shape needs (dc_exec_gather_layout),
+ * and each block convolves them as a pointwise layer (the strided shape's stride-phase copy
+ * is not used). Building the strided B panels block after block took twice the time of
+ * im2col + BLAS on ResNet-18's 256 -> 512 at 14x14; gathering again for every block read the
+ * whole input from memory once per block (a third of that layer's time with 4 blocks). */
 static void engine_blocks(const forward_ctx *c, size_t i, size_t chunk, float *wt,
                           const float *bt, float *col) {
     const dc_layer *l = c->layer;
@@ -289,12 +289,13 @@ static void engine_blocks(const forward_ctx *c, size_t i, size_t chunk, float *w
     const bool gather = dc_conv_is_strided_1x1(s);
     float *gathered = NULL;
     if (gather) {
-        sub.height = s->out_h;
-        sub.width = s->out_w;
-        sub.stride_h = sub.stride_w = 1;
-        size_t sub_col = 0;
-        (void)dc_engine_scratch_floats(&sub, l->gemm, plane, &sub_col); /* below the strided one */
-        gathered = col + sub_col;
+        size_t at, unused;
+        (void)dc_exec_gather_layout(l, chunk, &sub, &at, &unused); /* checked by the planner */
+        gathered = col + at;
+        for (size_t j = 0; j < chunk; ++j) {
+            dc_conv_gather_strided_1x1(s, c->input + (i + j) * in_len, s->in_channels,
+                                       gathered + j * s->in_channels * plane);
+        }
     }
     for (size_t j0 = 0; j0 < panels; j0 += nb) {
         const size_t j1 = panels - j0 < nb ? panels : j0 + nb;
@@ -306,11 +307,8 @@ static void engine_blocks(const forward_ctx *c, size_t i, size_t chunk, float *w
         const size_t rows = (j1 - j0) * mr;
         sub.out_channels = s->out_channels - j0 * mr < rows ? s->out_channels - j0 * mr : rows;
         for (size_t j = 0; j < chunk; ++j) {
-            const float *x = c->input + (i + j) * in_len;
-            if (gather) {
-                dc_conv_gather_strided_1x1(s, x, s->in_channels, gathered);
-                x = gathered;
-            }
+            const float *x = gather ? gathered + j * s->in_channels * plane
+                                    : c->input + (i + j) * in_len;
             dc_engine_conv_clamped(&sub, l->gemm, x,
                                    wt + j * nb * panel_floats, panel_floats, 0,
                                    bt != NULL ? bt + j * s->out_channels + j0 * mr : NULL,

@@ -67,6 +67,13 @@ bool dc_exec_engine_fused(const dc_layer *l);
  * chunk's blocks side by side. */
 bool dc_exec_engine_blocked(const dc_layer *l);
 
+/* A blocked strided 1x1 layer (dc_exec_engine_blocked) convolves each block as the pointwise
+ * layer of its subsampled input: *sub is that layer (all output channels), and the slot's
+ * scratch holds the sub-layer's engine scratch (*gathered_at floats) followed by the chunk's
+ * inputs gathered, C_in x out_h x out_w floats each; *floats is the whole. False on overflow. */
+bool dc_exec_gather_layout(const dc_layer *l, size_t chunk, dc_conv_shape *sub,
+                           size_t *gathered_at, size_t *floats);
+
 /* The rule for the backward's input gradient on the engine (exec/backward.c), for the shape
  * in l (l->gemm set). */
 bool dc_exec_backward_prefers_engine(const dc_layer *l);
