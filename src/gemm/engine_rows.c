@@ -95,7 +95,7 @@ void dc_engine_conv_rows(const dc_conv_shape *s, const dc_gemm_kernel *k, const 
                     const float *bias = b != NULL ? b + g * g_out + i * mr : NULL;
                     for (size_t jp = 0; jp < npan; ++jp) {
                         /* The next slice's lines: spread over this tile's steps where the
-                         * kernel can (two a step), else prefetched before it at once. */
+                         * kernel can (spread evenly), else prefetched before it at once. */
                         size_t pf_n = 0;
                         if (ahead && k->tile_pf != NULL && src->prefetch_lines != NULL) {
                             pf_n = src->prefetch_lines(src->ctx, ngp, np0,

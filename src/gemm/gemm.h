@@ -28,7 +28,7 @@ typedef void (*dc_gemm_tile_fn)(size_t kc, const float *a, const float *b, size_
                                 bool accumulate);
 
 /* The same tile, which also prefetches into L2 the pf_n cache lines at pf[0..pf_n), spread
- * over its reduction steps (two a step), so that a stream of lines the next tile needs from
+ * over its reduction steps (evenly, about pf_n / kc a step), so that a stream of lines the next tile needs from
  * memory overlaps this tile's multiply-adds instead of stalling them in a burst. */
 typedef void (*dc_gemm_tile_pf_fn)(size_t kc, const float *a, const float *b, size_t ldb,
                                    float *c, size_t ldc, size_t m, size_t n, const float *bias,

