@@ -344,6 +344,67 @@ static void aggregate_exact_integers(void **state)
     }
 }
 
+/* dc_aggregate_block on strided rows and outputs: every value the documented sum (p_0 w_0,
+ * then + p_j w_j for j = 1, 2, ..., in float, computed here), so bitwise; the gaps between a
+ * sample's outputs untouched; K = 1 and 9 (the general loop), 2 to 8 (the rows held in
+ * registers), counts with and without 16- and 8-wide tails, one sample and a chunk of them. */
+static void aggregate_block_documented_sum(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        size_t k, samples, count, stride_gap, out_gap;
+    } cases[] = {
+        /* name            K  samples count stride_gap out_gap */
+        {"k1_general",     1, 3,      37,   5,         3},
+        {"k2_whole_tiles", 2, 8,      48,   0,         16},
+        {"k3_short",       3, 5,      7,    0,         1},
+        {"k4_one_sample",  4, 1,      33,   0,         0},
+        {"k4_chunk8",      4, 8,      1000, 24,        7},
+        {"k5_tails",       5, 3,      25,   1,         1},
+        {"k8",             8, 2,      64,   3,         0},
+        {"k9_general",     9, 4,      50,   2,         2},
+    };
+    const float sentinel = -777.0f;
+    tu_rng rng;
+    tu_rng_seed(&rng, 11);
+    for (size_t t = 0; t < COUNT(cases); ++t) {
+        const size_t k = cases[t].k, n = cases[t].samples, count = cases[t].count;
+        const size_t stride = count + cases[t].stride_gap, ld = count + cases[t].out_gap;
+        float *pi = tu_alloc(n * k * sizeof(float));
+        float *params = tu_alloc(k * stride * sizeof(float));
+        float *out = tu_alloc(n * ld * sizeof(float));
+        tu_fill_uniform(&rng, pi, n * k, 0.0f, 1.0f);
+        tu_fill_uniform(&rng, params, k * stride, -1.0f, 1.0f);
+        for (size_t i = 0; i < n * ld; ++i) {
+            out[i] = sentinel;
+        }
+        dc_aggregate_block(k, stride, n, pi, params, out, ld, count);
+        size_t bad = 0, touched = 0;
+        for (size_t s = 0; s < n; ++s) {
+            for (size_t i = 0; i < ld; ++i) {
+                const float got = out[s * ld + i];
+                if (i >= count) {
+                    touched += got != sentinel;
+                    continue;
+                }
+                float want = pi[s * k] * params[i];
+                for (size_t j = 1; j < k; ++j) {
+                    want += pi[s * k + j] * params[j * stride + i];
+                }
+                bad += memcmp(&got, &want, sizeof got) != 0;
+            }
+        }
+        if (bad || touched) {
+            fail_msg("%s: %zu values not the documented sum, %zu gap values written",
+                     cases[t].name, bad, touched);
+        }
+        free(out);
+        free(params);
+        free(pi);
+    }
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Attention                                                                                */
 
@@ -714,6 +775,7 @@ int main(void)
     const struct CMUnitTest others[] = {
         cmocka_unit_test(conv_output_size_formula),
         cmocka_unit_test(aggregate_exact_integers),
+        cmocka_unit_test(aggregate_block_documented_sum),
         cmocka_unit_test(softmax_matches_double),
         cmocka_unit_test(softmax_extreme_logits),
         cmocka_unit_test(global_avg_pool_matches_double),
