@@ -550,47 +550,85 @@ static void global_avg_pool_exact(void **state)
 }
 
 /* The whole branch against a double computation, with and without the optional biases. */
+/* The attention against double precision, on batches that take each way of computing its two
+ * fully connected layers: one sample (a matrix-vector product), 2 to 32 (the library's own
+ * few-rows product, with reduction lengths that are and are not multiples of 16, and odd
+ * output counts), and more (sgemm). The hidden layer (after ReLU) is checked as well as pi. */
 static void attention_forward_matches_double(void **state)
 {
     (void)state;
-    enum { N = 3, C = 6, HID = 4, K = 5 };
+    static const struct {
+        const char *name;
+        size_t n, c, hid, k;
+    } cases[] = {
+        /* name             N   C    hidden K */
+        {"small",           3,  6,   4,     5},
+        {"one_sample",      1,  40,  10,    4},
+        {"two_odd",         2,  33,  7,     3},
+        {"five_of_960",     5,  960, 240,   4},
+        {"chunk16",         16, 160, 40,    4},
+        {"thirty_two",      32, 48,  12,    2},
+        {"beyond_32",       33, 20,  5,     4},
+    };
     tu_rng rng;
     tu_rng_seed(&rng, 19);
-    float pooled[N * C], fc1_w[HID * C], fc1_b[HID], fc2_w[K * HID], fc2_b[K];
-    tu_fill_uniform(&rng, pooled, N * C, -1.f, 1.f);
-    tu_fill_uniform(&rng, fc1_w, HID * C, -1.f, 1.f);
-    tu_fill_uniform(&rng, fc1_b, HID, -0.5f, 0.5f);
-    tu_fill_uniform(&rng, fc2_w, K * HID, -1.5f, 1.5f);
-    tu_fill_uniform(&rng, fc2_b, K, -0.5f, 0.5f);
-    for (int with_bias = 0; with_bias < 2; ++with_bias) {
-        const dc_attention att = {C, HID, K, fc1_w, with_bias ? fc1_b : NULL, fc2_w,
-                                  with_bias ? fc2_b : NULL};
-        for (int ti = 0; ti < 2; ++ti) {
-            const float t = ti ? 0.5f : 1.f;
-            float hidden[N * HID], pi[N * K], z[K];
-            double want[N * K];
-            dc_attention_forward(&att, N, pooled, t, hidden, pi);
-            for (size_t n = 0; n < N; ++n) {
-                double u[HID];
-                for (size_t j = 0; j < HID; ++j) {
-                    double acc = with_bias ? (double)fc1_b[j] : 0.0;
-                    for (size_t c = 0; c < C; ++c) {
-                        acc += (double)fc1_w[j * C + c] * (double)pooled[n * C + c];
-                    }
-                    u[j] = acc > 0.0 ? acc : 0.0;
-                }
-                for (size_t k = 0; k < K; ++k) {
-                    double acc = with_bias ? (double)fc2_b[k] : 0.0;
+    for (size_t ci = 0; ci < COUNT(cases); ++ci) {
+        const size_t N = cases[ci].n, C = cases[ci].c, HID = cases[ci].hid, K = cases[ci].k;
+        float *pooled = tu_alloc(N * C * sizeof(float)), *fc1_w = tu_alloc(HID * C * sizeof(float));
+        float *fc1_b = tu_alloc(HID * sizeof(float)), *fc2_w = tu_alloc(K * HID * sizeof(float));
+        float *fc2_b = tu_alloc(K * sizeof(float)), *hidden = tu_alloc(N * HID * sizeof(float));
+        float *pi = tu_alloc(N * K * sizeof(float)), *z = tu_alloc(K * sizeof(float));
+        double *want = tu_alloc(N * K * sizeof(double)), *u = tu_alloc(N * HID * sizeof(double));
+        /* weights scaled by 1/sqrt(fan-in), as a trained layer's, so that long reductions keep
+         * logits of order one */
+        const float s1 = 1.0f / sqrtf((float)C), s2 = 1.5f / sqrtf((float)HID);
+        tu_fill_uniform(&rng, pooled, N * C, -1.f, 1.f);
+        tu_fill_uniform(&rng, fc1_w, HID * C, -s1, s1);
+        tu_fill_uniform(&rng, fc1_b, HID, -0.5f, 0.5f);
+        tu_fill_uniform(&rng, fc2_w, K * HID, -s2, s2);
+        tu_fill_uniform(&rng, fc2_b, K, -0.5f, 0.5f);
+        for (int with_bias = 0; with_bias < 2; ++with_bias) {
+            const dc_attention att = {C, HID, K, fc1_w, with_bias ? fc1_b : NULL, fc2_w,
+                                      with_bias ? fc2_b : NULL};
+            for (int ti = 0; ti < 2; ++ti) {
+                const float t = ti ? 0.5f : 1.f;
+                dc_attention_forward(&att, N, pooled, t, hidden, pi);
+                for (size_t n = 0; n < N; ++n) {
+                    double *un = u + n * HID;
                     for (size_t j = 0; j < HID; ++j) {
-                        acc += (double)fc2_w[k * HID + j] * u[j];
+                        double acc = with_bias ? (double)fc1_b[j] : 0.0;
+                        for (size_t c = 0; c < C; ++c) {
+                            acc += (double)fc1_w[j * C + c] * (double)pooled[n * C + c];
+                        }
+                        un[j] = acc > 0.0 ? acc : 0.0;
                     }
-                    z[k] = (float)acc; /* the float logits the library would see */
+                    for (size_t k = 0; k < K; ++k) {
+                        double acc = with_bias ? (double)fc2_b[k] : 0.0;
+                        for (size_t j = 0; j < HID; ++j) {
+                            acc += (double)fc2_w[k * HID + j] * un[j];
+                        }
+                        z[k] = (float)acc; /* the float logits the library would see */
+                    }
+                    softmax_double(z, K, (double)t, want + n * K);
                 }
-                softmax_double(z, K, (double)t, want + n * K);
+                assert_rows_distribution(pi, N, K);
+                if (tu_count_mismatches(cases[ci].name, hidden, u, N * HID, TU_RTOL, TU_ATOL) != 0 ||
+                    tu_count_mismatches(cases[ci].name, pi, want, N * K, TU_RTOL, TU_ATOL) != 0) {
+                    fail_msg("%s: bias %d, T %g: the attention differs from double precision",
+                             cases[ci].name, with_bias, (double)t);
+                }
             }
-            assert_rows_distribution(pi, N, K);
-            assert_int_equal(tu_count_mismatches("pi", pi, want, N * K, TU_RTOL, TU_ATOL), 0);
         }
+        free(u);
+        free(want);
+        free(z);
+        free(pi);
+        free(hidden);
+        free(fc2_b);
+        free(fc2_w);
+        free(fc1_b);
+        free(fc1_w);
+        free(pooled);
     }
 }
 
