@@ -8,7 +8,8 @@
  *     routine) against the conv layer's im2col (an independent implementation);
  *   - dc_engine_conv against a direct integer convolution, whole and cut into column bands and
  *     reduction slices (which must give the same bits);
- *   - the row-panel driver dc_engine_conv_rows against dc_engine_conv_clamped, on random
+ *   - the row-panel driver dc_engine_conv_rows (and on three samples at once,
+ *     dc_engine_conv_rows_batch) against dc_engine_conv_clamped, on random
  *     floats (where the order of the sums shows), the panels cut between calls, the slices it
  *     asks for and the ones announced to its prefetch callback checked against each other.
  * tests/test_engine_forward.c has the public forward on the engine. */
@@ -520,7 +521,7 @@ static void check_rows_driver(const geo *g, const dc_gemm_kernel *k) {
         for (size_t c = 0; c < 3; ++c) {
             rows_probe probe = {.packed = packed, .depth = depth, .mr = mr, .gp0 = cuts[c],
                                 .gp1 = cuts[c + 1], .copy = copy != 0};
-            const dc_engine_rows_src src = {probe_slice, probe_prefetch, NULL, &probe};
+            const dc_engine_rows_src src = {probe_slice, probe_prefetch, NULL, &probe, 0};
             dc_engine_conv_rows(&s, k, x, &src, cuts[c], cuts[c + 1], b, y2, scratch,
                                 copy ? abuf : NULL, &relu6);
             /* each owned panel slice once per column block */
@@ -546,10 +547,96 @@ static void check_rows_driver(const geo *g, const dc_gemm_kernel *k) {
     free(x);
 }
 
+/* Three samples' kernels, packed: each slice copied into buf side by side, sample n's
+ * DC_ENGINE_KC * MR floats after sample n - 1's (as the forward mixes a chunk). */
+typedef struct batch_kernels {
+    const float *packed[3];
+    size_t depth, mr;
+} batch_kernels;
+
+static const float *batch_slice(void *p, size_t gp, size_t p0, size_t kc, float *buf) {
+    const batch_kernels *bk = p;
+    for (size_t n = 0; n < 3; ++n) {
+        memcpy(buf + n * DC_ENGINE_KC * bk->mr, bk->packed[n] + (gp * bk->depth + p0) * bk->mr,
+               kc * bk->mr * sizeof(float));
+    }
+    return buf;
+}
+
+/* dc_engine_conv_rows_batch on three samples of random floats: with a kernel and a bias of
+ * their own each, and with one kernel and bias for all (sample_stride and b_stride 0), the
+ * panels cut into three calls; every sample bitwise what dc_engine_conv_clamped gives it. */
+static void check_rows_batch(const geo *g, const dc_gemm_kernel *k) {
+    const dc_conv_shape s = shape_of(g);
+    const size_t depth = depth_of(&s), plane = s.out_h * s.out_w, mr = k->mr;
+    const size_t x_len = s.in_channels * s.height * s.width, y_len = s.out_channels * plane;
+    const size_t w_len = s.out_channels * depth;
+    tu_rng rng;
+    tu_rng_seed(&rng, 91 + (uint64_t)k->isa);
+    float *x = tu_alloc(3 * x_len * sizeof(float));
+    float *w = tu_alloc(3 * w_len * sizeof(float));
+    float *b = tu_alloc(3 * s.out_channels * sizeof(float));
+    tu_fill_uniform(&rng, x, 3 * x_len, -1.0f, 1.0f);
+    tu_fill_uniform(&rng, w, 3 * w_len, -1.0f, 1.0f);
+    tu_fill_uniform(&rng, b, 3 * s.out_channels, -1.0f, 4.0f);
+    size_t len, one, scratch_len;
+    assert_true(dc_engine_packed_floats(&s, k, &len));
+    assert_true(dc_engine_scratch_floats(&s, k, plane, &one));
+    assert_true(dc_engine_rows_scratch_floats(&s, k, 3, &scratch_len));
+    float *packed = tu_alloc(3 * len * sizeof(float));
+    float *scratch = tu_alloc((scratch_len > one ? scratch_len : one) * sizeof(float));
+    float *abuf = tu_alloc(3 * DC_ENGINE_KC * mr * sizeof(float));
+    float *want = tu_alloc(3 * y_len * sizeof(float));
+    float *got = tu_alloc(3 * y_len * sizeof(float));
+    for (size_t n = 0; n < 3; ++n) {
+        dc_engine_pack_a(&s, k, w + n * w_len, packed + n * len);
+    }
+    const dc_engine_clamp relu6 = {0.0f, 6.0f};
+    const size_t all = len / (depth * mr), cut1 = all / 3, cut2 = all < 3 ? cut1 : all - all / 3;
+    const size_t cuts[4] = {0, cut1, cut2, all};
+    for (int shared = 0; shared <= 1; ++shared) {
+        for (size_t n = 0; n < 3; ++n) {
+            const size_t own = shared ? 0 : n;
+            dc_engine_conv_clamped(&s, k, x + n * x_len, packed + own * len, depth * mr, 0,
+                                   b + own * s.out_channels, want + n * y_len, scratch, 0,
+                                   plane, 0, depth, &relu6);
+        }
+        memset(got, 0xFF, 3 * y_len * sizeof(float));
+        batch_kernels bk = {{packed, packed + len, packed + 2 * len}, depth, mr};
+        for (size_t c = 0; c < 3; ++c) {
+            rows_probe probe = {.packed = packed, .depth = depth, .mr = mr, .gp0 = cuts[c],
+                                .gp1 = cuts[c + 1], .copy = false};
+            const dc_engine_rows_src one_kernel = {probe_slice, probe_prefetch, NULL, &probe, 0};
+            const dc_engine_rows_src own_kernels = {batch_slice, NULL, NULL, &bk,
+                                                    DC_ENGINE_KC * mr};
+            dc_engine_conv_rows_batch(&s, k, 3, x, x_len, shared ? &one_kernel : &own_kernels,
+                                      cuts[c], cuts[c + 1], b, shared ? 0 : s.out_channels, got,
+                                      y_len, scratch, abuf, &relu6);
+            if (shared && probe.errors != 0) {
+                fail_msg("%s (%s): panels [%zu, %zu): %zu protocol errors", g->name, k->name,
+                         cuts[c], cuts[c + 1], probe.errors);
+            }
+        }
+        if (memcmp(want, got, 3 * y_len * sizeof(float)) != 0) {
+            fail_msg("%s (%s): three samples on the row-panel driver differ (%s)", g->name,
+                     k->name, shared ? "one kernel" : "a kernel each");
+        }
+    }
+    free(got);
+    free(want);
+    free(abuf);
+    free(scratch);
+    free(packed);
+    free(b);
+    free(w);
+    free(x);
+}
+
 static void run_rows_tests_of(dc_isa isa, bool channel_lanes) {
     const dc_gemm_kernel *k = kernel_of_or_skip(isa, channel_lanes);
     for (size_t i = 0; i < sizeof geos / sizeof geos[0]; ++i) {
         check_rows_driver(&geos[i], k);
+        check_rows_batch(&geos[i], k);
     }
 }
 

@@ -1,6 +1,6 @@
 /* The public forward on the own engine (forced, each micro-kernel this CPU runs, copied and
  * borrowed weights, batch 1 and 3, 1 and 2 threads, with and without the row-panel driver) on
- * the geometries of engine_cases.h, against the double reference with integer data and an
+ * the geometries of engine_cases.h, and on large kernels convolved a chunk of samples at a time, against the double reference with integer data and an
  * attention made uniform (pi = 1/K exactly), at tolerance 0; the row-panel driver against
  * mixing first on random floats, bitwise; a layer keeping the micro-kernel it was packed for; and
  * reshape's workspace size against the header's formula (section 7), computed here. */
@@ -31,11 +31,18 @@ static dynconv_threadpool *pool2;
 /* Integer weights, inputs and biases; fc2 all zero, so every logit is its bias (0) and the
  * softmax gives exactly 1/K: every value of the forward is a small multiple of 1/K, exact in
  * float. */
-/* expect_chunk: 0, or the chunk of samples the handle must have planned, with its row panels
- * mixed a block at a time (dc_exec_engine_blocked). */
-static void check_forward_exact_hidden(const geo *gm, int64_t kernels, int64_t hidden,
-                                       int64_t batch, uint32_t flags, int threads,
-                                       size_t expect_chunk) {
+/* The path a case must take, checked on the handle's plan. */
+typedef enum {
+    PATH_ANY,       /* not checked */
+    PATH_BLOCKED,   /* row panels mixed a block at a time for a chunk (dc_exec_engine_blocked) */
+    PATH_ROWS_BATCH /* chunks of more than one sample on dc_engine_conv_rows_batch */
+} expect_path;
+
+/* expect_chunk: 0, or the chunk of samples the handle must have planned, on `path` (for
+ * PATH_ROWS_BATCH only when the chunk has more than one sample). */
+static void check_forward_exact_path(const geo *gm, int64_t kernels, int64_t hidden,
+                                     int64_t batch, uint32_t flags, int threads,
+                                     size_t expect_chunk, expect_path path) {
     const dynconv_conv2d_geometry g = {
         (int64_t)gm->cin, (int64_t)gm->cout, (int64_t)gm->kh, (int64_t)gm->kw,
         (int64_t)gm->sh,  (int64_t)gm->sw,   (int64_t)gm->ph, (int64_t)gm->pw,
@@ -60,7 +67,26 @@ static void check_forward_exact_hidden(const geo *gm, int64_t kernels, int64_t h
     tu_fill_int(&rng, fc1, fc1_len, -2, 2);
     tu_fill_int(&rng, x, x_len, -3, 3);
     const dynconv_conv2d_weights wt = {w, b, fc1, NULL, fc2, NULL};
-    ref_conv2d_forward(&g, &wt, 1.0, batch, (int64_t)s.height, (int64_t)s.width, x, want, NULL);
+    /* The reference of the last case is kept: callers run each case with both weight flags
+     * and thread counts in a row, and the double reference dominates the large cases. */
+    static const geo *last_geo;
+    static int64_t last_kernels, last_hidden, last_batch;
+    static double *last_want;
+    if (last_geo == gm && last_kernels == kernels && last_hidden == hidden &&
+        last_batch == batch) {
+        memcpy(want, last_want, y_len * sizeof(double));
+    } else {
+        ref_conv2d_forward(&g, &wt, 1.0, batch, (int64_t)s.height, (int64_t)s.width, x, want,
+                           NULL);
+        free(last_want);
+        last_want = malloc(y_len * sizeof(double));
+        assert_non_null(last_want);
+        memcpy(last_want, want, y_len * sizeof(double));
+        last_geo = gm;
+        last_kernels = kernels;
+        last_hidden = hidden;
+        last_batch = batch;
+    }
 
     dynconv_conv2d *layer = NULL;
     assert_int_equal(dynconv_conv2d_create(&g, &wt, 1.0f, flags, &layer), DYNCONV_OK);
@@ -71,7 +97,15 @@ static void check_forward_exact_hidden(const geo *gm, int64_t kernels, int64_t h
                                NULL),
         DYNCONV_OK);
     if (expect_chunk > 0) {
-        assert_true(dc_exec_engine_blocked(&layer->core));
+        if (path == PATH_BLOCKED) {
+            assert_true(dc_exec_engine_blocked(&layer->core));
+        }
+        if (path == PATH_ROWS_BATCH &&
+            dc_exec_engine_fused_batch(&layer->core, layer->chunk) != (expect_chunk > 1)) {
+            fail_msg("%s: N=%lld threads=%d: chunks of %zu samples %s the row-panel driver",
+                     gm->name, (long long)batch, threads, layer->chunk,
+                     expect_chunk > 1 ? "not on" : "on");
+        }
         if (layer->chunk != expect_chunk) {
             fail_msg("%s: N=%lld threads=%d planned a chunk of %zu samples, not %zu", gm->name,
                      (long long)batch, threads, layer->chunk, expect_chunk);
@@ -94,7 +128,7 @@ static void check_forward_exact_hidden(const geo *gm, int64_t kernels, int64_t h
 
 static void check_forward_exact(const geo *gm, int64_t kernels, int64_t batch, uint32_t flags,
                                 int threads) {
-    check_forward_exact_hidden(gm, kernels, 3, batch, flags, threads, 0);
+    check_forward_exact_path(gm, kernels, 3, batch, flags, threads, 0, PATH_ANY);
 }
 
 static void run_forward_exact_of(dc_isa isa, bool channel_lanes) {
@@ -433,9 +467,11 @@ static void run_blocked_exact_of(dc_isa isa, bool channel_lanes) {
                 const size_t panels = (c->g.cout + mr - 1) / mr;
                 const size_t chunk = per < 2 ? 1 : per < 8 ? per : 8;
                 const size_t want = chunk < panels ? chunk : panels;
-                check_forward_exact_hidden(&c->g, 4, c->hidden, batches[ib], 0, threads, want);
-                check_forward_exact_hidden(&c->g, 2, c->hidden, batches[ib],
-                                           DYNCONV_FLAG_BORROW_WEIGHTS, threads, want);
+                check_forward_exact_path(&c->g, 4, c->hidden, batches[ib], 0, threads, want,
+                                         PATH_BLOCKED);
+                check_forward_exact_path(&c->g, 2, c->hidden, batches[ib],
+                                         DYNCONV_FLAG_BORROW_WEIGHTS, threads, want,
+                                         PATH_BLOCKED);
             }
         }
     }
@@ -468,6 +504,78 @@ static void test_blocked_exact_avx512_channels(void **state) {
     run_blocked_exact_of(DC_ISA_AVX512, true);
 }
 
+/* ---- chunks of samples on the row-panel driver ---- */
+
+/* Kernels too large to stay in cache from one sample to the next, on small images: dynamic
+ * layers whose K sets exceed 8 MiB (here K = 8, so pi = 1/8 exactly) and static kernels over
+ * 4 MiB. A chunk of samples shares each panel slice: every sample's B panels of a reduction
+ * slice built first (a padded copy made channel by channel), the slice mixed for all of them
+ * at once, each sample's tiles run on it. Batches that give one chunk, a short last chunk and
+ * samples left for the threads to share; groups, stride and dilation. The images are tiny:
+ * the kernels must be large, and the double reference and the sanitizer builds pay for every
+ * multiply-add. */
+typedef struct rows_batch_case {
+    geo g;
+    int64_t kernels, hidden;
+} rows_batch_case;
+
+/* clang-format off */
+static const rows_batch_case rows_batch_cases[] = {
+    /*  name                 cin  cout kh kw sh sw ph pw dh dw g  h  w    K  hidden */
+    {{"fused_192_3x3",        192, 192, 3, 3, 1, 1, 1, 1, 1, 1, 1, 3, 3},  8, 2},
+    {{"fused_192_s2_7x7",     192, 200, 3, 3, 2, 2, 1, 1, 1, 1, 1, 7, 7},  8, 7},
+    {{"fused_groups2_3x4",    384, 392, 3, 3, 1, 1, 1, 1, 1, 1, 2, 3, 4},  8, 2},
+    {{"fused_dilated_4x4",    200, 192, 3, 3, 1, 1, 2, 2, 2, 2, 1, 4, 4},  8, 3},
+    {{"static_384_3x3",       384, 384, 3, 3, 1, 1, 1, 1, 1, 1, 1, 3, 3},  1, 2},
+    {{"static_384_s2_5x6",    384, 390, 3, 3, 2, 2, 1, 1, 1, 1, 1, 5, 6},  1, 4},
+};
+/* clang-format on */
+
+static void run_rows_batch_exact_of(dc_isa isa, bool channel_lanes) {
+    kernel_of_or_skip(isa, channel_lanes);
+    assert_true(dc_gemm_force(isa, channel_lanes));
+    dc_exec_set_engine_mode(DC_ENGINE_ALWAYS);
+    const int64_t batches[] = {5, 11};
+    for (size_t i = 0; i < sizeof rows_batch_cases / sizeof rows_batch_cases[0]; ++i) {
+        const rows_batch_case *c = &rows_batch_cases[i];
+        assert_true(8 * (size_t)c->hidden > c->g.h * c->g.w);
+        for (size_t ib = 0; ib < sizeof batches / sizeof batches[0]; ++ib) {
+            for (int threads = 1; threads <= 2; ++threads) {
+                /* the header's B: min(N/T, 8) when N/T >= 2 (these samples keep far less than
+                 * the L2 budget) */
+                const size_t per = (size_t)batches[ib] / (size_t)threads;
+                const size_t want = per < 2 ? 1 : per < 8 ? per : 8;
+                /* borrowed weights (mixed or packed from the caller's arrays) on two threads */
+                check_forward_exact_path(&c->g, c->kernels, c->hidden, batches[ib],
+                                         threads == 2 ? DYNCONV_FLAG_BORROW_WEIGHTS : 0,
+                                         threads, want, PATH_ROWS_BATCH);
+            }
+        }
+    }
+    dc_exec_set_engine_mode(DC_ENGINE_AUTO);
+    dc_gemm_force_auto();
+}
+
+static void test_rows_batch_exact_baseline(void **state) {
+    (void)state;
+    run_rows_batch_exact_of(DC_ISA_BASELINE, false);
+}
+
+static void test_rows_batch_exact_avx2(void **state) {
+    (void)state;
+    run_rows_batch_exact_of(DC_ISA_AVX2, false);
+}
+
+static void test_rows_batch_exact_avx512(void **state) {
+    (void)state;
+    run_rows_batch_exact_of(DC_ISA_AVX512, false);
+}
+
+static void test_rows_batch_exact_avx512_channels(void **state) {
+    (void)state;
+    run_rows_batch_exact_of(DC_ISA_AVX512, true);
+}
+
 /* ---- the workspace formula of the header (section 7), computed here on its own ---- */
 
 /* Bytes of a buffer of `floats` floats, rounded up to the workspace alignment. */
@@ -490,6 +598,18 @@ static const ws_case ws_cases[] = {
     {"fused_big_kernels_b4_t2",   256, 256, 3, 1, 1, 1, 4, 64, 4,  5, 2, false, true},
     {"fused_big_kernels_b5_t2",   256, 256, 3, 1, 1, 1, 4, 64, 5,  5, 2, false, true},
     {"fused_big_kernels_b16_t1",  256, 256, 3, 1, 1, 1, 4, 64, 16, 5, 1, false, false},
+    /* K sets over 8 MiB on 14x14: the chunk is capped by what its samples keep in L2 */
+    {"fused_big_kernels_14x14",   256, 256, 3, 1, 1, 1, 4, 64, 16, 14, 1, false, true},
+    /* more than 512 output positions: slices of every panel mixed for the chunk */
+    {"fused_big_kernels_24x24",   256, 256, 3, 1, 1, 1, 4, 128, 5, 24, 1, false, true},
+    /* batch 1 and the attention sample by sample: one sample at a time */
+    {"fused_big_kernels_b1",      256, 256, 3, 1, 1, 1, 4, 64, 1,  5, 1, false, true},
+    {"fused_big_kernels_per_sample", 256, 256, 3, 1, 1, 1, 4, 2, 6, 5, 1, false, true},
+    /* static kernels over 4 MiB on small images: chunks of samples too */
+    {"static_big_kernel_b6_t2",   512, 512, 3, 1, 1, 1, 1,  8, 6,  7, 2, false, true},
+    {"static_big_kernel_borrowed", 256, 512, 3, 2, 1, 1, 1, 8, 16, 14, 1, true, true},
+    {"static_big_kernel_b1_t2",   512, 512, 3, 1, 1, 1, 1,  8, 3,  7, 2, false, false},
+    {"static_below_4mib",         256, 256, 3, 1, 1, 1, 1,  8, 8, 14, 1, false, true},
     {"pointwise_k1_copied",        32,  40, 1, 1, 0, 1, 1,  8, 3, 28, 2, false, true},
     {"pointwise_k1_borrowed",      32,  40, 1, 1, 0, 1, 1,  8, 3, 28, 2, true,  true},
     {"3x3_k1_copied",              48,  40, 3, 1, 1, 1, 1,  8, 2, 16, 1, false, true},
@@ -521,14 +641,39 @@ static size_t engine_formula(const ws_case *c, size_t mr, size_t nr) {
     const bool batch_attention = 8 * (size_t)c->hidden > hw * hw;
     const bool blocked = kk > 1 && 4 * kk * big_p <= ((size_t)8 << 20) &&
                          (pointwise || strided_1x1) && g == 1 && batch_attention;
-    if (kk > 1 && 4 * kk * big_p <= ((size_t)8 << 20)) {
+    size_t scratch = (depth < 256 ? depth : 256) * ceil_div(plane < 512 ? plane : 512, nr) * nr;
+    size_t padded = 0;
+    if (!pointwise) {
+        const size_t q = ceil_div(hw + 2 * (size_t)c->p, (size_t)c->s);
+        padded = (size_t)(c->cin / c->groups) * (size_t)(c->s * c->s) * q * q;
+    }
+    /* chunks of samples on the row-panel driver: fused layers and static kernels over 4 MiB,
+     * on planes of up to 512 positions */
+    const bool fused = kk > 1 && 4 * kk * big_p > ((size_t)8 << 20);
+    const bool big_static = kk == 1 && 4 * big_p > ((size_t)4 << 20);
+    if ((fused || big_static) && plane <= 512 && (kk == 1 || batch_attention) && n / t >= 2) {
+        const size_t per = scratch + cout * plane + (kk > 1 ? mr * 256 : 0);
+        const size_t fit = ((size_t)1792 << 10) / (4 * per);
+        b = fit < n / t ? fit : n / t;
+        b = b < 8 ? b : 8;
+        b = b > 0 ? b : 1;
+    }
+    const bool batch_rows = b > 1 && (fused || big_static);
+    if (batch_rows && kk > 1) {
+        w = b * mr * 256;
+        if (n % t > 0 && big_p > w) {
+            w = big_p;
+        }
+    } else if (kk > 1 && 4 * kk * big_p <= ((size_t)8 << 20)) {
         w = big_p;
         if (blocked && n / t >= 2) {
             const size_t panels = ceil_div(cout, mr), per = n / t < 8 ? n / t : 8;
             b = per < panels ? per : panels;
         }
     } else if (kk > 1) {
-        b = batch_attention && n / t >= 2 ? (n / t < 8 ? n / t : 8) : 1;
+        if (plane > 512) { /* else b is the chunk above (here 1) */
+            b = batch_attention && n / t >= 2 ? (n / t < 8 ? n / t : 8) : 1;
+        }
         w = b * g * rows * 256;
         if (n % t > 0 && big_p > w) {
             w = big_p;
@@ -536,11 +681,10 @@ static size_t engine_formula(const ws_case *c, size_t mr, size_t nr) {
     } else if (c->borrowed) {
         w = big_p;
     }
-    size_t scratch = (depth < 256 ? depth : 256) * ceil_div(plane < 512 ? plane : 512, nr) * nr;
-    if (!pointwise) {
-        const size_t q = ceil_div(hw + 2 * (size_t)c->p, (size_t)c->s);
-        scratch += (size_t)(c->cin / c->groups) * (size_t)(c->s * c->s) * q * q;
+    if (batch_rows) {
+        scratch = b * scratch; /* the chunk's B panel blocks, then one padded copy */
     }
+    scratch += padded;
     if (blocked && strided_1x1) {
         /* the pointwise shape's B panels, then the chunk's inputs subsampled */
         const size_t cin = (size_t)c->cin;
@@ -632,6 +776,10 @@ int main(void) {
         cmocka_unit_test(test_blocked_exact_avx512),
         cmocka_unit_test(test_blocked_exact_baseline_channels),
         cmocka_unit_test(test_blocked_exact_avx512_channels),
+        cmocka_unit_test(test_rows_batch_exact_baseline),
+        cmocka_unit_test(test_rows_batch_exact_avx2),
+        cmocka_unit_test(test_rows_batch_exact_avx512),
+        cmocka_unit_test(test_rows_batch_exact_avx512_channels),
         cmocka_unit_test(test_kernel_follows_shape),
         cmocka_unit_test(test_reshape_changes_kernel),
         cmocka_unit_test(test_rows_bitwise_baseline),

@@ -625,9 +625,16 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  *       convolved at once): B = min(N/T, 8) when 8*hidden > H*W and N/T >= 2, else 1;
  *       W = B * g * ceil((C_out/g) / MR) * MR * 256, or P if that is larger and N % T > 0
  *       (T counted as 1 for forwards of little work, which share no sample);
- *     K = 1: W = 0 with copied weights, P with borrowed ones (packed once per forward);
- *     scratch = min(depth, 256) * ceil(min(H_out*W_out, 512) / NR) * NR (one block of B
- *       panels), plus, unless pointwise, the padded input of a group split into stride phases:
+ *       except with H_out*W_out <= 512 ("rows batch", B samples convolved together one
+ *       panel slice at a time): B = min(N/T, 8, floor(1835008 / (4 * S))), at least 1, where
+ *       S = Bp + C_out*H_out*W_out + 256*MR and Bp the block of B panels below; when B > 1,
+ *       W = B * MR * 256, or P if that is larger and N % T > 0;
+ *     K = 1: W = 0 with copied weights, P with borrowed ones (packed once per forward); for
+ *       4*P > 4 MiB, H_out*W_out <= 512 and N/T >= 2 a rows batch too, with
+ *       B = min(N/T, 8, floor(1835008 / (4 * (Bp + C_out*H_out*W_out)))), at least 1;
+ *     scratch = Bp = min(depth, 256) * ceil(min(H_out*W_out, 512) / NR) * NR (one block of B
+ *       panels; B * Bp for a rows batch with B > 1), plus, unless pointwise, the padded input
+ *       of a group split into stride phases:
  *       (C_in/g) * sh*sw * ceil((H + 2*ph) / sh) * ceil((W + 2*pw) / sw); for a blocked
  *       strided 1x1 kernel, the larger of that and
  *       min(C_in, 256) * ceil(min(H_out*W_out, 512) / NR) * NR + B * C_in * H_out*W_out

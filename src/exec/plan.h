@@ -60,6 +60,13 @@ bool dc_exec_mixes(const dc_layer *l);
  * keeps between samples. */
 bool dc_exec_engine_fused(const dc_layer *l);
 
+/* Whether a fused layer's chunks of `chunk` samples go through dc_engine_conv_rows_batch: more
+ * than one sample, and an output plane of one column block (DC_ENGINE_ROWS_PLANE positions or
+ * fewer). The slot's scratch then holds the chunk's B panels (dc_engine_rows_scratch_floats). */
+bool dc_exec_engine_fused_batch(const dc_layer *l, size_t chunk);
+/* Output planes up to this many positions are one column block of the engine. */
+#define DC_ENGINE_ROWS_PLANE 512
+
 /* Whether whole samples on the engine mix a block of row panels for a chunk of samples in one
  * pass over the K sets, each block convolved right away: not fused, K > 1, pointwise or strided
  * 1x1 (convolved on its gathered input), one group, and the attention of the whole batch first

@@ -10,6 +10,7 @@
  * memory. Threads that split the panels between them need no barrier between mixing and
  * convolution: each reads only the panel slices it made. */
 #include "gemm.h"
+#include "tensor.h"
 
 enum { DC_KC = DC_ENGINE_KC };
 
@@ -52,37 +53,46 @@ static bool next_step(size_t first, size_t last, size_t gp1, size_t depth, size_
     return last < gp1;
 }
 
-void dc_engine_conv_rows(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
-                         const dc_engine_rows_src *src, size_t gp0, size_t gp1, const float *b,
-                         float *y, float *scratch, float *abuf, const dc_engine_clamp *clamp) {
+void dc_engine_conv_rows_batch(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t count,
+                               const float *x, size_t x_stride, const dc_engine_rows_src *src,
+                               size_t gp0, size_t gp1, const float *b, size_t b_stride,
+                               float *y, size_t y_stride, float *scratch, float *abuf,
+                               const dc_engine_clamp *clamp) {
     const size_t g_in = s->in_channels / s->groups, g_out = s->out_channels / s->groups;
     const size_t mr = k->mr, nr = k->nr, panels = (g_out + mr - 1) / mr;
     const size_t plane = s->out_h * s->out_w, in_plane = s->height * s->width;
     const size_t taps = s->kernel_h * s->kernel_w, depth = g_in * taps;
     const bool pointwise = dc_conv_is_pointwise(s), padded = dc_engine_uses_padded(s);
-    /* The same scratch as dc_engine_conv_clamped's: a block of B panels for a slice, then the
-     * padded copy of the group's input; the block's width follows from the sizes (they were
-     * checked when the workspace was planned). */
+    /* Per sample the scratch of dc_engine_conv_clamped without the padded copy (a block of B
+     * panels for a slice), then one padded copy that every sample's slices are built from in
+     * turn; the block's width follows from the sizes (they were checked when the workspace
+     * was planned). */
     size_t total = 0, pad = 0;
-    if (gp0 >= gp1 || !dc_engine_scratch_floats(s, k, plane, &total) ||
+    if (count == 0 || gp0 >= gp1 || !dc_engine_scratch_floats(s, k, plane, &total) ||
         (padded && !dc_engine_padded_floats(s, &pad))) {
         return;
     }
-    float *xp = scratch + (total - pad);
+    const size_t per_sample = total - pad;
+    float *xp = scratch + count * per_sample;
     const void *pf[2 * DC_KC]; /* the next slice's lines for one tile call */
-    const size_t block = (total - pad) / min_size(depth, DC_KC); /* whole B panels */
+    const size_t block = per_sample / min_size(depth, DC_KC); /* whole B panels */
     for (size_t g = gp0 / panels; g * panels < gp1; ++g) {
         const size_t first = gp0 > g * panels ? gp0 : g * panels;
         const size_t last = gp1 < (g + 1) * panels ? gp1 : (g + 1) * panels;
-        const float *xg = x + g * g_in * in_plane;
-        if (padded) {
-            dc_engine_pad_input(s, xg, 0, g_in, xp);
-        }
         for (size_t c = 0; c < plane; c += block) {
             const size_t nc = min_size(block, plane - c), npan = (nc + nr - 1) / nr;
             for (size_t p0 = 0; p0 < depth; p0 += DC_KC) {
                 const size_t kc = min_size(DC_KC, depth - p0);
-                dc_engine_build_b(s, k, xg, padded ? xp : NULL, p0, kc, c, nc, scratch);
+                /* Every sample's B panels of the slice, each from the channels the slice
+                 * reads (padded into the one copy just before). */
+                for (size_t n = 0; n < count; ++n) {
+                    const float *xg = x + n * x_stride + g * g_in * in_plane;
+                    if (padded) {
+                        dc_engine_pad_input(s, xg, p0 / taps, (p0 + kc - 1) / taps + 1, xp);
+                    }
+                    dc_engine_build_b(s, k, xg, padded ? xp : NULL, p0, kc, c, nc,
+                                      scratch + n * per_sample);
+                }
                 const bool accumulate = p0 > 0, ends = p0 + kc == depth;
                 for (size_t gp = first; gp < last; ++gp) {
                     const size_t i = gp - g * panels, m = min_size(mr, g_out - i * mr);
@@ -91,39 +101,62 @@ void dc_engine_conv_rows(const dc_conv_shape *s, const dc_gemm_kernel *k, const 
                     const bool ahead = src->prefetch != NULL &&
                                        next_step(first, last, gp1, depth, plane, block, gp,
                                                  p0, c, &ngp, &np0);
-                    float *yi = y + (g * g_out + i * mr) * plane + c;
-                    const float *bias = b != NULL ? b + g * g_out + i * mr : NULL;
-                    for (size_t jp = 0; jp < npan; ++jp) {
-                        /* The next slice's lines: spread over this tile's steps where the
-                         * kernel can (spread evenly), else prefetched before it at once. */
-                        size_t pf_n = 0;
-                        if (ahead && k->tile_pf != NULL && src->prefetch_lines != NULL) {
-                            pf_n = src->prefetch_lines(src->ctx, ngp, np0,
-                                                       min_size(DC_KC, depth - np0), jp, npan,
-                                                       pf, 2 * kc);
+                    const size_t nkc = min_size(DC_KC, depth - np0), parts = count * npan;
+                    for (size_t n = 0; n < count; ++n) {
+                        const float *xg = x + n * x_stride + g * g_in * in_plane;
+                        const float *an = a + n * src->sample_stride;
+                        const float *bn = scratch + n * per_sample;
+                        float *yi = y + n * y_stride + (g * g_out + i * mr) * plane + c;
+                        const float *bias =
+                            b != NULL ? b + n * b_stride + g * g_out + i * mr : NULL;
+                        for (size_t jp = 0; jp < npan; ++jp) {
+                            /* The next slice's lines, spread over all the tile calls of this
+                             * one: over this tile's steps where the kernel can (spread
+                             * evenly), else prefetched before it at once. */
+                            const size_t part = n * npan + jp;
+                            size_t pf_n = 0;
+                            if (ahead && k->tile_pf != NULL && src->prefetch_lines != NULL) {
+                                pf_n = src->prefetch_lines(src->ctx, ngp, np0, nkc, part, parts,
+                                                           pf, 2 * kc);
+                            }
+                            if (ahead && (pf_n == 0 || pf_n > 2 * kc)) {
+                                pf_n = 0;
+                                src->prefetch(src->ctx, ngp, np0, nkc, part, parts);
+                            }
+                            const size_t cols = min_size(nr, nc - jp * nr);
+                            const bool direct = pointwise && cols == nr;
+                            const float *bp = direct ? xg + p0 * in_plane + c + jp * nr
+                                                     : bn + jp * kc * nr;
+                            if (pf_n > 0) {
+                                k->tile_pf(kc, an, bp, direct ? in_plane : nr, yi + jp * nr,
+                                           plane, m, cols, bias, accumulate, pf, pf_n);
+                            } else {
+                                k->tile(kc, an, bp, direct ? in_plane : nr, yi + jp * nr, plane,
+                                        m, cols, bias, accumulate);
+                            }
                         }
-                        if (ahead && (pf_n == 0 || pf_n > 2 * kc)) {
-                            pf_n = 0;
-                            src->prefetch(src->ctx, ngp, np0, min_size(DC_KC, depth - np0), jp,
-                                          npan);
+                        if (clamp != NULL && ends) {
+                            clamp_rows(yi, plane, m, nc, clamp);
                         }
-                        const size_t n = min_size(nr, nc - jp * nr);
-                        const bool direct = pointwise && n == nr;
-                        const float *bp = direct ? xg + p0 * in_plane + c + jp * nr
-                                                 : scratch + jp * kc * nr;
-                        if (pf_n > 0) {
-                            k->tile_pf(kc, a, bp, direct ? in_plane : nr, yi + jp * nr, plane,
-                                       m, n, bias, accumulate, pf, pf_n);
-                        } else {
-                            k->tile(kc, a, bp, direct ? in_plane : nr, yi + jp * nr, plane, m,
-                                    n, bias, accumulate);
-                        }
-                    }
-                    if (clamp != NULL && ends) {
-                        clamp_rows(yi, plane, m, nc, clamp);
                     }
                 }
             }
         }
     }
+}
+
+void dc_engine_conv_rows(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
+                         const dc_engine_rows_src *src, size_t gp0, size_t gp1, const float *b,
+                         float *y, float *scratch, float *abuf, const dc_engine_clamp *clamp) {
+    dc_engine_conv_rows_batch(s, k, 1, x, 0, src, gp0, gp1, b, 0, y, 0, scratch, abuf, clamp);
+}
+
+bool dc_engine_rows_scratch_floats(const dc_conv_shape *s, const dc_gemm_kernel *k,
+                                   size_t count, size_t *out) {
+    size_t total = 0, pad = 0, blocks;
+    if (!dc_engine_scratch_floats(s, k, s->out_h * s->out_w, &total) ||
+        (dc_engine_uses_padded(s) && !dc_engine_padded_floats(s, &pad))) {
+        return false;
+    }
+    return dc_mul_size(count, total - pad, &blocks) && dc_add_size(blocks, pad, out);
 }

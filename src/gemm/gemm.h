@@ -215,6 +215,9 @@ typedef struct dc_engine_rows_src {
     size_t (*prefetch_lines)(void *ctx, size_t gp, size_t p0, size_t kc, size_t part,
                              size_t parts, const void **out, size_t max);
     void *ctx;
+    /* For dc_engine_conv_rows_batch: sample n's slice is at slice()'s pointer plus
+     * n * sample_stride floats (0: one kernel for every sample). */
+    size_t sample_stride;
 } dc_engine_rows_src;
 
 /* Every column and the whole reduction of the output channels of global panels [gp0, gp1) of
@@ -230,5 +233,25 @@ typedef struct dc_engine_rows_src {
 void dc_engine_conv_rows(const dc_conv_shape *s, const dc_gemm_kernel *k, const float *x,
                          const dc_engine_rows_src *src, size_t gp0, size_t gp1, const float *b,
                          float *y, float *scratch, float *abuf, const dc_engine_clamp *clamp);
+
+/* dc_engine_conv_rows for `count` samples at once: sample n's input at x + n * x_stride, its
+ * bias (b not NULL) at b + n * b_stride, its output at y + n * y_stride, its kernel slices at
+ * slice()'s pointer + n * src->sample_stride (slice() makes all of them into abuf, or points
+ * at one kernel with sample_stride 0). For each reduction slice the B panels of every sample
+ * are built first, then each panel slice is fetched once and run against all of them: the K
+ * sets behind a slice are read once per `count` samples, and a slice made into abuf is still
+ * in cache when each sample's tiles read it. The next slice is prefetched over all the
+ * samples' tile calls. scratch: dc_engine_rows_scratch_floats(s, k, count) floats; abuf: what
+ * slice() writes. Each sample's output is bitwise that of dc_engine_conv_rows. */
+void dc_engine_conv_rows_batch(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t count,
+                               const float *x, size_t x_stride, const dc_engine_rows_src *src,
+                               size_t gp0, size_t gp1, const float *b, size_t b_stride,
+                               float *y, size_t y_stride, float *scratch, float *abuf,
+                               const dc_engine_clamp *clamp);
+/* Floats of scratch dc_engine_conv_rows_batch needs for `count` samples: count times the B
+ * panel block of dc_engine_scratch_floats (its figure less the padded copy), plus one padded
+ * copy of a group's input. False on overflow. */
+bool dc_engine_rows_scratch_floats(const dc_conv_shape *s, const dc_gemm_kernel *k,
+                                   size_t count, size_t *out);
 
 #endif
