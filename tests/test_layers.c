@@ -344,6 +344,87 @@ static void aggregate_exact_integers(void **state)
     }
 }
 
+/* The depthwise loop on small stride-1 planes has two forms: over zero-padded copies of each
+ * input channel, and (AVX-512) with masked loads from the input itself. They must give the
+ * same bits, on random floats (where the order of the sums shows): whole samples, bands of
+ * output rows, and ranges of output channels. Skipped where the CPU lacks AVX-512 (or the
+ * build is portable), since both calls then run the copies. */
+static const conv_case flat_forms[] = {
+    /* name                      cin cout  g   h   w kh kw sh sw ph pw dh dw bias */
+    {"flat_7x7",                  16, 16, 16,  7,  7, 3, 3, 1, 1, 1, 1, 1, 1, true},
+    {"flat_14x14_nobias",         20, 20, 20, 14, 14, 3, 3, 1, 1, 1, 1, 1, 1, false},
+    {"flat_16x16",                 5,  5,  5, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, true},
+    {"flat_5x5_kernel",            6,  6,  6,  9, 11, 5, 5, 1, 1, 2, 2, 1, 1, true},
+    {"flat_7x7_kernel",            3,  3,  3, 12, 12, 7, 7, 1, 1, 3, 3, 1, 1, true},
+    {"flat_dilated",               4,  4,  4, 10,  9, 3, 3, 1, 1, 2, 2, 2, 2, true},
+    {"flat_multiplier_2",          4,  8,  4,  7,  7, 3, 3, 1, 1, 1, 1, 1, 1, true},
+    {"flat_no_row_padding",        3,  3,  3, 10, 12, 3, 3, 1, 1, 0, 1, 1, 1, true},
+    {"flat_rows_of_2",             2,  2,  2,  9,  2, 3, 3, 1, 1, 1, 1, 1, 1, true},
+    {"flat_3x1",                   3,  3,  3,  8,  8, 3, 1, 1, 1, 1, 0, 1, 1, true},
+    {"flat_28x28_copies_only",     3,  3,  3, 28, 28, 3, 3, 1, 1, 1, 1, 1, 1, true},
+};
+
+static void depthwise_flat_forms_same_bits(void **state)
+{
+    (void)state;
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(DYNCONV_PORTABLE)
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f")) {
+        skip();
+    }
+#else
+    skip();
+#endif
+    tu_rng rng;
+    tu_rng_seed(&rng, 5);
+    for (size_t t = 0; t < COUNT(flat_forms); ++t) {
+        const conv_case *c = &flat_forms[t];
+        const dc_conv_shape s = make_shape(c);
+        const size_t x_len = c->cin * c->h * c->w, w_len = c->cout * c->kh * c->kw;
+        const size_t y_len = c->cout * s.out_h * s.out_w;
+        size_t scratch = 0;
+        assert_true(dc_conv_scratch_floats(&s, &scratch));
+        float *x = tu_alloc(x_len * sizeof(float));
+        float *w = tu_alloc(w_len * sizeof(float));
+        float *b = tu_alloc(c->cout * sizeof(float));
+        float *col = tu_alloc((scratch ? scratch : 1) * sizeof(float));
+        float *y[2] = {nan_array(y_len), nan_array(y_len)};
+        tu_fill_uniform(&rng, x, x_len, -1.0f, 1.0f);
+        tu_fill_uniform(&rng, w, w_len, -1.0f, 1.0f);
+        tu_fill_uniform(&rng, b, c->cout, -1.0f, 1.0f);
+        const float *bias = c->bias ? b : NULL;
+        for (int form = 0; form < 2; ++form) {
+            float *out = y[form];
+            dc_conv_force_flat_copies(form == 0);
+            /* three ways to cover the sample: whole, bands of rows, ranges of channels */
+            dc_conv2d_sample(&s, x, w, bias, out, col);
+            float *bands = nan_array(y_len), *chans = nan_array(y_len);
+            const size_t mid_row = s.out_h / 2, mid_ch = c->cout / 3;
+            dc_conv2d_rows(&s, x, w, bias, bands, col, 0, mid_row);
+            dc_conv2d_rows(&s, x, w, bias, bands, col, mid_row, s.out_h);
+            dc_conv2d_channels(&s, x, w, bias, chans, col, 0, mid_ch);
+            dc_conv2d_channels(&s, x, w, bias, chans, col, mid_ch, c->cout);
+            if (memcmp(out, bands, y_len * sizeof(float)) != 0 ||
+                memcmp(out, chans, y_len * sizeof(float)) != 0) {
+                fail_msg("%s (%s): bands of rows or ranges of channels differ from the sample",
+                         c->name, form == 0 ? "copies" : "masked");
+            }
+            free(chans);
+            free(bands);
+        }
+        dc_conv_force_flat_copies(false);
+        if (memcmp(y[0], y[1], y_len * sizeof(float)) != 0) {
+            fail_msg("%s: the masked form differs from the copies", c->name);
+        }
+        free(y[1]);
+        free(y[0]);
+        free(col);
+        free(b);
+        free(w);
+        free(x);
+    }
+}
+
 /* dc_aggregate_block on strided rows and outputs: every value the documented sum (p_0 w_0,
  * then + p_j w_j for j = 1, 2, ..., in float, computed here), so bitwise; the gaps between a
  * sample's outputs untouched; K = 1 and 9 (the general loop), 2 to 8 (the rows held in
@@ -814,6 +895,7 @@ int main(void)
         cmocka_unit_test(conv_output_size_formula),
         cmocka_unit_test(aggregate_exact_integers),
         cmocka_unit_test(aggregate_block_documented_sum),
+        cmocka_unit_test(depthwise_flat_forms_same_bits),
         cmocka_unit_test(softmax_matches_double),
         cmocka_unit_test(softmax_extreme_logits),
         cmocka_unit_test(global_avg_pool_matches_double),

@@ -98,4 +98,9 @@ bool dc_conv_channels_split(const dc_conv_shape *s);
 void dc_conv2d_channels(const dc_conv_shape *s, const float *x, const float *w, const float *b,
                         float *y, float *col, size_t oc0, size_t oc1);
 
+/* For tests: true makes the depthwise loop on small stride-1 planes run over its zero-padded
+ * copies of the input even where the CPU has the masked AVX-512 form (which gives the same
+ * bits); false (the default) restores the choice. */
+void dc_conv_force_flat_copies(bool on);
+
 #endif
