@@ -658,18 +658,6 @@ depthwise_masked(const dc_conv_shape *s, const float *x, const float *w, const f
     }
 }
 
-/* 1: AVX-512F on this CPU and operating system, 2: not, 0: not known yet. */
-static atomic_int masked_state;
-
-static bool masked_available(void) {
-    int st = atomic_load_explicit(&masked_state, memory_order_relaxed);
-    if (st == 0) {
-        __builtin_cpu_init();
-        st = __builtin_cpu_supports("avx512f") ? 1 : 2;
-        atomic_store_explicit(&masked_state, st, memory_order_relaxed);
-    }
-    return st == 1;
-}
 #else
 void dc_conv_force_flat_copies(bool on) { (void)on; }
 #endif
@@ -679,7 +667,8 @@ static void depthwise_small(const dc_conv_shape *s, const float *x, const float 
                             const float *b, float *y, float *buf, size_t oc0, size_t oc1,
                             size_t oh0, size_t oh1) {
 #if defined(DC_DW_MASKED)
-    if (use_masked(s) && masked_available()) {
+    /* __builtin_cpu_supports also checks that the OS saves the AVX-512 registers */
+    if (use_masked(s) && __builtin_cpu_supports("avx512f")) {
         depthwise_masked(s, x, w, b, y, oc0, oc1, oh0, oh1);
         return;
     }
