@@ -37,10 +37,12 @@ bool dc_exec_engine_fused(const dc_layer *l) {
 
 /* Static kernels above this many bytes are convolved a chunk of samples at a time on the
  * row-panel driver: each panel slice, read from L3 or memory once, serves the whole chunk from
- * L1. Measured (Xeon model 167, 2 MiB L2, batch 16, in-process A/B against one sample at a
- * time): 512 channels at 7x7 (9.4 MB) 0.81 of the time on 1 and 2 threads; 256 -> 512 at
- * stride 2 from 14x14 (4.7 MB) 0.84 to 0.92; 256 channels at 14x14 (2.4 MB) even (1.01), and
- * 128 -> 256 at stride 2 (1.2 MB) 1.08: those stay in L2 from one sample to the next. */
+ * L1. Measured (Xeon model 167, 2 MiB L2, batch 16, in-process A/B against each sample
+ * convolved on its own by dc_engine_conv_clamped): 512 channels at 7x7 (9.4 MB) 0.81 of the
+ * time on 1 and 2 threads (0.95 to 0.97 against the row-panel driver one sample at a time,
+ * which that kernel took before); 256 -> 512 at stride 2 from 14x14 (4.7 MB) 0.84 to 0.92;
+ * 256 channels at 14x14 (2.4 MB) even (1.01), and 128 -> 256 at stride 2 (1.2 MB) 1.08:
+ * those stay in L2 from one sample to the next. */
 #define DC_STATIC_BATCH_BYTES ((size_t)4 << 20)
 
 /* Whether the chunks of a layer's whole samples go through dc_engine_conv_rows_batch (the
@@ -56,10 +58,10 @@ bool dc_exec_engine_fused_batch(const dc_layer *l, size_t chunk) {
     return chunk > 1 && batch_rows(l);
 }
 
-/* Samples the engine mixes in one pass over the K sets (or, on the fused path on large
- * images, the slices are DC_ENGINE_KC reduction indices long: 512 KiB for 512 channels, so 8
- * of them stay in L2 and L3). Only when the attention of the batch comes first; else one
- * sample at a time. */
+/* The most samples the engine mixes in one pass over the K sets (fused, blocked and rows-batch
+ * layers). On the fused path of large images each sample's slice of every panel is
+ * DC_ENGINE_KC reduction indices long (512 KiB for 512 channels), so 8 of them stay in L2 and
+ * L3. Only when the attention of the batch comes first; else one sample at a time. */
 enum { DC_FUSED_CHUNK = 8 };
 
 /* Bytes of L2 the samples of a chunk on dc_engine_conv_rows_batch share for one reduction
@@ -92,7 +94,6 @@ bool dc_exec_engine_blocked(const dc_layer *l) {
            l->shape.groups == 1 &&
            dc_attention_per_batch(l, &l->shape);
 }
-
 
 static size_t kernel_chunk(const dc_layer *l, const dc_conv_shape *s, size_t batch,
                            size_t threads) {
@@ -245,8 +246,8 @@ bool dc_plan_forward_layout(const dc_layer *l, size_t batch, size_t threads, siz
         }
         scratch = gather > scratch ? gather : scratch;
     }
-    /* A fused layer on a small image convolves its chunk's samples together on the row-panel
-     * driver: B panels for each of them, one padded copy. */
+    /* A fused layer, or a static kernel over 4 MiB, on a small image convolves its chunk's
+     * samples together on the row-panel driver: B panels for each of them, one padded copy. */
     if (sized && dc_exec_engine_fused_batch(l, chunk)) {
         if (!dc_engine_rows_scratch_floats(s, l->gemm, chunk, &gather)) {
             return false;
