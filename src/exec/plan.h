@@ -60,9 +60,10 @@ bool dc_exec_mixes(const dc_layer *l);
  * keeps between samples. */
 bool dc_exec_engine_fused(const dc_layer *l);
 
-/* Whether a fused layer's chunks of `chunk` samples go through dc_engine_conv_rows_batch: more
- * than one sample, and an output plane of one column block (DC_ENGINE_ROWS_PLANE positions or
- * fewer). The slot's scratch then holds the chunk's B panels (dc_engine_rows_scratch_floats). */
+/* Whether chunks of `chunk` samples go through dc_engine_conv_rows_batch: more than one
+ * sample, a fused layer (dc_exec_engine_fused) or a static kernel over 4 MiB, and an output
+ * plane of one column block (DC_ENGINE_ROWS_PLANE positions or fewer). The slot's scratch then
+ * holds the chunk's B panels (dc_engine_rows_scratch_floats). */
 bool dc_exec_engine_fused_batch(const dc_layer *l, size_t chunk);
 /* Output planes up to this many positions are one column block of the engine. */
 #define DC_ENGINE_ROWS_PLANE 512
