@@ -255,11 +255,14 @@ static size_t engine_panels(const dc_layer *l) {
 }
 
 /* Bytes of mixed kernel rows and their K sources one block of dc_exec_engine_blocked keeps
- * in L2 for the chunk's convolutions (about one core's L2; much smaller blocks cost more in
- * per-call overhead than they save: with 8-row panels, 2 panels a block were twice as slow;
- * with the 32-row panels of the channel-lanes tiles, 256 KiB and 640 KiB blocks measured
- * within the noise of this size). */
-enum { BLOCK_BYTES = 2 << 20 };
+ * in L2 for the chunk's convolutions: half of a 2 MiB L2, so that the block, the chunk's inputs
+ * and the output rows being written stay in it together. Blocks of the whole L2 spilled on the
+ * widest layer: MobileNetV2's 320 -> 1280 at 7x7, batch 16 (480 KiB of rows and sources a
+ * panel), took 0.90 of the time with 1 MiB blocks on 1 thread and 0.92 on 2, 0.87 and 0.93
+ * with 512 KiB (Xeon model 167, in-process, interleaved); 160 -> 960 at 7x7 and the strided
+ * 256 -> 512 from 14x14 were even (0.99 to 1.01). Much smaller blocks cost more in per-call
+ * overhead than they save: with 8-row panels, 2 panels a block were twice as slow. */
+enum { BLOCK_BYTES = 1 << 20 };
 
 /* Samples [i, i + chunk) of a blocked layer (pi and the chunk's biases ready): row panels a
  * block at a time, each block mixed for the whole chunk in one pass over the K sets (sample n's
