@@ -60,6 +60,11 @@ static const conv_case conv_cases[] = {
     {"depthwise_flat_rows_of_2", 2,  4, 2,  9, 2, 3, 3, 1, 1, 1, 1, 1, 1, true},
     {"pointwise",                8, 12, 1,  7, 7, 1, 1, 1, 1, 0, 0, 1, 1, true},
     {"pointwise_groups2",        8,  6, 2,  5, 6, 1, 1, 1, 1, 0, 0, 1, 1, false},
+    /* pointwise, 64 or more input channels a group over more than 64Ki input floats: bands of
+     * 1024 + 65 columns, of 640 + 290 (across row ends), of 512 a group */
+    {"pointwise_bands_64",      64,  5, 1, 33,33, 1, 1, 1, 1, 0, 0, 1, 1, true},
+    {"pointwise_bands_100_odd",100,  7, 1, 30,31, 1, 1, 1, 1, 0, 0, 1, 1, false},
+    {"pointwise_bands_groups2",256,  6, 2, 20,40, 1, 1, 1, 1, 0, 0, 1, 1, true},
     {"conv_1x1_stride2",         6,  5, 1,  9, 9, 1, 1, 2, 2, 0, 0, 1, 1, true},
     {"conv_1x1_pad1",            6,  5, 1,  6, 6, 1, 1, 1, 1, 1, 1, 1, 1, true},
     {"conv_1x1_stride1x2",       4,  6, 1,  5, 9, 1, 1, 1, 2, 0, 0, 1, 1, true},
@@ -204,6 +209,8 @@ static void conv_exact_case(void **state)
      * output channels where the path allows it. Every value is an exact integer, so any split
      * must give the whole call's bits. */
     float *part = nan_array(y_len);
+    dc_conv2d_sample_cached(&s, x, w, c->bias ? b : NULL, part, col);
+    assert_memory_equal(part, y, y_len * sizeof(float));
     const size_t mid_h = s.out_h / 2;
     dc_conv2d_rows(&s, x, w, c->bias ? b : NULL, part, col, 0, mid_h);
     dc_conv2d_rows(&s, x, w, c->bias ? b : NULL, part, col, mid_h, s.out_h);

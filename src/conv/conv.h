@@ -59,6 +59,12 @@ bool dc_conv_scratch_floats(const dc_conv_shape *s, size_t *out);
  * be NULL). col is scratch of dc_conv_scratch_floats floats (may be NULL when that is 0). */
 void dc_conv2d_sample(const dc_conv_shape *s, const float *x, const float *w, const float *b,
                       float *y, float *col);
+/* The same for an input just read into cache (pooled right before): a pointwise kernel with
+ * many input channels is multiplied in one GEMM over the whole plane, not in prefetched bands
+ * of columns (which only pay when the input comes from memory; the same bits either way when
+ * the BLAS sums each element in the same order whatever the matrix width). */
+void dc_conv2d_sample_cached(const dc_conv_shape *s, const float *x, const float *w,
+                             const float *b, float *y, float *col);
 
 /* Adjoint of dc_im2col: x [c, H, W] += the entries of col [c*kh*kw, out_h*out_w] scattered back
  * to the input positions they were copied from (padding entries are dropped). */
