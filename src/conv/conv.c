@@ -26,13 +26,6 @@
 #define DC_CODE_ALIGN
 #endif
 
-/* A read prefetch into all cache levels (nothing where the compiler has no such builtin). */
-#if defined(__GNUC__)
-#define DC_PREFETCH(p) __builtin_prefetch((p), 0, 3)
-#else
-#define DC_PREFETCH(p) ((void)(p))
-#endif
-
 enum { DW_LANES = 8 }; /* depthwise output columns summed side by side: one AVX register */
 
 bool dc_conv_output_size(size_t in, size_t kernel, size_t stride, size_t pad, size_t dilation,

@@ -7,6 +7,7 @@
 #include "aggregation.h"
 #include "attention.h"
 #include "conv.h"
+#include "tensor.h"
 #include "threadpool.h"
 
 #include <math.h>
@@ -163,13 +164,6 @@ static const float *rows_slice(void *p, size_t gp, size_t p0, size_t kc, float *
     mix_panel(l, r->pi, r->chunk, gp, p0, kc, buf, DC_ENGINE_KC * mr);
     return buf;
 }
-
-/* A read prefetch into all cache levels (nothing where the compiler has no such builtin). */
-#if defined(__GNUC__)
-#define DC_PREFETCH(p) __builtin_prefetch((p), 0, 3)
-#else
-#define DC_PREFETCH(p) ((void)(p))
-#endif
 
 /* Prefetches part `part` of `parts` of the cache lines a slice reads: the K packed slices (or
  * the kernel's one), each kc * MR floats, or with borrowed weights K * m row pieces of kc

@@ -54,4 +54,11 @@ void dc_error_vset(const char *fmt, va_list args);
  * every platform. Advances *state and returns the next 64 random bits. */
 uint64_t dc_splitmix64(uint64_t *state);
 
+/* A read prefetch into all cache levels (nothing where the compiler has no such builtin). */
+#if defined(__GNUC__)
+#define DC_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+#else
+#define DC_PREFETCH(p) ((void)(p))
+#endif
+
 #endif
