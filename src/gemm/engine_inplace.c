@@ -81,38 +81,55 @@ static void rows_baseline(size_t kc, const float *a, const float *b, const size_
 #if defined(DC_ROWS_X86)
 enum { AVX2_MR = 6, AVX2_NR = 16, AVX512_MR = 8, AVX512_NR = 32 };
 
+/* The kept lanes of row r (its two vectors lo, hi), in order, (+)= into cr. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+put_row_avx2(float *cr, __m256 lo, __m256 hi, uint32_t keep, bool accumulate) {
+    float t[AVX2_NR];
+    _mm256_storeu_ps(t, lo);
+    _mm256_storeu_ps(t + 8, hi);
+    size_t o = 0;
+    for (size_t j = 0; j < AVX2_NR; ++j) {
+        if (keep >> j & 1u) {
+            cr[o] = accumulate ? cr[o] + t[j] : t[j];
+            ++o;
+        }
+    }
+}
+
+/* Named accumulators, as in kernels.c's tile_avx2 (arrays of them were stored to the stack on
+ * every reduction step by GCC 12, which halved the kernel's rate on Zen). */
 __attribute__((target("avx2,fma"))) static void
 rows_avx2(size_t kc, const float *a, const float *b, const size_t *off, float *c, size_t ldc,
           size_t m, uint32_t keep, const float *bias, bool accumulate) {
-    __m256 c0[AVX2_MR], c1[AVX2_MR];
-    for (size_t r = 0; r < AVX2_MR; ++r) {
-        c0[r] = _mm256_set1_ps(bias != NULL && !accumulate && r < m ? bias[r] : 0.0f);
-        c1[r] = c0[r];
-    }
+#define DC_START(r) (bias != NULL && !accumulate && (r) < m ? bias[r] : 0.0f)
+    __m256 c00 = _mm256_set1_ps(DC_START(0)), c01 = c00;
+    __m256 c10 = _mm256_set1_ps(DC_START(1)), c11 = c10;
+    __m256 c20 = _mm256_set1_ps(DC_START(2)), c21 = c20;
+    __m256 c30 = _mm256_set1_ps(DC_START(3)), c31 = c30;
+    __m256 c40 = _mm256_set1_ps(DC_START(4)), c41 = c40;
+    __m256 c50 = _mm256_set1_ps(DC_START(5)), c51 = c50;
+#undef DC_START
     for (size_t p = 0; p < kc; ++p) {
         const float *bp = b + off[p];
         const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
         const float *ap = a + p * AVX2_MR;
-        for (size_t r = 0; r < AVX2_MR; ++r) {
-            const __m256 av = _mm256_broadcast_ss(ap + r);
-            c0[r] = _mm256_fmadd_ps(av, b0, c0[r]);
-            c1[r] = _mm256_fmadd_ps(av, b1, c1[r]);
-        }
+#define DC_FMA_ROW(r)                                                                         \
+    {                                                                                         \
+        const __m256 av = _mm256_broadcast_ss(ap + (r));                                      \
+        c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0);                                           \
+        c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);                                           \
     }
-    /* Rows with constant indices (the accumulators stay in registers); the kept lanes through
-     * a row buffer. */
+        DC_FMA_ROW(0)
+        DC_FMA_ROW(1)
+        DC_FMA_ROW(2)
+        DC_FMA_ROW(3)
+        DC_FMA_ROW(4)
+        DC_FMA_ROW(5)
+#undef DC_FMA_ROW
+    }
 #define DC_STORE_ROW(r)                                                                       \
     if ((r) < m) {                                                                            \
-        float *cr = c + (r) * ldc, t[AVX2_NR];                                                \
-        _mm256_storeu_ps(t, c0[r]);                                                           \
-        _mm256_storeu_ps(t + 8, c1[r]);                                                       \
-        size_t o = 0;                                                                         \
-        for (size_t j = 0; j < AVX2_NR; ++j) {                                                \
-            if (keep >> j & 1u) {                                                             \
-                cr[o] = accumulate ? cr[o] + t[j] : t[j];                                     \
-                ++o;                                                                          \
-            }                                                                                 \
-        }                                                                                     \
+        put_row_avx2(c + (r) * ldc, c##r##0, c##r##1, keep, accumulate);                      \
     }
     DC_STORE_ROW(0)
     DC_STORE_ROW(1)
