@@ -575,12 +575,14 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  *   samples in one pass over the K sets, each block convolved at once); strided 1x1 kernels
  *   without padding with fewer than 256 output positions where reshape took the 32 x 7
  *   tiles, with K > 1 (static ones only where OpenBLAS runs its AVX2 kernels), convolved as
- *   the pointwise layer of their subsampled input; not shapes with fewer
+ *   the pointwise layer of their subsampled input; on the AVX2 + FMA tiles (CPUs without
+ *   AVX-512) every pointwise kernel and every strided 1x1 kernel without padding; not shapes
+ *   with fewer
  *   output positions than its tile is wide (32, 16, 8 or 7),
  *   other strided 1x1 kernels, or borrowed weights with K > 1 whose K sets take more than 8 MiB
  *   packed (mixing and packing them in every forward would cost more than it saves). The
- *   rule was measured on bench/layers.txt against OpenBLAS on its SkylakeX kernels
- *   (docs/benchmarks-engine.md).
+ *   rule was measured on bench/layers.txt against OpenBLAS on its SkylakeX kernels, and for
+ *   the AVX2 tiles against its Zen kernels on an AMD EPYC (docs/benchmarks-engine.md).
  *
  * What the threads do: at batch N >= threads, each thread takes whole samples (pooling,
  * attention, its own aggregated kernel and scratch, convolution); the last N % threads
