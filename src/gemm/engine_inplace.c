@@ -96,36 +96,16 @@ put_row_avx2(float *cr, __m256 lo, __m256 hi, uint32_t keep, bool accumulate) {
     }
 }
 
-/* Named accumulators, as in kernels.c's tile_avx2 (arrays of them were stored to the stack on
- * every reduction step by GCC 12, which halved the kernel's rate on Zen). */
+/* Named accumulators, as in kernels.c's tile_avx2 (DC_AVX2_TILE_START in gemm.h). */
 __attribute__((target("avx2,fma"))) static void
 rows_avx2(size_t kc, const float *a, const float *b, const size_t *off, float *c, size_t ldc,
           size_t m, uint32_t keep, const float *bias, bool accumulate) {
-#define DC_START(r) (bias != NULL && !accumulate && (r) < m ? bias[r] : 0.0f)
-    __m256 c00 = _mm256_set1_ps(DC_START(0)), c01 = c00;
-    __m256 c10 = _mm256_set1_ps(DC_START(1)), c11 = c10;
-    __m256 c20 = _mm256_set1_ps(DC_START(2)), c21 = c20;
-    __m256 c30 = _mm256_set1_ps(DC_START(3)), c31 = c30;
-    __m256 c40 = _mm256_set1_ps(DC_START(4)), c41 = c40;
-    __m256 c50 = _mm256_set1_ps(DC_START(5)), c51 = c50;
-#undef DC_START
+    DC_AVX2_TILE_START(bias, m, accumulate);
     for (size_t p = 0; p < kc; ++p) {
         const float *bp = b + off[p];
         const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
         const float *ap = a + p * AVX2_MR;
-#define DC_FMA_ROW(r)                                                                         \
-    {                                                                                         \
-        const __m256 av = _mm256_broadcast_ss(ap + (r));                                      \
-        c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0);                                           \
-        c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);                                           \
-    }
-        DC_FMA_ROW(0)
-        DC_FMA_ROW(1)
-        DC_FMA_ROW(2)
-        DC_FMA_ROW(3)
-        DC_FMA_ROW(4)
-        DC_FMA_ROW(5)
-#undef DC_FMA_ROW
+        DC_AVX2_TILE_STEP(ap, b0, b1);
     }
 #define DC_STORE_ROW(r)                                                                       \
     if ((r) < m) {                                                                            \

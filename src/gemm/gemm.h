@@ -73,6 +73,37 @@ void dc_gemm_force_auto(void);
  * rows of each group rounded up to whole panels (zero rows). False on overflow. */
 bool dc_engine_packed_floats(const dc_conv_shape *s, const dc_gemm_kernel *k, size_t *out);
 
+/* The AVX2 + FMA 6 x 16 tile's accumulators, for the micro-kernels of kernels.c and
+ * engine_inplace.c (in functions compiled for AVX2, with <immintrin.h>): twelve named
+ * variables c<row><half>, not arrays. GCC 12 stored arrays of them to the stack on every
+ * reduction step, with 15 of the 16 ymm registers live, which halved the kernels' rate on Zen.
+ * START declares them, each row from bias[r] (r < m, unless accumulating) or zero; STEP adds
+ * one reduction step: the MR values at ap broadcast against the B row's halves b0, b1. */
+#define DC_AVX2_START_ROW(r, bias, m, accumulate)                                             \
+    _mm256_set1_ps((bias) != NULL && !(accumulate) && (r) < (m) ? (bias)[r] : 0.0f)
+#define DC_AVX2_TILE_START(bias, m, accumulate)                                               \
+    __m256 c00 = DC_AVX2_START_ROW(0, bias, m, accumulate), c01 = c00;                        \
+    __m256 c10 = DC_AVX2_START_ROW(1, bias, m, accumulate), c11 = c10;                        \
+    __m256 c20 = DC_AVX2_START_ROW(2, bias, m, accumulate), c21 = c20;                        \
+    __m256 c30 = DC_AVX2_START_ROW(3, bias, m, accumulate), c31 = c30;                        \
+    __m256 c40 = DC_AVX2_START_ROW(4, bias, m, accumulate), c41 = c40;                        \
+    __m256 c50 = DC_AVX2_START_ROW(5, bias, m, accumulate), c51 = c50
+#define DC_AVX2_FMA_ROW(r, ap, b0, b1)                                                        \
+    do {                                                                                      \
+        const __m256 av_ = _mm256_broadcast_ss((ap) + (r));                                   \
+        c##r##0 = _mm256_fmadd_ps(av_, (b0), c##r##0);                                        \
+        c##r##1 = _mm256_fmadd_ps(av_, (b1), c##r##1);                                        \
+    } while (0)
+#define DC_AVX2_TILE_STEP(ap, b0, b1)                                                         \
+    do {                                                                                      \
+        DC_AVX2_FMA_ROW(0, ap, b0, b1);                                                       \
+        DC_AVX2_FMA_ROW(1, ap, b0, b1);                                                       \
+        DC_AVX2_FMA_ROW(2, ap, b0, b1);                                                       \
+        DC_AVX2_FMA_ROW(3, ap, b0, b1);                                                       \
+        DC_AVX2_FMA_ROW(4, ap, b0, b1);                                                       \
+        DC_AVX2_FMA_ROW(5, ap, b0, b1);                                                       \
+    } while (0)
+
 /* The largest MR of any micro-kernel (callers may size row tiles with it). */
 #define DC_GEMM_MAX_MR 32
 

@@ -105,39 +105,18 @@ store_row_avx2(float *cr, __m256 lo, __m256 hi, size_t n, bool accumulate) {
     }
 }
 
-/* The twelve accumulators are named variables, not arrays: with arrays GCC 12 (-O3) kept
- * them in registers but also stored all twelve to the stack on every step of the reduction.
- * AVX2 has 16 registers for 15 live vectors, and the stores, two per 256-bit vector on Zen,
- * bounded the kernel at half its multiply-add rate (16 GFLOP/s of 38 on an AMD EPYC, Zen,
- * family 23). The AVX-512 kernels, with 32 registers, did not do it. */
+/* Named accumulators (DC_AVX2_TILE_START in gemm.h): with arrays of them this kernel ran at
+ * 16 GFLOP/s of the 38 an AMD EPYC Zen (family 23) reaches. The AVX-512 kernels, with 32
+ * registers, keep their arrays in registers without stores. */
 __attribute__((target("avx2,fma"))) static void tile_avx2(size_t kc, const float *a,
                                                           const float *b, size_t ldb, float *c,
                                                           size_t ldc, size_t m, size_t n,
                                                           const float *bias, bool accumulate) {
-#define DC_START(r) (bias != NULL && !accumulate && (r) < m ? bias[r] : 0.0f)
-    __m256 c00 = _mm256_set1_ps(DC_START(0)), c01 = c00;
-    __m256 c10 = _mm256_set1_ps(DC_START(1)), c11 = c10;
-    __m256 c20 = _mm256_set1_ps(DC_START(2)), c21 = c20;
-    __m256 c30 = _mm256_set1_ps(DC_START(3)), c31 = c30;
-    __m256 c40 = _mm256_set1_ps(DC_START(4)), c41 = c40;
-    __m256 c50 = _mm256_set1_ps(DC_START(5)), c51 = c50;
-#undef DC_START
+    DC_AVX2_TILE_START(bias, m, accumulate);
     for (size_t p = 0; p < kc; ++p) {
         const __m256 b0 = _mm256_loadu_ps(b + p * ldb), b1 = _mm256_loadu_ps(b + p * ldb + 8);
         const float *ap = a + p * AVX2_MR;
-#define DC_FMA_ROW(r)                                                                         \
-    {                                                                                         \
-        const __m256 av = _mm256_broadcast_ss(ap + (r));                                      \
-        c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0);                                           \
-        c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);                                           \
-    }
-        DC_FMA_ROW(0)
-        DC_FMA_ROW(1)
-        DC_FMA_ROW(2)
-        DC_FMA_ROW(3)
-        DC_FMA_ROW(4)
-        DC_FMA_ROW(5)
-#undef DC_FMA_ROW
+        DC_AVX2_TILE_STEP(ap, b0, b1);
     }
 #define DC_STORE_ROW(r)                                                                       \
     if ((r) < m) {                                                                            \
