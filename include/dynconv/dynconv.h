@@ -519,8 +519,10 @@ DYNCONV_API dynconv_status dynconv_linear_init_parameters(const dynconv_linear_g
 typedef struct dynconv_threadpool dynconv_threadpool;
 
 /* Creates a pool of num_threads threads (0: as many as the process may run on; 1: no worker,
- * every forward runs in its calling thread), starting its num_threads - 1 workers now; they
- * sleep between forwards. flags must be 0 (none are defined yet).
+ * every forward runs in its calling thread), starting its num_threads - 1 workers now. After
+ * each parallel step a worker polls for the next one for up to 0.2 ms, then sleeps until woken
+ * (waking a sleeping thread costs tens of microseconds in a virtual machine, and a forward runs
+ * several such steps); an idle pool uses no CPU. flags must be 0 (none are defined yet).
  * Errors: NULL_POINTER (out), INVALID_ARGUMENT (num_threads < 0 or > DYNCONV_MAX_THREADS),
  * UNSUPPORTED (a flag bit set), OUT_OF_MEMORY (a thread could not be started). *out is
  * unchanged on error. */
