@@ -3,7 +3,8 @@
  * the geometries of engine_cases.h, and on large kernels convolved a chunk of samples at a time, against the double reference with integer data and an
  * attention made uniform (pi = 1/K exactly), at tolerance 0; the row-panel driver against
  * mixing first on random floats, bitwise; a layer keeping the micro-kernel it was packed for; and
- * reshape's workspace size against the header's formula (section 7), computed here. */
+ * reshape's workspace size against the header's formula (section 7), computed here; the
+ * Winograd path, forced, exactly, and its workspace against the formula. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -35,7 +36,8 @@ static dynconv_threadpool *pool2;
 typedef enum {
     PATH_ANY,       /* not checked */
     PATH_BLOCKED,   /* row panels mixed a block at a time for a chunk (dc_exec_engine_blocked) */
-    PATH_ROWS_BATCH /* chunks of more than one sample on dc_engine_conv_rows_batch */
+    PATH_ROWS_BATCH, /* chunks of more than one sample on dc_engine_conv_rows_batch */
+    PATH_WINO        /* Winograd F(2x2, 3x3) with copied weights (borrowed ones have none) */
 } expect_path;
 
 /* expect_chunk: 0, or the chunk of samples the handle must have planned, on `path` (for
@@ -96,6 +98,10 @@ static void check_forward_exact_path(const geo *gm, int64_t kernels, int64_t hid
         dynconv_conv2d_reshape(layer, batch, (int64_t)s.height, (int64_t)s.width, NULL, NULL,
                                NULL),
         DYNCONV_OK);
+    if (path == PATH_WINO && layer->core.wino_on != !(flags & DYNCONV_FLAG_BORROW_WEIGHTS)) {
+        fail_msg("%s: flags=%u: the Winograd path is %s", gm->name, (unsigned)flags,
+                 layer->core.wino_on ? "on" : "off");
+    }
     if (expect_chunk > 0) {
         if (path == PATH_BLOCKED) {
             assert_true(dc_exec_engine_blocked(&layer->core));
@@ -157,6 +163,45 @@ static void run_forward_exact_of(dc_isa isa, bool channel_lanes) {
 }
 
 static void run_forward_exact(dc_isa isa) { run_forward_exact_of(isa, false); }
+
+/* clang-format off */
+/* Winograd F(2x2, 3x3): 3x3, stride 1, one group; odd and even output sizes (partial tiles on
+ * the right and at the bottom), paddings 0 to 2, one tile, and tile rows in several blocks. */
+static const geo wino_geos[] = {
+    /* name                 cin cout kh kw sh sw ph pw dh dw  g   h   w */
+    {"wino_pad1_odd",         5, 11, 3, 3, 1, 1, 1, 1, 1, 1, 1,  9, 13},
+    {"wino_pad0",             4,  7, 3, 3, 1, 1, 0, 0, 1, 1, 1, 10,  9},
+    {"wino_pad2_asym",        3,  6, 3, 3, 1, 1, 2, 0, 1, 1, 1,  5, 12},
+    {"wino_one_output",       3,  4, 3, 3, 1, 1, 0, 0, 1, 1, 1,  3,  3},
+    {"wino_one_row",          6,  5, 3, 3, 1, 1, 0, 1, 1, 1, 1,  3, 17},
+    {"wino_wide_40",          3, 17, 3, 3, 1, 1, 1, 1, 1, 1, 1,  3, 40},
+    {"wino_blocks_30x31",    40, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 30, 31},
+    {"wino_deep_300",        40,  9, 3, 3, 1, 1, 1, 1, 1, 1, 1,  6,  6},
+};
+/* clang-format on */
+
+/* The Winograd path forced, exactly (its transforms add and halve: integer data stay exact),
+ * K = 1, 2, 4, batch 1 and 3 (samples whole and shared), 1 and 2 threads; borrowed weights take
+ * another path (checked). */
+static void test_forward_exact_winograd(void **state) {
+    (void)state;
+    dc_exec_set_wino_mode(DC_ENGINE_ALWAYS);
+    const int64_t ks[] = {1, 2, 4};
+    for (size_t i = 0; i < sizeof wino_geos / sizeof wino_geos[0]; ++i) {
+        for (size_t ik = 0; ik < 3; ++ik) {
+            for (int64_t batch = 1; batch <= 3; batch += 2) {
+                for (int threads = 1; threads <= 2; ++threads) {
+                    for (int borrow = 0; borrow <= 1; ++borrow) {
+                        check_forward_exact_path(&wino_geos[i], ks[ik], 3, batch,
+                                                 borrow ? DYNCONV_FLAG_BORROW_WEIGHTS : 0,
+                                                 threads, 0, PATH_WINO);
+                    }
+                }
+            }
+        }
+    }
+    dc_exec_set_wino_mode(DC_ENGINE_AUTO);
+}
 
 static void test_forward_exact_baseline_channels(void **state) {
     (void)state;
@@ -751,6 +796,67 @@ static void test_ws_formula_avx512_channels(void **state) {
     run_ws_formula_of(DC_ISA_AVX512, true);
 }
 
+/* The header's figure for the Winograd path, computed here from the formula's text. */
+static size_t wino_formula(const ws_case *c) {
+    const size_t n = (size_t)c->n, t = (size_t)c->threads, kk = (size_t)c->kernels;
+    const size_t cin = (size_t)c->cin, cout = (size_t)c->cout, hw = (size_t)c->hw;
+    const size_t oh = hw + 2 * (size_t)c->p - 2, th = ceil_div(oh, 2), tw = ceil_div(oh, 2);
+    size_t r = 524288 / (64 * (cin + cout) * tw);
+    r = r < 1 ? 1 : r > th ? th : r;
+    const size_t scratch = 16 * (cin + cout) * r * tw + (2 * r + 2) * 2 * (tw + 1);
+    const size_t w = kk > 1 ? 16 * cout * cin : 0;
+    const size_t slot = (w > 0 ? buf(w) : 0) + (kk > 1 && c->bias ? buf(cout) : 0) +
+                        buf(scratch);
+    const size_t att = kk > 1 ? buf(n * cin) + buf(n * (size_t)c->hidden) + buf(n * kk) : 0;
+    return att + t * slot;
+}
+
+/* clang-format off */
+static const ws_case wino_ws_cases[] = {
+    /* name                    cin cout k s p g K hid N hw T borrowed bias */
+    {"wino_static",             64,  48, 3, 1, 1, 1, 1, 8, 3, 20, 2, false, true},
+    {"wino_dynamic_bias",       40,  24, 3, 1, 1, 1, 4, 8, 5, 30, 2, false, true},
+    {"wino_dynamic_no_bias",    40,  24, 3, 1, 0, 1, 4, 8, 1, 31, 1, false, false},
+    {"wino_one_block_row",     700, 500, 3, 1, 1, 1, 2, 8, 2, 16, 1, false, true},
+};
+/* clang-format on */
+
+static void test_ws_formula_winograd(void **state) {
+    (void)state;
+    dc_exec_set_wino_mode(DC_ENGINE_ALWAYS);
+    for (size_t i = 0; i < sizeof wino_ws_cases / sizeof wino_ws_cases[0]; ++i) {
+        const ws_case *c = &wino_ws_cases[i];
+        const dynconv_conv2d_geometry g = {c->cin, c->cout, c->k, c->k, c->s, c->s, c->p, c->p,
+                                           1, 1, c->groups, c->kernels, c->hidden};
+        const size_t wlen = (size_t)(c->kernels * c->cout * c->cin * c->k * c->k);
+        float *w = calloc(wlen, sizeof(float));
+        float *bias = calloc((size_t)(c->kernels * c->cout), sizeof(float));
+        float *fc1 = calloc((size_t)(c->hidden * c->cin), sizeof(float));
+        float *fc2 = calloc((size_t)(c->kernels * c->hidden), sizeof(float));
+        assert_true(w != NULL && bias != NULL && fc1 != NULL && fc2 != NULL);
+        const dynconv_conv2d_weights wt = {w, c->bias ? bias : NULL, fc1, NULL, fc2, NULL};
+        dynconv_conv2d *layer = NULL;
+        assert_int_equal(dynconv_conv2d_create(&g, &wt, 1.0f, 0, &layer), DYNCONV_OK);
+        assert_int_equal(dynconv_conv2d_set_threadpool(layer, pool2), DYNCONV_OK);
+        assert_int_equal(dynconv_conv2d_set_num_threads(layer, c->threads), DYNCONV_OK);
+        size_t got = 0;
+        assert_int_equal(dynconv_conv2d_reshape(layer, c->n, c->hw, c->hw, NULL, NULL, &got),
+                         DYNCONV_OK);
+        assert_true(layer->core.wino_on);
+        const size_t want = wino_formula(c);
+        if (got != want) {
+            fail_msg("%s: reshape reports %zu bytes, the header's formula %zu", c->name, got,
+                     want);
+        }
+        dynconv_conv2d_destroy(layer);
+        free(fc2);
+        free(fc1);
+        free(bias);
+        free(w);
+    }
+    dc_exec_set_wino_mode(DC_ENGINE_AUTO);
+}
+
 static void test_ws_formula_baseline(void **state) {
     (void)state;
     run_ws_formula(DC_ISA_BASELINE);
@@ -771,6 +877,7 @@ int main(void) {
         cmocka_unit_test(test_forward_exact_avx512),
         cmocka_unit_test(test_forward_exact_baseline_channels),
         cmocka_unit_test(test_forward_exact_avx512_channels),
+        cmocka_unit_test(test_forward_exact_winograd),
         cmocka_unit_test(test_blocked_exact_baseline),
         cmocka_unit_test(test_blocked_exact_avx2),
         cmocka_unit_test(test_blocked_exact_avx512),
@@ -793,6 +900,7 @@ int main(void) {
         cmocka_unit_test(test_ws_formula_avx512),
         cmocka_unit_test(test_ws_formula_baseline_channels),
         cmocka_unit_test(test_ws_formula_avx512_channels),
+        cmocka_unit_test(test_ws_formula_winograd),
     };
     if (dynconv_threadpool_create(2, 0, &pool2) != DYNCONV_OK) {
         fprintf(stderr, "cannot create a pool of 2 threads: %s\n", dynconv_last_error_message());

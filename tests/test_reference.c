@@ -25,7 +25,8 @@
  * (im2col + BLAS only; the own engine forced, with each micro-kernel this CPU runs, vectors
  * along the positions and along the channels), with
  * copied and with borrowed weights (packed at create, or mixed and packed in every forward),
- * and on the engine with and without the row-panel driver for a sample convolved alone. */
+ * and on the engine with and without the row-panel driver for a sample convolved alone; then
+ * with the Winograd path forced where a layer has it. */
 #include "exec.h"
 #include "gemm.h"
 #endif
@@ -478,6 +479,15 @@ int main(void)
     dc_gemm_force_auto();
     dc_exec_set_engine_mode(DC_ENGINE_AUTO);
     dc_exec_set_rows_mode(DC_ENGINE_AUTO);
+    /* The Winograd path wherever the layer has it (3x3 stride-1 rows of one group, copied
+     * weights; the other rows take their usual paths). Its shared samples' tile rows are cut
+     * into bands whose BLAS products may round differently in the last bits. */
+    dc_exec_set_wino_mode(DC_ENGINE_ALWAYS);
+    engine_forced = false;
+    create_flags = 0;
+    failed += _cmocka_run_group_tests("reference, Winograd F(2x2, 3x3), copied weights", tests,
+                                      n_conv + n_lin, NULL, NULL);
+    dc_exec_set_wino_mode(DC_ENGINE_AUTO);
 #else
     const int failed = _cmocka_run_group_tests("reference", tests, n_conv + n_lin, NULL, NULL);
 #endif

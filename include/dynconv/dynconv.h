@@ -205,7 +205,9 @@ typedef struct dynconv_conv2d_weights {
  * overflow of every parameter count) and the temperature (finite, > 0), then copies the weights
  * (unless DYNCONV_FLAG_BORROW_WEIGHTS) and, unless the layer is depthwise, packs the copy for
  * the library's own convolution engine (section 7; borrowed weights are packed by each forward
- * that runs on it, so changes made to them in place are always seen). The handle runs on the
+ * that runs on it, so changes made to them in place are always seen). For 3x3 kernels of
+ * stride 1, dilation 1 and one group it also keeps, with copied weights, the Winograd
+ * transforms of the K kernels (16 * C_out * C_in floats each, 16/9 of a kernel). The handle runs on the
  * process's default thread pool
  * (section 7), which this call starts when no handle uses it yet (OUT_OF_MEMORY if its threads
  * cannot be started); dynconv_conv2d_set_threadpool moves it to another.
@@ -567,6 +569,15 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  *     sets kept in the micro-kernel's panel layout (MR output channels
  *     interleaved along the reduction), mixed per sample straight in that layout; the image
  *     side built panel by panel from a zero-padded copy of the input (no im2col matrix);
+ *   - Winograd F(2x2, 3x3) (since 1.2), for 3x3 kernels of stride 1, dilation 1 and one group
+ *     with copied weights: each 4x4 input patch and each kernel transformed (the K kernels
+ *     once, at create; a sample's mix of them is the mix of their transforms), sixteen BLAS
+ *     GEMMs of C_out x C_in by C_in x tiles, and each 2x2 output tile transformed back with
+ *     its bias and activation: 2.25 times fewer multiply-adds than the direct convolution, for
+ *     rounding of the same order (additions and halvings only; small integer data give exact
+ *     results). Taken for output planes of at least 14 x 14 with at least 32 input and 32
+ *     output channels, and for K > 1 only while the K transformed kernels take at most
+ *     8 MiB (each sample mixes them);
  *   - im2col + BLAS GEMM (the reference path), whose pointwise and strided 1x1 variants skip
  *     or shrink the im2col;
  *   - the direct depthwise loop, for every depthwise layer (groups == C_in, kernel not 1x1
@@ -589,8 +600,8 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  * What the threads do: at batch N >= threads, each thread takes whole samples (pooling,
  * attention, its own aggregated kernel and scratch, convolution); the last N % threads
  * samples (all of them at batch 1) are shared: pooled by channels, the kernel aggregated in
- * slices, then convolved in bands of output rows (im2col + BLAS), of output positions in
- * whole tiles (the engine), or (depthwise and one-group 1x1 layers without padding on the
+ * slices, then convolved in bands of output rows (im2col + BLAS; pairs of rows on the
+ * Winograd path), of output positions in whole tiles (the engine), or (depthwise and one-group 1x1 layers without padding on the
  * BLAS path, strided or not) each thread mixes and convolves its own output channels, in one
  * step. Forwards of little work (under about 10^6
  * multiply-adds plus weighted input and output floats, e.g. a few channels of a 6x6 image) run
@@ -609,6 +620,10 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  * every buffer rounded up to DYNCONV_WORKSPACE_ALIGNMENT bytes, in floats of 4 bytes:
  *   K > 1:  N*C_in + N*hidden + N*K  +  T * (W + B * C_out [with a bias] + scratch)
  *   K = 1:  T * (W + scratch)  (no attention)
+ *   Winograd: W = 16 * C_out * C_in for K > 1 (one sample's mixed transform), 0 for K = 1;
+ *     B = 1; scratch = 16 * (C_in + C_out) * R * tw + (2*R + 2) * 2 * (tw + 1), where
+ *     tw = ceil(W_out / 2) and R = min(ceil(H_out / 2), max(1, floor(524288 /
+ *     (64 * (C_in + C_out) * tw)))) (the tile rows of one block);
  *   im2col + BLAS and depthwise: W = B * kernel_len for K > 1, 0 for K = 1 (the kernel is used
  *     as it is);
  *     B (kernels a thread mixes at once) = 1, except when the K kernels take more than 8 MiB,

@@ -39,6 +39,33 @@ static bool parameter_sizes(const dynconv_conv2d *l, const dynconv_conv2d_weight
            (w->fc2_bias == NULL || (sizes[5] = l->core.kernels, true));
 }
 
+/* The Winograd transforms of the layer's K kernel sets, for the shapes that can take them
+ * (none otherwise, and then nothing is allocated). */
+static dynconv_status make_wino(const char *fn, dynconv_conv2d *layer) {
+    dc_layer *l = &layer->core;
+    size_t len, floats;
+    l->wino = NULL;
+    l->wino_len = 0;
+    if (!dc_wino_applies(&l->shape)) {
+        return DYNCONV_OK;
+    }
+    if (!dc_wino_kernel_floats(&l->shape, &len) || !dc_mul_size(len, l->kernels, &floats) ||
+        floats > SIZE_MAX / sizeof(float)) {
+        return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW, "%s: transformed kernel sizes overflow", fn);
+    }
+    float *u = dc_aligned_alloc(floats * sizeof(float));
+    if (u == NULL) {
+        return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY,
+                       "%s: cannot allocate %zu bytes of transformed kernels", fn,
+                       floats * sizeof(float));
+    }
+    dc_wino_transform_kernels(&l->shape, l->kernels, l->weight, u);
+    layer->wino = u;
+    l->wino = u;
+    l->wino_len = len;
+    return DYNCONV_OK;
+}
+
 dynconv_status dc_conv2d_create_named(const char *fn, const dynconv_conv2d_geometry *geometry,
                                       const dynconv_conv2d_weights *weights, float temperature,
                                       uint32_t flags, dynconv_conv2d **out) {
@@ -107,12 +134,22 @@ dynconv_status dc_conv2d_create_named(const char *fn, const dynconv_conv2d_geome
         }
         dc_exec_engine_pack(&l.core, l.packed);
     }
+    l.wino = NULL;
+    if (!(flags & DYNCONV_FLAG_BORROW_WEIGHTS)) {
+        const dynconv_status ws = make_wino(fn, &l);
+        if (ws != DYNCONV_OK) {
+            dc_aligned_free(l.packed);
+            dc_aligned_free(l.owned);
+            return ws;
+        }
+    }
     l.core.blas_avx512 = dc_blas_runs_avx512();
 
     /* Default: every thread of the process's default pool (one per CPU the process may run on);
      * the handle itself starts no thread. */
     dynconv_status st = dc_threadpool_acquire(fn, NULL, &l.threadpool);
     if (st != DYNCONV_OK) {
+        dc_aligned_free(l.wino);
         dc_aligned_free(l.packed);
         dc_aligned_free(l.owned);
         return st;
@@ -122,6 +159,7 @@ dynconv_status dc_conv2d_create_named(const char *fn, const dynconv_conv2d_geome
     dynconv_conv2d *handle = malloc(sizeof *handle);
     if (handle == NULL) {
         dc_threadpool_release(l.threadpool);
+        dc_aligned_free(l.wino);
         dc_aligned_free(l.packed);
         dc_aligned_free(l.owned);
         return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY, "%s: cannot allocate the handle", fn);
@@ -133,6 +171,13 @@ dynconv_status dc_conv2d_create_named(const char *fn, const dynconv_conv2d_geome
 
 dynconv_status dc_conv2d_pack_borrowed(const char *fn, dynconv_conv2d *layer) {
     dc_layer *l = &layer->core;
+    const bool made = layer->wino == NULL;
+    if (made) {
+        const dynconv_status st = make_wino(fn, layer);
+        if (st != DYNCONV_OK) {
+            return st;
+        }
+    }
     if (layer->packed != NULL || l->gemm == NULL) {
         return DYNCONV_OK; /* packed at create, or no engine for this shape */
     }
@@ -142,6 +187,12 @@ dynconv_status dc_conv2d_pack_borrowed(const char *fn, dynconv_conv2d *layer) {
     }
     layer->packed = dc_aligned_alloc(floats * sizeof(float));
     if (layer->packed == NULL) {
+        if (made) { /* the layer as it was */
+            dc_aligned_free(layer->wino);
+            layer->wino = NULL;
+            l->wino = NULL;
+            l->wino_len = 0;
+        }
         return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY,
                        "%s: cannot allocate %zu bytes of packed kernels", fn,
                        floats * sizeof(float));
@@ -162,6 +213,7 @@ void dynconv_conv2d_destroy(dynconv_conv2d *layer) {
     }
     dc_threadpool_release(layer->threadpool);
     dc_aligned_free(layer->own_workspace);
+    dc_aligned_free(layer->wino);
     dc_aligned_free(layer->packed);
     dc_aligned_free(layer->owned);
     free(layer);
@@ -371,6 +423,7 @@ dynconv_status dc_conv2d_reshape_named(const char *fn, dynconv_conv2d *layer, in
 
     layer->core.shape = s;
     layer->core.engine_on = next.engine_on;
+    layer->core.wino_on = next.wino_on;
     layer->core.backward_engine_on = next.backward_engine_on;
     layer->batch = n;
     layer->chunk = chunk;

@@ -36,6 +36,8 @@ struct dynconv_conv2d {
     float *owned;             /* copies of the parameters (core's arrays), unless borrowed */
     float *packed;            /* the engine's packed copy of the kernel sets (core.packed),
                                * made at create when the weights are owned; else NULL */
+    float *wino;              /* the Winograd transforms of the kernel sets (core.wino), made
+                               * with `packed` for 3x3 stride-1 layers of one group; else NULL */
 
     bool shaped;
     size_t batch;

@@ -109,4 +109,25 @@ void dc_conv2d_channels(const dc_conv_shape *s, const float *x, const float *w, 
  * bits); false (the default) restores the choice. */
 void dc_conv_force_flat_copies(bool on);
 
+/* Winograd F(2x2, 3x3) (conv/winograd.c): 3x3 kernels of stride 1, dilation 1 and one group,
+ * any padding, with 2.25 times fewer multiply-adds than the direct convolution. */
+bool dc_wino_applies(const dc_conv_shape *s);
+/* Floats of one transformed kernel, 16 * C_out * C_in (false on overflow). */
+bool dc_wino_kernel_floats(const dc_conv_shape *s, size_t *out);
+/* Transforms `kernels` kernels w [kernels][C_out][C_in][3][3] into u [kernels][16][C_out][C_in]
+ * (each u[k][xi] a row-major C_out x C_in matrix). Linear: mixing commutes with it. */
+void dc_wino_transform_kernels(const dc_conv_shape *s, size_t kernels, const float *w,
+                               float *u);
+/* Rows of 2x2 output tiles of the current shape, ceil(out_h / 2): the unit dc_wino_conv's
+ * callers share between threads. */
+size_t dc_wino_tile_rows(const dc_conv_shape *s);
+/* Floats of dc_wino_conv's scratch (false on overflow). */
+bool dc_wino_scratch_floats(const dc_conv_shape *s, size_t *out);
+/* One sample's output rows of tile rows [ty0, ty1) (output rows 2 * ty0 up to 2 * ty1, within
+ * out_h) from the transformed kernel u (one of dc_wino_transform_kernels's) and the bias (NULL:
+ * none), each value then clamped: v < lo ? lo : v, then v > hi ? hi : v (lo = -INFINITY,
+ * hi = INFINITY for none). scratch: dc_wino_scratch_floats floats. */
+void dc_wino_conv(const dc_conv_shape *s, const float *x, const float *u, const float *bias,
+                  float *out, float *scratch, size_t ty0, size_t ty1, float lo, float hi);
+
 #endif

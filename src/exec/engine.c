@@ -158,9 +158,32 @@ static bool engine_fits(const dc_layer *l) {
     return dc_engine_scratch_floats(s, l->gemm, s->out_h * s->out_w, &scratch);
 }
 
+static atomic_int wino_mode = DC_ENGINE_AUTO;
+
+void dc_exec_set_wino_mode(int mode) { atomic_store(&wino_mode, mode); }
+
+/* Winograd F(2x2, 3x3) where it beat the engine (AMD EPYC Zen 4, AVX-512, 1 MiB L2, one
+ * thread, batch 1, the path alone: 64 channels at 56x56 1.7 ms against 2.4, 128 at 28x28 1.35
+ * against 2.3, 256 at 14x14 1.3 to 1.5 against 2.5): planes of at least 14 x 14, where whole
+ * tiles cover the plane with little waste, and at least 32 channels each way, where the
+ * sixteen products are large enough for the BLAS. 512 channels at 7x7 took twice the engine's
+ * time (16 tiles per image). A dynamic layer mixes its transformed kernels, 16/9 the size of
+ * the kernels, for every sample: past 8 MiB of K sets (256 channels) they would stream from
+ * memory sample after sample, so those stay on the engine. */
+static bool rule_prefers_wino(const dc_layer *l) {
+    const dc_conv_shape *s = &l->shape;
+    return s->out_h >= 14 && s->out_w >= 14 && s->in_channels >= 32 && s->out_channels >= 32 &&
+           (l->kernels == 1 ||
+            l->wino_len <= ((size_t)8 << 20) / sizeof(float) / l->kernels);
+}
+
 void dc_exec_choose_engine(dc_layer *l) {
-    const int mode = atomic_load(&engine_mode);
-    l->engine_on = l->gemm != NULL && mode != DC_ENGINE_NEVER &&
+    const int mode = atomic_load(&engine_mode), wmode = atomic_load(&wino_mode);
+    /* A forced engine mode (tests, benchmarks) means that path alone, unless the Winograd
+     * path is forced as well. */
+    l->wino_on = l->wino != NULL && wmode != DC_ENGINE_NEVER &&
+                 (wmode == DC_ENGINE_ALWAYS || (mode == DC_ENGINE_AUTO && rule_prefers_wino(l)));
+    l->engine_on = !l->wino_on && l->gemm != NULL && mode != DC_ENGINE_NEVER &&
                    (mode == DC_ENGINE_ALWAYS || rule_prefers_engine(l)) && engine_fits(l);
     const int bwd = atomic_load(&backward_engine_mode);
     l->backward_engine_on = l->gemm != NULL && bwd != DC_ENGINE_NEVER &&

@@ -37,6 +37,13 @@ typedef struct dc_layer {
     const dc_gemm_kernel *gemm;
     const float *packed;
     size_t packed_len;
+    /* Winograd F(2x2, 3x3) (conv/winograd.c) for 3x3 stride-1 layers of one group with owned
+     * (or never changed) weights: the K kernel sets transformed once, [K, wino_len] (NULL: the
+     * layer has none), and whether the current shape runs on it (set with engine_on, which it
+     * then excludes). */
+    const float *wino;
+    size_t wino_len;
+    bool wino_on;
     bool gemm_pinned;         /* a test forced l->gemm at create: no choice by shape */
     bool engine_on;           /* the current shape runs on the engine (dc_exec_choose_engine) */
     bool backward_engine_on;  /* the backward's input gradient GEMM runs on it (same) */
@@ -64,6 +71,9 @@ void dc_exec_choose_engine(dc_layer *l);
  * DC_ENGINE_ALWAYS (the engine wherever the layer has one), for the reshapes that follow. */
 enum { DC_ENGINE_AUTO = 0, DC_ENGINE_NEVER = 1, DC_ENGINE_ALWAYS = 2 };
 void dc_exec_set_engine_mode(int mode);
+/* The same three modes for the Winograd path (l->wino_on; ALWAYS: wherever the layer has its
+ * transformed kernels), for the reshapes that follow. */
+void dc_exec_set_wino_mode(int mode);
 /* The same for the backward's input gradient (l->backward_engine_on), on its own. */
 void dc_exec_set_backward_engine_mode(int mode);
 /* Whether a sample convolved alone on the engine (batch 1, the samples left over below the

@@ -53,6 +53,12 @@ static const dc_engine_clamp *engine_clamp(const dc_layer *l) {
                                                   : NULL;
 }
 
+/* The activation as the Winograd output pass's clamp bounds (the same comparisons). */
+static void wino_bounds(const dc_layer *l, float *lo, float *hi) {
+    *lo = l->activation == DC_ACTIVATION_NONE ? -INFINITY : 0.0f;
+    *hi = l->activation == DC_ACTIVATION_RELU6 ? 6.0f : INFINITY;
+}
+
 static float *slot_part(const workspace_layout *ws, size_t thread, bool present, size_t offset) {
     return present ? (float *)(void *)(ws->slots + thread * ws->slot_bytes + offset) : NULL;
 }
@@ -406,6 +412,39 @@ static void engine_samples(const forward_ctx *c, size_t i0, size_t i1, float *wt
     }
 }
 
+/* Whole samples [i0, i1) on the Winograd path: each sample's transformed kernel mixed into the
+ * thread's slot (a static layer's used where it lies), then all its tile rows. */
+static void wino_samples(const forward_ctx *c, size_t i0, size_t i1, float *wt, float *bt,
+                         float *scratch) {
+    const dc_layer *l = c->layer;
+    const dc_conv_shape *s = &l->shape;
+    const size_t in_len = s->in_channels * s->height * s->width;
+    const size_t out_len = s->out_channels * s->out_h * s->out_w;
+    float lo, hi;
+    wino_bounds(l, &lo, &hi);
+    for (size_t i = i0; i < i1; ++i) {
+        const float *u = l->wino, *b = l->bias;
+        if (l->kernels > 1) {
+            if (!c->batch_attention) {
+                dc_global_avg_pool(c->input + i * in_len, 1, s->in_channels,
+                                   s->height * s->width, c->ws->pooled + i * s->in_channels);
+                sample_attention(c, i);
+            }
+            const float *pi = c->ws->pi + i * l->kernels;
+            dc_aggregate_samples(l->kernels, l->wino_len, 1, pi, l->wino, wt, 0, l->wino_len);
+            u = wt;
+            b = NULL;
+            if (bt != NULL) {
+                dc_aggregate_samples(l->kernels, s->out_channels, 1, pi, l->bias, bt, 0,
+                                     s->out_channels);
+                b = bt;
+            }
+        }
+        dc_wino_conv(s, c->input + i * in_len, u, b, c->output + i * out_len, scratch, 0,
+                     dc_wino_tile_rows(s), lo, hi);
+    }
+}
+
 static void samples_task(void *p, size_t index, size_t count) {
     const forward_ctx *c = p;
     const dc_layer *l = c->layer;
@@ -417,6 +456,10 @@ static void samples_task(void *p, size_t index, size_t count) {
     float *bt = slot_part(c->ws, index, c->ws->has_biases, c->ws->biases_at);
     size_t i0, i1;
     dc_exec_share(c->count, index, count, &i0, &i1);
+    if (l->wino_on) {
+        wino_samples(c, i0, i1, wt, bt, col);
+        return;
+    }
     if (l->engine_on) {
         engine_samples(c, i0, i1, wt, bt, col);
         return;
@@ -568,6 +611,45 @@ static void engine_columns_task(void *p, size_t index, size_t count) {
                            0, depth, engine_clamp(l));
 }
 
+/* One shared sample on the Winograd path, step 1: each thread mixes a slice of the
+ * transformed kernel into slot 0; the bias by the first. */
+static void wino_mix_task(void *p, size_t index, size_t count) {
+    const forward_ctx *c = p;
+    const dc_layer *l = c->layer;
+    const float *pi = c->ws->pi + c->sample * l->kernels;
+    size_t k0, k1;
+    dc_exec_share(l->wino_len, index, count, &k0, &k1);
+    dc_aggregate_range(l->kernels, l->wino_len, pi, l->wino,
+                       slot_part(c->ws, 0, true, c->ws->weights_at), k0, k1);
+    if (index == 0 && l->bias != NULL) {
+        dc_aggregate_range(l->kernels, l->shape.out_channels, pi, l->bias,
+                           slot_part(c->ws, 0, true, c->ws->biases_at), 0,
+                           l->shape.out_channels);
+    }
+}
+
+/* Step 2: each thread computes a band of tile rows, with its own scratch. */
+static void wino_rows_task(void *p, size_t index, size_t count) {
+    const forward_ctx *c = p;
+    const dc_layer *l = c->layer;
+    const dc_conv_shape *s = &l->shape;
+    const size_t i = c->sample;
+    const float *u = l->wino, *b = l->bias;
+    if (l->kernels > 1) {
+        u = slot_part(c->ws, 0, true, c->ws->weights_at);
+        b = slot_part(c->ws, 0, c->ws->has_biases, c->ws->biases_at);
+    }
+    size_t t0, t1;
+    dc_exec_share(dc_wino_tile_rows(s), index, count, &t0, &t1);
+    float lo, hi;
+    wino_bounds(l, &lo, &hi);
+    if (t1 > t0) {
+        dc_wino_conv(s, c->input + i * s->in_channels * s->height * s->width, u, b,
+                     c->output + i * s->out_channels * s->out_h * s->out_w,
+                     slot_part(c->ws, index, c->ws->has_col, c->ws->col_at), t0, t1, lo, hi);
+    }
+}
+
 /* One shared sample, step 1: each thread aggregates a slice of the kernel into slot 0. */
 static void aggregate_task(void *p, size_t index, size_t count) {
     const forward_ctx *c = p;
@@ -649,6 +731,13 @@ void dc_exec_forward(const dc_layer *l, size_t batch, float temperature, size_t 
         if (l->kernels > 1 && !ctx.batch_attention) {
             dc_exec_run(pool, team, pool_task, &ctx);
             sample_attention(&ctx, i);
+        }
+        if (l->wino_on) {
+            if (l->kernels > 1) {
+                dc_exec_run(pool, team, wino_mix_task, &ctx);
+            }
+            dc_exec_run(pool, team, wino_rows_task, &ctx);
+            continue;
         }
         if (l->engine_on && dc_exec_engine_rows(l)) {
             dc_exec_run(pool, team, engine_rows_task, &ctx);

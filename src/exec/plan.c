@@ -98,6 +98,9 @@ bool dc_exec_engine_blocked(const dc_layer *l) {
 static size_t kernel_chunk(const dc_layer *l, const dc_conv_shape *s, size_t batch,
                            size_t threads) {
     const size_t cached = DC_CACHED_KERNELS, budget = (size_t)32 << 20;
+    if (l->wino_on) {
+        return 1; /* one transformed kernel per thread, mixed right before its sample */
+    }
     if (batch_rows(l)) {
         return (l->kernels > 1 && !dc_attention_per_batch(l, s)) || batch / threads < 2
                    ? 1
@@ -123,7 +126,7 @@ static size_t kernel_chunk(const dc_layer *l, const dc_conv_shape *s, size_t bat
 }
 
 size_t dc_exec_mixed_floats(const dc_layer *l) {
-    return l->engine_on ? l->packed_len : l->kernel_len;
+    return l->wino_on ? l->wino_len : l->engine_on ? l->packed_len : l->kernel_len;
 }
 
 /* Floats of the mixed kernels in one slot: `chunk` whole kernels, or on the fused engine path
@@ -234,9 +237,10 @@ bool dc_plan_forward_layout(const dc_layer *l, size_t batch, size_t threads, siz
     size_t scratch, gather = 0, unused;
     dc_conv_shape sub;
     const dc_conv_shape *s = &l->shape;
-    const bool sized = l->engine_on
-                           ? dc_engine_scratch_floats(s, l->gemm, s->out_h * s->out_w, &scratch)
-                           : dc_conv_scratch_floats(s, &scratch);
+    const bool sized =
+        l->wino_on     ? dc_wino_scratch_floats(s, &scratch)
+        : l->engine_on ? dc_engine_scratch_floats(s, l->gemm, s->out_h * s->out_w, &scratch)
+                       : dc_conv_scratch_floats(s, &scratch);
     /* A blocked strided 1x1 layer gathers the chunk's inputs once, not once per block (each
      * gather reads the whole input from memory: with 4 blocks, 33% of the layer's time). Room
      * for the strided path as well, which a forced mode may still take. */
