@@ -46,16 +46,25 @@ else
   scripts/deps.sh build golden
 fi
 
-cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build/release -j"$(nproc)" --target dynconv dynconv_cli >/dev/null
+# The release tree when it is configured (scripts/test.sh made it); otherwise a tree of its
+# own without the tests, whose dependencies (cmocka) are not this script's.
+if [ -f build/release/CMakeCache.txt ]; then
+  lib=build/release
+  cmake -S . -B "$lib" -DCMAKE_BUILD_TYPE=Release >/dev/null
+else
+  lib=build/backward
+  cmake -S . -B "$lib" -DCMAKE_BUILD_TYPE=Release -DDYNCONV_BUILD_TESTS=OFF \
+        -DDYNCONV_BUILD_EXAMPLES=OFF -DDYNCONV_BUILD_TOOLS=ON >/dev/null
+fi
+cmake --build "$lib" -j"$(nproc)" --target dynconv dynconv_cli >/dev/null
 # Built against the tree's library directly: no install needed, nothing else to configure. The
 # layer list is read by the tools' workload reader (tools/io/workload.c, which needs files.c).
 cc -O2 -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla \
    -Wformat=2 -Werror -Iinclude -Itools/io bench/backward_bench.c tools/io/workload.c \
    tools/io/files.c -o "$out/backward_bench" \
-   -Lbuild/release/src -ldynconv -Wl,-rpath,"$PWD/build/release/src"
+   -L"$lib/src" -ldynconv -Wl,-rpath,"$PWD/$lib/src"
 
-DYNCONV_CLI=build/release/tools/dynconv . scripts/openblas-env.sh
+DYNCONV_CLI=$lib/tools/dynconv . scripts/openblas-env.sh
 export OPENBLAS_NUM_THREADS=$threads
 
 if [ $smoke -eq 1 ]; then
@@ -68,7 +77,7 @@ fi
 
 echo "== libdynconv and PyTorch autograd (batch-as-groups), taking turns"
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-/usr/bin/python3 bench/backward_compare.py --lib build/release/src/libdynconv.so \
+/usr/bin/python3 bench/backward_compare.py --lib "$lib/src/libdynconv.so" \
   --layers "$layers" --batch "$batch" --threads "$threads" --repeats "$reps" \
   --min-time "$min_time" 2> "$out/context.txt" | tee "$out/table.md"
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
