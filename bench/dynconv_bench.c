@@ -14,7 +14,8 @@
  * on T threads: the memory read bandwidth, against which bench/report.py sets the reading of
  * the K kernel sets.
  * The dynamic layer benchmarks also record the plan their handle made (counters plan_engine,
- * plan_chunk, plan_team, plan_nr), so that the report need not guess it from the shape.
+ * plan_wino, plan_chunk, plan_team, plan_nr), so that the report need not guess it from the
+ * shape.
  * FLOPS counters count the convolution's multiply-adds only (2 * N * C_out * C_in/g * kh * kw *
  * H_out * W_out) for both variants, so that the dynamic layer's extra work shows as a lower rate.
  * Times are wall-clock: worker threads do work the calling thread's CPU time would not show. */
@@ -222,6 +223,7 @@ static void bm_layer(dcb_state *st, void *arg) {
          * over the K sets, and how many threads the forward really uses. */
         const dc_layer *core = &layer->core;
         dcb_counter(st, "plan_engine", core->engine_on ? 1.0 : 0.0, DCB_PLAIN);
+        dcb_counter(st, "plan_wino", core->wino_on ? 1.0 : 0.0, DCB_PLAIN);
         dcb_counter(st, "plan_nr", core->gemm != NULL ? (double)core->gemm->nr : 0.0, DCB_PLAIN);
         dcb_counter(st, "plan_chunk", (double)layer->chunk, DCB_PLAIN);
         dcb_counter(st, "plan_team",

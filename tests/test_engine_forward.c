@@ -200,6 +200,11 @@ static void test_forward_exact_winograd(void **state) {
             }
         }
     }
+    /* K sets over 8 MiB on a small image (the attention of the batch first): the transforms
+     * of a chunk of samples mixed in one pass. */
+    static const geo big = {"wino_chunk_200", 200, 200, 3, 3, 1, 1, 1, 1, 1, 1, 1, 6, 6};
+    check_forward_exact_path(&big, 4, 8, 5, 0, 1, 5, PATH_WINO);
+    check_forward_exact_path(&big, 4, 8, 5, 0, 2, 2, PATH_WINO);
     dc_exec_set_wino_mode(DC_ENGINE_AUTO);
 }
 
@@ -745,41 +750,48 @@ static size_t engine_formula(const ws_case *c, size_t mr, size_t nr) {
     return att + t * slot;
 }
 
+/* The workspace size reshape reports for the case (zero parameters), and whether the layer
+ * then runs on the Winograd path. */
+static size_t reshaped_size(const ws_case *c, bool *wino_on) {
+    const dynconv_conv2d_geometry g = {c->cin, c->cout, c->k, c->k, c->s, c->s, c->p, c->p,
+                                       1, 1, c->groups, c->kernels, c->hidden};
+    const size_t wlen = (size_t)(c->kernels * c->cout * c->cin / c->groups * c->k * c->k);
+    float *w = calloc(wlen, sizeof(float));
+    float *bias = calloc((size_t)(c->kernels * c->cout), sizeof(float));
+    float *fc1 = calloc((size_t)(c->hidden * c->cin), sizeof(float));
+    float *fc2 = calloc((size_t)(c->kernels * c->hidden), sizeof(float));
+    assert_true(w != NULL && bias != NULL && fc1 != NULL && fc2 != NULL);
+    const dynconv_conv2d_weights wt = {w, c->bias ? bias : NULL, fc1, NULL, fc2, NULL};
+    dynconv_conv2d *layer = NULL;
+    assert_int_equal(dynconv_conv2d_create(&g, &wt, 1.0f,
+                                           c->borrowed ? DYNCONV_FLAG_BORROW_WEIGHTS : 0, &layer),
+                     DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_set_threadpool(layer, pool2), DYNCONV_OK);
+    assert_int_equal(dynconv_conv2d_set_num_threads(layer, c->threads), DYNCONV_OK);
+    size_t got = 0;
+    assert_int_equal(dynconv_conv2d_reshape(layer, c->n, c->hw, c->hw, NULL, NULL, &got),
+                     DYNCONV_OK);
+    *wino_on = layer->core.wino_on;
+    dynconv_conv2d_destroy(layer);
+    free(fc2);
+    free(fc1);
+    free(bias);
+    free(w);
+    return got;
+}
+
 static void run_ws_formula_of(dc_isa isa, bool channel_lanes) {
     const dc_gemm_kernel *k = kernel_of_or_skip(isa, channel_lanes);
     assert_true(dc_gemm_force(isa, channel_lanes));
     dc_exec_set_engine_mode(DC_ENGINE_ALWAYS);
     for (size_t i = 0; i < sizeof ws_cases / sizeof ws_cases[0]; ++i) {
         const ws_case *c = &ws_cases[i];
-        const dynconv_conv2d_geometry g = {c->cin, c->cout, c->k, c->k, c->s, c->s, c->p, c->p,
-                                           1, 1, c->groups, c->kernels, c->hidden};
-        const size_t wlen = (size_t)(c->kernels * c->cout * c->cin / c->groups * c->k * c->k);
-        float *w = calloc(wlen, sizeof(float));
-        float *bias = calloc((size_t)(c->kernels * c->cout), sizeof(float));
-        float *fc1 = calloc((size_t)(c->hidden * c->cin), sizeof(float));
-        float *fc2 = calloc((size_t)(c->kernels * c->hidden), sizeof(float));
-        assert_true(w != NULL && bias != NULL && fc1 != NULL && fc2 != NULL);
-        const dynconv_conv2d_weights wt = {w, c->bias ? bias : NULL, fc1, NULL, fc2, NULL};
-        dynconv_conv2d *layer = NULL;
-        assert_int_equal(dynconv_conv2d_create(&g, &wt, 1.0f,
-                                               c->borrowed ? DYNCONV_FLAG_BORROW_WEIGHTS : 0,
-                                               &layer),
-                         DYNCONV_OK);
-        assert_int_equal(dynconv_conv2d_set_threadpool(layer, pool2), DYNCONV_OK);
-        assert_int_equal(dynconv_conv2d_set_num_threads(layer, c->threads), DYNCONV_OK);
-        size_t got = 0;
-        assert_int_equal(dynconv_conv2d_reshape(layer, c->n, c->hw, c->hw, NULL, NULL, &got),
-                         DYNCONV_OK);
-        const size_t want = engine_formula(c, k->mr, k->nr);
+        bool wino_on = false;
+        const size_t got = reshaped_size(c, &wino_on), want = engine_formula(c, k->mr, k->nr);
         if (got != want) {
             fail_msg("%s (%s): reshape reports %zu bytes, the header's formula %zu", c->name,
                      k->name, got, want);
         }
-        dynconv_conv2d_destroy(layer);
-        free(fc2);
-        free(fc1);
-        free(bias);
-        free(w);
     }
     dc_exec_set_engine_mode(DC_ENGINE_AUTO);
     dc_gemm_force_auto();
@@ -804,8 +816,16 @@ static size_t wino_formula(const ws_case *c) {
     size_t r = 524288 / (64 * (cin + cout) * tw);
     r = r < 1 ? 1 : r > th ? th : r;
     const size_t scratch = 16 * (cin + cout) * r * tw + (2 * r + 2) * 2 * (tw + 1);
-    const size_t w = kk > 1 ? 16 * cout * cin : 0;
-    const size_t slot = (w > 0 ? buf(w) : 0) + (kk > 1 && c->bias ? buf(cout) : 0) +
+    const size_t len = 16 * cout * cin;
+    size_t b = 1;
+    if (kk > 1 && 4 * kk * len > ((size_t)8 << 20) && 8 * (size_t)c->hidden > hw * hw &&
+        n / t >= 2) {
+        b = ((size_t)32 << 20) / (4 * len);
+        b = b < n / t ? b : n / t;
+        b = b > 0 ? b : 1;
+    }
+    const size_t w = kk > 1 ? b * len : 0;
+    const size_t slot = (w > 0 ? buf(w) : 0) + (kk > 1 && c->bias ? buf(b * cout) : 0) +
                         buf(scratch);
     const size_t att = kk > 1 ? buf(n * cin) + buf(n * (size_t)c->hidden) + buf(n * kk) : 0;
     return att + t * slot;
@@ -818,6 +838,9 @@ static const ws_case wino_ws_cases[] = {
     {"wino_dynamic_bias",       40,  24, 3, 1, 1, 1, 4, 8, 5, 30, 2, false, true},
     {"wino_dynamic_no_bias",    40,  24, 3, 1, 0, 1, 4, 8, 1, 31, 1, false, false},
     {"wino_one_block_row",     700, 500, 3, 1, 1, 1, 2, 8, 2, 16, 1, false, true},
+    /* K sets over 8 MiB, attention of the batch first: chunks of transforms mixed at once */
+    {"wino_chunks",            256, 256, 3, 1, 1, 1, 4, 64, 6, 14, 1, false, true},
+    {"wino_chunks_t2",         256, 256, 3, 1, 1, 1, 4, 64, 7, 14, 2, false, true},
 };
 /* clang-format on */
 
@@ -826,33 +849,13 @@ static void test_ws_formula_winograd(void **state) {
     dc_exec_set_wino_mode(DC_ENGINE_ALWAYS);
     for (size_t i = 0; i < sizeof wino_ws_cases / sizeof wino_ws_cases[0]; ++i) {
         const ws_case *c = &wino_ws_cases[i];
-        const dynconv_conv2d_geometry g = {c->cin, c->cout, c->k, c->k, c->s, c->s, c->p, c->p,
-                                           1, 1, c->groups, c->kernels, c->hidden};
-        const size_t wlen = (size_t)(c->kernels * c->cout * c->cin * c->k * c->k);
-        float *w = calloc(wlen, sizeof(float));
-        float *bias = calloc((size_t)(c->kernels * c->cout), sizeof(float));
-        float *fc1 = calloc((size_t)(c->hidden * c->cin), sizeof(float));
-        float *fc2 = calloc((size_t)(c->kernels * c->hidden), sizeof(float));
-        assert_true(w != NULL && bias != NULL && fc1 != NULL && fc2 != NULL);
-        const dynconv_conv2d_weights wt = {w, c->bias ? bias : NULL, fc1, NULL, fc2, NULL};
-        dynconv_conv2d *layer = NULL;
-        assert_int_equal(dynconv_conv2d_create(&g, &wt, 1.0f, 0, &layer), DYNCONV_OK);
-        assert_int_equal(dynconv_conv2d_set_threadpool(layer, pool2), DYNCONV_OK);
-        assert_int_equal(dynconv_conv2d_set_num_threads(layer, c->threads), DYNCONV_OK);
-        size_t got = 0;
-        assert_int_equal(dynconv_conv2d_reshape(layer, c->n, c->hw, c->hw, NULL, NULL, &got),
-                         DYNCONV_OK);
-        assert_true(layer->core.wino_on);
-        const size_t want = wino_formula(c);
+        bool wino_on = false;
+        const size_t got = reshaped_size(c, &wino_on), want = wino_formula(c);
+        assert_true(wino_on);
         if (got != want) {
             fail_msg("%s: reshape reports %zu bytes, the header's formula %zu", c->name, got,
                      want);
         }
-        dynconv_conv2d_destroy(layer);
-        free(fc2);
-        free(fc1);
-        free(bias);
-        free(w);
     }
     dc_exec_set_wino_mode(DC_ENGINE_AUTO);
 }

@@ -576,8 +576,8 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  *     its bias and activation: 2.25 times fewer multiply-adds than the direct convolution, for
  *     rounding of the same order (additions and halvings only; small integer data give exact
  *     results). Taken for output planes of at least 14 x 14 with at least 32 input and 32
- *     output channels, and for K > 1 only while the K transformed kernels take at most
- *     8 MiB (each sample mixes them);
+ *     output channels; not where OpenBLAS runs a core without fused
+ *     multiply-adds (a fallback such as Prescott: the sixteen products are the BLAS's);
  *   - im2col + BLAS GEMM (the reference path), whose pointwise and strided 1x1 variants skip
  *     or shrink the im2col;
  *   - the direct depthwise loop, for every depthwise layer (groups == C_in, kernel not 1x1
@@ -620,8 +620,9 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  * every buffer rounded up to DYNCONV_WORKSPACE_ALIGNMENT bytes, in floats of 4 bytes:
  *   K > 1:  N*C_in + N*hidden + N*K  +  T * (W + B * C_out [with a bias] + scratch)
  *   K = 1:  T * (W + scratch)  (no attention)
- *   Winograd: W = 16 * C_out * C_in for K > 1 (one sample's mixed transform), 0 for K = 1;
- *     B = 1; scratch = 16 * (C_in + C_out) * R * tw + (2*R + 2) * 2 * (tw + 1), where
+ *   Winograd: W = B * 16 * C_out * C_in for K > 1 (mixed transforms), 0 for K = 1; B as
+ *     for im2col + BLAS below, with 16 * C_out * C_in in place of kernel_len;
+ *     scratch = 16 * (C_in + C_out) * R * tw + (2*R + 2) * 2 * (tw + 1), where
  *     tw = ceil(W_out / 2) and R = min(ceil(H_out / 2), max(1, floor(524288 /
  *     (64 * (C_in + C_out) * tw)))) (the tile rows of one block);
  *   im2col + BLAS and depthwise: W = B * kernel_len for K > 1, 0 for K = 1 (the kernel is used

@@ -144,6 +144,7 @@ dynconv_status dc_conv2d_create_named(const char *fn, const dynconv_conv2d_geome
         }
     }
     l.core.blas_avx512 = dc_blas_runs_avx512();
+    l.core.blas_fma = dc_blas_runs_fma();
 
     /* Default: every thread of the process's default pool (one per CPU the process may run on);
      * the handle itself starts no thread. */

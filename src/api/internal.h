@@ -121,9 +121,12 @@ dynconv_status dc_read_geometry(const char *fn, const dynconv_conv2d_geometry *g
 /* A size that must be > 0, converted to size_t (INVALID_ARGUMENT, SIZE_OVERFLOW). */
 dynconv_status dc_check_positive(const char *fn, const char *name, int64_t v, size_t *out);
 /* A GEMM extent or leading dimension: OpenBLAS takes int (SIZE_OVERFLOW above INT_MAX). */
+dynconv_status dc_check_blas_fits(const char *fn, const char *what, size_t v);
 /* Whether OpenBLAS runs its AVX-512 kernels (core SkylakeX, Cooperlake or SapphireRapids). */
 bool dc_blas_runs_avx512(void);
-dynconv_status dc_check_blas_fits(const char *fn, const char *what, size_t v);
+/* Whether OpenBLAS runs kernels with fused multiply-adds (Haswell, Zen and the AVX-512 cores),
+ * not a fallback such as Prescott: the Winograd path's products are the BLAS's. */
+bool dc_blas_runs_fma(void);
 /* Checks a caller-owned workspace against `needed` bytes and its alignment. */
 dynconv_status dc_check_workspace(const char *fn, const void *workspace, size_t size,
                                   size_t needed);

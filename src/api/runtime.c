@@ -36,4 +36,16 @@ bool dc_blas_runs_avx512(void) {
     return false;
 }
 
+bool dc_blas_runs_fma(void) {
+    static const char *const fma[] = {"haswell", "zen", "skylakex", "cooperlake",
+                                      "sapphirerapids"};
+    const char *core = dynconv_blas_core();
+    for (size_t i = 0; i < sizeof fma / sizeof fma[0]; ++i) {
+        if (same_name(core, fma[i])) {
+            return true;
+        }
+    }
+    return false;
+}
+
 int dynconv_blas_num_threads(void) { return openblas_get_num_threads(); }

@@ -167,14 +167,16 @@ void dc_exec_set_wino_mode(int mode) { atomic_store(&wino_mode, mode); }
  * against 2.3, 256 at 14x14 1.3 to 1.5 against 2.5): planes of at least 14 x 14, where whole
  * tiles cover the plane with little waste, and at least 32 channels each way, where the
  * sixteen products are large enough for the BLAS. 512 channels at 7x7 took twice the engine's
- * time (16 tiles per image). A dynamic layer mixes its transformed kernels, 16/9 the size of
- * the kernels, for every sample: past 8 MiB of K sets (256 channels) they would stream from
- * memory sample after sample, so those stay on the engine. */
+ * time (16 tiles per image). Dynamic layers too, though each sample mixes its transform (16/9
+ * of a kernel): 256 channels at 14x14, K = 4, batch 16, 0.72 to 0.80 of the engine's time on
+ * one thread, 0.84 on two, with 16 MiB of K sets mixed a chunk of samples at a time as on
+ * the im2col path (one sample at a time: within the noise of that). The sixteen products are the
+ * BLAS's: not where OpenBLAS fell back to a core without FMA (Prescott on some AVX-512 Xeons
+ * unless OPENBLAS_CORETYPE is set), which would run them at a third of the engine's rate. */
 static bool rule_prefers_wino(const dc_layer *l) {
     const dc_conv_shape *s = &l->shape;
-    return s->out_h >= 14 && s->out_w >= 14 && s->in_channels >= 32 && s->out_channels >= 32 &&
-           (l->kernels == 1 ||
-            l->wino_len <= ((size_t)8 << 20) / sizeof(float) / l->kernels);
+    return l->blas_fma && s->out_h >= 14 && s->out_w >= 14 && s->in_channels >= 32 &&
+           s->out_channels >= 32;
 }
 
 void dc_exec_choose_engine(dc_layer *l) {

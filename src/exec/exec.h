@@ -49,6 +49,8 @@ typedef struct dc_layer {
     bool backward_engine_on;  /* the backward's input gradient GEMM runs on it (same) */
     bool blas_avx512;         /* the BLAS runs AVX-512 kernels (set at create; the backward's
                                * rule depends on it) */
+    bool blas_fma;            /* the BLAS runs FMA kernels, not a fallback (set at create; the
+                               * Winograd rule depends on it) */
 } dc_layer;
 
 /* At create: chooses the micro-kernel for the layer's geometry (l->gemm, l->packed_len; none

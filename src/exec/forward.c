@@ -422,26 +422,30 @@ static void wino_samples(const forward_ctx *c, size_t i0, size_t i1, float *wt, 
     const size_t out_len = s->out_channels * s->out_h * s->out_w;
     float lo, hi;
     wino_bounds(l, &lo, &hi);
-    for (size_t i = i0; i < i1; ++i) {
-        const float *u = l->wino, *b = l->bias;
+    for (size_t i = i0; i < i1; i += c->chunk) {
+        const size_t chunk = i1 - i < c->chunk ? i1 - i : c->chunk;
         if (l->kernels > 1) {
-            if (!c->batch_attention) {
+            if (!c->batch_attention) { /* chunk == 1 */
                 dc_global_avg_pool(c->input + i * in_len, 1, s->in_channels,
                                    s->height * s->width, c->ws->pooled + i * s->in_channels);
                 sample_attention(c, i);
             }
+            /* Large K sets: the chunk's transforms mixed in one pass over them. */
             const float *pi = c->ws->pi + i * l->kernels;
-            dc_aggregate_samples(l->kernels, l->wino_len, 1, pi, l->wino, wt, 0, l->wino_len);
-            u = wt;
-            b = NULL;
+            dc_aggregate_samples(l->kernels, l->wino_len, chunk, pi, l->wino, wt, 0,
+                                 l->wino_len);
             if (bt != NULL) {
-                dc_aggregate_samples(l->kernels, s->out_channels, 1, pi, l->bias, bt, 0,
+                dc_aggregate_samples(l->kernels, s->out_channels, chunk, pi, l->bias, bt, 0,
                                      s->out_channels);
-                b = bt;
             }
         }
-        dc_wino_conv(s, c->input + i * in_len, u, b, c->output + i * out_len, scratch, 0,
-                     dc_wino_tile_rows(s), lo, hi);
+        for (size_t j = 0; j < chunk; ++j) {
+            const float *u = l->kernels > 1 ? wt + j * l->wino_len : l->wino;
+            const float *b = l->kernels > 1 ? (bt != NULL ? bt + j * s->out_channels : NULL)
+                                            : l->bias;
+            dc_wino_conv(s, c->input + (i + j) * in_len, u, b, c->output + (i + j) * out_len,
+                         scratch, 0, dc_wino_tile_rows(s), lo, hi);
+        }
     }
 }
 
@@ -611,24 +615,8 @@ static void engine_columns_task(void *p, size_t index, size_t count) {
                            0, depth, engine_clamp(l));
 }
 
-/* One shared sample on the Winograd path, step 1: each thread mixes a slice of the
- * transformed kernel into slot 0; the bias by the first. */
-static void wino_mix_task(void *p, size_t index, size_t count) {
-    const forward_ctx *c = p;
-    const dc_layer *l = c->layer;
-    const float *pi = c->ws->pi + c->sample * l->kernels;
-    size_t k0, k1;
-    dc_exec_share(l->wino_len, index, count, &k0, &k1);
-    dc_aggregate_range(l->kernels, l->wino_len, pi, l->wino,
-                       slot_part(c->ws, 0, true, c->ws->weights_at), k0, k1);
-    if (index == 0 && l->bias != NULL) {
-        dc_aggregate_range(l->kernels, l->shape.out_channels, pi, l->bias,
-                           slot_part(c->ws, 0, true, c->ws->biases_at), 0,
-                           l->shape.out_channels);
-    }
-}
-
-/* Step 2: each thread computes a band of tile rows, with its own scratch. */
+/* One shared sample on the Winograd path, step 1: wino_on in aggregate_task below. Step 2:
+ * each thread computes a band of tile rows, with its own scratch. */
 static void wino_rows_task(void *p, size_t index, size_t count) {
     const forward_ctx *c = p;
     const dc_layer *l = c->layer;
@@ -650,14 +638,16 @@ static void wino_rows_task(void *p, size_t index, size_t count) {
     }
 }
 
-/* One shared sample, step 1: each thread aggregates a slice of the kernel into slot 0. */
+/* One shared sample, step 1: each thread aggregates a slice of the kernel (on the Winograd
+ * path, of its transform) into slot 0; the bias by the first. */
 static void aggregate_task(void *p, size_t index, size_t count) {
     const forward_ctx *c = p;
     const dc_layer *l = c->layer;
     const float *pi = c->ws->pi + c->sample * l->kernels;
+    const size_t len = l->wino_on ? l->wino_len : l->kernel_len;
     size_t k0, k1;
-    dc_exec_share(l->kernel_len, index, count, &k0, &k1);
-    dc_aggregate_range(l->kernels, l->kernel_len, pi, l->weight,
+    dc_exec_share(len, index, count, &k0, &k1);
+    dc_aggregate_range(l->kernels, len, pi, l->wino_on ? l->wino : l->weight,
                        slot_part(c->ws, 0, true, c->ws->weights_at), k0, k1);
     if (index == 0 && l->bias != NULL) {
         dc_aggregate_range(l->kernels, l->shape.out_channels, pi, l->bias,
@@ -734,7 +724,7 @@ void dc_exec_forward(const dc_layer *l, size_t batch, float temperature, size_t 
         }
         if (l->wino_on) {
             if (l->kernels > 1) {
-                dc_exec_run(pool, team, wino_mix_task, &ctx);
+                dc_exec_run(pool, team, aggregate_task, &ctx);
             }
             dc_exec_run(pool, team, wino_rows_task, &ctx);
             continue;

@@ -98,9 +98,6 @@ bool dc_exec_engine_blocked(const dc_layer *l) {
 static size_t kernel_chunk(const dc_layer *l, const dc_conv_shape *s, size_t batch,
                            size_t threads) {
     const size_t cached = DC_CACHED_KERNELS, budget = (size_t)32 << 20;
-    if (l->wino_on) {
-        return 1; /* one transformed kernel per thread, mixed right before its sample */
-    }
     if (batch_rows(l)) {
         return (l->kernels > 1 && !dc_attention_per_batch(l, s)) || batch / threads < 2
                    ? 1
