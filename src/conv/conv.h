@@ -123,11 +123,14 @@ void dc_wino_transform_kernels(const dc_conv_shape *s, size_t kernels, const flo
 size_t dc_wino_tile_rows(const dc_conv_shape *s);
 /* Floats of dc_wino_conv's scratch (false on overflow). */
 bool dc_wino_scratch_floats(const dc_conv_shape *s, size_t *out);
-/* One sample's output rows of tile rows [ty0, ty1) (output rows 2 * ty0 up to 2 * ty1, within
- * out_h) from the transformed kernel u (one of dc_wino_transform_kernels's) and the bias (NULL:
+/* Output channels [oc0, oc1) of one sample, in the output rows of tile rows [ty0, ty1)
+ * (output rows 2 * ty0 up to 2 * ty1, within out_h), from the transformed kernel u (one of
+ * dc_wino_transform_kernels's; only its rows oc0 .. oc1 - 1 are read) and the bias (NULL:
  * none), each value then clamped: v < lo ? lo : v, then v > hi ? hi : v (lo = -INFINITY,
- * hi = INFINITY for none). scratch: dc_wino_scratch_floats floats. */
+ * hi = INFINITY for none). scratch: dc_wino_scratch_floats floats. A value's sum does not
+ * depend on the ranges beyond the BLAS's own blocking. */
 void dc_wino_conv(const dc_conv_shape *s, const float *x, const float *u, const float *bias,
-                  float *out, float *scratch, size_t ty0, size_t ty1, float lo, float hi);
+                  float *out, float *scratch, size_t ty0, size_t ty1, size_t oc0, size_t oc1,
+                  float lo, float hi);
 
 #endif

@@ -180,15 +180,15 @@ static void input_transform(const dc_conv_shape *s, const float *x, size_t ty0, 
  * to [lo, hi] by the same comparisons as the layer's activation pass (a NaN stays NaN). */
 DC_WINO_CLONES
 static void output_transform(const dc_conv_shape *s, const float *m, size_t tb,
-                             const float *bias, size_t ty0, size_t rows, float lo, float hi,
-                             float *out) {
-    const size_t co = s->out_channels, tw = (s->out_w + 1) / 2;
-    const size_t oh = s->out_h, ow = s->out_w, xs = co * tb;
-    for (size_t o = 0; o < co; ++o) {
+                             const float *bias, size_t ty0, size_t rows, size_t oc0,
+                             size_t oc1, float lo, float hi, float *out) {
+    const size_t tw = (s->out_w + 1) / 2;
+    const size_t oh = s->out_h, ow = s->out_w, xs = (oc1 - oc0) * tb;
+    for (size_t o = oc0; o < oc1; ++o) {
         const float b = bias != NULL ? bias[o] : 0.0f;
         float *plane = out + o * oh * ow;
         for (size_t ty = 0; ty < rows; ++ty) {
-            const float *restrict src = m + o * tb + ty * tw;
+            const float *restrict src = m + (o - oc0) * tb + ty * tw;
             const size_t y = 2 * (ty0 + ty);
             float *restrict row0 = plane + y * ow;
             float *restrict row1 = y + 1 < oh ? row0 + ow : NULL;
@@ -230,18 +230,20 @@ static void output_transform(const dc_conv_shape *s, const float *m, size_t tb,
 }
 
 void dc_wino_conv(const dc_conv_shape *s, const float *x, const float *u, const float *bias,
-                  float *out, float *scratch, size_t ty0, size_t ty1, float lo, float hi) {
+                  float *out, float *scratch, size_t ty0, size_t ty1, size_t oc0, size_t oc1,
+                  float lo, float hi) {
     const size_t tw = (s->out_w + 1) / 2, rows = block_rows(s);
     const size_t ci = s->in_channels, co = s->out_channels, tb_max = rows * tw;
+    const size_t mo = oc1 - oc0;
     float *v = scratch, *m = v + 16 * ci * tb_max, *eo = m + 16 * co * tb_max;
     for (size_t ty = ty0; ty < ty1; ty += rows) {
         const size_t n = ty1 - ty < rows ? ty1 - ty : rows, tb = n * tw;
         input_transform(s, x, ty, n, v, tb, eo);
         for (size_t xi = 0; xi < 16; ++xi) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)co, (blasint)tb,
-                        (blasint)ci, 1.0f, u + xi * co * ci, (blasint)ci, v + xi * ci * tb,
-                        (blasint)tb, 0.0f, m + xi * co * tb, (blasint)tb);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)mo, (blasint)tb,
+                        (blasint)ci, 1.0f, u + (xi * co + oc0) * ci, (blasint)ci,
+                        v + xi * ci * tb, (blasint)tb, 0.0f, m + xi * mo * tb, (blasint)tb);
         }
-        output_transform(s, m, tb, bias, ty, n, lo, hi, out);
+        output_transform(s, m, tb, bias, ty, n, oc0, oc1, lo, hi, out);
     }
 }
