@@ -822,6 +822,8 @@ static size_t wino_formula(const ws_case *c) {
         n / t >= 2) {
         b = ((size_t)32 << 20) / (4 * len);
         b = b < n / t ? b : n / t;
+        const size_t cap = ((size_t)16 << 20) / (4 * len) / t;
+        b = b < cap ? b : cap;
         b = b > 0 ? b : 1;
     }
     const size_t w = kk > 1 ? b * len : 0;

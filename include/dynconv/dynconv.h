@@ -600,20 +600,23 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  * What the threads do: at batch N >= threads, each thread takes whole samples (pooling,
  * attention, its own aggregated kernel and scratch, convolution); the last N % threads
  * samples (all of them at batch 1) are shared: pooled by channels, the kernel aggregated in
- * slices, then convolved in bands of output rows (im2col + BLAS; pairs of rows on the
- * Winograd path), of output positions in whole tiles (the engine), or (depthwise and one-group 1x1 layers without padding on the
+ * slices, then convolved in bands of output rows (im2col + BLAS; of tile rows on the
+ * Winograd path, where a dynamic layer whose K transforms take over 8 MiB has each thread
+ * mix and convolve its own output channels instead), of output positions in whole tiles
+ * (the engine), or (depthwise and one-group 1x1 layers without padding on the
  * BLAS path, strided or not) each thread mixes and convolves its own output channels, in one
  * step. Forwards of little work (under about 10^6
  * multiply-adds plus weighted input and output floats, e.g. a few channels of a 6x6 image) run
  * in the calling thread alone: waking a worker would cost more than it saves. Whole samples,
  * the attention, the depthwise path and the own engine give bitwise the same result whatever
  * the thread count (the engine sums every output in the same order however the positions are
- * shared); a shared sample's GEMM on the BLAS path is cut into bands (of rows or channels),
- * which the BLAS may round differently in the last bits (the tests hold it within 1e-5
- * relative of the one-thread result). The two GEMM paths, and the engine's micro-kernels
- * (fused multiply-adds on AVX2 and AVX-512, separate ones on the baseline), round differently
- * from each other: the same handle on the same CPU always gives the same bits, copied and
- * borrowed weights alike.
+ * shared); a shared sample's GEMM on the BLAS path (and the Winograd path's products) is cut
+ * into bands (of rows, tile rows or channels), which the BLAS may round differently in the
+ * last bits (the tests hold it within 1e-5 relative of the one-thread result). The GEMM
+ * paths, the Winograd path, and the engine's micro-kernels (fused multiply-adds on AVX2 and
+ * AVX-512, separate ones on the baseline), round differently from each other: the same handle
+ * on the same CPU always gives the same bits for the same thread count. Copied and borrowed
+ * weights give the same bits except on the Winograd path, which borrowed weights never take.
  *
  * The workspace (reshape's figure) for T threads (the count really used), batch N,
  * kernel_len = C_out*(C_in/g)*kh*kw, depth = (C_in/g)*kh*kw,
@@ -621,7 +624,8 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  *   K > 1:  N*C_in + N*hidden + N*K  +  T * (W + B * C_out [with a bias] + scratch)
  *   K = 1:  T * (W + scratch)  (no attention)
  *   Winograd: W = B * 16 * C_out * C_in for K > 1 (mixed transforms), 0 for K = 1; B as
- *     for im2col + BLAS below, with 16 * C_out * C_in in place of kernel_len;
+ *     for im2col + BLAS below, with 16 * C_out * C_in in place of kernel_len, and at most
+ *     floor(16 MiB / (4 * 16 * C_out * C_in * T));
  *     scratch = 16 * (C_in + C_out) * R * tw + (2*R + 2) * 2 * (tw + 1), where
  *     tw = ceil(W_out / 2) and R = min(ceil(H_out / 2), max(1, floor(524288 /
  *     (64 * (C_in + C_out) * tw)))) (the tile rows of one block);
