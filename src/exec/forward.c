@@ -412,6 +412,29 @@ static void engine_samples(const forward_ctx *c, size_t i0, size_t i1, float *wt
     }
 }
 
+/* Samples [i, i + chunk) of a dynamic layer, for a thread's whole samples: their attention
+ * (when computed per sample, chunk == 1: right before the convolution, so that the input, just
+ * read by the pooling, is still in cache when the convolution reads it again), then the K
+ * parameter sets `sets` (K rows of `len` floats: the kernels, or their Winograd transforms)
+ * and biases mixed for the chunk in one pass over them, into wt and bt (NULL: no bias). */
+static void mix_chunk(const forward_ctx *c, size_t i, size_t chunk, const float *sets,
+                      size_t len, float *wt, float *bt) {
+    const dc_layer *l = c->layer;
+    const dc_conv_shape *s = &l->shape;
+    if (!c->batch_attention) {
+        dc_global_avg_pool(c->input + i * s->in_channels * s->height * s->width, 1,
+                           s->in_channels, s->height * s->width,
+                           c->ws->pooled + i * s->in_channels);
+        sample_attention(c, i);
+    }
+    const float *pi = c->ws->pi + i * l->kernels;
+    dc_aggregate_samples(l->kernels, len, chunk, pi, sets, wt, 0, len);
+    if (bt != NULL) {
+        dc_aggregate_samples(l->kernels, s->out_channels, chunk, pi, l->bias, bt, 0,
+                             s->out_channels);
+    }
+}
+
 /* Whole samples [i0, i1) on the Winograd path: each sample's transformed kernel mixed into the
  * thread's slot (a static layer's used where it lies), then all its tile rows. */
 static void wino_samples(const forward_ctx *c, size_t i0, size_t i1, float *wt, float *bt,
@@ -425,19 +448,7 @@ static void wino_samples(const forward_ctx *c, size_t i0, size_t i1, float *wt, 
     for (size_t i = i0; i < i1; i += c->chunk) {
         const size_t chunk = i1 - i < c->chunk ? i1 - i : c->chunk;
         if (l->kernels > 1) {
-            if (!c->batch_attention) { /* chunk == 1 */
-                dc_global_avg_pool(c->input + i * in_len, 1, s->in_channels,
-                                   s->height * s->width, c->ws->pooled + i * s->in_channels);
-                sample_attention(c, i);
-            }
-            /* Large K sets: the chunk's transforms mixed in one pass over them. */
-            const float *pi = c->ws->pi + i * l->kernels;
-            dc_aggregate_samples(l->kernels, l->wino_len, chunk, pi, l->wino, wt, 0,
-                                 l->wino_len);
-            if (bt != NULL) {
-                dc_aggregate_samples(l->kernels, s->out_channels, chunk, pi, l->bias, bt, 0,
-                                     s->out_channels);
-            }
+            mix_chunk(c, i, chunk, l->wino, l->wino_len, wt, bt);
         }
         for (size_t j = 0; j < chunk; ++j) {
             const float *u = l->kernels > 1 ? wt + j * l->wino_len : l->wino;
@@ -471,20 +482,7 @@ static void samples_task(void *p, size_t index, size_t count) {
     for (size_t i = i0; i < i1; i += c->chunk) {
         const size_t chunk = i1 - i < c->chunk ? i1 - i : c->chunk;
         if (l->kernels > 1) {
-            if (!c->batch_attention) {
-                /* The attention right before the convolution (chunk == 1 here): the input, just
-                 * read by the pooling, is still in cache when the convolution reads it again. */
-                dc_global_avg_pool(c->input + i * in_len, 1, s->in_channels,
-                                   s->height * s->width, c->ws->pooled + i * s->in_channels);
-                sample_attention(c, i);
-            }
-            const float *pi = c->ws->pi + i * l->kernels;
-            dc_aggregate_samples(l->kernels, l->kernel_len, chunk, pi, l->weight, wt, 0,
-                                 l->kernel_len);
-            if (bt != NULL) {
-                dc_aggregate_samples(l->kernels, s->out_channels, chunk, pi, l->bias, bt, 0,
-                                     s->out_channels);
-            }
+            mix_chunk(c, i, chunk, l->weight, l->kernel_len, wt, bt);
         }
         for (size_t j = 0; j < chunk; ++j) {
             /* K = 1: pi is exactly 1, so the kernel is used as it is, with no arithmetic. */
