@@ -134,7 +134,6 @@ dynconv_status dc_conv2d_create_named(const char *fn, const dynconv_conv2d_geome
         }
         dc_exec_engine_pack(&l.core, l.packed);
     }
-    l.wino = NULL;
     if (!(flags & DYNCONV_FLAG_BORROW_WEIGHTS)) {
         const dynconv_status ws = make_wino(fn, &l);
         if (ws != DYNCONV_OK) {

@@ -25,27 +25,26 @@ static bool same_name(const char *a, const char *b) {
     return *a == *b;
 }
 
-bool dc_blas_runs_avx512(void) {
-    static const char *const wide[] = {"skylakex", "cooperlake", "sapphirerapids"};
+/* Whether the core OpenBLAS runs is one of names[0 .. n). */
+static bool blas_core_in(const char *const *names, size_t n) {
     const char *core = dynconv_blas_core();
-    for (size_t i = 0; i < sizeof wide / sizeof wide[0]; ++i) {
-        if (same_name(core, wide[i])) {
+    for (size_t i = 0; i < n; ++i) {
+        if (same_name(core, names[i])) {
             return true;
         }
     }
     return false;
 }
 
+bool dc_blas_runs_avx512(void) {
+    static const char *const wide[] = {"skylakex", "cooperlake", "sapphirerapids"};
+    return blas_core_in(wide, sizeof wide / sizeof wide[0]);
+}
+
 bool dc_blas_runs_fma(void) {
     static const char *const fma[] = {"haswell", "zen", "skylakex", "cooperlake",
                                       "sapphirerapids"};
-    const char *core = dynconv_blas_core();
-    for (size_t i = 0; i < sizeof fma / sizeof fma[0]; ++i) {
-        if (same_name(core, fma[i])) {
-            return true;
-        }
-    }
-    return false;
+    return blas_core_in(fma, sizeof fma / sizeof fma[0]);
 }
 
 int dynconv_blas_num_threads(void) { return openblas_get_num_threads(); }
