@@ -202,9 +202,15 @@ static void test_forward_exact_winograd(void **state) {
     }
     /* K sets over 8 MiB on a small image (the attention of the batch first): the transforms
      * of a chunk of samples mixed in one pass. */
+    /* K sets over 8 MiB on a small image (the attention of the batch first): the streamed
+     * form, each block of output channels mixed for a chunk of samples (chunks of 5 and 2;
+     * blocks of 80, 80 and 40 channels; with 2 threads a fifth sample shared by channels). */
     static const geo big = {"wino_chunk_200", 200, 200, 3, 3, 1, 1, 1, 1, 1, 1, 1, 6, 6};
     check_forward_exact_path(&big, 4, 8, 5, 0, 1, 5, PATH_WINO);
     check_forward_exact_path(&big, 4, 8, 5, 0, 2, 2, PATH_WINO);
+    /* odd output sizes (5 x 7, half tiles), blocks of 96, 96 and 80 channels */
+    static const geo odd = {"wino_streamed_odd", 168, 272, 3, 3, 1, 1, 0, 0, 1, 1, 1, 7, 9};
+    check_forward_exact_path(&odd, 4, 8, 4, 0, 1, 4, PATH_WINO);
     dc_exec_set_wino_mode(DC_ENGINE_AUTO);
 }
 
@@ -817,18 +823,28 @@ static size_t wino_formula(const ws_case *c) {
     r = r < 1 ? 1 : r > th ? th : r;
     const size_t scratch = 16 * (cin + cout) * r * tw + (2 * r + 2) * 2 * (tw + 1);
     const size_t len = 16 * cout * cin;
-    size_t b = 1;
+    size_t b = 1, w = kk > 1 ? len : 0, all = scratch;
     if (kk > 1 && 4 * kk * len > ((size_t)8 << 20) && 8 * (size_t)c->hidden > hw * hw &&
         n / t >= 2) {
-        b = ((size_t)32 << 20) / (4 * len);
+        /* streamed: B samples' V and M in 16 MiB over all threads */
+        const size_t image = 16 * (cin + cout) * th * tw;
+        b = ((size_t)16 << 20) / (4 * image * t);
         b = b < n / t ? b : n / t;
-        const size_t cap = ((size_t)16 << 20) / (4 * len) / t;
-        b = b < cap ? b : cap;
+        b = b < 8 ? b : 8;
         b = b > 0 ? b : 1;
+        if (b > 1) {
+            size_t rows = kk * cin > 4096 ? 16 : 65536 / (kk * cin) / 16 * 16;
+            rows = rows < cout ? rows : cout;
+            w = b * rows * cin;
+            if (n % t != 0 && w < len) {
+                w = len;
+            }
+            const size_t streamed = b * image + (2 * th + 2) * 2 * (tw + 1);
+            all = streamed > all ? streamed : all;
+        }
     }
-    const size_t w = kk > 1 ? b * len : 0;
     const size_t slot = (w > 0 ? buf(w) : 0) + (kk > 1 && c->bias ? buf(b * cout) : 0) +
-                        buf(scratch);
+                        buf(all);
     const size_t att = kk > 1 ? buf(n * cin) + buf(n * (size_t)c->hidden) + buf(n * kk) : 0;
     return att + t * slot;
 }
@@ -840,9 +856,14 @@ static const ws_case wino_ws_cases[] = {
     {"wino_dynamic_bias",       40,  24, 3, 1, 1, 1, 4, 8, 5, 30, 2, false, true},
     {"wino_dynamic_no_bias",    40,  24, 3, 1, 0, 1, 4, 8, 1, 31, 1, false, false},
     {"wino_one_block_row",     700, 500, 3, 1, 1, 1, 2, 8, 2, 16, 1, false, true},
-    /* K sets over 8 MiB, attention of the batch first: chunks of transforms mixed at once */
+    /* K sets over 8 MiB, attention of the batch first: the streamed form in chunks (6; 3
+     * with a shared seventh sample; 2 with a shared fifth), or one sample at a time (1 per
+     * thread) */
     {"wino_chunks",            256, 256, 3, 1, 1, 1, 4, 64, 6, 14, 1, false, true},
     {"wino_chunks_t2",         256, 256, 3, 1, 1, 1, 4, 64, 7, 14, 2, false, true},
+    {"wino_streamed_odd",      320, 200, 3, 1, 1, 1, 4, 64, 5, 15, 2, false, true},
+    {"wino_streamed_no_bias",  168, 272, 3, 1, 0, 1, 3, 16, 9, 11, 1, false, false},
+    {"wino_big_one_each",      256, 256, 3, 1, 1, 1, 4, 64, 2, 14, 2, false, true},
 };
 /* clang-format on */
 

@@ -173,6 +173,9 @@ static const conv_case conv_cases[] = {
     {"fast_depthwise_dilated_rect",      32, 32, 3, 5, 1, 2, 2, 3, 2, 1,32, 3, 8,  4,16,27,  1.f, B_ALL},
     {"fast_depthwise_1x1_stride2",        6,  6, 1, 1, 2, 2, 0, 0, 1, 1, 6, 3, 2,  2, 9, 9,  1.f, B_ALL},
     {"fast_channel_multiplier_x4_b1",    16, 64, 3, 3, 1, 1, 1, 1, 1, 1,16, 4, 4,  1,32,29,  1.f, B_ALL},
+    /* K sets of 8.5 MiB on a small image: with Winograd forced, the streamed form (blocks of 64,
+     * 64 and 8 output channels, each sample's own mix; chunks of 6, 3 and 2) */
+    {"fast_3x3_big_k_sets_5x5_b6",      128,136, 3, 3, 1, 1, 1, 1, 1, 1, 1, 8, 8,  6, 5, 5,  1.f, B_ALL},
     {"fast_channel_multiplier_k1_b3",    24, 48, 3, 3, 2, 2, 1, 1, 1, 1,24, 1, 6,  3,30,32,  1.f, B_ALL},
     {"fast_3x3_batch1",                  32, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 8,  1,24,24,  1.f, B_ALL},
     {"fast_3x3_k1_batch1",               32, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 8,  1,24,24,  1.f, B_ALL},

@@ -133,4 +133,22 @@ void dc_wino_conv(const dc_conv_shape *s, const float *x, const float *u, const 
                   float *out, float *scratch, size_t ty0, size_t ty1, size_t oc0, size_t oc1,
                   float lo, float hi);
 
+/* The same convolution in three steps over one sample's whole image, for callers that mix each
+ * transformed kernel's rows just before their product (exec/forward.c, for K sets too large
+ * to mix whole per sample). T = dc_wino_tiles (all tiles); a sample's V [16][C_in][T] and
+ * M [16][C_out][T] take dc_wino_image_floats floats together (V first), and the input
+ * transform needs dc_wino_split_floats more of scratch. False on overflow. */
+size_t dc_wino_tiles(const dc_conv_shape *s);
+bool dc_wino_image_floats(const dc_conv_shape *s, size_t *out);
+bool dc_wino_split_floats(const dc_conv_shape *s, size_t *out);
+/* V of the whole image x; eo: dc_wino_split_floats floats. */
+void dc_wino_input_image(const dc_conv_shape *s, const float *x, float *v, float *eo);
+/* Rows [oc0, oc0 + rows) of M[xi] = U[xi] V[xi]: u holds those rows of U[xi] (rows x C_in,
+ * row-major), v and m a sample's whole V and M. */
+void dc_wino_product(const dc_conv_shape *s, size_t xi, size_t oc0, size_t rows, const float *u,
+                     const float *v, float *m);
+/* The output of the whole image from M, as dc_wino_conv's (bias, lo, hi alike). */
+void dc_wino_output_image(const dc_conv_shape *s, const float *m, const float *bias, float lo,
+                          float hi, float *out);
+
 #endif

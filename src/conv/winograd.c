@@ -31,6 +31,7 @@
 #include "tensor.h"
 
 #include <cblas.h>
+#include <stdint.h>
 #include <string.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(DYNCONV_PORTABLE)
@@ -246,4 +247,36 @@ void dc_wino_conv(const dc_conv_shape *s, const float *x, const float *u, const 
         }
         output_transform(s, m, tb, bias, ty, n, oc0, oc1, lo, hi, out);
     }
+}
+
+size_t dc_wino_tiles(const dc_conv_shape *s) {
+    return dc_wino_tile_rows(s) * ((s->out_w + 1) / 2); /* fits: at most the output plane */
+}
+
+bool dc_wino_image_floats(const dc_conv_shape *s, size_t *out) {
+    const size_t dims[3] = {16, s->in_channels + s->out_channels, dc_wino_tiles(s)};
+    return s->in_channels <= SIZE_MAX - s->out_channels && dc_product(dims, 3, out);
+}
+
+bool dc_wino_split_floats(const dc_conv_shape *s, size_t *out) {
+    const size_t dims[3] = {2 * dc_wino_tile_rows(s) + 2, 2, (s->out_w + 1) / 2 + 1};
+    return dc_product(dims, 3, out);
+}
+
+void dc_wino_input_image(const dc_conv_shape *s, const float *x, float *v, float *eo) {
+    input_transform(s, x, 0, dc_wino_tile_rows(s), v, dc_wino_tiles(s), eo);
+}
+
+void dc_wino_product(const dc_conv_shape *s, size_t xi, size_t oc0, size_t rows, const float *u,
+                     const float *v, float *m) {
+    const size_t ci = s->in_channels, co = s->out_channels, t = dc_wino_tiles(s);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)rows, (blasint)t,
+                (blasint)ci, 1.0f, u, (blasint)ci, v + xi * ci * t, (blasint)t, 0.0f,
+                m + (xi * co + oc0) * t, (blasint)t);
+}
+
+void dc_wino_output_image(const dc_conv_shape *s, const float *m, const float *bias, float lo,
+                          float hi, float *out) {
+    output_transform(s, m, dc_wino_tiles(s), bias, 0, dc_wino_tile_rows(s), 0, s->out_channels,
+                     lo, hi, out);
 }

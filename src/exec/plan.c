@@ -95,9 +95,53 @@ bool dc_exec_engine_blocked(const dc_layer *l) {
            dc_attention_per_batch(l, &l->shape);
 }
 
+bool dc_exec_wino_big_sets(const dc_layer *l) {
+    return l->wino_on && l->kernels > 1 &&
+           l->wino_len > DC_CACHED_KERNELS / sizeof(float) / l->kernels;
+}
+
+bool dc_exec_wino_streams(const dc_layer *l, size_t chunk) {
+    return chunk > 1 && dc_exec_wino_big_sets(l);
+}
+
+/* Output channels of a block: the K sets' rows of one take 256 KiB (64 channels for 256 input
+ * channels and K = 4). Each block packs the samples' V[xi] again, and the chunk's mixed rows
+ * should stay in L2 for their products. 256 channels at 14x14, batch 16, Zen 4 (1 MiB L2):
+ * blocks of 32, 48 and 64 channels within the noise of each other (1.02 to 1.10 of the static
+ * layer's time); 128 and 256 channels 1.22 to 1.31. */
+#define DC_WINO_MIX_BYTES ((size_t)256 << 10)
+
+size_t dc_exec_wino_mix_rows(const dc_layer *l) {
+    const size_t co = l->shape.out_channels, row = l->kernels * l->shape.in_channels;
+    size_t rows = row > DC_WINO_MIX_BYTES / sizeof(float) / 16
+                      ? 16
+                      : DC_WINO_MIX_BYTES / sizeof(float) / row / 16 * 16;
+    return rows < co ? rows : co;
+}
+
+/* Samples of a chunk on the streamed Winograd form: their transformed inputs and products,
+ * dc_wino_image_floats each, stay in the last-level cache, 16 MiB between all threads, at
+ * most 8 samples. 256 channels at 14x14 (1.5 MiB a sample), batch 16, Zen 4 (32 MiB L3):
+ * 8 MiB 1.09 to 1.11 of the static layer's time, 16 MiB 1.02 to 1.09, 32 MiB 1.05 to 1.12. */
+static size_t wino_stream_chunk(const dc_layer *l, size_t per_thread, size_t threads) {
+    size_t image;
+    if (!dc_wino_image_floats(&l->shape, &image) || image > SIZE_MAX / sizeof(float) / threads) {
+        return 1;
+    }
+    size_t chunk = ((size_t)16 << 20) / (image * sizeof(float) * threads);
+    chunk = chunk < per_thread ? chunk : per_thread;
+    chunk = chunk < DC_FUSED_CHUNK ? chunk : DC_FUSED_CHUNK;
+    return chunk > 0 ? chunk : 1;
+}
+
 static size_t kernel_chunk(const dc_layer *l, const dc_conv_shape *s, size_t batch,
                            size_t threads) {
     const size_t cached = DC_CACHED_KERNELS, budget = (size_t)32 << 20;
+    if (dc_exec_wino_big_sets(l)) {
+        return !dc_attention_per_batch(l, s) || batch / threads < 2
+                   ? 1
+                   : wino_stream_chunk(l, batch / threads, threads);
+    }
     if (batch_rows(l)) {
         return (l->kernels > 1 && !dc_attention_per_batch(l, s)) || batch / threads < 2
                    ? 1
@@ -119,14 +163,6 @@ static size_t kernel_chunk(const dc_layer *l, const dc_conv_shape *s, size_t bat
     }
     size_t chunk = budget / kernel_bytes;
     chunk = chunk < batch / threads ? chunk : batch / threads;
-    if (l->wino_on) {
-        /* Each mixed transform is read again by every block of tile rows, so the chunks of all
-         * threads should stay in the last-level cache: 16 MiB between them. 256 channels at
-         * 14x14, batch 16 (Zen 4, 32 MiB L3): on 2 threads chunks of 2 took 0.88 to 0.94 of
-         * the time of chunks of 8; on one, chunks of 4 even with 8, 2 at 1.03. */
-        const size_t cap = ((size_t)16 << 20) / kernel_bytes / threads;
-        chunk = chunk < cap ? chunk : cap;
-    }
     return chunk > 0 ? chunk : 1;
 }
 
@@ -146,6 +182,19 @@ static bool slot_weights(const dc_layer *l, size_t batch, size_t threads, size_t
     if (l->kernels == 1) {
         /* borrowed on the engine: packed once per pass, whatever the chunk */
         *out = dc_exec_mixed_floats(l);
+        return true;
+    }
+    if (dc_exec_wino_streams(l, chunk)) {
+        /* one mixed block for each sample of the chunk; a whole transform in slot 0 when
+         * samples are shared (they mix their rows of it by channels) */
+        const size_t team = dc_exec_team(l, batch, threads);
+        const size_t dims[3] = {chunk, dc_exec_wino_mix_rows(l), l->shape.in_channels};
+        if (!dc_product(dims, 3, out)) {
+            return false;
+        }
+        if (batch % team != 0 && *out < l->wino_len) {
+            *out = l->wino_len;
+        }
         return true;
     }
     if (!dc_exec_engine_fused(l)) {
@@ -251,6 +300,16 @@ bool dc_plan_forward_layout(const dc_layer *l, size_t batch, size_t threads, siz
      * for the strided path as well, which a forced mode may still take. */
     if (sized && dc_exec_engine_blocked(l) && dc_conv_is_strided_1x1(s)) {
         if (!dc_exec_gather_layout(l, chunk, &sub, &unused, &gather)) {
+            return false;
+        }
+        scratch = gather > scratch ? gather : scratch;
+    }
+    /* The streamed Winograd form keeps its chunk's transformed inputs and products; shared
+     * samples still run dc_wino_conv in the same scratch. */
+    if (sized && dc_exec_wino_streams(l, chunk)) {
+        size_t image, split;
+        if (!dc_wino_image_floats(s, &image) || !dc_wino_split_floats(s, &split) ||
+            !dc_mul_size(image, chunk, &gather) || !dc_add_size(gather, split, &gather)) {
             return false;
         }
         scratch = gather > scratch ? gather : scratch;
