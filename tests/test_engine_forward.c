@@ -214,6 +214,67 @@ static void test_forward_exact_winograd(void **state) {
     dc_exec_set_wino_mode(DC_ENGINE_AUTO);
 }
 
+/* The transforms are made by the first reshape that takes the Winograd path, not at create,
+ * and kept; borrowed weights never get them. Each step's output exact on integer data. */
+static void wino_lazy_step(dynconv_conv2d *layer, const dynconv_conv2d_geometry *g,
+                           const dynconv_conv2d_weights *wt, int64_t hw, const float *x,
+                           bool want_on, bool want_made) {
+    const int64_t n = 2, oh = hw; /* 3x3, stride 1, padding 1 */
+    const size_t y_len = (size_t)(n * g->out_channels * oh * oh);
+    float *y = tu_alloc(y_len * sizeof(float));
+    double *want = tu_alloc(y_len * sizeof(double));
+    assert_int_equal(dynconv_conv2d_reshape(layer, n, hw, hw, NULL, NULL, NULL), DYNCONV_OK);
+    if (layer->core.wino_on != want_on || (layer->wino != NULL) != want_made) {
+        fail_msg("at %lldx%lld: the path is %s, the transforms %s", (long long)hw,
+                 (long long)hw, layer->core.wino_on ? "on" : "off",
+                 layer->wino != NULL ? "made" : "not made");
+    }
+    assert_int_equal(dynconv_conv2d_forward(layer, x, y, NULL, NULL, 0), DYNCONV_OK);
+    ref_conv2d_forward(g, wt, 1.0, n, hw, hw, x, want, NULL);
+    assert_int_equal(tu_count_mismatches("wino_lazy", y, want, y_len, 0.0, 0.0), 0);
+    free(want);
+    free(y);
+}
+
+static void test_wino_transforms_at_reshape(void **state) {
+    (void)state;
+    const dynconv_conv2d_geometry g = {32, 40, 3, 3, 1, 1, 1, 1, 1, 1, 1, 2, 4};
+    const size_t w_len = 2 * 40 * 32 * 9, x_len = 2 * 32 * 10 * 10;
+    tu_rng rng;
+    tu_rng_seed(&rng, 77);
+    float *w = tu_alloc(w_len * sizeof(float)), *b = tu_alloc(2 * 40 * sizeof(float));
+    float *fc1 = tu_alloc(4 * 32 * sizeof(float)), *fc2 = calloc(2 * 4, sizeof(float));
+    float *x = tu_alloc(x_len * sizeof(float));
+    assert_non_null(fc2);
+    tu_fill_int(&rng, w, w_len, -4, 4);
+    tu_fill_int(&rng, b, 2 * 40, -8, 8);
+    tu_fill_int(&rng, fc1, 4 * 32, -2, 2);
+    tu_fill_int(&rng, x, x_len, -3, 3);
+    const dynconv_conv2d_weights wt = {w, b, fc1, NULL, fc2, NULL};
+    for (int borrow = 0; borrow <= 1; ++borrow) {
+        dynconv_conv2d *layer = NULL;
+        assert_int_equal(dynconv_conv2d_create(&g, &wt, 1.0f,
+                                               borrow ? DYNCONV_FLAG_BORROW_WEIGHTS : 0, &layer),
+                         DYNCONV_OK);
+        assert_null(layer->wino);
+        dc_exec_set_wino_mode(DC_ENGINE_NEVER);
+        wino_lazy_step(layer, &g, &wt, 9, x, false, false);
+        dc_exec_set_wino_mode(DC_ENGINE_ALWAYS);
+        wino_lazy_step(layer, &g, &wt, 10, x, !borrow, !borrow);
+        dc_exec_set_wino_mode(DC_ENGINE_NEVER);
+        wino_lazy_step(layer, &g, &wt, 9, x, false, !borrow);
+        dc_exec_set_wino_mode(DC_ENGINE_ALWAYS);
+        wino_lazy_step(layer, &g, &wt, 7, x, !borrow, !borrow);
+        dc_exec_set_wino_mode(DC_ENGINE_AUTO);
+        dynconv_conv2d_destroy(layer);
+    }
+    free(x);
+    free(fc2);
+    free(fc1);
+    free(b);
+    free(w);
+}
+
 static void test_forward_exact_baseline_channels(void **state) {
     (void)state;
     run_forward_exact_of(DC_ISA_BASELINE, true);
@@ -904,6 +965,7 @@ int main(void) {
         cmocka_unit_test(test_forward_exact_baseline_channels),
         cmocka_unit_test(test_forward_exact_avx512_channels),
         cmocka_unit_test(test_forward_exact_winograd),
+        cmocka_unit_test(test_wino_transforms_at_reshape),
         cmocka_unit_test(test_blocked_exact_baseline),
         cmocka_unit_test(test_blocked_exact_avx2),
         cmocka_unit_test(test_blocked_exact_avx512),

@@ -206,8 +206,9 @@ typedef struct dynconv_conv2d_weights {
  * (unless DYNCONV_FLAG_BORROW_WEIGHTS) and, unless the layer is depthwise, packs the copy for
  * the library's own convolution engine (section 7; borrowed weights are packed by each forward
  * that runs on it, so changes made to them in place are always seen). For 3x3 kernels of
- * stride 1, dilation 1 and one group it also keeps, with copied weights, the Winograd
- * transforms of the K kernels (16 * C_out * C_in floats each, 16/9 of a kernel). The handle runs on the
+ * stride 1, dilation 1 and one group with copied weights, the Winograd transforms of the K
+ * kernels (16 * C_out * C_in floats each, 16/9 of a kernel) are made later, by the first
+ * reshape whose shape takes that path (section 7). The handle runs on the
  * process's default thread pool
  * (section 7), which this call starts when no handle uses it yet (OUT_OF_MEMORY if its threads
  * cannot be started); dynconv_conv2d_set_threadpool moves it to another.
@@ -232,7 +233,9 @@ DYNCONV_API dynconv_status dynconv_conv2d_get_temperature(const dynconv_conv2d *
  * section 7: it grows with the thread count). out_h, out_w and workspace_size may each be NULL.
  * Unless the handle was created with DYNCONV_FLAG_EXTERNAL_WORKSPACE, this is the call that
  * allocates the handle's own workspace (only when it has to grow; set_num_threads may grow it
- * too); forward never allocates.
+ * too); forward never allocates. The first reshape whose shape takes the Winograd path
+ * (section 7) also allocates and computes the transforms of the kernel sets, kept until
+ * destroy.
  * Errors: INVALID_ARGUMENT (N, H or W <= 0), INVALID_SHAPE (H_out or W_out would be < 1),
  * SIZE_OVERFLOW, OUT_OF_MEMORY. On error the previous shape stays in force. */
 DYNCONV_API dynconv_status dynconv_conv2d_reshape(dynconv_conv2d *layer, int64_t batch,
@@ -571,7 +574,8 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  *     side built panel by panel from a zero-padded copy of the input (no im2col matrix);
  *   - Winograd F(2x2, 3x3) (since 1.2), for 3x3 kernels of stride 1, dilation 1 and one group
  *     with copied weights: each 4x4 input patch and each kernel transformed (the K kernels
- *     once, at create; a sample's mix of them is the mix of their transforms), sixteen BLAS
+ *     once, by the first reshape to a shape on this path; a sample's mix of them is the mix
+ *     of their transforms), sixteen BLAS
  *     GEMMs of C_out x C_in by C_in x tiles (where the K transforms take over 8 MiB and the
  *     attention of the batch comes first, each thread's chunk of samples mixes them a block of
  *     output channels at a time, each block multiplied at once, so that the K sets are read

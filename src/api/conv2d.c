@@ -39,12 +39,13 @@ static bool parameter_sizes(const dynconv_conv2d *l, const dynconv_conv2d_weight
            (w->fc2_bias == NULL || (sizes[5] = l->core.kernels, true));
 }
 
-/* The Winograd transforms of the layer's K kernel sets, for the shapes that can take them
- * (none otherwise, and then nothing is allocated). */
-static dynconv_status make_wino(const char *fn, dynconv_conv2d *layer) {
-    dc_layer *l = &layer->core;
+/* Whether the layer may take the Winograd path (3x3 stride-1 shapes of one group; the caller
+ * knows the weights never change), and the floats of one transformed set. Nothing is
+ * allocated: the transforms are made by the first reshape that takes the path (make_wino), so
+ * that layers which never do (512 channels at 7x7: 16/9 of their K sets) cost no memory. */
+static dynconv_status enable_wino(const char *fn, dc_layer *l) {
     size_t len, floats;
-    l->wino = NULL;
+    l->wino_able = false;
     l->wino_len = 0;
     if (!dc_wino_applies(&l->shape)) {
         return DYNCONV_OK;
@@ -53,16 +54,21 @@ static dynconv_status make_wino(const char *fn, dynconv_conv2d *layer) {
         floats > SIZE_MAX / sizeof(float)) {
         return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW, "%s: transformed kernel sizes overflow", fn);
     }
-    float *u = dc_aligned_alloc(floats * sizeof(float));
+    l->wino_able = true;
+    l->wino_len = len;
+    return DYNCONV_OK;
+}
+
+/* The transforms of the K kernel sets, into *out (size checked by enable_wino). */
+static dynconv_status make_wino(const char *fn, const dc_layer *l, float **out) {
+    const size_t bytes = l->wino_len * l->kernels * sizeof(float);
+    float *u = dc_aligned_alloc(bytes);
     if (u == NULL) {
         return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY,
-                       "%s: cannot allocate %zu bytes of transformed kernels", fn,
-                       floats * sizeof(float));
+                       "%s: cannot allocate %zu bytes of transformed kernels", fn, bytes);
     }
     dc_wino_transform_kernels(&l->shape, l->kernels, l->weight, u);
-    layer->wino = u;
-    l->wino = u;
-    l->wino_len = len;
+    *out = u;
     return DYNCONV_OK;
 }
 
@@ -135,7 +141,7 @@ dynconv_status dc_conv2d_create_named(const char *fn, const dynconv_conv2d_geome
         dc_exec_engine_pack(&l.core, l.packed);
     }
     if (!(flags & DYNCONV_FLAG_BORROW_WEIGHTS)) {
-        const dynconv_status ws = make_wino(fn, &l);
+        const dynconv_status ws = enable_wino(fn, &l.core);
         if (ws != DYNCONV_OK) {
             dc_aligned_free(l.packed);
             dc_aligned_free(l.owned);
@@ -149,7 +155,6 @@ dynconv_status dc_conv2d_create_named(const char *fn, const dynconv_conv2d_geome
      * the handle itself starts no thread. */
     dynconv_status st = dc_threadpool_acquire(fn, NULL, &l.threadpool);
     if (st != DYNCONV_OK) {
-        dc_aligned_free(l.wino);
         dc_aligned_free(l.packed);
         dc_aligned_free(l.owned);
         return st;
@@ -159,7 +164,6 @@ dynconv_status dc_conv2d_create_named(const char *fn, const dynconv_conv2d_geome
     dynconv_conv2d *handle = malloc(sizeof *handle);
     if (handle == NULL) {
         dc_threadpool_release(l.threadpool);
-        dc_aligned_free(l.wino);
         dc_aligned_free(l.packed);
         dc_aligned_free(l.owned);
         return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY, "%s: cannot allocate the handle", fn);
@@ -171,13 +175,8 @@ dynconv_status dc_conv2d_create_named(const char *fn, const dynconv_conv2d_geome
 
 dynconv_status dc_conv2d_pack_borrowed(const char *fn, dynconv_conv2d *layer) {
     dc_layer *l = &layer->core;
-    const bool made = layer->wino == NULL;
-    if (made) {
-        const dynconv_status st = make_wino(fn, layer);
-        if (st != DYNCONV_OK) {
-            return st;
-        }
-    }
+    const bool able = l->wino_able;
+    TRY(enable_wino(fn, l));
     if (layer->packed != NULL || l->gemm == NULL) {
         return DYNCONV_OK; /* packed at create, or no engine for this shape */
     }
@@ -187,10 +186,8 @@ dynconv_status dc_conv2d_pack_borrowed(const char *fn, dynconv_conv2d *layer) {
     }
     layer->packed = dc_aligned_alloc(floats * sizeof(float));
     if (layer->packed == NULL) {
-        if (made) { /* the layer as it was */
-            dc_aligned_free(layer->wino);
-            layer->wino = NULL;
-            l->wino = NULL;
+        if (!able) { /* the layer as it was */
+            l->wino_able = false;
             l->wino_len = 0;
         }
         return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY,
@@ -405,10 +402,20 @@ dynconv_status dc_conv2d_reshape_named(const char *fn, dynconv_conv2d *layer, in
     const size_t own_bytes =
         layer->backward_enabled && bwd_bytes > ws_bytes ? bwd_bytes : ws_bytes;
 
-    TRY(grow_own_workspace(fn, layer, own_bytes));
+    /* The Winograd transforms, the first time a shape takes the path (kept for later ones). */
+    float *wino = NULL;
+    if (next.wino_on && layer->wino == NULL) {
+        TRY(make_wino(fn, &next, &wino));
+    }
+    const dynconv_status grown = grow_own_workspace(fn, layer, own_bytes);
+    if (grown != DYNCONV_OK) {
+        dc_aligned_free(wino);
+        return grown;
+    }
     if (next.gemm != layer->core.gemm && layer->packed != NULL) {
         float *repacked = dc_aligned_alloc(next.packed_len * next.kernels * sizeof(float));
         if (repacked == NULL) {
+            dc_aligned_free(wino);
             return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY,
                            "%s: cannot allocate %zu bytes of packed kernels", fn,
                            next.packed_len * next.kernels * sizeof(float));
@@ -416,6 +423,10 @@ dynconv_status dc_conv2d_reshape_named(const char *fn, dynconv_conv2d *layer, in
         dc_exec_engine_pack(&next, repacked);
         dc_aligned_free(layer->packed);
         layer->packed = repacked;
+    }
+    if (wino != NULL) {
+        layer->wino = wino;
+        layer->core.wino = wino;
     }
     layer->core.gemm = next.gemm;
     layer->core.packed = next.packed;

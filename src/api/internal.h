@@ -37,7 +37,7 @@ struct dynconv_conv2d {
     float *packed;            /* the engine's packed copy of the kernel sets (core.packed),
                                * made at create when the weights are owned; else NULL */
     float *wino;              /* the Winograd transforms of the kernel sets (core.wino), made
-                               * with `packed` for 3x3 stride-1 layers of one group; else NULL */
+                               * by the first reshape that takes the path; else NULL */
 
     bool shaped;
     size_t batch;
@@ -101,8 +101,9 @@ dynconv_status dc_conv2d_set_threadpool_named(const char *fn, dynconv_conv2d *la
                                               dynconv_threadpool *pool);
 /* For a caller that borrows weights it never changes (the network layer): makes the engine's
  * packed copy of the kernel sets once, as create does for owned weights, so that forwards use
- * it. Does nothing when the layer has one or the shape has no engine. Errors: OUT_OF_MEMORY,
- * SIZE_OVERFLOW; on error the layer is unchanged. */
+ * it (nothing when the layer has one or the shape has no engine), and lets reshape take the
+ * Winograd path, as for owned weights. Errors: OUT_OF_MEMORY, SIZE_OVERFLOW; on error the
+ * layer is unchanged. */
 dynconv_status dc_conv2d_pack_borrowed(const char *fn, dynconv_conv2d *layer);
 dynconv_status dc_check_temperature(const char *fn, float temperature);
 

@@ -183,7 +183,7 @@ void dc_exec_choose_engine(dc_layer *l) {
     const int mode = atomic_load(&engine_mode), wmode = atomic_load(&wino_mode);
     /* A forced engine mode (tests, benchmarks) means that path alone, unless the Winograd
      * path is forced as well. */
-    l->wino_on = l->wino != NULL && wmode != DC_ENGINE_NEVER &&
+    l->wino_on = l->wino_able && wmode != DC_ENGINE_NEVER &&
                  (wmode == DC_ENGINE_ALWAYS || (mode == DC_ENGINE_AUTO && rule_prefers_wino(l)));
     l->engine_on = !l->wino_on && l->gemm != NULL && mode != DC_ENGINE_NEVER &&
                    (mode == DC_ENGINE_ALWAYS || rule_prefers_engine(l)) && engine_fits(l);

@@ -38,11 +38,13 @@ typedef struct dc_layer {
     const float *packed;
     size_t packed_len;
     /* Winograd F(2x2, 3x3) (conv/winograd.c) for 3x3 stride-1 layers of one group with owned
-     * (or never changed) weights: the K kernel sets transformed once, [K, wino_len] (NULL: the
-     * layer has none), and whether the current shape runs on it (set with engine_on, which it
-     * then excludes). */
+     * (or never changed) weights (wino_able, with wino_len floats per transformed set): the K
+     * kernel sets transformed once, [K, wino_len], by the first reshape whose shape takes the
+     * path (NULL until then), and whether the current shape runs on it (set with engine_on,
+     * which it then excludes). */
     const float *wino;
     size_t wino_len;
+    bool wino_able;
     bool wino_on;
     bool gemm_pinned;         /* a test forced l->gemm at create: no choice by shape */
     bool engine_on;           /* the current shape runs on the engine (dc_exec_choose_engine) */
