@@ -208,6 +208,11 @@ static void test_forward_exact_winograd(void **state) {
     static const geo big = {"wino_chunk_200", 200, 200, 3, 3, 1, 1, 1, 1, 1, 1, 1, 6, 6};
     check_forward_exact_path(&big, 4, 8, 5, 0, 1, 5, PATH_WINO);
     check_forward_exact_path(&big, 4, 8, 5, 0, 2, 2, PATH_WINO);
+    /* the attention per sample (8 * hidden < H * W): chunks of one, each sample's attention
+     * first; with 2 threads a third sample shared */
+    static const geo att = {"wino_big_sample_att", 184, 184, 3, 3, 1, 1, 1, 1, 1, 1, 1, 6, 6};
+    check_forward_exact_path(&att, 4, 2, 3, 0, 1, 1, PATH_WINO);
+    check_forward_exact_path(&att, 4, 2, 3, 0, 2, 1, PATH_WINO);
     /* odd output sizes (5 x 7, half tiles), blocks of 96, 96 and 80 channels */
     static const geo odd = {"wino_streamed_odd", 168, 272, 3, 3, 1, 1, 0, 0, 1, 1, 1, 7, 9};
     check_forward_exact_path(&odd, 4, 8, 4, 0, 1, 4, PATH_WINO);
@@ -885,15 +890,17 @@ static size_t wino_formula(const ws_case *c) {
     const size_t scratch = 16 * (cin + cout) * r * tw + (2 * r + 2) * 2 * (tw + 1);
     const size_t len = 16 * cout * cin;
     size_t b = 1, w = kk > 1 ? len : 0, all = scratch;
-    if (kk > 1 && 4 * kk * len > ((size_t)8 << 20) && 8 * (size_t)c->hidden > hw * hw &&
-        n / t >= 2) {
-        /* streamed: B samples' V and M in 16 MiB over all threads */
+    if (kk > 1 && 4 * kk * len > ((size_t)8 << 20)) {
+        /* streamed: chunks of B samples (their V and M in 16 MiB over all threads) when the
+         * attention of the batch comes first, else of one */
         const size_t image = 16 * (cin + cout) * th * tw;
-        b = ((size_t)16 << 20) / (4 * image * t);
-        b = b < n / t ? b : n / t;
-        b = b < 8 ? b : 8;
-        b = b > 0 ? b : 1;
-        if (b > 1) {
+        if (8 * (size_t)c->hidden > hw * hw && n / t >= 2) {
+            b = ((size_t)16 << 20) / (4 * image * t);
+            b = b < n / t ? b : n / t;
+            b = b < 8 ? b : 8;
+            b = b > 0 ? b : 1;
+        }
+        if (b > 1 || 4 * image <= ((size_t)2 << 20)) {
             size_t rows = kk * cin > 4096 ? 16 : 65536 / (kk * cin) / 16 * 16;
             rows = rows < cout ? rows : cout;
             w = b * rows * cin;
@@ -925,6 +932,10 @@ static const ws_case wino_ws_cases[] = {
     {"wino_streamed_odd",      320, 200, 3, 1, 1, 1, 4, 64, 5, 15, 2, false, true},
     {"wino_streamed_no_bias",  168, 272, 3, 1, 0, 1, 3, 16, 9, 11, 1, false, false},
     {"wino_big_one_each",      256, 256, 3, 1, 1, 1, 4, 64, 2, 14, 2, false, true},
+    {"wino_big_sample_att",    184, 184, 3, 1, 1, 1, 4,  2, 3,  6, 2, false, true},
+    {"wino_big_all_shared",    256, 256, 3, 1, 1, 1, 4, 64, 1, 14, 2, false, false},
+    /* a sample's V and M over 2 MiB with the attention per sample: mixed whole first */
+    {"wino_big_image",         256, 256, 3, 1, 1, 1, 4, 64, 3, 28, 1, false, true},
 };
 /* clang-format on */
 

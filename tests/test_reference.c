@@ -176,6 +176,8 @@ static const conv_case conv_cases[] = {
     /* K sets of 8.5 MiB on a small image: with Winograd forced, the streamed form (blocks of 64,
      * 64 and 8 output channels, each sample's own mix; chunks of 6, 3 and 2) */
     {"fast_3x3_big_k_sets_5x5_b6",      128,136, 3, 3, 1, 1, 1, 1, 1, 1, 1, 8, 8,  6, 5, 5,  1.f, B_ALL},
+    /* the same with the attention per sample (8 * hidden < H * W): chunks of one */
+    {"fast_3x3_big_k_sets_sample_att",  128,136, 3, 3, 1, 1, 1, 1, 1, 1, 1, 8, 2,  3, 6, 6,  1.f, B_ALL},
     {"fast_channel_multiplier_k1_b3",    24, 48, 3, 3, 2, 2, 1, 1, 1, 1,24, 1, 6,  3,30,32,  1.f, B_ALL},
     {"fast_3x3_batch1",                  32, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1, 4, 8,  1,24,24,  1.f, B_ALL},
     {"fast_3x3_k1_batch1",               32, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 8,  1,24,24,  1.f, B_ALL},

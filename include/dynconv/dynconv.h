@@ -576,10 +576,11 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  *     with copied weights: each 4x4 input patch and each kernel transformed (the K kernels
  *     once, by the first reshape to a shape on this path; a sample's mix of them is the mix
  *     of their transforms), sixteen BLAS
- *     GEMMs of C_out x C_in by C_in x tiles (where the K transforms take over 8 MiB and the
- *     attention of the batch comes first, each thread's chunk of samples mixes them a block of
- *     output channels at a time, each block multiplied at once, so that the K sets are read
- *     from memory once per chunk), and each 2x2 output tile transformed back with
+ *     GEMMs of C_out x C_in by C_in x tiles (where the K transforms take over 8 MiB, a
+ *     thread's whole samples, in chunks when the attention of the batch comes first, or one
+ *     at a time on small images, mix them a block of output channels at a time, each block
+ *     multiplied at once, so that the K sets are read from memory once per chunk), and each
+ *     2x2 output tile transformed back with
  *     its bias and activation: 2.25 times fewer multiply-adds than the direct convolution, for
  *     rounding of the same order (additions and halvings only; small integer data give exact
  *     results). Taken for output planes of at least 14 x 14 with at least 32 input and 32
@@ -633,13 +634,14 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  *   Winograd, with th = ceil(H_out / 2), tw = ceil(W_out / 2) and
  *     R = min(th, max(1, floor(524288 / (64 * (C_in + C_out) * tw)))) (the tile rows of one
  *     block): B = 1, W = 16 * C_out * C_in for K > 1 (a mixed transform), 0 for K = 1, and
- *     scratch = 16 * (C_in + C_out) * R * tw + (2*R + 2) * 2 * (tw + 1); except with K > 1,
- *     4 * K * 16 * C_out * C_in > 8 MiB, 8*hidden > H*W and N/T >= 2 ("streamed"):
+ *     scratch = 16 * (C_in + C_out) * R * tw + (2*R + 2) * 2 * (tw + 1); except with K > 1
+ *     and 4 * K * 16 * C_out * C_in > 8 MiB: B = 1, or where 8*hidden > H*W and N/T >= 2,
  *     B = min(N/T, 8, floor(16 MiB / (4 * I * T))), at least 1, where
- *     I = 16 * (C_in + C_out) * th * tw (a sample's transformed input and products); when
- *     B > 1, W = B * Rm * C_in, or 16 * C_out * C_in if that is larger and N % T > 0, where
- *     Rm = min(C_out, 16 * floor(65536 / (K * C_in) / 16)) (16 when K * C_in > 4096), and
- *     scratch is the larger of the above and B * I + (2*th + 2) * 2 * (tw + 1);
+ *     I = 16 * (C_in + C_out) * th * tw (a sample's transformed input and products); and
+ *     when B > 1 or 4 * I <= 2 MiB ("streamed"), W = B * Rm * C_in, or 16 * C_out * C_in if
+ *     that is larger and N % T > 0, where Rm = min(C_out, 16 * floor(65536 / (K * C_in) /
+ *     16)) (16 when K * C_in > 4096), and scratch is the larger of the above and
+ *     B * I + (2*th + 2) * 2 * (tw + 1);
  *   im2col + BLAS and depthwise: W = B * kernel_len for K > 1, 0 for K = 1 (the kernel is used
  *     as it is);
  *     B (kernels a thread mixes at once) = 1, except when the K kernels take more than 8 MiB,

@@ -412,6 +412,15 @@ static void engine_samples(const forward_ctx *c, size_t i0, size_t i1, float *wt
     }
 }
 
+/* The pooling and attention of whole sample i, computed right before its convolution (the
+ * attention not per batch: chunks of one). */
+static void sample_pool_attention(const forward_ctx *c, size_t i) {
+    const dc_conv_shape *s = &c->layer->shape;
+    dc_global_avg_pool(c->input + i * s->in_channels * s->height * s->width, 1, s->in_channels,
+                       s->height * s->width, c->ws->pooled + i * s->in_channels);
+    sample_attention(c, i);
+}
+
 /* Samples [i, i + chunk) of a dynamic layer, for a thread's whole samples: their attention
  * (when computed per sample, chunk == 1: right before the convolution, so that the input, just
  * read by the pooling, is still in cache when the convolution reads it again), then the K
@@ -422,10 +431,7 @@ static void mix_chunk(const forward_ctx *c, size_t i, size_t chunk, const float 
     const dc_layer *l = c->layer;
     const dc_conv_shape *s = &l->shape;
     if (!c->batch_attention) {
-        dc_global_avg_pool(c->input + i * s->in_channels * s->height * s->width, 1,
-                           s->in_channels, s->height * s->width,
-                           c->ws->pooled + i * s->in_channels);
-        sample_attention(c, i);
+        sample_pool_attention(c, i);
     }
     const float *pi = c->ws->pi + i * l->kernels;
     dc_aggregate_samples(l->kernels, len, chunk, pi, sets, wt, 0, len);
@@ -435,10 +441,10 @@ static void mix_chunk(const forward_ctx *c, size_t i, size_t chunk, const float 
     }
 }
 
-/* Samples [i, i + chunk) on the streamed Winograd form (dc_exec_wino_streams; the attention
- * of the batch is known): inputs transformed whole, then each block of each transformed
- * matrix mixed for every sample of the chunk into ub and multiplied right away, then the
- * outputs. */
+/* Samples [i, i + chunk) on the streamed Winograd form (dc_exec_wino_streams; a chunk of
+ * more than one when the attention of the batch is known, else the sample's attention first):
+ * inputs transformed whole, then each block of each transformed matrix mixed for every sample
+ * of the chunk into ub and multiplied right away, then the outputs. */
 static void wino_streamed(const forward_ctx *c, size_t i, size_t chunk, float *ub, float *bt,
                           float *scratch) {
     const dc_layer *l = c->layer;
@@ -451,6 +457,9 @@ static void wino_streamed(const forward_ctx *c, size_t i, size_t chunk, float *u
     const float *pi = c->ws->pi + i * k;
     float lo, hi;
     wino_bounds(l, &lo, &hi);
+    if (!c->batch_attention) {
+        sample_pool_attention(c, i);
+    }
     for (size_t j = 0; j < chunk; ++j) {
         dc_wino_input_image(s, c->input + (i + j) * in_len, scratch + j * image,
                             scratch + chunk * image);

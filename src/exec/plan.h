@@ -87,16 +87,16 @@ bool dc_exec_gather_layout(const dc_layer *l, size_t chunk, dc_conv_shape *sub,
 bool dc_exec_backward_prefers_engine(const dc_layer *l);
 
 /* Whether a layer's K Winograd transforms take more than the cache keeps between samples
- * (over 8 MiB): its shared samples mix and convolve by output channels, and chunks of whole
- * samples go through the "streamed" form below. */
+ * (over 8 MiB): its shared samples then mix and convolve by output channels. */
 bool dc_exec_wino_big_sets(const dc_layer *l);
-/* Whether chunks of `chunk` whole samples take the streamed Winograd form: big sets
- * (dc_exec_wino_big_sets) and more than one sample. The chunk's inputs are transformed whole
- * first (dc_wino_image_floats each, in the slot's scratch); then, for each of the sixteen
- * transformed matrices, a block of dc_exec_wino_mix_rows output channels at a time, the K
- * sets' rows of that block (in L2 from one sample to the next) are mixed for each sample of
- * the chunk into the slot's weights and multiplied at once: the K sets are read from memory
- * once per chunk, and no sample's transform is ever written out whole. */
+/* Whether whole samples in chunks of `chunk` take the "streamed" Winograd form: big sets, and
+ * more than one sample (the attention of the batch comes first) or a sample whose transformed
+ * input and products (dc_wino_image_floats) take at most 2 MiB. The chunk's inputs are
+ * transformed whole first, in the slot's scratch; then, for each of the sixteen transformed
+ * matrices, a block of dc_exec_wino_mix_rows output channels at a time, the K sets' rows of
+ * that block are mixed for every sample of the chunk into the slot's weights and multiplied at
+ * once: the K sets are read from memory once per chunk, and no sample's transform is ever
+ * written out whole. */
 bool dc_exec_wino_streams(const dc_layer *l, size_t chunk);
 /* Output channels of one mixed block on the streamed form (a multiple of 16, or C_out). */
 size_t dc_exec_wino_mix_rows(const dc_layer *l);
