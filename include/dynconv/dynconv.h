@@ -620,7 +620,10 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  * the thread count (the engine sums every output in the same order however the positions are
  * shared); a shared sample's GEMM on the BLAS path (and the Winograd path's products) is cut
  * into bands (of rows, tile rows or channels), which the BLAS may round differently in the
- * last bits (the tests hold it within 1e-5 relative of the one-thread result). The GEMM
+ * last bits (the tests hold it within 1e-5 relative of the one-thread result); so may the
+ * products of whole samples on the Winograd path where the thread count decides whether a
+ * chunk takes the streamed form (K transforms over 8 MiB, a sample's transformed input and
+ * products over 2 MiB, chunks of one sample at one thread count and more at another). The GEMM
  * paths, the Winograd path, and the engine's micro-kernels (fused multiply-adds on AVX2 and
  * AVX-512, separate ones on the baseline), round differently from each other: the same handle
  * on the same CPU always gives the same bits for the same thread count. Copied and borrowed
