@@ -726,6 +726,36 @@ depthwise_masked(const dc_conv_shape *s, const float *x, const float *w, const f
         float *yc = y + oc * plane;
         for (size_t v0 = 0; v0 < nvec; v0 += 4) {
             const size_t nv = nvec - v0 < 4 ? nvec - v0 : 4;
+            if (nv == 4) {
+                /* Four named accumulators: GCC 12 kept the array below on the stack, a store
+                 * and a load per tap and vector (960 channels at 7x7, batch 16: 0.8 ms). */
+                const ptrdiff_t at = (ptrdiff_t)(q0 + v0 * 16);
+                const __mmask16 *mk = masks + v0 * taps;
+                __m512 a0 = bias, a1 = bias, a2 = bias, a3 = bias;
+                for (size_t t = 0; t < taps; ++t) {
+                    const __m512 wv = _mm512_set1_ps(wc[t]);
+                    const uintptr_t p = xc + (uintptr_t)((at + shift[t]) * (ptrdiff_t)sizeof(float));
+                    a0 = _mm512_add_ps(a0, _mm512_mul_ps(wv, _mm512_maskz_loadu_ps(
+                                                                 mk[t], (const void *)p)));
+                    a1 = _mm512_add_ps(a1, _mm512_mul_ps(wv, _mm512_maskz_loadu_ps(
+                                                                 mk[taps + t],
+                                                                 (const void *)(p + 64))));
+                    a2 = _mm512_add_ps(a2, _mm512_mul_ps(wv, _mm512_maskz_loadu_ps(
+                                                                 mk[2 * taps + t],
+                                                                 (const void *)(p + 128))));
+                    a3 = _mm512_add_ps(a3, _mm512_mul_ps(wv, _mm512_maskz_loadu_ps(
+                                                                 mk[3 * taps + t],
+                                                                 (const void *)(p + 192))));
+                }
+                const size_t last = q0 + (v0 + 3) * 16;
+                const __mmask16 m3 = q1 - last >= 16 ? (__mmask16)0xFFFF
+                                                     : (__mmask16)((1u << (q1 - last)) - 1u);
+                _mm512_storeu_ps(yc + at, a0);
+                _mm512_storeu_ps(yc + at + 16, a1);
+                _mm512_storeu_ps(yc + at + 32, a2);
+                _mm512_mask_storeu_ps(yc + at + 48, m3, a3);
+                continue;
+            }
             __m512 acc[4] = {bias, bias, bias, bias};
             for (size_t t = 0; t < taps; ++t) {
                 const __m512 wv = _mm512_set1_ps(wc[t]);
