@@ -39,27 +39,23 @@ static bool parameter_sizes(const dynconv_conv2d *l, const dynconv_conv2d_weight
            (w->fc2_bias == NULL || (sizes[5] = l->core.kernels, true));
 }
 
-/* Whether the layer may take the Winograd path (3x3 stride-1 shapes of one group; the caller
- * knows the weights never change), and the floats of one transformed set. Nothing is
- * allocated: the transforms are made by the first reshape that takes the path (make_wino), so
- * that layers which never do (512 channels at 7x7: 16/9 of their K sets) cost no memory. */
-static dynconv_status enable_wino(const char *fn, dc_layer *l) {
-    size_t len, floats;
-    l->wino_able = false;
-    l->wino_len = 0;
-    if (!dc_wino_applies(&l->shape)) {
-        return DYNCONV_OK;
-    }
-    if (!dc_wino_kernel_floats(&l->shape, &len) || !dc_mul_size(len, l->kernels, &floats) ||
-        floats > SIZE_MAX / sizeof(float)) {
+/* The floats of one transformed kernel set when the layer may take the Winograd path (3x3
+ * stride-1 shapes of one group; the caller knows the weights never change), else 0. Nothing
+ * is allocated: the transforms are made by the first reshape that takes the path (make_wino),
+ * so that layers which never do (512 channels at 7x7: 16/9 of their K sets) cost no memory. */
+static dynconv_status wino_size(const char *fn, const dc_layer *l, size_t *len) {
+    size_t floats;
+    *len = 0;
+    if (dc_wino_applies(&l->shape) &&
+        (!dc_wino_kernel_floats(&l->shape, len) || !dc_mul_size(*len, l->kernels, &floats) ||
+         floats > SIZE_MAX / sizeof(float))) {
+        *len = 0;
         return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW, "%s: transformed kernel sizes overflow", fn);
     }
-    l->wino_able = true;
-    l->wino_len = len;
     return DYNCONV_OK;
 }
 
-/* The transforms of the K kernel sets, into *out (size checked by enable_wino). */
+/* The transforms of the K kernel sets, into *out (size checked by wino_size). */
 static dynconv_status make_wino(const char *fn, const dc_layer *l, float **out) {
     const size_t bytes = l->wino_len * l->kernels * sizeof(float);
     float *u = dc_aligned_alloc(bytes);
@@ -141,12 +137,13 @@ dynconv_status dc_conv2d_create_named(const char *fn, const dynconv_conv2d_geome
         dc_exec_engine_pack(&l.core, l.packed);
     }
     if (!(flags & DYNCONV_FLAG_BORROW_WEIGHTS)) {
-        const dynconv_status ws = enable_wino(fn, &l.core);
+        const dynconv_status ws = wino_size(fn, &l.core, &l.core.wino_len);
         if (ws != DYNCONV_OK) {
             dc_aligned_free(l.packed);
             dc_aligned_free(l.owned);
             return ws;
         }
+        l.core.wino_able = l.core.wino_len > 0;
     }
     l.core.blas_avx512 = dc_blas_runs_avx512();
     l.core.blas_fma = dc_blas_runs_fma();
@@ -175,26 +172,24 @@ dynconv_status dc_conv2d_create_named(const char *fn, const dynconv_conv2d_geome
 
 dynconv_status dc_conv2d_pack_borrowed(const char *fn, dynconv_conv2d *layer) {
     dc_layer *l = &layer->core;
-    const bool able = l->wino_able;
-    TRY(enable_wino(fn, l));
-    if (layer->packed != NULL || l->gemm == NULL) {
-        return DYNCONV_OK; /* packed at create, or no engine for this shape */
-    }
-    size_t floats; /* fits: create computed the same product */
-    if (!dc_mul_size(l->packed_len, l->kernels, &floats) || floats > SIZE_MAX / sizeof(float)) {
-        return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW, "%s: packed kernel sizes overflow", fn);
-    }
-    layer->packed = dc_aligned_alloc(floats * sizeof(float));
-    if (layer->packed == NULL) {
-        if (!able) { /* the layer as it was */
-            l->wino_able = false;
-            l->wino_len = 0;
+    size_t wino_len;
+    TRY(wino_size(fn, l, &wino_len));
+    if (layer->packed == NULL && l->gemm != NULL) { /* else packed at create, or no engine */
+        size_t floats; /* fits: create computed the same product */
+        if (!dc_mul_size(l->packed_len, l->kernels, &floats) ||
+            floats > SIZE_MAX / sizeof(float)) {
+            return dc_fail(DYNCONV_ERROR_SIZE_OVERFLOW, "%s: packed kernel sizes overflow", fn);
         }
-        return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY,
-                       "%s: cannot allocate %zu bytes of packed kernels", fn,
-                       floats * sizeof(float));
+        layer->packed = dc_aligned_alloc(floats * sizeof(float));
+        if (layer->packed == NULL) {
+            return dc_fail(DYNCONV_ERROR_OUT_OF_MEMORY,
+                           "%s: cannot allocate %zu bytes of packed kernels", fn,
+                           floats * sizeof(float));
+        }
+        dc_exec_engine_pack(l, layer->packed);
     }
-    dc_exec_engine_pack(l, layer->packed);
+    l->wino_len = wino_len;
+    l->wino_able = wino_len > 0;
     return DYNCONV_OK;
 }
 

@@ -497,9 +497,10 @@ static void wino_samples(const forward_ctx *c, size_t i0, size_t i1, float *wt, 
     const size_t out_len = s->out_channels * s->out_h * s->out_w;
     float lo, hi;
     wino_bounds(l, &lo, &hi);
+    const bool streams = dc_exec_wino_streams(l, c->chunk);
     for (size_t i = i0; i < i1; i += c->chunk) {
         const size_t chunk = i1 - i < c->chunk ? i1 - i : c->chunk;
-        if (dc_exec_wino_streams(l, c->chunk)) {
+        if (streams) {
             wino_streamed(c, i, chunk, wt, bt, scratch);
             continue;
         }
@@ -678,11 +679,10 @@ static void engine_columns_task(void *p, size_t index, size_t count) {
  * transforms the whole input itself. Measured on Zen 4, 2 threads, batch 1, K = 4: 256
  * channels at 14x14 0.87 of the engine's time by channels, 1.5 times it mixed first; 64
  * channels at 56x56 1.35 times it by channels, where the input transform and the products of
- * 32 rows weigh more than the 1 MiB of K sets. */
-static bool wino_by_channels(const dc_layer *l) { return dc_exec_wino_big_sets(l); }
-
-/* One shared sample on the Winograd path: a band of tile rows (static layers, and dynamic
- * ones whose transform aggregate_task mixed first) or of output channels (wino_by_channels). */
+ * 32 rows weigh more than the 1 MiB of K sets. The larger sets are dc_exec_wino_big_sets.
+ *
+ * One shared sample on the Winograd path: a band of tile rows (static layers, and dynamic
+ * ones whose transform aggregate_task mixed first) or of output channels (big sets). */
 static void wino_shared_task(void *p, size_t index, size_t count) {
     const forward_ctx *c = p;
     const dc_layer *l = c->layer;
@@ -690,7 +690,7 @@ static void wino_shared_task(void *p, size_t index, size_t count) {
     const size_t i = c->sample, co = s->out_channels, ci = s->in_channels;
     const float *u = l->wino, *b = l->bias;
     size_t t0 = 0, t1 = dc_wino_tile_rows(s), o0 = 0, o1 = co;
-    if (l->kernels > 1 && !wino_by_channels(l)) {
+    if (l->kernels > 1 && !dc_exec_wino_big_sets(l)) {
         u = slot_part(c->ws, 0, true, c->ws->weights_at);
         b = slot_part(c->ws, 0, c->ws->has_biases, c->ws->biases_at);
         dc_exec_share(t1, index, count, &t0, &t1);
@@ -807,7 +807,7 @@ void dc_exec_forward(const dc_layer *l, size_t batch, float temperature, size_t 
             sample_attention(&ctx, i);
         }
         if (l->wino_on) {
-            if (l->kernels > 1 && !wino_by_channels(l)) {
+            if (l->kernels > 1 && !dc_exec_wino_big_sets(l)) {
                 dc_exec_run(pool, team, aggregate_task, &ctx);
             }
             dc_exec_run(pool, team, wino_shared_task, &ctx);
