@@ -95,14 +95,19 @@ static size_t block_rows(const dc_conv_shape *s) {
     return rows < 1 ? 1 : rows > all ? all : rows;
 }
 
+/* Floats of the input rows of `rows` tile rows split into even and odd columns (split_rows). */
+static bool split_floats(const dc_conv_shape *s, size_t rows, size_t *out) {
+    const size_t dims[3] = {2 * rows + 2, 2, (s->out_w + 1) / 2 + 1};
+    return dc_product(dims, 3, out);
+}
+
 bool dc_wino_scratch_floats(const dc_conv_shape *s, size_t *out) {
     const size_t tw = (s->out_w + 1) / 2, rows = block_rows(s);
     size_t tb, vm, split;
     /* V and M of a block, then the block's input rows split into even and odd columns. */
-    const size_t split_dims[3] = {2 * rows + 2, 2, tw + 1};
     return dc_mul_size(rows, tw, &tb) &&
            dc_mul_size(tb, 16 * (s->in_channels + s->out_channels), &vm) &&
-           dc_product(split_dims, 3, &split) && dc_add_size(vm, split, out);
+           split_floats(s, rows, &split) && dc_add_size(vm, split, out);
 }
 
 /* Input rows y0 .. y0 + n - 1 of channel plane x, each split into its even and odd columns of
@@ -259,8 +264,7 @@ bool dc_wino_image_floats(const dc_conv_shape *s, size_t *out) {
 }
 
 bool dc_wino_split_floats(const dc_conv_shape *s, size_t *out) {
-    const size_t dims[3] = {2 * dc_wino_tile_rows(s) + 2, 2, (s->out_w + 1) / 2 + 1};
-    return dc_product(dims, 3, out);
+    return split_floats(s, dc_wino_tile_rows(s), out);
 }
 
 void dc_wino_input_image(const dc_conv_shape *s, const float *x, float *v, float *eo) {
