@@ -188,6 +188,92 @@ static void exact_for_every_thread_count(void **state)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* Attention                                                                                 */
+
+/* Dynamic layers whose fc1 is large enough for the threads to share it when the attention is
+ * computed by one thread for the others (a shared sample, or the whole batch first). Each
+ * sample's pi must have the same bits whatever the thread count, and the same at batch 1 as
+ * in the batch. */
+typedef struct attention_case {
+    const char *name;
+    int64_t cin, cout, k, groups, hidden, n, hw;
+} attention_case;
+
+/* clang-format off */
+static const attention_case attention_cases[] = {
+    /* name                      cin cout k  g   hid N  hw */
+    {"att_batch_first_1x1",      384, 64, 1, 1,   96, 3,  8},  /* 8 * hidden > H*W */
+    {"att_per_sample_1x1",       384, 16, 1, 1,   96, 3, 30},  /* 8 * hidden < H*W */
+    {"att_depthwise_odd_hidden", 400,400, 3, 400, 101, 2, 10}, /* units not a multiple of 4 */
+    {"att_tail_channels",        389, 48, 3, 1,   90, 3,  9},  /* a reduction tail */
+};
+/* clang-format on */
+
+static void attention_bits(void **state)
+{
+    const attention_case *c = *state;
+    const int64_t K = 4, in_len = c->cin * c->hw * c->hw, out_len = c->cout * c->hw * c->hw;
+    const dynconv_conv2d_geometry g = {c->cin, c->cout, c->k, c->k, 1, 1, c->k / 2, c->k / 2,
+                                       1, 1, c->groups, K, c->hidden};
+    const size_t wlen = (size_t)(K * c->cout * (c->cin / c->groups) * c->k * c->k);
+    tu_rng rng;
+    tu_rng_seed(&rng, 23);
+    float *w = tu_alloc(wlen * sizeof(float)), *b = tu_alloc((size_t)(K * c->cout) * 4);
+    float *f1 = tu_alloc((size_t)(c->hidden * c->cin) * 4), *f1b = tu_alloc((size_t)c->hidden * 4);
+    float *f2 = tu_alloc((size_t)(K * c->hidden) * 4), *f2b = tu_alloc((size_t)K * 4);
+    float *x = tu_alloc((size_t)(c->n * in_len) * 4), *y = tu_alloc((size_t)(c->n * out_len) * 4);
+    tu_fill_uniform(&rng, w, wlen, -0.3f, 0.3f);
+    tu_fill_uniform(&rng, b, (size_t)(K * c->cout), -0.5f, 0.5f);
+    tu_fill_uniform(&rng, f1, (size_t)(c->hidden * c->cin), -1.0f, 1.0f);
+    tu_fill_uniform(&rng, f1b, (size_t)c->hidden, -0.5f, 0.5f);
+    tu_fill_uniform(&rng, f2, (size_t)(K * c->hidden), -1.0f, 1.0f);
+    tu_fill_uniform(&rng, f2b, (size_t)K, -0.5f, 0.5f);
+    /* an offset per sample, so that the samples' attentions differ */
+    for (int64_t i = 0; i < c->n; ++i) {
+        tu_fill_uniform(&rng, x + i * in_len, (size_t)in_len, -1.0f + 0.4f * (float)i,
+                        1.0f + 0.4f * (float)i);
+    }
+    const dynconv_conv2d_weights wt = {w, b, f1, f1b, f2, f2b};
+    float want[4 * 8], att[4 * 8];
+    dynconv_threadpool *pool = NULL;
+    assert_int_equal(dynconv_threadpool_create(4, 0, &pool), DYNCONV_OK);
+    for (int threads = 1; threads <= 4; ++threads) {
+        dynconv_conv2d *layer = NULL;
+        assert_int_equal(dynconv_conv2d_create(&g, &wt, 1.0f, 0, &layer), DYNCONV_OK);
+        assert_int_equal(dynconv_conv2d_set_threadpool(layer, pool), DYNCONV_OK);
+        assert_int_equal(dynconv_conv2d_set_num_threads(layer, threads), DYNCONV_OK);
+        assert_int_equal(dynconv_conv2d_reshape(layer, c->n, c->hw, c->hw, NULL, NULL, NULL),
+                         DYNCONV_OK);
+        assert_int_equal(dynconv_conv2d_forward(layer, x, y, threads == 1 ? want : att, NULL, 0),
+                         DYNCONV_OK);
+        if (threads == 1) {
+            /* the samples' attentions differ (else the comparisons below would prove little) */
+            assert_true(want[0] != want[K]);
+        } else {
+            assert_memory_equal(att, want, (size_t)(c->n * K) * sizeof(float));
+        }
+        /* each sample alone: its pi of the batch */
+        assert_int_equal(dynconv_conv2d_reshape(layer, 1, c->hw, c->hw, NULL, NULL, NULL),
+                         DYNCONV_OK);
+        for (int64_t i = 0; i < c->n; ++i) {
+            assert_int_equal(dynconv_conv2d_forward(layer, x + i * in_len, y, att, NULL, 0),
+                             DYNCONV_OK);
+            assert_memory_equal(att, want + i * K, (size_t)K * sizeof(float));
+        }
+        dynconv_conv2d_destroy(layer);
+    }
+    dynconv_threadpool_destroy(pool);
+    free(y);
+    free(x);
+    free(f2b);
+    free(f2);
+    free(f1b);
+    free(f1);
+    free(b);
+    free(w);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* API                                                                                       */
 
 static const layer_case dynamic_case = {"dynamic", 8, 12, 3, 1, 1, 1, 4, 2, 9, 9};
@@ -398,11 +484,15 @@ static void forward_allocates_nothing(void **state)
 
 int main(void)
 {
-    struct CMUnitTest tests[COUNT(cases) + 4];
+    struct CMUnitTest tests[COUNT(cases) + COUNT(attention_cases) + 4];
     size_t n = 0;
     for (size_t i = 0; i < COUNT(cases); ++i) {
         tests[n++] = (struct CMUnitTest){cases[i].name, exact_for_every_thread_count, NULL, NULL,
                                          (void *)&cases[i]};
+    }
+    for (size_t i = 0; i < COUNT(attention_cases); ++i) {
+        tests[n++] = (struct CMUnitTest){attention_cases[i].name, attention_bits, NULL, NULL,
+                                         (void *)&attention_cases[i]};
     }
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(thread_count_api);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(workspace_follows_thread_count);

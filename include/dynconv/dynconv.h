@@ -607,10 +607,12 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  *
  * What the threads do: at batch N >= threads, each thread takes whole samples (pooling,
  * attention, its own aggregated kernel and scratch, convolution); the last N % threads
- * samples (all of them at batch 1) are shared: pooled by channels, the kernel aggregated in
- * slices, then convolved in bands of output rows (im2col + BLAS; of tile rows on the
- * Winograd path, where a dynamic layer whose K transforms take over 8 MiB has each thread
- * mix and convolve its own output channels instead), of output positions in whole tiles
+ * samples (all of them at batch 1) are shared: pooled by channels, the attention's first
+ * layer split by hidden units (also when the attention of the whole batch is computed first,
+ * for small images), the kernel aggregated in slices, then convolved in bands of output
+ * rows (im2col + BLAS; of tile rows on the Winograd path, where a dynamic layer whose K
+ * transforms take over 8 MiB has each thread mix and convolve its own output channels
+ * instead), of output positions in whole tiles
  * (the engine), or (depthwise and one-group 1x1 layers without padding on the
  * BLAS path, strided or not) each thread mixes and convolves its own output channels, in one
  * step. Forwards of little work (under about 10^6

@@ -123,17 +123,18 @@ static DC_ATTENTION_INLINE float fc_lanes_sum(const dc_fc_v16 *v) {
     return ((h[0] + h[4]) + (h[2] + h[6])) + ((h[1] + h[5]) + (h[3] + h[7]));
 }
 
-/* y[n x out] = x[n x in] * w[out x in]^T for a few rows of x (the attention of a small batch):
- * w read once per four rows of x, two of its rows at a time against four of x (eight
- * accumulators of sixteen lanes), where sgemm first copies the whole of w into its packed
- * layout on every call (fc1 of 960 channels: 920 KB). A depthwise 960-channel layer at 7x7,
- * batch 16, one thread: 0.94 of its time (AVX-512 Xeon, in-process, interleaved). Each output:
- * sixteen lane sums over the reduction, folded in a fixed order, then the tail, so the same
- * bits on every instruction set and thread count. */
+/* Columns [j0, j1) of y[n x out] = x[n x in] * w[out x in]^T for a few rows of x (the
+ * attention of a small batch): w read once per four rows of x, two of its rows at a time
+ * against four of x (eight accumulators of sixteen lanes), where sgemm first copies the whole of
+ * w into its packed layout on every call (fc1 of 960 channels: 920 KB). A depthwise 960-channel
+ * layer at 7x7, batch 16, one thread: 0.94 of its time (AVX-512 Xeon, in-process,
+ * interleaved). Each output: sixteen lane sums over the reduction, folded in a fixed order,
+ * then the tail, so the same bits on every instruction set and thread count, and whatever the
+ * range of columns a call computes. */
 enum { FC_ROWS = 4 };
 DC_FC_CLONES
 static void fc_few_rows(size_t n, size_t in, size_t out, const float *x, const float *w,
-                        float *y) {
+                        size_t j0, size_t j1, float *y) {
     const size_t whole = in / 16 * 16;
     for (size_t r0 = 0; r0 < n; r0 += FC_ROWS) {
         const size_t rows = n - r0 < FC_ROWS ? n - r0 : FC_ROWS;
@@ -141,8 +142,8 @@ static void fc_few_rows(size_t n, size_t in, size_t out, const float *x, const f
         for (size_t i = 0; i < FC_ROWS; ++i) {
             xr[i] = x + (r0 + (i < rows ? i : rows - 1)) * in; /* a repeat, never stored */
         }
-        for (size_t j = 0; j < out; j += 2) {
-            const size_t cols = out - j < 2 ? out - j : 2;
+        for (size_t j = j0; j < j1; j += 2) {
+            const size_t cols = j1 - j < 2 ? j1 - j : 2;
             const float *w0 = w + j * in, *w1 = w + (j + cols - 1) * in;
             dc_fc_v16 a0[FC_ROWS] = {{0}}, a1[FC_ROWS] = {{0}};
             for (size_t c = 0; c < whole; c += 16) {
@@ -171,24 +172,64 @@ static void fc_few_rows(size_t n, size_t in, size_t out, const float *x, const f
         }
     }
 }
+
+/* The same for one row of x (one sample): four rows of w at a time, each output summed exactly
+ * as fc_few_rows sums it (the same products, lane sums and tail, in the same order), so a
+ * sample's attention has the same bits at batch 1 as in a small batch. The four accumulators
+ * are named: an array of them GCC 12 may keep on the stack. */
+DC_FC_CLONES
+static void fc_one_row(size_t in, const float *x, const float *w, size_t j0, size_t j1,
+                       float *y) {
+    const size_t whole = in / 16 * 16;
+    for (size_t j = j0; j < j1; j += 4) {
+        const size_t units = j1 - j < 4 ? j1 - j : 4;
+        const float *w0 = w + j * in, *w1 = w + (j + (units > 1 ? 1 : 0)) * in;
+        const float *w2 = w + (j + (units > 2 ? 2 : 0)) * in;
+        const float *w3 = w + (j + (units > 3 ? 3 : 0)) * in; /* repeats, never stored */
+        dc_fc_v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        for (size_t c = 0; c < whole; c += 16) {
+            dc_fc_v16 v, u0, u1, u2, u3;
+            memcpy(&v, x + c, sizeof v);
+            memcpy(&u0, w0 + c, sizeof u0);
+            memcpy(&u1, w1 + c, sizeof u1);
+            memcpy(&u2, w2 + c, sizeof u2);
+            memcpy(&u3, w3 + c, sizeof u3);
+            a0 += u0 * v;
+            a1 += u1 * v;
+            a2 += u2 * v;
+            a3 += u3 * v;
+        }
+        const dc_fc_v16 *acc[4] = {&a0, &a1, &a2, &a3};
+        const float *wr[4] = {w0, w1, w2, w3};
+        for (size_t u = 0; u < units; ++u) {
+            float sum = fc_lanes_sum(acc[u]);
+            for (size_t c = whole; c < in; ++c) {
+                sum += wr[u][c] * x[c];
+            }
+            y[j + u] = sum;
+        }
+    }
+}
 #endif
 
-/* Batches up to this size take fc_few_rows. It reads w n/4 times, sgemm once (into its packed
- * copy), so large batches stay with sgemm; the bound was not tuned (the workload's batches are
- * 1 and 16). */
+/* Batches up to this size take fc_few_rows (one sample: fc_one_row). It reads w n/4 times,
+ * sgemm once (into its packed copy), so large batches stay with sgemm; the bound was not tuned
+ * (the workload's batches are 1 and 16). */
 enum { FC_FEW_ROWS = 32 };
 
-/* y[n x out] = x[n x in] * w[out x in]^T + b, then optionally ReLU. */
+/* Columns [j0, j1) of y[n x out] = x[n x in] * w[out x in]^T + b, then optionally ReLU. The
+ * whole range only, unless dc_attention_splits(n). */
 static void fully_connected(size_t n, size_t in, size_t out, const float *x, const float *w,
-                            const float *b, int relu, float *y) {
+                            const float *b, int relu, size_t j0, size_t j1, float *y) {
 #if defined(__GNUC__)
-    if (n >= 2 && n <= FC_FEW_ROWS) {
-        fc_few_rows(n, in, out, x, w, y);
+    if (n == 1) {
+        fc_one_row(in, x, w, j0, j1, y);
+    } else if (n <= FC_FEW_ROWS) {
+        fc_few_rows(n, in, out, x, w, j0, j1, y);
     } else
 #endif
     if (n == 1) {
-        /* One sample (the forward's usual case): a matrix-vector product reads w once, where
-         * sgemm would first pack it. */
+        /* One sample: a matrix-vector product reads w once, where sgemm would first pack it. */
         cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)out, (blasint)in, 1.0f, w,
                     (blasint)in, x, 1, 0.0f, y, 1);
     } else {
@@ -197,20 +238,39 @@ static void fully_connected(size_t n, size_t in, size_t out, const float *x, con
     }
     for (size_t r = 0; r < n; ++r) {
         float *row = y + r * out;
-        for (size_t j = 0; j < out; ++j) {
+        for (size_t j = j0; j < j1; ++j) {
             float v = row[j] + (b != NULL ? b[j] : 0.0f);
             row[j] = relu && !(v > 0.0f) && !isnan(v) ? 0.0f : v;
         }
     }
 }
 
+bool dc_attention_splits(size_t n) {
+#if defined(__GNUC__)
+    return n >= 1 && n <= FC_FEW_ROWS;
+#else
+    (void)n;
+    return false;
+#endif
+}
+
+void dc_attention_hidden(const dc_attention *att, size_t n, const float *pooled,
+                         float *hidden_buf, size_t j0, size_t j1) {
+    fully_connected(n, att->channels, att->hidden, pooled, att->fc1_weight, att->fc1_bias, 1, j0,
+                    j1, hidden_buf);
+}
+
+void dc_attention_finish(const dc_attention *att, size_t n, const float *hidden_buf,
+                         float temperature, float *pi) {
+    fully_connected(n, att->hidden, att->kernels, hidden_buf, att->fc2_weight, att->fc2_bias, 0,
+                    0, att->kernels, pi);
+    dc_softmax_rows(pi, n, att->kernels, temperature);
+}
+
 void dc_attention_forward(const dc_attention *att, size_t n, const float *pooled,
                           float temperature, float *hidden_buf, float *pi) {
-    fully_connected(n, att->channels, att->hidden, pooled, att->fc1_weight, att->fc1_bias, 1,
-                    hidden_buf);
-    fully_connected(n, att->hidden, att->kernels, hidden_buf, att->fc2_weight, att->fc2_bias, 0,
-                    pi);
-    dc_softmax_rows(pi, n, att->kernels, temperature);
+    dc_attention_hidden(att, n, pooled, hidden_buf, 0, att->hidden);
+    dc_attention_finish(att, n, hidden_buf, temperature, pi);
 }
 
 /* db[j] (+)= sum over the n rows of d[:, j]. */

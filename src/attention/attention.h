@@ -6,6 +6,7 @@
 #ifndef DYNCONV_SRC_ATTENTION_H
 #define DYNCONV_SRC_ATTENTION_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct dc_attention {
@@ -27,6 +28,17 @@ void dc_softmax_rows(float *logits, size_t n, size_t k, float temperature);
 /* pi [n, kernels] from pooled [n, channels]; hidden_buf [n, hidden] is scratch. */
 void dc_attention_forward(const dc_attention *att, size_t n, const float *pooled,
                           float temperature, float *hidden_buf, float *pi);
+
+/* The same in two steps, so that threads can share the first: dc_attention_hidden writes hidden
+ * units [j0, j1) of hidden_buf [n, hidden] (fc1, bias, ReLU); once all of them are there,
+ * dc_attention_finish makes pi (fc2, bias, softmax). Each unit is summed the same way whatever
+ * the range, so any split gives the bits of dc_attention_forward. A range other than the whole
+ * [0, hidden) only where dc_attention_splits(n): batches of 1 to 32 (on GCC and Clang). */
+void dc_attention_hidden(const dc_attention *att, size_t n, const float *pooled,
+                         float *hidden_buf, size_t j0, size_t j1);
+void dc_attention_finish(const dc_attention *att, size_t n, const float *hidden_buf,
+                         float temperature, float *pi);
+bool dc_attention_splits(size_t n);
 
 /* Gradients of the attention's parameters; a NULL pointer skips that gradient. */
 typedef struct dc_attention_grads {

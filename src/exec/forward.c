@@ -27,6 +27,7 @@ typedef struct forward_ctx {
                                * rows_task) */
     dc_attention att;
     bool batch_attention;     /* attention of the whole batch first (else per sample) */
+    size_t att_rows;          /* samples [sample, sample + att_rows) of hidden_task */
 } forward_ctx;
 
 /* The layer's activation on out[0, count) (the part of the output a task just wrote). A NaN
@@ -96,6 +97,43 @@ static void sample_attention(const forward_ctx *c, size_t i) {
     const dc_layer *l = c->layer;
     dc_attention_forward(&c->att, 1, c->ws->pooled + i * l->shape.in_channels, c->temperature,
                          c->ws->hidden + i * l->hidden, c->ws->pi + i * l->kernels);
+}
+
+/* fc1 of the attention of samples [sample, sample + att_rows), its hidden units shared between
+ * the threads. */
+static void hidden_task(void *p, size_t index, size_t count) {
+    const forward_ctx *c = p;
+    const size_t i = c->sample, hidden = c->att.hidden;
+    size_t j0, j1;
+    dc_exec_share(hidden, index, count, &j0, &j1);
+    if (j1 > j0) {
+        dc_attention_hidden(&c->att, c->att_rows, c->ws->pooled + i * c->att.channels,
+                            c->ws->hidden + i * hidden, j0, j1);
+    }
+}
+
+/* fc1 weights (rows times units times channels, in multiply-adds) from which the attention
+ * computed by the caller alone (a shared sample; the whole batch first) has the team share its
+ * fc1. At batch 1 the fc1 weights stream from memory in a network whose weights outgrow the
+ * last-level cache (DY-MobileNetV2: 9 MB of its 50), one thread's share of the bandwidth; below
+ * this, waking the workers costs more than the product. */
+enum { ATTENTION_SPLIT_MACS = 1 << 15 };
+
+/* pi of samples [i, i + rows), computed by the calling thread or, for a large enough fc1, with
+ * its units shared by the team first (the same bits: dc_attention_hidden). */
+static void team_attention(forward_ctx *c, dc_pool *pool, size_t team, size_t i, size_t rows) {
+    const dc_attention *att = &c->att;
+    float *hidden = c->ws->hidden + i * att->hidden, *pi = c->ws->pi + i * att->kernels;
+    if (team > 1 && dc_attention_splits(rows) &&
+        rows * att->channels * att->hidden >= ATTENTION_SPLIT_MACS) {
+        c->sample = i;
+        c->att_rows = rows;
+        dc_exec_run(pool, team, hidden_task, c);
+        dc_attention_finish(att, rows, hidden, c->temperature, pi);
+    } else {
+        dc_attention_forward(att, rows, c->ws->pooled + i * att->channels, c->temperature, hidden,
+                             pi);
+    }
 }
 
 /* pi of a static layer's single kernel: exactly 1 (multiplying by it changes no bit). */
@@ -783,13 +821,14 @@ void dc_exec_forward(const dc_layer *l, size_t batch, float temperature, size_t 
                               0,
                               {s->in_channels, l->hidden, l->kernels, l->fc1_weight, l->fc1_bias,
                                l->fc2_weight, l->fc2_bias},
-                              false};
+                              false,
+                              0};
     forward_ctx ctx = ctx0;
     const size_t team = dc_exec_team(l, n, threads);
     ctx.batch_attention = dc_attention_per_batch(l, s);
     if (ctx.batch_attention) {
         dc_exec_run(pool, team, pool_all_task, &ctx);
-        dc_attention_forward(&ctx.att, n, ws.pooled, temperature, ws.hidden, ws.pi);
+        team_attention(&ctx, pool, team, 0, n);
     }
     /* Each sample goes through pool -> attention -> aggregation -> convolution in one go, so its
      * input and kernel are still in cache from one step to the next. Whole samples per thread
@@ -804,7 +843,7 @@ void dc_exec_forward(const dc_layer *l, size_t batch, float temperature, size_t 
         ctx.sample = i;
         if (l->kernels > 1 && !ctx.batch_attention) {
             dc_exec_run(pool, team, pool_task, &ctx);
-            sample_attention(&ctx, i);
+            team_attention(&ctx, pool, team, i, 1);
         }
         if (l->wino_on) {
             if (l->kernels > 1 && !dc_exec_wino_big_sets(l)) {
