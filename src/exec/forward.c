@@ -115,8 +115,9 @@ static void hidden_task(void *p, size_t index, size_t count) {
 /* fc1 weights (rows times units times channels, in multiply-adds) from which the attention
  * computed by the caller alone (a shared sample; the whole batch first) has the team share its
  * fc1. At batch 1 the fc1 weights stream from memory in a network whose weights outgrow the
- * last-level cache (DY-MobileNetV2: 9 MB of its 50), one thread's share of the bandwidth; below
- * this, waking the workers costs more than the product. */
+ * last-level cache (DY-MobileNetV2: 9 MB of its 50), one thread's share of the bandwidth. The
+ * bound (128 KiB of fc1 weights at batch 1) was set, not tuned: below it the product takes a
+ * few microseconds, about what a parallel step costs. */
 enum { ATTENTION_SPLIT_MACS = 1 << 15 };
 
 /* pi of samples [i, i + rows), computed by the calling thread or, for a large enough fc1, with
