@@ -404,43 +404,74 @@ static void max_pool_threads_and_nan(void **state) {
     free(bytes);
 }
 
-/* Static linear layers (run as one matrix product over the batch), with and without a bias,
- * behind a flatten, against a double reference. */
+/* Static linear layers, behind a flatten, against a double reference. Batches up to 4 take
+ * the small-batch product, its outputs shared by the team (a run on 3 threads must give the
+ * bits of a run on 1); larger ones sgemm, on ranges of outputs shared by the team. */
+typedef struct linear_case {
+    const char *name;
+    int64_t n, c, h, w, out;  /* input [n, c, h, w], in = c * h * w */
+    int bias;
+} linear_case;
+
+static const linear_case LINEAR_CASES[] = {
+    {"batch 3, below the threads' share", 3, 6, 3, 4, 37, 0},
+    {"batch 3, below the threads' share, bias", 3, 6, 3, 4, 37, 1},
+    /* 1014 x 131: enough multiply-adds to share; a reduction tail, outputs not a multiple of 4
+     * (nor of 16) */
+    {"batch 1, shared, bias", 1, 6, 13, 13, 131, 1},
+    {"batch 4, shared", 4, 6, 13, 13, 131, 0},
+    {"batch 5, sgemm shared", 5, 6, 13, 13, 131, 0},
+    {"batch 33, sgemm shared, bias", 33, 6, 13, 13, 131, 1},
+    {"batch 40, sgemm alone, bias", 40, 6, 3, 4, 37, 1},
+};
+
 static void linear_over_the_batch(void **state) {
     (void)state;
-    for (int with_bias = 0; with_bias <= 1; ++with_bias) {
+    dynconv_threadpool *pool = NULL;
+    assert_int_equal(dynconv_threadpool_create(3, 0, &pool), DYNCONV_OK);
+    for (size_t t = 0; t < sizeof LINEAR_CASES / sizeof LINEAR_CASES[0]; ++t) {
+        const linear_case *lc = &LINEAR_CASES[t];
         char graph[1024];
         snprintf(graph, sizeof graph,
                  "{\"schema\":\"dynconv.network\",\"version\":1,\"inputs\":[{\"name\":\"x\","
-                 "\"shape\":[1,6,3,4]}],\"outputs\":[\"fc\"],\"nodes\":[{\"name\":\"f\",\"op\":"
-                 "\"flatten\",\"inputs\":[\"x\"],\"attrs\":{},\"tensors\":{},\"module\":\"\","
-                 "\"shape\":[]},{\"name\":\"fc\",\"op\":\"linear\",\"inputs\":[\"f\"],"
+                 "\"shape\":[1,%lld,%lld,%lld]}],\"outputs\":[\"fc\"],\"nodes\":[{\"name\":\"f\","
+                 "\"op\":\"flatten\",\"inputs\":[\"x\"],\"attrs\":{},\"tensors\":{},\"module\":"
+                 "\"\",\"shape\":[]},{\"name\":\"fc\",\"op\":\"linear\",\"inputs\":[\"f\"],"
                  "\"attrs\":{},\"tensors\":{\"weight\":\"fc.weight\"%s},\"module\":\"fc\","
                  "\"shape\":[]}]}",
-                 with_bias ? ",\"bias\":\"fc.bias\"" : "");
-        const int64_t n = 3, in = 6 * 3 * 4, out = 37;
+                 (long long)lc->c, (long long)lc->h, (long long)lc->w,
+                 lc->bias ? ",\"bias\":\"fc.bias\"" : "");
+        const int64_t n = lc->n, in = lc->c * lc->h * lc->w, out = lc->out;
         st_file file;
         memset(&file, 0, sizeof file);
         const int64_t wshape[2] = {out, in}, bshape[1] = {out};
         tu_rng rng;
-        tu_rng_seed(&rng, 41 + (unsigned)with_bias);
+        tu_rng_seed(&rng, 41 + (unsigned)t);
         float *w = add_tensor(&file, "fc.weight", 2, wshape);
         tu_fill_uniform(&rng, w, (size_t)(out * in), -1.0f, 1.0f);
         float *b = NULL;
-        if (with_bias) {
+        if (lc->bias) {
             b = add_tensor(&file, "fc.bias", 1, bshape);
             tu_fill_uniform(&rng, b, (size_t)out, -1.0f, 1.0f);
         }
         size_t size;
         unsigned char *bytes = st_bytes(&file, graph, &size);
-        dynconv_network *net = NULL;
-        assert_int_equal(dynconv_network_create_from_memory(bytes, size, 0, &net), DYNCONV_OK);
-        assert_int_equal(dynconv_network_reshape(net, n, 3, 4, NULL), DYNCONV_OK);
-        float x[3 * 72], y[3 * 37];
+        float *x = tu_alloc((size_t)(n * in) * sizeof(float));
+        float *y1 = tu_alloc((size_t)(n * out) * sizeof(float));
+        float *y3 = tu_alloc((size_t)(n * out) * sizeof(float));
+        double *ref = tu_alloc((size_t)(n * out) * sizeof(double));
         tu_fill_uniform(&rng, x, (size_t)(n * in), -1.0f, 1.0f);
-        float *const outs[1] = {y};
-        assert_int_equal(dynconv_network_forward(net, x, outs), DYNCONV_OK);
-        double ref[3 * 37];
+        for (int threads = 1; threads <= 3; threads += 2) {
+            dynconv_network *net = NULL;
+            assert_int_equal(dynconv_network_create_from_memory(bytes, size, 0, &net),
+                             DYNCONV_OK);
+            assert_int_equal(dynconv_network_set_threadpool(net, pool), DYNCONV_OK);
+            assert_int_equal(dynconv_network_set_num_threads(net, threads), DYNCONV_OK);
+            assert_int_equal(dynconv_network_reshape(net, n, lc->h, lc->w, NULL), DYNCONV_OK);
+            float *const outs[1] = {threads == 1 ? y1 : y3};
+            assert_int_equal(dynconv_network_forward(net, x, outs), DYNCONV_OK);
+            dynconv_network_destroy(net);
+        }
         for (int64_t s = 0; s < n; ++s) {
             for (int64_t o = 0; o < out; ++o) {
                 double acc = b != NULL ? b[o] : 0.0;
@@ -451,11 +482,25 @@ static void linear_over_the_batch(void **state) {
             }
         }
         assert_true(tu_nontrivial(ref, (size_t)(n * out)));
-        assert_int_equal(tu_count_mismatches("linear", y, ref, (size_t)(n * out), 1e-5, 1e-5), 0);
-        dynconv_network_destroy(net);
+        /* float sums of `in` products of about 1/3 each: the absolute error grows with in */
+        const double atol = 1e-5 * (double)in / 72.0;
+        if (tu_count_mismatches(lc->name, y1, ref, (size_t)(n * out), 1e-5, atol) != 0) {
+            fail_msg("%s: 1 thread against the double reference", lc->name);
+        }
+        if (tu_count_mismatches(lc->name, y3, ref, (size_t)(n * out), 1e-5, atol) != 0) {
+            fail_msg("%s: 3 threads against the double reference", lc->name);
+        }
+        if (n <= 4 && memcmp(y1, y3, (size_t)(n * out) * sizeof(float)) != 0) {
+            fail_msg("%s: 3 threads did not give the bits of 1", lc->name);
+        }
+        free(x);
+        free(y1);
+        free(y3);
+        free(ref);
         free(bytes);
         st_free(&file);
     }
+    dynconv_threadpool_destroy(pool);
 }
 
 /* A pooling window far larger than the input (valid: its padding makes room for it) reads only

@@ -254,6 +254,11 @@ bool dc_attention_splits(size_t n) {
 #endif
 }
 
+void dc_fc_forward(size_t n, size_t in, size_t out, const float *x, const float *w,
+                   const float *b, size_t j0, size_t j1, float *y) {
+    fully_connected(n, in, out, x, w, b, 0, j0, j1, y);
+}
+
 void dc_attention_hidden(const dc_attention *att, size_t n, const float *pooled,
                          float *hidden_buf, size_t j0, size_t j1) {
     fully_connected(n, att->channels, att->hidden, pooled, att->fc1_weight, att->fc1_bias, 1, j0,

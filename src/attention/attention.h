@@ -40,6 +40,14 @@ void dc_attention_finish(const dc_attention *att, size_t n, const float *hidden_
                          float temperature, float *pi);
 bool dc_attention_splits(size_t n);
 
+/* Columns [j0, j1) of y [n, out] = x [n, in] w [out, in]^T + b (b NULL: none): the attention's
+ * fully connected product, which the network's static linear layers share at small batches,
+ * where sgemm would copy the whole of w into its packed layout on every call. As above, a
+ * range other than the whole [0, out) only where dc_attention_splits(n), and each output has
+ * the same bits whatever the range. */
+void dc_fc_forward(size_t n, size_t in, size_t out, const float *x, const float *w,
+                   const float *b, size_t j0, size_t j1, float *y);
+
 /* Gradients of the attention's parameters; a NULL pointer skips that gradient. */
 typedef struct dc_attention_grads {
     float *fc1_weight, *fc1_bias, *fc2_weight, *fc2_bias;

@@ -6,6 +6,8 @@
 
 #include "plan.h"
 
+#include "attention.h"
+
 #include <cblas.h>
 
 #include <math.h>
@@ -251,16 +253,66 @@ void net_run_op(const dynconv_network *net, const net_node *n, const float *cons
     }
 }
 
-void net_run_linear(const dynconv_network *net, const net_node *n, const float *x, float *out) {
-    const size_t batch = net->batch, in = n->c_in, outs = n->c_out;
-    /* The bias first, the product added onto it (beta = 1): one pass over y. */
+/* Below this many multiply-adds a linear layer runs in the calling thread alone. */
+#define NET_MIN_PARALLEL_MACS ((size_t)1 << 16)
+/* Batches up to this size take the attention's small-batch product, which reads W once per
+ * four samples where sgemm first copies all of W into its packed layout; larger ones sgemm.
+ * MobileNetV2's 1280 -> 1000 classifier (5 MB of W) on the 2-core Zen 4, one thread: batch 1
+ * 0.55 ms with sgemm, 0.27 with the small-batch product; batch 16 0.82 ms with sgemm, 1.0 to
+ * 1.1 with the small-batch product (it reads W four times). */
+#define NET_FEW_SAMPLES 4
+
+typedef struct linear_ctx {
+    const net_node *n;
+    size_t batch;
+    const float *x;
+    float *out;
+} linear_ctx;
+
+/* One thread's outputs: groups of four (the unit of dc_fc_forward's loop), or of sixteen
+ * columns of one sgemm over the batch (the bias first, the product added onto it: beta = 1,
+ * one pass over y). */
+static void linear_task(void *p, size_t index, size_t count) {
+    const linear_ctx *c = p;
+    const size_t batch = c->batch, in = c->n->c_in, outs = c->n->c_out;
+    if (batch <= NET_FEW_SAMPLES) {
+        size_t a, b;
+        dc_exec_share((outs + 3) / 4, index, count, &a, &b);
+        const size_t j1 = 4 * b < outs ? 4 * b : outs;
+        if (4 * a < j1) {
+            dc_fc_forward(batch, in, outs, c->x, c->n->weight, c->n->bias, 4 * a, j1, c->out);
+        }
+        return;
+    }
+    size_t a, b;
+    dc_exec_share((outs + 15) / 16, index, count, &a, &b);
+    const size_t j0 = 16 * a, j1 = 16 * b < outs ? 16 * b : outs;
+    if (j0 >= j1) {
+        return;
+    }
     for (size_t s = 0; s < batch; ++s) {
-        float *row = out + s * outs;
-        for (size_t o = 0; o < outs; ++o) {
-            row[o] = n->bias != NULL ? n->bias[o] : 0.0f;
+        float *row = c->out + s * outs;
+        for (size_t o = j0; o < j1; ++o) {
+            row[o] = c->n->bias != NULL ? c->n->bias[o] : 0.0f;
         }
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)batch, (blasint)outs,
-                (blasint)in, 1.0f, x, (blasint)in, n->weight, (blasint)in, 1.0f, out,
-                (blasint)outs);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)batch, (blasint)(j1 - j0),
+                (blasint)in, 1.0f, c->x, (blasint)in, c->n->weight + j0 * in, (blasint)in, 1.0f,
+                c->out + j0, (blasint)outs);
+}
+
+void net_run_linear(const dynconv_network *net, const net_node *n, const float *x, float *out) {
+    const linear_ctx c = {n, net->batch, x, out};
+    const dynconv_threadpool *pool = net->pool;
+    size_t team = net->threads_requested == 0 || net->threads_requested > pool->threads
+                      ? pool->threads
+                      : net->threads_requested;
+    if (n->c_in * n->c_out < NET_MIN_PARALLEL_MACS / net->batch) { /* c_in * c_out: W's size */
+        team = 1;
+    }
+    if (team <= 1) {
+        linear_task((void *)&c, 0, 1);
+    } else {
+        dc_pool_run(pool->pool, team, linear_task, (void *)&c);
+    }
 }
