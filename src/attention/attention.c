@@ -1,5 +1,7 @@
 #include "attention.h"
 
+#include "tensor.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -145,9 +147,12 @@ static void fc_few_rows(size_t n, size_t in, size_t out, const float *x, const f
         for (size_t j = j0; j < j1; j += 2) {
             const size_t cols = j1 - j < 2 ? j1 - j : 2;
             const float *w0 = w + j * in, *w1 = w + (j + cols - 1) * in;
+            const float *next = w + (j + 2 < j1 ? j + 2 : j) * in; /* as in fc_one_row */
             dc_fc_v16 a0[FC_ROWS] = {{0}}, a1[FC_ROWS] = {{0}};
             for (size_t c = 0; c < whole; c += 16) {
                 dc_fc_v16 u0, u1;
+                DC_PREFETCH(next + 2 * c);
+                DC_PREFETCH(next + 2 * c + 16);
                 memcpy(&u0, w0 + c, sizeof u0);
                 memcpy(&u1, w1 + c, sizeof u1);
                 for (size_t i = 0; i < FC_ROWS; ++i) {
@@ -186,9 +191,17 @@ static void fc_one_row(size_t in, const float *x, const float *w, size_t j0, siz
         const float *w0 = w + j * in, *w1 = w + (j + (units > 1 ? 1 : 0)) * in;
         const float *w2 = w + (j + (units > 2 ? 2 : 0)) * in;
         const float *w3 = w + (j + (units > 3 ? 3 : 0)) * in; /* repeats, never stored */
+        /* The next four rows (one block of 4 * in floats) are prefetched four lines a step, as
+         * fast as these rows are read: four streams that jump a row ahead at each group are
+         * what the hardware prefetcher follows worst (the last group: its own rows again). */
+        const float *next = w + (j + 4 < j1 ? j + 4 : j) * in;
         dc_fc_v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
         for (size_t c = 0; c < whole; c += 16) {
             dc_fc_v16 v, u0, u1, u2, u3;
+            DC_PREFETCH(next + 4 * c);
+            DC_PREFETCH(next + 4 * c + 16);
+            DC_PREFETCH(next + 4 * c + 32);
+            DC_PREFETCH(next + 4 * c + 48);
             memcpy(&v, x + c, sizeof v);
             memcpy(&u0, w0 + c, sizeof u0);
             memcpy(&u1, w1 + c, sizeof u1);
