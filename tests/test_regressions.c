@@ -187,6 +187,124 @@ static void attention_of_65537_kernels_sums_to_one(void **state) {
     free(weight);
 }
 
+/* Padding and dilation of 2^63 - 2 on a 3x3 kernel: only the centre tap meets the input, so
+ * the layer is a 1x1 convolution. The im2col copy and the engine's packing formed the source
+ * pointer as (row + column + offset) - pad: the intermediate pointer lay 2^63 floats past the
+ * row (clang's UBSan: pointer overflow; gcc's does not see it), and for an empty run there was
+ * no valid address at all. The col2im accumulation of backward did the same. Values are small
+ * integers, so the sums are exact; K = 1 makes the attention 1 and its gradient 0. The widest
+ * input is 3: H + 2 * pad must fit in size_t. */
+typedef struct huge_pad_case {
+    const char *name;
+    int64_t cin, cout, n, h, w;
+} huge_pad_case;
+
+static const huge_pad_case HUGE_PAD_CASES[] = {
+    {"fuzz input: 3 -> 3, 1x2", 3, 3, 1, 1, 2},
+    {"engine sized: 32 -> 64, 3x3", 32, 64, 2, 3, 3},
+};
+
+static void padding_near_2_pow_63_is_the_centre_tap(void **state) {
+    (void)state;
+    const int64_t huge = INT64_MAX - 1;
+    for (size_t t = 0; t < sizeof HUGE_PAD_CASES / sizeof HUGE_PAD_CASES[0]; ++t) {
+        const huge_pad_case *c = &HUGE_PAD_CASES[t];
+        const size_t cin = (size_t)c->cin, cout = (size_t)c->cout, n = (size_t)c->n;
+        const size_t plane = (size_t)(c->h * c->w);
+        float *weight = malloc(sizeof(float) * cout * cin * 9);
+        float *bias = malloc(sizeof(float) * cout);
+        float *x = malloc(sizeof(float) * n * cin * plane);
+        float *gy = malloc(sizeof(float) * n * cout * plane);
+        float *y = malloc(sizeof(float) * n * cout * plane);
+        float *gx = malloc(sizeof(float) * n * cin * plane);
+        float *gw = malloc(sizeof(float) * cout * cin * 9);
+        assert_true(weight && bias && x && gy && y && gx && gw);
+        for (size_t i = 0; i < cout * cin * 9; ++i) {
+            weight[i] = (float)((int)((i * 5) % 7) - 3);
+        }
+        for (size_t o = 0; o < cout; ++o) {
+            bias[o] = (float)((int)(o % 5) - 2);
+        }
+        for (size_t i = 0; i < n * cin * plane; ++i) {
+            x[i] = (float)((int)((i * 3) % 5) - 2);
+        }
+        for (size_t i = 0; i < n * cout * plane; ++i) {
+            gy[i] = (float)((int)((i * 7) % 3) - 1);
+        }
+        float fc1[1 * 64] = {0}, fc2[1] = {0.5f};
+        const dynconv_conv2d_geometry g = {
+            .in_channels = c->cin, .out_channels = c->cout, .kernel_h = 3, .kernel_w = 3,
+            .stride_h = 1, .stride_w = 1, .pad_h = huge, .pad_w = huge, .dilation_h = huge,
+            .dilation_w = huge, .groups = 1, .num_kernels = 1, .hidden = 1};
+        const dynconv_conv2d_weights w = {weight, bias, fc1, NULL, fc2, NULL};
+        dynconv_conv2d *layer = NULL;
+        assert_int_equal(dynconv_conv2d_create(&g, &w, 1.0f, 0, &layer), DYNCONV_OK);
+        int64_t oh = 0, ow = 0;
+        size_t ws = 0;
+        const dynconv_status st = dynconv_conv2d_reshape(layer, c->n, c->h, c->w, &oh, &ow, &ws);
+        if (st != DYNCONV_OK) {
+            fail_msg("%s: reshape: %s", c->name, dynconv_last_error_message());
+        }
+        assert_int_equal(oh, c->h);
+        assert_int_equal(ow, c->w);
+        assert_int_equal(dynconv_conv2d_forward(layer, x, y, NULL, NULL, 0), DYNCONV_OK);
+        assert_int_equal(dynconv_conv2d_prepare_backward(layer, NULL), DYNCONV_OK);
+        const dynconv_conv2d_gradients grads = {.input = gx, .weight = gw};
+        assert_int_equal(dynconv_conv2d_backward(layer, x, gy, &grads, 0, NULL, 0), DYNCONV_OK);
+        for (size_t s = 0; s < n; ++s) {
+            for (size_t p = 0; p < plane; ++p) {
+                for (size_t o = 0; o < cout; ++o) {
+                    double want = bias[o];
+                    for (size_t i = 0; i < cin; ++i) {
+                        want += (double)weight[(o * cin + i) * 9 + 4] *
+                                x[(s * cin + i) * plane + p];
+                    }
+                    if ((double)y[(s * cout + o) * plane + p] != want) {
+                        fail_msg("%s: y[%zu, %zu, %zu] = %g, want %g", c->name, s, o, p,
+                                 (double)y[(s * cout + o) * plane + p], want);
+                    }
+                }
+                for (size_t i = 0; i < cin; ++i) {
+                    double want = 0.0;
+                    for (size_t o = 0; o < cout; ++o) {
+                        want += (double)weight[(o * cin + i) * 9 + 4] *
+                                gy[(s * cout + o) * plane + p];
+                    }
+                    if ((double)gx[(s * cin + i) * plane + p] != want) {
+                        fail_msg("%s: dx[%zu, %zu, %zu] = %g, want %g", c->name, s, i, p,
+                                 (double)gx[(s * cin + i) * plane + p], want);
+                    }
+                }
+            }
+        }
+        for (size_t o = 0; o < cout; ++o) {
+            for (size_t i = 0; i < cin; ++i) {
+                for (size_t tap = 0; tap < 9; ++tap) {
+                    double want = 0.0;
+                    for (size_t s = 0; s < n && tap == 4; ++s) {
+                        for (size_t p = 0; p < plane; ++p) {
+                            want += (double)gy[(s * cout + o) * plane + p] *
+                                    x[(s * cin + i) * plane + p];
+                        }
+                    }
+                    if ((double)gw[(o * cin + i) * 9 + tap] != want) {
+                        fail_msg("%s: dW[%zu, %zu, tap %zu] = %g, want %g", c->name, o, i, tap,
+                                 (double)gw[(o * cin + i) * 9 + tap], want);
+                    }
+                }
+            }
+        }
+        dynconv_conv2d_destroy(layer);
+        free(weight);
+        free(bias);
+        free(x);
+        free(gy);
+        free(y);
+        free(gx);
+        free(gw);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(dilated_extent_of_2_pow_64_is_invalid_shape),
@@ -194,6 +312,7 @@ int main(void) {
         cmocka_unit_test(linear_temperature_is_checked_before_size_overflow),
         cmocka_unit_test(stride_beyond_padded_input_reshapes_and_runs),
         cmocka_unit_test(attention_of_65537_kernels_sums_to_one),
+        cmocka_unit_test(padding_near_2_pow_63_is_the_centre_tap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -101,8 +101,11 @@ static void im2col_rows(const dc_conv_shape *s, const float *x, size_t c, size_t
                     for (size_t ow = 0; ow < ow_lo; ++ow) {
                         dst[ow] = 0.0f;
                     }
-                    if (s->stride_w == 1) {
-                        memcpy(dst + ow_lo, src + ow_lo + off_w - s->pad_w,
+                    /* The index is formed in size_t before it meets the pointer: src +
+                     * ow_lo + off_w could point past the address space when the padding is
+                     * near 2^63, and an empty run has no valid index at all. */
+                    if (s->stride_w == 1 && ow_hi > ow_lo) {
+                        memcpy(dst + ow_lo, src + (ow_lo + off_w - s->pad_w),
                                (ow_hi - ow_lo) * sizeof(float));
                     } else {
                         for (size_t ow = ow_lo; ow < ow_hi; ++ow) {
@@ -993,9 +996,9 @@ void dc_col2im_add(const dc_conv_shape *s, const float *col, size_t c, float *x)
                     const float *src = row + oh * ow_n;
                     float *dst = xc + (oh * s->stride_h + off_h - s->pad_h) * s->width;
                     if (s->stride_w == 1) {
-                        float *d = dst + off_w - s->pad_w;
+                        /* dst + off_w - pad_w may point before the input: index instead */
                         for (size_t ow = ow_lo; ow < ow_hi; ++ow) {
-                            d[ow] += src[ow];
+                            dst[ow + off_w - s->pad_w] += src[ow];
                         }
                     } else {
                         for (size_t ow = ow_lo; ow < ow_hi; ++ow) {

@@ -121,7 +121,7 @@ void dc_engine_pack_b(const dc_conv_shape *s, const float *xg, size_t p0, size_t
                 put_run(dst, panel, nr, j, a - ow, NULL, 0);
                 if (e > a) {
                     put_run(dst, panel, nr, j + (a - ow), e - a,
-                            src + a * s->stride_w + off_w - s->pad_w, s->stride_w);
+                            src + (a * s->stride_w + off_w - s->pad_w), s->stride_w);
                 }
                 put_run(dst, panel, nr, j + (e - ow), end - e, NULL, 0);
             }
