@@ -581,7 +581,6 @@ static void run_blocked_exact_of(dc_isa isa, bool channel_lanes) {
     const int64_t batches[] = {1, 6, 7, 19};
     for (size_t i = 0; i < sizeof blocked_cases / sizeof blocked_cases[0]; ++i) {
         const blocked_case *c = &blocked_cases[i];
-        assert_true(8 * (size_t)c->hidden > c->g.h * c->g.w);
         for (size_t ib = 0; ib < sizeof batches / sizeof batches[0]; ++ib) {
             for (int threads = 1; threads <= 2; ++threads) {
                 /* the header's B: min(N/T, 8, ceil(C_out / MR)) when N/T >= 2 */
@@ -628,9 +627,9 @@ static void test_blocked_exact_avx512_channels(void **state) {
 
 /* ---- chunks of samples on the row-panel driver ---- */
 
-/* Kernels too large to stay in cache from one sample to the next, on small images: dynamic
- * layers whose K sets exceed 8 MiB (here K = 8, so pi = 1/8 exactly) and static kernels over
- * 4 MiB. A chunk of samples shares each panel slice: every sample's B panels of a reduction
+/* On small images: dynamic layers whose K sets exceed 8 MiB (here K = 8, so pi = 1/8
+ * exactly), dynamic layers that are neither pointwise nor strided 1x1 whatever their size, and
+ * static kernels over 4 MiB. A chunk of samples shares each panel slice: every sample's B panels of a reduction
  * slice built first (a padded copy made channel by channel), the slice mixed for all of them
  * at once, each sample's tiles run on it. Batches that give one chunk, a short last chunk and
  * samples left for the threads to share; groups, stride and dilation. The images are tiny:
@@ -650,6 +649,13 @@ static const rows_batch_case rows_batch_cases[] = {
     {{"fused_dilated_4x4",    200, 192, 3, 3, 1, 1, 2, 2, 2, 2, 1, 4, 4},  8, 3},
     {{"static_384_3x3",       384, 384, 3, 3, 1, 1, 1, 1, 1, 1, 1, 3, 3},  1, 2},
     {{"static_384_s2_5x6",    384, 390, 3, 3, 2, 2, 1, 1, 1, 1, 1, 5, 6},  1, 4},
+    /* dynamic kernels of any size that are neither pointwise nor strided 1x1, the attention
+     * per sample (8 * hidden <= H*W: each chunk pools and attends its samples first) or of
+     * the batch */
+    {{"small_s2_per_sample",   16,  24, 3, 3, 2, 2, 1, 1, 1, 1, 1, 9, 9},  4, 2},
+    {{"small_5x5_batch_att",    8,  12, 5, 5, 1, 1, 2, 2, 1, 1, 1, 4, 4},  4, 4},
+    {{"small_groups2_dilated", 12,  16, 3, 3, 1, 1, 2, 2, 2, 2, 2, 8, 7},  2, 1},
+    {{"small_1x1_padded",      10,  20, 1, 1, 1, 1, 1, 1, 1, 1, 1, 6, 6},  4, 1},
 };
 /* clang-format on */
 
@@ -660,7 +666,6 @@ static void run_rows_batch_exact_of(dc_isa isa, bool channel_lanes) {
     const int64_t batches[] = {5, 11};
     for (size_t i = 0; i < sizeof rows_batch_cases / sizeof rows_batch_cases[0]; ++i) {
         const rows_batch_case *c = &rows_batch_cases[i];
-        assert_true(8 * (size_t)c->hidden > c->g.h * c->g.w);
         for (size_t ib = 0; ib < sizeof batches / sizeof batches[0]; ++ib) {
             for (int threads = 1; threads <= 2; ++threads) {
                 /* the header's B: min(N/T, 8) when N/T >= 2 (these samples keep far less than
@@ -717,6 +722,13 @@ static const ws_case ws_cases[] = {
     {"3x3_k4_batch5_t2",           64,  64, 3, 1, 1, 1, 4, 16, 5, 12, 2, false, true},
     {"3x3_k4_borrowed",            64,  64, 3, 1, 1, 1, 4, 16, 4, 12, 2, true,  false},
     {"3x3s2_groups2_k4",           64,  96, 3, 2, 1, 2, 4, 16, 3, 21, 2, false, true},
+    /* dynamic 3x3 kernels on small planes: rows batches of any K-set size, the attention per
+     * sample (8 * hidden <= H*W) or of the batch, copied or borrowed weights, with groups */
+    {"3x3s2_rows_batch_per_sample", 64, 128, 3, 2, 1, 1, 4,  8, 6, 28, 1, false, true},
+    {"3x3s2_rows_batch_borrowed",  64, 128, 3, 2, 1, 1, 4,  8, 7, 28, 2, true,  false},
+    {"5x5_rows_batch_b16",         32,  48, 5, 1, 2, 1, 4, 16, 16, 7, 2, false, true},
+    {"3x3_groups4_rows_batch_b9",  32,  64, 3, 1, 1, 4, 3,  8, 9, 10, 2, false, true},
+    {"3x3_rows_batch_24x24_not",   32,  32, 3, 1, 1, 1, 4,  8, 6, 24, 1, false, true},
     {"fused_big_kernels_b4_t2",   256, 256, 3, 1, 1, 1, 4, 64, 4,  5, 2, false, true},
     {"fused_big_kernels_b5_t2",   256, 256, 3, 1, 1, 1, 4, 64, 5,  5, 2, false, true},
     {"fused_big_kernels_b16_t1",  256, 256, 3, 1, 1, 1, 4, 64, 16, 5, 1, false, false},
@@ -769,18 +781,21 @@ static size_t engine_formula(const ws_case *c, size_t mr, size_t nr) {
         const size_t q = ceil_div(hw + 2 * (size_t)c->p, (size_t)c->s);
         padded = (size_t)(c->cin / c->groups) * (size_t)(c->s * c->s) * q * q;
     }
-    /* chunks of samples on the row-panel driver: fused layers and static kernels over 4 MiB,
-     * on planes of up to 512 positions */
+    /* chunks of samples on the row-panel driver, on planes of up to 512 positions: dynamic
+     * kernels other than pointwise and strided 1x1 ones (whatever the attention), fused
+     * layers with the attention of the batch first, static kernels over 4 MiB */
     const bool fused = kk > 1 && 4 * kk * big_p > ((size_t)8 << 20);
     const bool big_static = kk == 1 && 4 * big_p > ((size_t)4 << 20);
-    if ((fused || big_static) && plane <= 512 && (kk == 1 || batch_attention) && n / t >= 2) {
+    const bool rows_dynamic = kk > 1 && !pointwise && !strided_1x1;
+    if ((fused || big_static || rows_dynamic) && plane <= 512 &&
+        (kk == 1 || batch_attention || rows_dynamic) && n / t >= 2) {
         const size_t per = scratch + cout * plane + (kk > 1 ? mr * 256 : 0);
         const size_t fit = ((size_t)1792 << 10) / (4 * per);
         b = fit < n / t ? fit : n / t;
         b = b < 8 ? b : 8;
         b = b > 0 ? b : 1;
     }
-    const bool batch_rows = b > 1 && (fused || big_static);
+    const bool batch_rows = b > 1 && (fused || big_static || rows_dynamic);
     if (batch_rows && kk > 1) {
         w = b * mr * 256;
         if (n % t > 0 && big_p > w) {

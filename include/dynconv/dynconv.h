@@ -659,18 +659,22 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  *   the own engine, with MR x NR its tile (8 x 32 or 32 x 7 AVX-512, 6 x 16 AVX2, 4 x 8
  *     baseline) and
  *     P = g * ceil((C_out/g) / MR) * MR * depth (one kernel set in panels):
- *     K > 1 and 4*K*P <= 8 MiB: B = 1, W = P; except for one-group pointwise and unpadded
- *       strided 1x1 kernels ("blocked") with 8*hidden > H*W and N/T >= 2:
+ *     K > 1, H_out*W_out <= 512 and N/T >= 2, for kernels other than pointwise and unpadded
+ *       strided 1x1 ones (whatever the size of the K sets and wherever the attention is
+ *       computed), and for those where 4*K*P > 8 MiB and 8*hidden > H*W: a "rows batch" (B
+ *       samples convolved together one panel slice at a time) with
+ *       B = min(N/T, 8, floor(1835008 / (4 * S))), at least 1, where
+ *       S = Bp + C_out*H_out*W_out + 256*MR and Bp the block of B panels below; when B > 1,
+ *       W = B * MR * 256, or P if that is larger and N % T > 0 (T counted as 1 for forwards
+ *       of little work, which share no sample); when B = 1, as follows;
+ *     otherwise K > 1 and 4*K*P <= 8 MiB: B = 1, W = P; except for one-group pointwise and
+ *       unpadded strided 1x1 kernels ("blocked") with 8*hidden > H*W and N/T >= 2:
  *       B = min(N/T, 8, ceil(C_out / MR)) (W = P holds the B samples' blocks of row panels
  *       side by side);
- *     K > 1 and 4*K*P > 8 MiB (kernels mixed 256 reduction indices at a time, each slice
- *       convolved at once): B = min(N/T, 8) when 8*hidden > H*W and N/T >= 2, else 1;
- *       W = B * g * ceil((C_out/g) / MR) * MR * 256, or P if that is larger and N % T > 0
- *       (T counted as 1 for forwards of little work, which share no sample);
- *       except with H_out*W_out <= 512 ("rows batch", B samples convolved together one
- *       panel slice at a time): B = min(N/T, 8, floor(1835008 / (4 * S))), at least 1, where
- *       S = Bp + C_out*H_out*W_out + 256*MR and Bp the block of B panels below; when B > 1,
- *       W = B * MR * 256, or P if that is larger and N % T > 0;
+ *     otherwise K > 1 and 4*K*P > 8 MiB (kernels mixed 256 reduction indices at a time, each
+ *       slice convolved at once): B = min(N/T, 8) when 8*hidden > H*W, H_out*W_out > 512
+ *       and N/T >= 2, else 1; W = B * g * ceil((C_out/g) / MR) * MR * 256, or P if that is
+ *       larger and N % T > 0;
  *     K = 1: W = 0 with copied weights, P with borrowed ones (packed once per forward); for
  *       4*P > 4 MiB, H_out*W_out <= 512 and N/T >= 2 a rows batch too, with
  *       B = min(N/T, 8, floor(1835008 / (4 * (Bp + C_out*H_out*W_out)))), at least 1;

@@ -399,9 +399,13 @@ static void engine_samples(const forward_ctx *c, size_t i0, size_t i1, float *wt
         const float *pi = l->kernels > 1 ? c->ws->pi + i * l->kernels : &one;
         if (l->kernels > 1) {
             if (!c->batch_attention) {
-                dc_global_avg_pool(c->input + i * in_len, 1, s->in_channels,
-                                   s->height * s->width, c->ws->pooled + i * s->in_channels);
-                sample_attention(c, i);
+                /* the chunk's samples pooled and attended first (a rows batch of per-sample
+                 * attention; else the chunk is one sample) */
+                for (size_t j = i; j < i + chunk; ++j) {
+                    dc_global_avg_pool(c->input + j * in_len, 1, s->in_channels,
+                                       s->height * s->width, c->ws->pooled + j * s->in_channels);
+                    sample_attention(c, j);
+                }
             }
             if (bt != NULL) {
                 dc_aggregate_samples(l->kernels, s->out_channels, chunk, pi, l->bias, bt, 0,

@@ -45,12 +45,27 @@ bool dc_exec_engine_fused(const dc_layer *l) {
  * those stay in L2 from one sample to the next. */
 #define DC_STATIC_BATCH_BYTES ((size_t)4 << 20)
 
+/* Dynamic layers other than pointwise and strided 1x1 ones (those are blocked, or mixed first)
+ * take the same path on small images whatever the size of their K sets: a chunk's samples share
+ * each panel slice read from the K sets, where mixing each sample's whole kernel first read all
+ * K sets again for every sample from L3. Batch 16 (Xeon model 167, 2 MiB L2, dynconv-bench,
+ * two interleaved rounds), this path against mixing first: the strided 3x3 128 -> 256 at
+ * 28x28 (4.7 MB of K sets) 0.82 to 0.85 of the time on one and two threads, 128 -> 256 at
+ * 14x14 0.74 to 0.77, 96 -> 192 at 28x28 0.84 to 0.93, 64 -> 128 at 28x28 (1.2 MB) 0.88 to
+ * 0.98, 32 -> 64 at 28x28 (0.3 MB) 0.91 to 1.0, a 5x5 64-channel layer at 14x14 0.90 to 0.94.
+ * Pointwise layers were slower on it (at 7x7, 320 -> 1280 up to 1.1 and 160 -> 960 up to 1.4
+ * of the blocked path's time). Per-sample attention is computed for the whole chunk first. */
+static bool rows_dynamic(const dc_layer *l) {
+    return l->kernels > 1 && !dc_conv_is_pointwise(&l->shape) &&
+           !dc_conv_is_strided_1x1(&l->shape);
+}
+
 /* Whether the chunks of a layer's whole samples go through dc_engine_conv_rows_batch (the
  * chunk's size decides whether there is more than one sample to share). */
 static bool batch_rows(const dc_layer *l) {
     const bool big_static = l->kernels == 1 &&
                             l->packed_len > DC_STATIC_BATCH_BYTES / sizeof(float);
-    return l->engine_on && (dc_exec_engine_fused(l) || big_static) &&
+    return l->engine_on && (dc_exec_engine_fused(l) || big_static || rows_dynamic(l)) &&
            l->shape.out_h * l->shape.out_w <= DC_ENGINE_ROWS_PLANE;
 }
 
@@ -61,7 +76,8 @@ bool dc_exec_engine_fused_batch(const dc_layer *l, size_t chunk) {
 /* The most samples the engine mixes in one pass over the K sets (fused, blocked and rows-batch
  * layers). On the fused path of large images each sample's slice of every panel is
  * DC_ENGINE_KC reduction indices long (512 KiB for 512 channels), so 8 of them stay in L2 and
- * L3. Only when the attention of the batch comes first; else one sample at a time. */
+ * L3. Only when the attention of the batch comes first (or on a rows batch, rows_dynamic);
+ * else one sample at a time. */
 enum { DC_FUSED_CHUNK = 8 };
 
 /* Bytes of L2 the samples of a chunk on dc_engine_conv_rows_batch share for one reduction
@@ -152,7 +168,8 @@ static size_t kernel_chunk(const dc_layer *l, const dc_conv_shape *s, size_t bat
                    : wino_stream_chunk(l, batch / threads, threads);
     }
     if (batch_rows(l)) {
-        return (l->kernels > 1 && !dc_attention_per_batch(l, s)) || batch / threads < 2
+        return (l->kernels > 1 && !dc_attention_per_batch(l, s) && !rows_dynamic(l)) ||
+                       batch / threads < 2
                    ? 1
                    : rows_batch_chunk(l, batch / threads);
     }
@@ -206,7 +223,7 @@ static bool slot_weights(const dc_layer *l, size_t batch, size_t threads, size_t
         }
         return true;
     }
-    if (!dc_exec_engine_fused(l)) {
+    if (!dc_exec_engine_fused(l) && !dc_exec_engine_fused_batch(l, chunk)) {
         return dc_mul_size(chunk, dc_exec_mixed_floats(l), out);
     }
     const size_t g_out = l->shape.out_channels / l->shape.groups, mr = l->gemm->mr;
