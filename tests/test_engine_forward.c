@@ -925,6 +925,24 @@ static size_t wino_formula(const ws_case *c) {
             const size_t streamed = b * image + (2 * th + 2) * 2 * (tw + 1);
             all = streamed > all ? streamed : all;
         }
+    } else if (kk > 1 && 4 * 16 * (cin + cout) * th * tw <= ((size_t)4 << 20) && n / t >= 2) {
+        /* smaller K sets, a transformed image of at most 4 MiB: the streamed form for chunks
+         * of B > 1 samples wherever the attention is computed */
+        const size_t image = 16 * (cin + cout) * th * tw;
+        b = ((size_t)16 << 20) / (4 * image * t);
+        b = b < n / t ? b : n / t;
+        b = b < 8 ? b : 8;
+        b = b > 0 ? b : 1;
+        if (b > 1) {
+            size_t rows = kk * cin > 4096 ? 16 : 65536 / (kk * cin) / 16 * 16;
+            rows = rows < cout ? rows : cout;
+            w = b * rows * cin;
+            if (n % t != 0 && w < len) {
+                w = len;
+            }
+            const size_t streamed = b * image + (2 * th + 2) * 2 * (tw + 1);
+            all = streamed > all ? streamed : all;
+        }
     }
     const size_t slot = (w > 0 ? buf(w) : 0) + (kk > 1 && c->bias ? buf(b * cout) : 0) +
                         buf(all);
@@ -951,6 +969,12 @@ static const ws_case wino_ws_cases[] = {
     {"wino_big_all_shared",    256, 256, 3, 1, 1, 1, 4, 64, 1, 14, 2, false, false},
     /* a sample's V and M over 2 MiB with the attention per sample: mixed whole first */
     {"wino_big_image",         256, 256, 3, 1, 1, 1, 4, 64, 3, 28, 1, false, true},
+    /* smaller K sets: chunks on the streamed form while a transformed image takes at most
+     * 4 MiB, the attention per sample or of the batch; one sample at a time above it */
+    {"wino_small_sets_chunks",  64,  64, 3, 1, 1, 1, 4,  4, 6, 28, 1, false, true},
+    {"wino_small_sets_t2_odd",  48,  80, 3, 1, 1, 1, 2, 16, 7, 13, 2, false, false},
+    {"wino_small_sets_shared",  32,  32, 3, 1, 1, 1, 4,  8, 3, 12, 2, false, true},
+    {"wino_small_sets_big_img", 64,  64, 3, 1, 1, 1, 4,  4, 4, 56, 1, false, true},
 };
 /* clang-format on */
 

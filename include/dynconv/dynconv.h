@@ -624,8 +624,9 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  * into bands (of rows, tile rows or channels), which the BLAS may round differently in the
  * last bits (the tests hold it within 1e-5 relative of the one-thread result); so may the
  * products of whole samples on the Winograd path where the thread count decides whether a
- * chunk takes the streamed form (K transforms over 8 MiB, a sample's transformed input and
- * products over 2 MiB, chunks of one sample at one thread count and more at another). The GEMM
+ * chunk takes the streamed form (K transforms over 8 MiB and a sample's transformed input and
+ * products over 2 MiB, or K transforms under 8 MiB and those at most 4 MiB: chunks of one
+ * sample at one thread count and more at another). The GEMM
  * paths, the Winograd path, and the engine's micro-kernels (fused multiply-adds on AVX2 and
  * AVX-512, separate ones on the baseline), round differently from each other: the same handle
  * on the same CPU always gives the same bits for the same thread count. Copied and borrowed
@@ -643,10 +644,12 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  *     and 4 * K * 16 * C_out * C_in > 8 MiB: B = 1, or where 8*hidden > H*W and N/T >= 2,
  *     B = min(N/T, 8, floor(16 MiB / (4 * I * T))), at least 1, where
  *     I = 16 * (C_in + C_out) * th * tw (a sample's transformed input and products); and
- *     when B > 1 or 4 * I <= 2 MiB ("streamed"), W = B * Rm * C_in, or 16 * C_out * C_in if
- *     that is larger and N % T > 0, where Rm = min(C_out, 16 * floor(65536 / (K * C_in) /
- *     16)) (16 when K * C_in > 4096), and scratch is the larger of the above and
- *     B * I + (2*th + 2) * 2 * (tw + 1);
+ *     with K > 1, 4 * K * 16 * C_out * C_in <= 8 MiB, 4 * I <= 4 MiB and N/T >= 2 (wherever
+ *     the attention is computed): B = min(N/T, 8, floor(16 MiB / (4 * I * T))), at least 1;
+ *     in both cases, when B > 1 or (K sets over 8 MiB) 4 * I <= 2 MiB ("streamed"),
+ *     W = B * Rm * C_in, or 16 * C_out * C_in if that is larger and N % T > 0, where
+ *     Rm = min(C_out, 16 * floor(65536 / (K * C_in) / 16)) (16 when K * C_in > 4096), and
+ *     scratch is the larger of the above and B * I + (2*th + 2) * 2 * (tw + 1);
  *   im2col + BLAS and depthwise: W = B * kernel_len for K > 1, 0 for K = 1 (the kernel is used
  *     as it is);
  *     B (kernels a thread mixes at once) = 1, except when the K kernels take more than 8 MiB,

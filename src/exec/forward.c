@@ -501,7 +501,9 @@ static void wino_streamed(const forward_ctx *c, size_t i, size_t chunk, float *u
     float lo, hi;
     wino_bounds(l, &lo, &hi);
     if (!c->batch_attention) {
-        sample_pool_attention(c, i);
+        for (size_t j = i; j < i + chunk; ++j) {
+            sample_pool_attention(c, j);
+        }
     }
     for (size_t j = 0; j < chunk; ++j) {
         dc_wino_input_image(s, c->input + (i + j) * in_len, scratch + j * image,

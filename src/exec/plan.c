@@ -122,11 +122,30 @@ bool dc_exec_wino_big_sets(const dc_layer *l) {
  * times it. */
 #define DC_WINO_STREAM_IMAGE ((size_t)2 << 20)
 
+/* A transformed image (a sample's transformed input and products) up to which a dynamic layer
+ * whose K transforms stay below 8 MiB takes the streamed form too for chunks of samples,
+ * wherever its attention is computed (per sample: for the whole chunk first). Mixing each
+ * sample's whole transform first read the K transforms again for every sample. Batch 16 (Xeon
+ * model 167, 2 MiB L2, dynconv-bench, two interleaved rounds), the streamed form against
+ * mixing first: 3x3 128 at 28x28 (3.2 MB images) 0.71 to 0.94 of the time on one and two
+ * threads, 96 at 28x28 0.83 to 0.94, 64 at 28x28 0.76 to 0.84, 64 -> 128 at 20x20 0.73 to
+ * 0.82, 128 and 160 at 14x14 0.55 to 0.69, 64 at 14x14 0.93 to 0.96, 32 at 14x14 even; 64 at
+ * 56x56 (6.4 MB images) took 2.4 times as long on one thread (chunks of two). */
+#define DC_WINO_CHUNK_IMAGE ((size_t)4 << 20)
+
+static bool wino_chunked(const dc_layer *l) {
+    size_t image;
+    return l->wino_on && l->kernels > 1 && !dc_exec_wino_big_sets(l) &&
+           dc_wino_image_floats(&l->shape, &image) &&
+           image <= DC_WINO_CHUNK_IMAGE / sizeof(float);
+}
+
 bool dc_exec_wino_streams(const dc_layer *l, size_t chunk) {
     size_t image;
-    return dc_exec_wino_big_sets(l) &&
-           (chunk > 1 || (dc_wino_image_floats(&l->shape, &image) &&
-                          image <= DC_WINO_STREAM_IMAGE / sizeof(float)));
+    return (dc_exec_wino_big_sets(l) &&
+            (chunk > 1 || (dc_wino_image_floats(&l->shape, &image) &&
+                           image <= DC_WINO_STREAM_IMAGE / sizeof(float)))) ||
+           (wino_chunked(l) && chunk > 1);
 }
 
 /* Output channels of a block: the K sets' rows of one take 256 KiB (64 channels for 256 input
@@ -166,6 +185,9 @@ static size_t kernel_chunk(const dc_layer *l, const dc_conv_shape *s, size_t bat
         return !dc_attention_per_batch(l, s) || batch / threads < 2
                    ? 1
                    : wino_stream_chunk(l, batch / threads, threads);
+    }
+    if (wino_chunked(l)) {
+        return batch / threads < 2 ? 1 : wino_stream_chunk(l, batch / threads, threads);
     }
     if (batch_rows(l)) {
         return (l->kernels > 1 && !dc_attention_per_batch(l, s) && !rows_dynamic(l)) ||
