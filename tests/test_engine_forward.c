@@ -571,6 +571,8 @@ static const blocked_case blocked_cases[] = {
     {{"1x1_stride2_40_9x9",       10, 40, 1, 1, 2, 2, 0, 0, 1, 1, 1, 9,  9}, 11},
     {{"1x1_stride2_70_14x14",     16, 70, 1, 1, 2, 2, 0, 0, 1, 1, 1, 14, 14}, 25},
     {{"1x1_stride2x3_33_13x20",    7, 33, 1, 1, 2, 3, 0, 0, 1, 1, 1, 13, 20}, 33},
+    /* the attention per sample (8 * hidden <= H*W) on a pointwise plane of at most 256 */
+    {{"pointwise_per_sample_16x16", 6, 50, 1, 1, 1, 1, 0, 0, 1, 1, 1, 16, 16}, 2},
 };
 /* clang-format on */
 
@@ -752,6 +754,10 @@ static const ws_case ws_cases[] = {
     {"pointwise_blocked_b5_t1",    16,  40, 1, 1, 0, 1, 4, 16, 5,  5, 1, false, true},
     {"pointwise_blocked_b12_t2",   32,  70, 1, 1, 0, 1, 4, 16, 24, 6, 2, true,  true},
     {"pointwise_blocked_1panel",   16,   3, 1, 1, 0, 1, 3, 16, 6,  5, 1, false, true},
+    /* pointwise planes of at most 256 positions are blocked with the attention per sample
+     * too; larger ones are not */
+    {"pointwise_blocked_per_sample", 24, 96, 1, 1, 0, 1, 4,  4, 9, 14, 2, false, true},
+    {"pointwise_per_sample_17x17", 24,  96, 1, 1, 0, 1, 4,  4, 9, 17, 2, false, true},
     {"pointwise_groups2_not_blocked", 16, 40, 1, 1, 0, 2, 4, 16, 5, 5, 1, false, true},
     /* strided 1x1: the same blocks, with the chunk's inputs gathered in the scratch */
     {"strided1x1_blocked_b6_t1",   32,  40, 1, 2, 0, 1, 4, 16, 6,  9, 1, false, true},
@@ -774,7 +780,8 @@ static size_t engine_formula(const ws_case *c, size_t mr, size_t nr) {
     const bool strided_1x1 = c->k == 1 && c->s > 1 && c->p == 0;
     const bool batch_attention = 8 * (size_t)c->hidden > hw * hw;
     const bool blocked = kk > 1 && 4 * kk * big_p <= ((size_t)8 << 20) &&
-                         (pointwise || strided_1x1) && g == 1 && batch_attention;
+                         (pointwise || strided_1x1) && g == 1 &&
+                         (batch_attention || (pointwise && hw * hw <= 256));
     size_t scratch = (depth < 256 ? depth : 256) * ceil_div(plane < 512 ? plane : 512, nr) * nr;
     size_t padded = 0;
     if (!pointwise) {

@@ -671,7 +671,8 @@ DYNCONV_API dynconv_status dynconv_linear_set_threadpool(dynconv_linear *layer,
  *       W = B * MR * 256, or P if that is larger and N % T > 0 (T counted as 1 for forwards
  *       of little work, which share no sample); when B = 1, as follows;
  *     otherwise K > 1 and 4*K*P <= 8 MiB: B = 1, W = P; except for one-group pointwise and
- *       unpadded strided 1x1 kernels ("blocked") with 8*hidden > H*W and N/T >= 2:
+ *       unpadded strided 1x1 kernels ("blocked") with 8*hidden > H*W (pointwise ones also
+ *       with H*W <= 256) and N/T >= 2:
  *       B = min(N/T, 8, ceil(C_out / MR)) (W = P holds the B samples' blocks of row panels
  *       side by side);
  *     otherwise K > 1 and 4*K*P > 8 MiB (kernels mixed 256 reduction indices at a time, each

@@ -104,11 +104,21 @@ static size_t rows_batch_chunk(const dc_layer *l, size_t per_thread) {
     return chunk > 0 ? chunk : 1;
 }
 
+/* Pointwise planes up to which the blocks serve a chunk also when the attention is computed
+ * per sample (the chunk's samples pooled and attended first). Batch 16 (Xeon model 167,
+ * dynconv-bench, two interleaved rounds), against each sample's kernel mixed whole first:
+ * 64 -> 384 and 96 -> 576 at 14x14 0.85 to 0.93 of the time on one and two threads; at 28x28
+ * 32 -> 192 1.06 to 1.10 and 192 -> 32 1.7 to 1.85, at 56x56 24 -> 144 and 144 -> 24 0.90 to
+ * 1.05. */
+#define DC_BLOCKED_SAMPLE_PLANE 256
+
 bool dc_exec_engine_blocked(const dc_layer *l) {
+    const dc_conv_shape *s = &l->shape;
+    const bool pointwise = dc_conv_is_pointwise(s);
     return l->engine_on && l->kernels > 1 && !dc_exec_engine_fused(l) &&
-           (dc_conv_is_pointwise(&l->shape) || dc_conv_is_strided_1x1(&l->shape)) &&
-           l->shape.groups == 1 &&
-           dc_attention_per_batch(l, &l->shape);
+           (pointwise || dc_conv_is_strided_1x1(s)) && s->groups == 1 &&
+           (dc_attention_per_batch(l, s) ||
+            (pointwise && s->height * s->width <= DC_BLOCKED_SAMPLE_PLANE));
 }
 
 bool dc_exec_wino_big_sets(const dc_layer *l) {
@@ -197,12 +207,14 @@ static size_t kernel_chunk(const dc_layer *l, const dc_conv_shape *s, size_t bat
     }
     if (dc_exec_engine_fused(l) || dc_exec_engine_blocked(l)) {
         const size_t per_thread = batch / threads;
-        size_t chunk = !dc_attention_per_batch(l, s) || per_thread < 2 ? 1
-                       : per_thread < DC_FUSED_CHUNK                 ? per_thread
-                                                                     : DC_FUSED_CHUNK;
+        const bool blocked = dc_exec_engine_blocked(l);
+        size_t chunk = per_thread < DC_FUSED_CHUNK ? per_thread : DC_FUSED_CHUNK;
+        if ((!dc_attention_per_batch(l, s) && !blocked) || per_thread < 2) {
+            chunk = 1;
+        }
         /* Blocked: each sample of the chunk needs at least one row panel of the slot. */
         const size_t panels = (s->out_channels + l->gemm->mr - 1) / l->gemm->mr;
-        return dc_exec_engine_blocked(l) && chunk > panels ? panels : chunk;
+        return blocked && chunk > panels ? panels : chunk;
     }
     const size_t kernel_bytes = dc_exec_mixed_floats(l) * sizeof(float);
     if (!dc_attention_per_batch(l, s) || batch / threads < 2 ||
