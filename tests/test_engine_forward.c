@@ -912,44 +912,35 @@ static size_t wino_formula(const ws_case *c) {
     const size_t scratch = 16 * (cin + cout) * r * tw + (2 * r + 2) * 2 * (tw + 1);
     const size_t len = 16 * cout * cin;
     size_t b = 1, w = kk > 1 ? len : 0, all = scratch;
+    /* B samples of a chunk: their V and M in 16 MiB over all threads, at most 8 */
+    const size_t image = 16 * (cin + cout) * th * tw;
+    size_t chunk = ((size_t)16 << 20) / (4 * image * t);
+    chunk = chunk < n / t ? chunk : n / t;
+    chunk = chunk < 8 ? chunk : 8;
+    chunk = chunk > 0 ? chunk : 1;
+    bool streamed = false;
     if (kk > 1 && 4 * kk * len > ((size_t)8 << 20)) {
-        /* streamed: chunks of B samples (their V and M in 16 MiB over all threads) when the
-         * attention of the batch comes first, else of one */
-        const size_t image = 16 * (cin + cout) * th * tw;
+        /* K sets over 8 MiB: chunks when the attention of the batch comes first, else one
+         * sample, streamed while its V and M take at most 2 MiB */
         if (8 * (size_t)c->hidden > hw * hw && n / t >= 2) {
-            b = ((size_t)16 << 20) / (4 * image * t);
-            b = b < n / t ? b : n / t;
-            b = b < 8 ? b : 8;
-            b = b > 0 ? b : 1;
+            b = chunk;
         }
-        if (b > 1 || 4 * image <= ((size_t)2 << 20)) {
-            size_t rows = kk * cin > 4096 ? 16 : 65536 / (kk * cin) / 16 * 16;
-            rows = rows < cout ? rows : cout;
-            w = b * rows * cin;
-            if (n % t != 0 && w < len) {
-                w = len;
-            }
-            const size_t streamed = b * image + (2 * th + 2) * 2 * (tw + 1);
-            all = streamed > all ? streamed : all;
+        streamed = b > 1 || 4 * image <= ((size_t)2 << 20);
+    } else if (kk > 1 && 4 * image <= ((size_t)4 << 20) && n / t >= 2) {
+        /* smaller K sets, a transformed image of at most 4 MiB: chunks wherever the attention
+         * is computed, streamed when there is more than one sample */
+        b = chunk;
+        streamed = b > 1;
+    }
+    if (streamed) {
+        size_t rows = kk * cin > 4096 ? 16 : 65536 / (kk * cin) / 16 * 16;
+        rows = rows < cout ? rows : cout;
+        w = b * rows * cin;
+        if (n % t != 0 && w < len) {
+            w = len;
         }
-    } else if (kk > 1 && 4 * 16 * (cin + cout) * th * tw <= ((size_t)4 << 20) && n / t >= 2) {
-        /* smaller K sets, a transformed image of at most 4 MiB: the streamed form for chunks
-         * of B > 1 samples wherever the attention is computed */
-        const size_t image = 16 * (cin + cout) * th * tw;
-        b = ((size_t)16 << 20) / (4 * image * t);
-        b = b < n / t ? b : n / t;
-        b = b < 8 ? b : 8;
-        b = b > 0 ? b : 1;
-        if (b > 1) {
-            size_t rows = kk * cin > 4096 ? 16 : 65536 / (kk * cin) / 16 * 16;
-            rows = rows < cout ? rows : cout;
-            w = b * rows * cin;
-            if (n % t != 0 && w < len) {
-                w = len;
-            }
-            const size_t streamed = b * image + (2 * th + 2) * 2 * (tw + 1);
-            all = streamed > all ? streamed : all;
-        }
+        const size_t form = b * image + (2 * th + 2) * 2 * (tw + 1);
+        all = form > all ? form : all;
     }
     const size_t slot = (w > 0 ? buf(w) : 0) + (kk > 1 && c->bias ? buf(b * cout) : 0) +
                         buf(all);
