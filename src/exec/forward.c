@@ -99,6 +99,16 @@ static void sample_attention(const forward_ctx *c, size_t i) {
                          c->ws->hidden + i * l->hidden, c->ws->pi + i * l->kernels);
 }
 
+/* The pooling and attention of whole sample i, computed right before its convolution (the
+ * attention not per batch: chunks of one, or a chunk's samples one after the other before
+ * the chunk's shared pass over the K sets). */
+static void sample_pool_attention(const forward_ctx *c, size_t i) {
+    const dc_conv_shape *s = &c->layer->shape;
+    dc_global_avg_pool(c->input + i * s->in_channels * s->height * s->width, 1, s->in_channels,
+                       s->height * s->width, c->ws->pooled + i * s->in_channels);
+    sample_attention(c, i);
+}
+
 /* fc1 of the attention of samples [sample, sample + att_rows), its hidden units shared between
  * the threads. */
 static void hidden_task(void *p, size_t index, size_t count) {
@@ -402,9 +412,7 @@ static void engine_samples(const forward_ctx *c, size_t i0, size_t i1, float *wt
                 /* the chunk's samples pooled and attended first (a rows batch of per-sample
                  * attention; else the chunk is one sample) */
                 for (size_t j = i; j < i + chunk; ++j) {
-                    dc_global_avg_pool(c->input + j * in_len, 1, s->in_channels,
-                                       s->height * s->width, c->ws->pooled + j * s->in_channels);
-                    sample_attention(c, j);
+                    sample_pool_attention(c, j);
                 }
             }
             if (bt != NULL) {
@@ -453,15 +461,6 @@ static void engine_samples(const forward_ctx *c, size_t i0, size_t i1, float *wt
                                    act);
         }
     }
-}
-
-/* The pooling and attention of whole sample i, computed right before its convolution (the
- * attention not per batch: chunks of one). */
-static void sample_pool_attention(const forward_ctx *c, size_t i) {
-    const dc_conv_shape *s = &c->layer->shape;
-    dc_global_avg_pool(c->input + i * s->in_channels * s->height * s->width, 1, s->in_channels,
-                       s->height * s->width, c->ws->pooled + i * s->in_channels);
-    sample_attention(c, i);
 }
 
 /* Samples [i, i + chunk) of a dynamic layer, for a thread's whole samples: their attention
