@@ -231,8 +231,8 @@ size_t dc_exec_mixed_floats(const dc_layer *l) {
 }
 
 /* Floats of the mixed kernels in one slot: `chunk` whole kernels, or on the fused engine path
- * `chunk` slices, or on the blocked one a single kernel, and a whole kernel besides when samples are shared between threads (they are
- * mixed whole into slot 0). False on overflow. */
+ * `chunk` slices, or on the blocked one a single kernel, and a whole kernel besides when
+ * samples are shared between threads (they are mixed whole into slot 0). False on overflow. */
 static bool slot_weights(const dc_layer *l, size_t batch, size_t threads, size_t chunk,
                          size_t *out) {
     if (dc_exec_engine_blocked(l)) {
