@@ -784,8 +784,9 @@ DYNCONV_API dynconv_status dynconv_network_get_num_outputs(const dynconv_network
  * every node's output shape, plans the activation buffers by liveness (a value's buffer is
  * reused once its last reader in execution order has run; flatten is a view of its input),
  * sizes one workspace shared by all layers, allocates (the only call besides create that
- * does), and reports the peak bytes (activations + shared workspace + attention rows) in
- * *peak_bytes (may be NULL).
+ * does), and reports the peak bytes (activations + shared workspace + attention rows, and the
+ * channel means some layers hand to the dynamic layer that reads their output) in *peak_bytes
+ * (may be NULL).
  * Errors: NULL_POINTER (network), INVALID_ARGUMENT (batch, height or width <= 0),
  * INVALID_SHAPE (a kernel or pooling window is larger than its padded input, or the inputs of
  * an add / cat / linear do not fit together at this size: the message names the node),

@@ -94,7 +94,8 @@ class Network(_lib.Handle):
     @property
     def peak_bytes(self):
         """Bytes the network holds for its current shape (activations, the shared workspace,
-        attention rows), as reshape reported them; None before the first reshape."""
+        attention rows and handed-over channel means), as reshape reported them; None before
+        the first reshape."""
         return self._peak_bytes
 
     def output_shapes(self):

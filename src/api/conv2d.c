@@ -459,6 +459,14 @@ dynconv_status dynconv_conv2d_reshape(dynconv_conv2d *layer, int64_t batch, int6
 dynconv_status dc_conv2d_forward_named(const char *fn, dynconv_conv2d *layer, const float *input,
                                        float *output, float *attention, void *workspace,
                                        size_t workspace_size) {
+    return dc_conv2d_forward_pooled(fn, layer, input, output, attention, workspace,
+                                    workspace_size, NULL, NULL);
+}
+
+dynconv_status dc_conv2d_forward_pooled(const char *fn, dynconv_conv2d *layer, const float *input,
+                                        float *output, float *attention, void *workspace,
+                                        size_t workspace_size, const float *pooled_in,
+                                        float *pooled_out) {
     if (layer == NULL || input == NULL || output == NULL) {
         return dc_fail(DYNCONV_ERROR_NULL_POINTER, "%s: %s is NULL", fn,
                        layer == NULL ? "layer" : input == NULL ? "input" : "output");
@@ -496,7 +504,8 @@ dynconv_status dc_conv2d_forward_named(const char *fn, dynconv_conv2d *layer, co
     /* The BLAS's thread count is never touched here (it is process-wide, and another handle
      * may be running): the first pool with workers set it to 1 (threadpool.c). */
     dc_exec_forward(&layer->core, n, layer->temperature, layer->threads, layer->chunk,
-                    layer->threadpool->pool, input, output, attention, workspace);
+                    layer->threadpool->pool, input, output, attention, workspace, pooled_in,
+                    pooled_out);
     return DYNCONV_OK;
 }
 

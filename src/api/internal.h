@@ -93,6 +93,13 @@ dynconv_status dc_conv2d_reshape_named(const char *fn, dynconv_conv2d *layer, in
 dynconv_status dc_conv2d_forward_named(const char *fn, dynconv_conv2d *layer, const float *input,
                                        float *output, float *attention, void *workspace,
                                        size_t workspace_size);
+/* The same, with the squeeze handed over between a network's layers (dc_exec_forward):
+ * pooled_in [N, C_in] the input's channel means, pooled_out [N, C_out] where the output's go;
+ * either may be NULL. Neither is checked: the network plans them. */
+dynconv_status dc_conv2d_forward_pooled(const char *fn, dynconv_conv2d *layer, const float *input,
+                                        float *output, float *attention, void *workspace,
+                                        size_t workspace_size, const float *pooled_in,
+                                        float *pooled_out);
 dynconv_status dc_conv2d_set_num_threads_named(const char *fn, dynconv_conv2d *layer,
                                                int threads);
 dynconv_status dc_conv2d_get_num_threads_named(const char *fn, const dynconv_conv2d *layer,

@@ -101,10 +101,16 @@ bool dc_plan_backward(const dc_layer *l, size_t batch, size_t threads, size_t *b
 
 /* One forward of `batch` samples on the first `threads` threads of `pool` (the calling thread
  * included; a forward of little work runs on the calling thread alone), with the chunk
- * dc_plan_forward gave for this batch and thread count. attention may be NULL. */
+ * dc_plan_forward gave for this batch and thread count. attention may be NULL.
+ * The two pooled arrays let a network hand the attention's squeeze from one layer to the next
+ * (NULL: not used). pooled_in [batch, C_in]: the channel means of `input`, exactly as this
+ * layer would compute them (dc_global_avg_pool), which it then takes instead of reading the
+ * input once more. pooled_out [batch, C_out]: filled with the channel means of `output`, each
+ * sample's right after its output is final, while it is still in cache. */
 void dc_exec_forward(const dc_layer *l, size_t batch, float temperature, size_t threads,
                      size_t chunk, dc_pool *pool, const float *input, float *output,
-                     float *attention, void *workspace);
+                     float *attention, void *workspace, const float *pooled_in,
+                     float *pooled_out);
 
 /* Where backward writes (the public gradients struct, field for field); NULL skips one. */
 typedef struct dc_exec_grads {

@@ -28,6 +28,8 @@ typedef struct forward_ctx {
     dc_attention att;
     bool batch_attention;     /* attention of the whole batch first (else per sample) */
     size_t att_rows;          /* samples [sample, sample + att_rows) of hidden_task */
+    const float *pooled_in;   /* the input's channel means, given (dc_exec_forward) */
+    float *pooled_out;        /* where the output's channel means go */
 } forward_ctx;
 
 /* The layer's activation on out[0, count) (the part of the output a task just wrote). A NaN
@@ -72,7 +74,9 @@ static void pool_task(void *p, size_t index, size_t count) {
     const size_t row0 = c->sample * s->in_channels;
     size_t r0, r1;
     dc_exec_share(s->in_channels, index, count, &r0, &r1);
-    if (r1 > r0) {
+    if (r1 > r0 && c->pooled_in != NULL) {
+        memcpy(c->ws->pooled + row0 + r0, c->pooled_in + row0 + r0, (r1 - r0) * sizeof(float));
+    } else if (r1 > r0) {
         dc_global_avg_pool(c->input + (row0 + r0) * spatial, r1 - r0, 1, spatial,
                            c->ws->pooled + row0 + r0);
     }
@@ -85,7 +89,9 @@ static void pool_all_task(void *p, size_t index, size_t count) {
     const size_t spatial = s->height * s->width;
     size_t r0, r1;
     dc_exec_share(c->batch * s->in_channels, index, count, &r0, &r1);
-    if (r1 > r0) {
+    if (r1 > r0 && c->pooled_in != NULL) {
+        memcpy(c->ws->pooled + r0, c->pooled_in + r0, (r1 - r0) * sizeof(float));
+    } else if (r1 > r0) {
         dc_global_avg_pool(c->input + r0 * spatial, r1 - r0, 1, spatial, c->ws->pooled + r0);
     }
 }
@@ -104,9 +110,56 @@ static void sample_attention(const forward_ctx *c, size_t i) {
  * the chunk's shared pass over the K sets). */
 static void sample_pool_attention(const forward_ctx *c, size_t i) {
     const dc_conv_shape *s = &c->layer->shape;
-    dc_global_avg_pool(c->input + i * s->in_channels * s->height * s->width, 1, s->in_channels,
-                       s->height * s->width, c->ws->pooled + i * s->in_channels);
+    if (c->pooled_in != NULL) {
+        memcpy(c->ws->pooled + i * s->in_channels, c->pooled_in + i * s->in_channels,
+               s->in_channels * sizeof(float));
+    } else {
+        dc_global_avg_pool(c->input + i * s->in_channels * s->height * s->width, 1,
+                           s->in_channels, s->height * s->width,
+                           c->ws->pooled + i * s->in_channels);
+    }
     sample_attention(c, i);
+}
+
+/* The channel means of the outputs of samples [i, i + count), for the next layer
+ * (pooled_out): the same sums as that layer's own pooling would make. */
+static void pool_outputs(const forward_ctx *c, size_t i, size_t count) {
+    const dc_conv_shape *s = &c->layer->shape;
+    const size_t plane = s->out_h * s->out_w;
+    if (c->pooled_out != NULL && count > 0) {
+        dc_global_avg_pool(c->output + i * s->out_channels * plane, count, s->out_channels,
+                           plane, c->pooled_out + i * s->out_channels);
+    }
+}
+
+/* The activation of sample i's whole output and, when wanted, its channel means: channel by
+ * channel, each pooled right after its activation while it is in L1 or L2. */
+static void finish_sample(const forward_ctx *c, size_t i) {
+    const dc_layer *l = c->layer;
+    const dc_conv_shape *s = &l->shape;
+    const size_t plane = s->out_h * s->out_w;
+    float *out = c->output + i * s->out_channels * plane;
+    if (c->pooled_out == NULL) {
+        activate(l, out, s->out_channels * plane);
+        return;
+    }
+    for (size_t oc = 0; oc < s->out_channels; ++oc) {
+        activate(l, out + oc * plane, plane);
+        dc_global_avg_pool(out + oc * plane, 1, 1, plane, c->pooled_out + i * s->out_channels + oc);
+    }
+}
+
+/* Channels [oc0, oc1) of the shared sample's output pooled, split between threads. */
+static void pool_out_task(void *p, size_t index, size_t count) {
+    const forward_ctx *c = p;
+    const dc_conv_shape *s = &c->layer->shape;
+    const size_t plane = s->out_h * s->out_w, row0 = c->sample * s->out_channels;
+    size_t r0, r1;
+    dc_exec_share(s->out_channels, index, count, &r0, &r1);
+    if (r1 > r0) {
+        dc_global_avg_pool(c->output + (row0 + r0) * plane, r1 - r0, 1, plane,
+                           c->pooled_out + row0 + r0);
+    }
 }
 
 /* fc1 of the attention of samples [sample, sample + att_rows), its hidden units shared between
@@ -572,12 +625,19 @@ static void samples_task(void *p, size_t index, size_t count) {
     float *bt = slot_part(c->ws, index, c->ws->has_biases, c->ws->biases_at);
     size_t i0, i1;
     dc_exec_share(c->count, index, count, &i0, &i1);
-    if (l->wino_on) {
-        wino_samples(c, i0, i1, wt, bt, col);
-        return;
-    }
-    if (l->engine_on) {
-        engine_samples(c, i0, i1, wt, bt, col);
+    if (l->wino_on || l->engine_on) {
+        /* With the output's means wanted, a chunk at a time, each chunk's outputs pooled
+         * while they are in cache (the chunks are the same either way). */
+        const size_t step = c->pooled_out != NULL ? c->chunk : i1 - i0;
+        for (size_t i = i0; i < i1; i += step) {
+            const size_t e = i1 - i < step ? i1 : i + step;
+            if (l->wino_on) {
+                wino_samples(c, i, e, wt, bt, col);
+            } else {
+                engine_samples(c, i, e, wt, bt, col);
+            }
+            pool_outputs(c, i, e - i);
+        }
         return;
     }
     for (size_t i = i0; i < i1; i += c->chunk) {
@@ -593,15 +653,16 @@ static void samples_task(void *p, size_t index, size_t count) {
             /* Pooled just before (per-sample attention): the input is in cache, and the
              * prefetched bands of dc_conv2d_sample gain nothing there (dynamic 96 -> 24 and
              * 64 -> 64 at 56x56, batch 16: 1.01 to 1.06 of the time with them; 144 -> 24,
-             * whose 1.8 MB outgrow L2 while pooled, 0.94 to 0.98). */
-            if (l->kernels > 1 && !c->batch_attention) {
+             * whose 1.8 MB outgrow L2 while pooled, 0.94 to 0.98). Not when the means were
+             * handed over (pooled_in): nothing has read the input then. */
+            if (l->kernels > 1 && !c->batch_attention && c->pooled_in == NULL) {
                 dc_conv2d_sample_cached(s, c->input + (i + j) * in_len, w, b,
                                         c->output + (i + j) * out_len, col);
             } else {
                 dc_conv2d_sample(s, c->input + (i + j) * in_len, w, b,
                                  c->output + (i + j) * out_len, col);
             }
-            activate(l, c->output + (i + j) * out_len, out_len);
+            finish_sample(c, i + j);
         }
     }
 }
@@ -807,9 +868,43 @@ static void rows_task(void *p, size_t index, size_t count) {
     }
 }
 
+/* The convolution of the shared sample c->sample (its attention known), on every thread of
+ * the team: each path's own split (channels, bands of rows, panels, Winograd tiles). */
+static void shared_sample(forward_ctx *c, dc_pool *pool, size_t team) {
+    const dc_layer *l = c->layer;
+    const dc_conv_shape *s = &l->shape;
+    if (l->wino_on) {
+        if (l->kernels > 1 && !dc_exec_wino_big_sets(l)) {
+            dc_exec_run(pool, team, aggregate_task, c);
+        }
+        dc_exec_run(pool, team, wino_shared_task, c);
+        return;
+    }
+    if (l->engine_on && dc_exec_engine_rows(l)) {
+        dc_exec_run(pool, team, engine_rows_task, c);
+        return;
+    }
+    if (l->engine_on) {
+        if (dc_exec_mixes(l)) {
+            dc_exec_run(pool, team, engine_mix_task, c);
+        }
+        dc_exec_run(pool, team, engine_columns_task, c);
+        return;
+    }
+    if (dc_conv_channels_split(s)) {
+        dc_exec_run(pool, team, channels_task, c);
+        return;
+    }
+    if (l->kernels > 1) {
+        dc_exec_run(pool, team, aggregate_task, c);
+    }
+    dc_exec_run(pool, team, rows_task, c);
+}
+
 void dc_exec_forward(const dc_layer *l, size_t batch, float temperature, size_t threads,
                      size_t chunk, dc_pool *pool, const float *input, float *output,
-                     float *attention, void *workspace) {
+                     float *attention, void *workspace, const float *pooled_in,
+                     float *pooled_out) {
     const dc_conv_shape *s = &l->shape;
     const size_t n = batch;
     workspace_layout ws;
@@ -828,7 +923,9 @@ void dc_exec_forward(const dc_layer *l, size_t batch, float temperature, size_t 
                               {s->in_channels, l->hidden, l->kernels, l->fc1_weight, l->fc1_bias,
                                l->fc2_weight, l->fc2_bias},
                               false,
-                              0};
+                              0,
+                              l->kernels > 1 ? pooled_in : NULL,
+                              pooled_out};
     forward_ctx ctx = ctx0;
     const size_t team = dc_exec_team(l, n, threads);
     ctx.batch_attention = dc_attention_per_batch(l, s);
@@ -851,32 +948,10 @@ void dc_exec_forward(const dc_layer *l, size_t batch, float temperature, size_t 
             dc_exec_run(pool, team, pool_task, &ctx);
             team_attention(&ctx, pool, team, i, 1);
         }
-        if (l->wino_on) {
-            if (l->kernels > 1 && !dc_exec_wino_big_sets(l)) {
-                dc_exec_run(pool, team, aggregate_task, &ctx);
-            }
-            dc_exec_run(pool, team, wino_shared_task, &ctx);
-            continue;
+        shared_sample(&ctx, pool, team);
+        if (pooled_out != NULL) {
+            dc_exec_run(pool, team, pool_out_task, &ctx);
         }
-        if (l->engine_on && dc_exec_engine_rows(l)) {
-            dc_exec_run(pool, team, engine_rows_task, &ctx);
-            continue;
-        }
-        if (l->engine_on) {
-            if (dc_exec_mixes(l)) {
-                dc_exec_run(pool, team, engine_mix_task, &ctx);
-            }
-            dc_exec_run(pool, team, engine_columns_task, &ctx);
-            continue;
-        }
-        if (dc_conv_channels_split(s)) {
-            dc_exec_run(pool, team, channels_task, &ctx);
-            continue;
-        }
-        if (l->kernels > 1) {
-            dc_exec_run(pool, team, aggregate_task, &ctx);
-        }
-        dc_exec_run(pool, team, rows_task, &ctx);
     }
 
     if (attention != NULL) {

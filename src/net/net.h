@@ -94,6 +94,12 @@ typedef struct net_node {
     size_t offset;            /* byte offset in the activation arena */
     size_t last_use;          /* last step that reads the value's buffer */
     float *attention;         /* dynamic layers: [N, K] rows inside net->attention */
+    /* The squeeze handed from a layer to a dynamic layer that reads its output (set by
+     * reshape; NULL when not planned): the producer writes its output's channel means to
+     * pooled_out [N, c_out] while each sample's output is in cache, and the consumer takes
+     * them as pooled_in instead of reading its input once more. */
+    float *pooled_out;
+    const float *pooled_in;
 } net_node;
 
 struct dynconv_network {
@@ -124,8 +130,10 @@ struct dynconv_network {
     size_t arena_bytes;
     void *workspace;          /* shared by every layer handle */
     size_t workspace_bytes;
-    float *attention;         /* the attention rows of every dynamic layer */
+    float *attention;         /* the attention rows of every dynamic layer, then the handed
+                               * over channel means (net_node.pooled_out) */
     size_t attention_floats;
+    size_t handoffs;          /* layers whose output's means reshape planned to hand over */
 
     /* Per-node timing (bench/net_profile.c, through the internal layers): when not NULL,
      * forward adds each node's wall time in seconds to profile[i] (num_nodes entries, in
@@ -167,6 +175,13 @@ dynconv_status net_fold(const char *fn, dynconv_network *net, bool fusion);
 
 /* The layer handles of the conv2d / linear nodes (after folding). */
 dynconv_status net_create_layers(const char *fn, const char *source, dynconv_network *net);
+
+/* For tests: which layers reshape plans to hand their output's channel means over to a
+ * dynamic layer that reads it (net_node.pooled_out): NEVER (every dynamic layer pools its own
+ * input), RULE (the default: where it pays, plan.c) or ALWAYS (every convolution with such a
+ * reader, on any path). The results are the same bits in all three. */
+enum { NET_HANDOFF_NEVER = 0, NET_HANDOFF_RULE = 1, NET_HANDOFF_ALWAYS = 2 };
+void net_set_handoff(int mode);
 
 /* The bodies of reshape and forward (plan.c). */
 dynconv_status net_reshape(const char *fn, dynconv_network *net, int64_t batch, int64_t height,
